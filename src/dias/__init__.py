@@ -1,0 +1,16 @@
+"""dias: Slot Attention with Re-Initialization and Self-Distillation (DIAS), complete and tested."""
+
+from dias.config import Config, ConfigError, load_config
+
+__version__ = "0.1.0"
+
+__all__ = ["Config", "ConfigError", "__version__", "build_model", "load_config", "load_official_weights"]
+
+
+def __getattr__(name):
+    # The model pulls in torch and timm; import it only when asked for.
+    if name in ("build_model", "load_official_weights"):
+        from dias import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'dias' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+from dias.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,274 @@
+"""Typed run configuration: a dataclass schema, YAML files and dotted `key=value` overrides.
+
+Only `build_model(cfg)` and the engine read a config; modules take plain arguments.
+
+    cfg = load_config("configs/dias-coco.yaml", ["model.num_slots=11", "train.seed=43"])
+    save_config(cfg, run_dir / "config.yaml")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+CONFIG_FILE_NAME = "config.yaml"
+
+
+class ConfigError(ValueError):
+    """A config file or override names an unknown key or holds a value of the wrong type."""
+
+
+@dataclass
+class DataConfig:
+    name: Literal["synthetic", "clevrtex", "coco", "voc"] = "synthetic"
+    root: str = "data/synthetic"  # folder holding {split}.lmdb
+    train_split: str = "train"
+    val_split: str = "val"
+    image_size: int = 256  # square side fed to the model, in pixels
+    crop_scale: tuple[float, float] = (0.75, 1.0)  # random-resized-crop scale, relative to the largest square
+    flip: bool = True
+    batch_size: int = 32
+    num_workers: int = 4
+    skip_corrupt: bool = False  # skip and count corrupt records instead of raising
+
+
+@dataclass
+class BackboneConfig:
+    name: Literal["vit_small_patch14_reg4_dinov2", "vit_base_patch14_reg4_dinov2", "patch_stats"] = (
+        "vit_small_patch14_reg4_dinov2"
+    )
+    weights: str | None = None  # local .safetensors/.pth file; never downloaded
+    input_scale: float = 0.875  # bicubic rescale before the ViT: 256 -> 224
+    patch_size: int = 8  # patch_stats only; the ViTs use 14
+
+
+@dataclass
+class DecoderConfig:
+    name: Literal["random_order_transformer", "mlp"] = "random_order_transformer"
+    num_layers: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 4.0  # transformer FFN width = mlp_ratio * feature_dim
+    visible_short_prob: float = 0.5  # probability of the short visible prefix in training
+    visible_short_fraction: float = 0.1  # short prefix length = int(N * fraction) - 1
+    hidden_dim: int = 1024  # mlp decoder only
+    num_hidden_layers: int = 3  # mlp decoder only
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    num_slots: int = 7
+    slot_dim: int = 256
+    num_iters: int = 3
+    slot_mlp_dim: int = 1024
+    initializer: Literal["normal_shared", "learned"] = "normal_shared"
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+
+
+@dataclass
+class LossConfig:
+    distill_form: Literal["prob", "log"] = "prob"  # "prob" reproduces the release: probabilities used as logits
+    distill_weight: float = 1.0  # final weight of the distillation term
+    distill_schedule: Literal["cosine", "constant"] = "cosine"  # cosine ramps 0 -> distill_weight
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_steps: int = 2500
+    final_lr_ratio: float = 1e-3  # lr at the last step = lr * final_lr_ratio
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    total_steps: int = 50000
+    seed: int = 42
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    device: str = "auto"
+    out_dir: str = "runs/dias"
+    val_every: int = 1250
+    compile: bool = False
+
+
+@dataclass
+class EvalConfig:
+    mask_source: str = "decoder"  # decoder | attn:0 | attn:-1
+    batch_size: int = 32
+    seed: int = 0
+
+
+@dataclass
+class LogConfig:
+    every: int = 50
+    tensorboard: bool = True
+    wandb: bool = False
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config (or the defaults when `path` is None) and apply `key=value` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    for item in overrides:
+        key, value = _parse_override(item)
+        _set_dotted(raw, key, value)
+    return from_dict(raw)
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    """Build a validated Config from nested plain data; unknown keys and wrong types raise ConfigError."""
+    return _build(Config, raw, prefix="")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain data (lists for tuples) that `from_dict` and YAML both accept."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            value = to_dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML, atomically."""
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    atomic_write_bytes(Path(path), text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} is not of the form section.key=value")
+    try:
+        value = yaml.safe_load(text) if text else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: cannot parse value: {exc}") from None
+    return key.strip(), value
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key}: {part} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"unknown config key {prefix}{key}{hint}")
+    kwargs = {}
+    for name in names:
+        if name not in raw:
+            continue
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            kwargs[name] = _build(kind, raw[name], prefix=f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(raw[name], kind, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, kind: Any, key: str) -> Any:
+    origin = typing.get_origin(kind)
+    args = typing.get_args(kind)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise ConfigError(f"config key {key} = {value!r} is not one of {choices}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"config key {key} expects a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key} expects true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {key} expects an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, str):  # YAML 1.1 reads "2e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {key} expects a number, got {value!r}")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {key} expects a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {kind} for {key}")
