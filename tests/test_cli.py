@@ -1,0 +1,38 @@
+import subprocess
+import sys
+
+import yaml
+
+from dias.cli import main
+from dias.data.dataset import LmdbDataset
+
+
+def test_python_m_dias_version():
+    result = subprocess.run([sys.executable, "-m", "dias", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert result.stdout.startswith("dias ")
+
+
+def test_config_command_prints_resolved_config(capsys):
+    assert main(["config", "--config", "configs/dias-voc.yaml", "model.num_slots=9"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["model"]["num_slots"] == 9
+    assert shown["data"]["name"] == "voc"
+
+
+def test_config_command_reports_bad_key(capsys):
+    assert main(["config", "model.num_slot=9"]) == 1
+    assert "did you mean model.num_slots" in capsys.readouterr().err
+
+
+def test_prepare_synthetic_writes_a_readable_dataset(tmp_path):
+    out = tmp_path / "synthetic"
+    args = ["prepare", "synthetic", "--out", str(out), "--num-train", "12", "--num-val", "5"]
+    assert main([*args, "--size", "64", "--seed", "3", "--workers", "1"]) == 0
+    train, val = LmdbDataset(out / "train.lmdb"), LmdbDataset(out / "val.lmdb")
+    assert (len(train), len(val)) == (12, 5)
+    sample = train[11]
+    assert tuple(sample["image"].shape) == (3, 64, 64)
+    assert 2 <= int(sample["mask"].max()) <= 6
+    # A finished split is not silently replaced.
+    assert main([*args, "--size", "64", "--workers", "1"]) == 1

@@ -1,0 +1,112 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dias.config import (
+    Config,
+    ConfigError,
+    from_dict,
+    load_config,
+    save_config,
+    to_dict,
+)
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+SHIPPED_CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
+
+
+def test_shipped_configs_exist():
+    names = {p.name for p in SHIPPED_CONFIGS}
+    assert {"dias-clevrtex.yaml", "dias-coco.yaml", "dias-voc.yaml", "demo.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.stem)
+def test_shipped_config_round_trip(path, tmp_path):
+    cfg = load_config(path)
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
+    assert from_dict(to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize(
+    ("name", "num_slots", "total_steps", "warmup_steps"),
+    [("coco", 7, 100000, 5000), ("voc", 6, 50000, 2500), ("clevrtex", 11, 50000, 2500)],
+)
+def test_official_hyperparameters(name, num_slots, total_steps, warmup_steps):
+    cfg = load_config(CONFIG_DIR / f"dias-{name}.yaml")
+    assert cfg.model.num_slots == num_slots
+    assert cfg.train.total_steps == total_steps
+    assert cfg.optim.warmup_steps == warmup_steps == total_steps // 20
+    assert cfg.train.val_every == total_steps // 40
+    assert cfg.optim.lr == pytest.approx(2e-4)
+    assert cfg.optim.final_lr_ratio == pytest.approx(1e-3)
+    assert cfg.optim.grad_clip == 1.0
+    assert cfg.data.batch_size == 32
+    assert cfg.data.image_size == 256
+    assert cfg.model.slot_dim == 256 and cfg.model.num_iters == 3
+    assert cfg.model.backbone.name == "vit_small_patch14_reg4_dinov2"
+    assert cfg.loss.distill_form == "prob" and cfg.loss.distill_schedule == "cosine"
+
+
+def test_overrides_apply_with_types():
+    cfg = load_config(
+        CONFIG_DIR / "dias-coco.yaml",
+        ["model.num_slots=11", "optim.lr=1e-3", "data.crop_scale=[0.5, 1]", "model.backbone.weights=/w.pth"],
+    )
+    assert cfg.model.num_slots == 11
+    assert cfg.optim.lr == pytest.approx(1e-3)
+    assert cfg.data.crop_scale == (0.5, 1.0)
+    assert cfg.model.backbone.weights == "/w.pth"
+
+
+def test_defaults_without_file():
+    assert load_config() == Config()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.num_slot=3", "did you mean model.num_slots"),
+        ("modle.num_slots=3", "did you mean model"),
+        ("model.backbone.weight=x", "did you mean model.backbone.weights"),
+        ("model.num_slots=3.5", "model.num_slots expects an integer"),
+        ("model.num_slots=true", "model.num_slots expects an integer"),
+        ("data.flip=1", "data.flip expects true or false"),
+        ("optim.lr=fast", "optim.lr expects a number"),
+        ("data.crop_scale=[1]", "data.crop_scale expects a list of 2"),
+        ("train.precision=fp8", "train.precision = 'fp8' is not one of"),
+        ("model.num_slots.x=3", "num_slots is a value"),
+        ("model", "not of the form"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        load_config(CONFIG_DIR / "demo.yaml", [override])
+
+
+def test_bad_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"train": {"sead": 1}}))
+    with pytest.raises(ConfigError, match=r"unknown config key train\.sead; did you mean train\.seed"):
+        load_config(bad)
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(bad)
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "config.yaml"
+    save_config(Config(), path)
+    before = path.read_bytes()
+
+    def fail(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr("os.replace", fail)
+    with pytest.raises(OSError, match="No space"):
+        save_config(load_config(None, ["train.seed=7"]), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
