@@ -249,7 +249,7 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"config key {key} expects a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if kind is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"config key {key} expects true or false, got {value!r}")
