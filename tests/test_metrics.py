@@ -3,7 +3,7 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from dias.metrics import IGNORE_ID, ari, fg_ari, mbo, miou, nanmean
+from dias.metrics import IGNORE_ID, ari, fg_ari, mbo, miou, nanmean, score
 
 
 def _random_case(rng, size=12):
@@ -45,6 +45,7 @@ def test_batched_equals_per_image():
         batched = metric(pred, gt)
         single = torch.cat([metric(pred[i : i + 1], gt[i : i + 1]) for i in range(len(cases))])
         torch.testing.assert_close(batched, single, equal_nan=True)
+        torch.testing.assert_close(score(pred, gt)[metric.__name__], batched, equal_nan=True)
 
 
 @pytest.mark.parametrize(

@@ -25,32 +25,38 @@ IGNORE_ID = 65535
 BACKGROUND_ID = 0
 
 
-def contingency(pred: torch.Tensor, gt: torch.Tensor, skip_background: bool = False) -> torch.Tensor:
-    """Pixel counts per (predicted label, ground-truth segment): (B,P,G) float64.
+def contingency(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pixel counts per (predicted label, ground-truth segment), with the segments' ids and the predicted sizes.
 
-    Labels are compacted over the batch, so P and G are the numbers of distinct labels seen.
-    Pixels whose ground truth is ignored (or background, with `skip_background`) are not counted.
+    Returns `table` (B,P,G) float64 over pixels whose ground truth is not ignored, `gt_ids` (G,) and
+    `pred_sizes` (B,P) float64 over all pixels. Labels are compacted over the batch, so P and G are the
+    numbers of distinct labels seen in it.
     """
     _check(pred, gt)
     batch_size = pred.shape[0]
-    pred = pred.reshape(batch_size, -1).long()
-    gt = gt.reshape(batch_size, -1).long()
-    counted = gt != IGNORE_ID
-    if skip_background:
-        counted &= gt != BACKGROUND_ID
-    _, pred_index = torch.unique(pred, return_inverse=True)
-    gt_values, gt_index = torch.unique(gt, return_inverse=True)
-    num_pred = int(pred_index.max()) + 1 if pred_index.numel() else 1
-    num_gt = len(gt_values)
-    image = torch.arange(batch_size, device=pred.device)[:, None].expand_as(pred)
-    flat = (image * num_pred + pred_index) * num_gt + gt_index
-    counts = torch.bincount(flat[counted], minlength=batch_size * num_pred * num_gt)
+    pred_index, _ = _compact(pred.reshape(batch_size, -1))
+    gt_index, gt_ids = _compact(gt.reshape(batch_size, -1))
+    num_pred, num_gt = int(pred_index.max()) + 1, len(gt_ids)
+    image = torch.arange(batch_size, device=pred.device)[:, None] * (num_pred * num_gt)
+    flat = image + pred_index * num_gt + gt_index  # (B,HW)
+    counts = torch.bincount(flat.reshape(-1), minlength=batch_size * num_pred * num_gt)
     table = counts.reshape(batch_size, num_pred, num_gt).double()
-    # Columns for ignored (and skipped) ids are all zero; drop them so G counts real segments only.
-    keep = gt_values != IGNORE_ID
-    if skip_background:
-        keep &= gt_values != BACKGROUND_ID
-    return table[:, :, keep]
+    pred_sizes = table.sum(dim=2)
+    keep = gt_ids != IGNORE_ID  # ignored pixels belong to no segment
+    return table[:, :, keep], gt_ids[keep], pred_sizes
+
+
+def _compact(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Map labels to 0..L-1 in sorted order: (index like `labels`, the L distinct values)."""
+    labels = labels.long()
+    low = int(labels.min())
+    if low < 0 or int(labels.max()) > 2**20:
+        values, index = torch.unique(labels, return_inverse=True)
+        return index, values
+    # A lookup table is linear in the pixels, where unique sorts them.
+    present = torch.bincount(labels.reshape(-1)) > 0
+    lookup = torch.cumsum(present, 0) - 1
+    return lookup[labels], torch.nonzero(present).squeeze(1)
 
 
 def adjusted_rand_index(table: torch.Tensor) -> torch.Tensor:
@@ -72,40 +78,58 @@ def adjusted_rand_index(table: torch.Tensor) -> torch.Tensor:
 
 def ari(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """Adjusted Rand index over all annotated pixels, background included: (B,)."""
-    return adjusted_rand_index(contingency(pred, gt))
+    table, _, _ = contingency(pred, gt)
+    return adjusted_rand_index(table)
 
 
 def fg_ari(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """Adjusted Rand index over foreground pixels only: (B,)."""
-    return adjusted_rand_index(contingency(pred, gt, skip_background=True))
+    table, gt_ids, _ = contingency(pred, gt)
+    return adjusted_rand_index(table[:, :, gt_ids != BACKGROUND_ID])
 
 
 def iou_matrix(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """IoU per (predicted label, ground-truth segment), (B,P,G) float64, and which segments exist (B,G)."""
-    _check(pred, gt)
-    batch_size = pred.shape[0]
-    intersection = contingency(pred, gt)  # (B,P,G), ignored pixels excluded
-    _, pred_index = torch.unique(pred.reshape(batch_size, -1).long(), return_inverse=True)
-    num_pred = intersection.shape[1]
+    table, _, pred_sizes = contingency(pred, gt)
+    return iou_from_table(table, pred_sizes)
+
+
+def iou_from_table(table: torch.Tensor, pred_sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # Predicted masks cover every pixel, ignored ones included (as in the official protocol).
-    pred_sizes = torch.zeros(batch_size, num_pred, dtype=torch.float64, device=pred.device)
-    pred_sizes.scatter_add_(1, pred_index, torch.ones_like(pred_index, dtype=torch.float64))
-    gt_sizes = intersection.sum(dim=1)  # (B,G)
-    union = pred_sizes[:, :, None] + gt_sizes[:, None, :] - intersection
-    iou = torch.where(union > 0, intersection / union.clamp(min=1), torch.zeros_like(union))
+    gt_sizes = table.sum(dim=1)  # (B,G)
+    union = pred_sizes[:, :, None] + gt_sizes[:, None, :] - table
+    iou = torch.where(union > 0, table / union.clamp(min=1), torch.zeros_like(union))
     return iou, gt_sizes > 0
 
 
 def mbo(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """Mean best overlap: each segment's best IoU over predictions, averaged over segments: (B,)."""
-    iou, present = iou_matrix(pred, gt)
-    best = iou.max(dim=1).values * present  # (B,G)
-    return _mean_over_present(best, present)
+    return best_overlap(*iou_matrix(pred, gt))
 
 
 def miou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """Mean IoU under the one-to-one (Hungarian) matching that maximises total IoU: (B,)."""
-    iou, present = iou_matrix(pred, gt)
+    return matched_overlap(*iou_matrix(pred, gt))
+
+
+def score(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]:
+    """All four metrics from one contingency table: {"ari", "fg_ari", "mbo", "miou"} -> (B,) each."""
+    table, gt_ids, pred_sizes = contingency(pred, gt)
+    iou, present = iou_from_table(table, pred_sizes)
+    return {
+        "ari": adjusted_rand_index(table),
+        "fg_ari": adjusted_rand_index(table[:, :, gt_ids != BACKGROUND_ID]),
+        "mbo": best_overlap(iou, present),
+        "miou": matched_overlap(iou, present),
+    }
+
+
+def best_overlap(iou: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    best = iou.max(dim=1).values * present  # (B,G)
+    return _mean_over_present(best, present)
+
+
+def matched_overlap(iou: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     matched = torch.zeros_like(present, dtype=torch.float64)
     for b, image_iou in enumerate(iou.cpu().numpy()):
         rows, cols = linear_sum_assignment(image_iou, maximize=True)

@@ -1,0 +1,65 @@
+"""Metric throughput: scoring N predictions of 256x256 with K slots against generated ground truth.
+
+    python benchmarks/metrics.py [--num-images 1000] [--batch-size 32] [--num-slots 7]
+
+Prints one row per metric in images per second, the four one by one, and `score`, which shares one
+contingency table between them (what evaluation uses).
+"""
+
+import argparse
+import platform
+import time
+
+import torch
+
+from dias.metrics import IGNORE_ID, ari, fg_ari, mbo, miou, score
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--num-images", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-slots", type=int, default=7)
+    parser.add_argument("--size", type=int, default=256)
+    args = parser.parse_args()
+
+    generator = torch.Generator().manual_seed(0)
+    batches = []
+    for start in range(0, args.num_images, args.batch_size):
+        count = min(args.batch_size, args.num_images - start)
+        # Blocky label maps: 16x16 cells upsampled, like upsampled slot attention.
+        pred = torch.randint(0, args.num_slots, (count, 16, 16), generator=generator)
+        gt = torch.randint(0, 8, (count, 16, 16), generator=generator)
+        gt[torch.rand(count, 16, 16, generator=generator) < 0.05] = IGNORE_ID
+        scale = args.size // 16
+        batches.append(
+            (
+                pred.repeat_interleave(scale, 1).repeat_interleave(scale, 2),
+                gt.repeat_interleave(scale, 1).repeat_interleave(scale, 2),
+            )
+        )
+
+    print(
+        f"# {args.num_images} images of {args.size}x{args.size}, {args.num_slots} slots, batch {args.batch_size}; "
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print("| metric | seconds | images/s |")
+    print("|---|---|---|")
+    total = 0.0
+    for name, metric in (("ARI", ari), ("FG-ARI", fg_ari), ("mBO", mbo), ("mIoU", miou)):
+        start = time.perf_counter()
+        for pred, gt in batches:
+            metric(pred, gt)
+        seconds = time.perf_counter() - start
+        total += seconds
+        print(f"| {name} | {seconds:.2f} | {args.num_images / seconds:.0f} |")
+    print(f"| all four, one by one | {total:.2f} | {args.num_images / total:.0f} |")
+    start = time.perf_counter()
+    for pred, gt in batches:
+        score(pred, gt)
+    seconds = time.perf_counter() - start
+    print(f"| all four, `score` (one table) | {seconds:.2f} | {args.num_images / seconds:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
