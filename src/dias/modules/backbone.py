@@ -1,0 +1,201 @@
+"""Frozen feature extractors: uint8 images (B, 3, H, W) -> patch tokens (B, N, C), row-major.
+
+`build_backbone` gives a timm DINOv2 ViT with registers (the release's encoder) or `PatchStats`, a
+parameter-free stand-in for offline CPU demos. Both are frozen, stay in eval mode and run without grad.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from timm.models.vision_transformer import checkpoint_filter_fn
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+VIT_NAMES = ("vit_small_patch14_reg4_dinov2", "vit_base_patch14_reg4_dinov2")
+PATCH_STATS = "patch_stats"
+WEIGHTS_OPTION = "model.backbone.weights"
+OFFICIAL_BACKBONE_PREFIX = "m.encode_backbone.1."  # index 0 of the release's Sequential is the resize
+CHECKPOINT_WRAPPERS = ("state_dict", "model")
+# Present in a full timm checkpoint but deliberately removed here: the features are the raw last-block
+# output (no final norm) and there is no classifier.
+DROPPED_TIMM_PREFIXES = ("norm.", "fc_norm.", "head.")
+# ImageNet mean and std on the 0-255 scale, RGB.
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+class WeightsMismatchError(ValueError):
+    """A weights file does not fit the model: missing, unexpected or wrongly shaped entries."""
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors from a .safetensors or .pth file; a dict wrapped under "state_dict"/"model" is unwrapped."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    return unwrap_state_dict(state)
+
+
+def unwrap_state_dict(state: dict) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint dict, unwrapped from a "state_dict" or "model" entry if present."""
+    for wrapper in CHECKPOINT_WRAPPERS:
+        if isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    return state
+
+
+def check_state_dict(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], what: str, option: str) -> None:
+    """Raise WeightsMismatchError listing every missing, unexpected or wrongly shaped key."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    shapes = sorted(
+        f"{k}: file {tuple(given[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(given)
+        if given[k].shape != expected[k].shape
+    )
+    if missing or unexpected or shapes:
+        problems = [
+            f"{label} ({len(keys)}): {', '.join(keys)}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
+            if keys
+        ]
+        raise WeightsMismatchError(f"{what} does not fit the model; " + "; ".join(problems) + f"; check {option}")
+
+
+class FrozenBackbone(nn.Module):
+    """Base class: parameters frozen, always in eval mode, forward under no_grad."""
+
+    feature_dim: int
+    patch_size: int
+
+    def freeze(self) -> None:
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> FrozenBackbone:
+        return super().train(False)  # dropout/drop-path stay off whatever the parent model does
+
+    def grid_size(self, image_size: int) -> tuple[int, int]:
+        raise NotImplementedError
+
+
+class ViTBackbone(FrozenBackbone):
+    """timm DINOv2 ViT with 4 registers; tokens are the last block's output without the final norm."""
+
+    def __init__(self, name: str, weights: str | Path | None = None, image_size: int = 256, input_scale: float = 0.875):
+        super().__init__()
+        if name not in VIT_NAMES:
+            raise ValueError(f"unknown ViT backbone {name!r}; choose one of {', '.join(VIT_NAMES)}")
+        self.input_scale = input_scale
+        self.vit = timm.create_model(
+            name, pretrained=False, img_size=math.floor(image_size * input_scale), num_classes=0
+        )
+        self.vit.norm = nn.Identity()
+        self.feature_dim = self.vit.embed_dim
+        self.patch_size = self.vit.patch_embed.patch_size[0]
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
+        if weights is None:
+            log.warning(
+                "no backbone weights given: the %s backbone is randomly initialised; pass %s=PATH", name, WEIGHTS_OPTION
+            )
+        else:
+            self.load_weights(weights)
+        self.freeze()
+
+    def load_weights(self, path: str | Path) -> None:
+        """Load timm-layout weights (any pos-embed grid; resampled) or an official DIAS checkpoint's backbone."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"backbone weights not found at {path}; pass {WEIGHTS_OPTION}=PATH")
+        state = read_state_dict(path)
+        if any(k.startswith(OFFICIAL_BACKBONE_PREFIX) for k in state):
+            n = len(OFFICIAL_BACKBONE_PREFIX)
+            state = {k[n:]: v for k, v in state.items() if k.startswith(OFFICIAL_BACKBONE_PREFIX)}
+        else:
+            state = {k: v for k, v in state.items() if not k.startswith(DROPPED_TIMM_PREFIXES)}
+            state = checkpoint_filter_fn(state, self.vit)  # resamples e.g. a 37x37 pos-embed to our grid
+        check_state_dict(self.vit.state_dict(), state, f"backbone weights {path}", WEIGHTS_OPTION)
+        self.vit.load_state_dict(state)
+
+    def grid_size(self, image_size: int) -> tuple[int, int]:
+        side = math.floor(image_size * self.input_scale) // self.patch_size
+        return side, side
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W) uint8 -> tokens (B, N, C) float32, prefix (cls + register) tokens dropped."""
+        x = (images.float() - self.pixel_mean) / self.pixel_std
+        if self.input_scale != 1:
+            x = F.interpolate(x, scale_factor=self.input_scale, mode="bicubic", align_corners=False)
+        tokens = self.vit.forward_features(x)  # (B, prefix + N, C)
+        return tokens[:, self.vit.num_prefix_tokens :].float()  # float32 even under autocast
+
+
+class PatchStats(FrozenBackbone):
+    """Parameter-free patch descriptors for the offline demo, where no pretrained ViT is available.
+
+    Per patch: mean and std of each opponent-colour channel, mean absolute horizontal and vertical
+    gradients, and the mean colour of the 2x2 sub-patches. These are mixed by a fixed random projection
+    (seeded, a buffer, never trained) to `feature_dim` channels. The features must stay fixed: the
+    decoder reconstructs them, and a trainable target would collapse to a constant the decoder can copy.
+    """
+
+    num_stats = 3 * 2 + 3 * 2 + 3 * 4
+
+    def __init__(self, patch_size: int = 8, feature_dim: int = 64, seed: int = 0):
+        super().__init__()
+        if patch_size % 2:
+            raise ValueError(f"patch_stats needs an even patch_size, got {patch_size}")
+        self.patch_size = patch_size
+        self.feature_dim = feature_dim
+        # RGB in [0, 1] -> intensity and two colour-opponent axes.
+        to_opponent = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [0.5, -0.5, 0.0], [0.25, 0.25, -0.5]])
+        generator = torch.Generator().manual_seed(seed)
+        projection = torch.randn(self.num_stats, feature_dim, generator=generator) / math.sqrt(self.num_stats)
+        self.register_buffer("to_opponent", to_opponent, persistent=False)
+        self.register_buffer("projection", projection, persistent=False)
+        self.freeze()
+
+    def grid_size(self, image_size: int) -> tuple[int, int]:
+        return image_size // self.patch_size, image_size // self.patch_size
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W) uint8 -> tokens (B, N, feature_dim) float32."""
+        p = self.patch_size
+        x = torch.einsum("oc,bchw->bohw", self.to_opponent, images.float() / 255)
+        grad_x = F.pad((x[..., :, 1:] - x[..., :, :-1]).abs(), (0, 1))
+        grad_y = F.pad((x[..., 1:, :] - x[..., :-1, :]).abs(), (0, 0, 0, 1))
+        mean = F.avg_pool2d(x, p)  # (B, 3, h, w)
+        std = (F.avg_pool2d(x * x, p) - mean * mean).clamp_min(0).sqrt()
+        sub = F.avg_pool2d(x, p // 2)  # (B, 3, 2h, 2w) -> 4 sub-patch means per patch
+        sub = F.pixel_unshuffle(sub, 2)  # (B, 12, h, w)
+        stats = torch.cat([mean, std, F.avg_pool2d(grad_x, p), F.avg_pool2d(grad_y, p), sub], dim=1)
+        stats = stats.flatten(2).transpose(1, 2)  # (B, N, num_stats), row-major
+        return stats @ self.projection
+
+
+def build_backbone(
+    name: str,
+    weights: str | Path | None = None,
+    image_size: int = 256,
+    input_scale: float = 0.875,
+    patch_size: int = 8,
+) -> FrozenBackbone:
+    """A frozen backbone by name: one of VIT_NAMES (optional local weights) or "patch_stats"."""
+    if name == PATCH_STATS:
+        if weights is not None:
+            raise ValueError(f"the {PATCH_STATS} backbone has no weights; unset {WEIGHTS_OPTION}")
+        return PatchStats(patch_size)
+    return ViTBackbone(name, weights, image_size, input_scale)

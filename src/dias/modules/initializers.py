@@ -1,0 +1,42 @@
+"""Slot initializers: they give the first slots (B, K, D) that slot attention refines."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class NormalShared(nn.Module):
+    """One Gaussian shared by all slots: slots = mean + exp(log_std) * noise, noise i.i.d. per (b, k, d).
+
+    As in the release, the noise is drawn in eval mode too, so evaluation is stochastic; pass the
+    initial slots explicitly (DIAS.forward's `init_slots`) to pin them. Any number of slots can be drawn.
+    """
+
+    def __init__(self, num_slots: int, slot_dim: int):
+        super().__init__()
+        self.num_slots = num_slots
+        self.mean = nn.Parameter(torch.empty(1, 1, slot_dim))
+        self.log_std = nn.Parameter(torch.empty(1, 1, slot_dim))
+        nn.init.xavier_uniform_(self.mean)
+        nn.init.xavier_uniform_(self.log_std)
+
+    def forward(self, batch_size: int, num_slots: int | None = None) -> torch.Tensor:
+        shape = (batch_size, num_slots or self.num_slots, self.mean.shape[-1])
+        noise = torch.randn(shape, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + noise * self.log_std.exp()  # (B, K, D)
+
+
+class LearnedQueries(nn.Module):
+    """One learned query per slot (1, K, D), the same for every image; deterministic."""
+
+    def __init__(self, num_slots: int, slot_dim: int):
+        super().__init__()
+        self.num_slots = num_slots
+        self.queries = nn.Parameter(torch.empty(1, num_slots, slot_dim))
+        nn.init.xavier_uniform_(self.queries)
+
+    def forward(self, batch_size: int, num_slots: int | None = None) -> torch.Tensor:
+        if num_slots is not None and num_slots != self.num_slots:
+            raise ValueError(f"learned queries hold {self.num_slots} slots; cannot give {num_slots}")
+        return self.queries.expand(batch_size, -1, -1)  # (B, K, D)
