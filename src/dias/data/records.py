@@ -1,0 +1,376 @@
+"""One LMDB record format for every dataset; the writer and the reader share it.
+
+A split is a single LMDB file (`subdir=False`), e.g. `ROOT/train.lmdb`, holding:
+
+- `b"__header__"`: UTF-8 JSON `{"format": "dias-lmdb", "version": 1, "num_records": N, "dataset": ...,
+  "split": ..., "ignore_id": 65535, "image_format": "png" | "jpeg", "info": {...}}`, written last.
+- `b"00000000"`, `b"00000001"`, ...: one sample each, 8-digit zero-padded ASCII keys in write order.
+
+A sample value is a small binary container, little-endian:
+
+    magic b"DIAS" | version u16 | image length u32 | mask length u32 | meta length u32 | CRC32 u32
+    payload = image bytes | mask bytes | meta bytes        (the CRC32 covers the whole payload)
+
+The image is a PNG or JPEG file of an RGB uint8 (H,W,3) array. The mask is a 16-bit grayscale PNG of
+instance ids (H,W): 0 = background, 1..M = objects, 65535 = ignore. The metadata is UTF-8 JSON, e.g.
+`{"id": ..., "num_objects": M, ...}`. Nothing is pickled. codec.py turns samples into these bytes and
+back; this module owns the LMDB file around them and re-exports the codec.
+
+Writers build in `SPLIT.lmdb.partial` and rename it to `SPLIT.lmdb` only after the header is written,
+so an interrupted conversion never leaves a half-written split. A `b"__progress__"` key, committed in
+the same transaction as each batch of records, lets a new writer resume where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import numpy as np
+
+from dias.data.codec import (
+    BACKGROUND_ID,
+    FORMAT_VERSION,
+    IGNORE_ID,
+    IMAGE_FORMATS,
+    MAGIC,
+    CorruptRecordError,
+    LmdbFormatError,
+    Record,
+    decode_image_bytes,
+    decode_mask_bytes,
+    decode_record,
+    encode_image_bytes,
+    encode_mask_bytes,
+    encode_record,
+    record_key,
+)
+
+__all__ = [
+    "BACKGROUND_ID",
+    "DEFAULT_COMMIT_EVERY",
+    "DEFAULT_MAP_SIZE",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "HEADER_KEY",
+    "IGNORE_ID",
+    "IMAGE_FORMATS",
+    "MAGIC",
+    "PROGRESS_KEY",
+    "CorruptRecordError",
+    "LmdbFormatError",
+    "LmdbReader",
+    "LmdbWriter",
+    "Record",
+    "decode_image_bytes",
+    "decode_mask_bytes",
+    "decode_record",
+    "encode_image_bytes",
+    "encode_mask_bytes",
+    "encode_record",
+    "load_header",
+    "partial_path",
+    "read_header",
+    "record_key",
+]
+
+FORMAT_NAME = "dias-lmdb"
+HEADER_KEY = b"__header__"
+PROGRESS_KEY = b"__progress__"
+PARTIAL_SUFFIX = ".partial"
+LOCK_SUFFIX = "-lock"
+DEFAULT_MAP_SIZE = 1 << 30
+DEFAULT_COMMIT_EVERY = 256
+PREPARE_HINT = "create it with `dias prepare ...` (e.g. `dias prepare synthetic --out DIR`)"
+
+log = logging.getLogger(__name__)
+
+
+class LmdbWriter:
+    """Atomic, resumable writer of one split.
+
+    Records go to `PATH.partial` in index order, committed every `commit_every` records together with
+    the progress, so a crash never loses track of what is on disk. `finish()` (or leaving the `with`
+    block normally) writes the header and renames the file to `PATH`. Leaving the block by an exception
+    keeps `PATH.partial`; a new writer with the same settings resumes it: skip the first `num_written`
+    indices. Reopening with different settings is refused, so two runs never mix.
+
+        with LmdbWriter(root / "train.lmdb", dataset="synthetic", split="train") as writer:
+            for index in range(writer.num_written, num_images):
+                writer.add(image, mask, meta)
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        dataset: str,
+        split: str,
+        image_format: str = "png",
+        info: dict[str, Any] | None = None,
+        map_size: int = DEFAULT_MAP_SIZE,
+        commit_every: int = DEFAULT_COMMIT_EVERY,
+        overwrite: bool = False,
+    ):
+        if image_format not in IMAGE_FORMATS:
+            raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
+        self.path = Path(path)
+        self.partial_path = partial_path(self.path)
+        self.image_format = image_format
+        self.commit_every = max(1, int(commit_every))
+        if self.path.exists() and not overwrite:
+            raise FileExistsError(
+                f"{self.path} already exists; pass overwrite=True (`--overwrite`) to replace it, or delete it"
+            )
+        identity = {"dataset": dataset, "split": split, "image_format": image_format, "info": info or {}}
+        try:
+            self._identity = json.loads(json.dumps(identity, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"dataset, split and info must be plain JSON data: {exc}") from None
+        if overwrite:
+            _remove_lmdb_file(self.partial_path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._env = lmdb.open(str(self.partial_path), subdir=False, map_size=map_size, readahead=False, meminit=False)
+        self._pending: list[tuple[bytes, bytes]] = []
+        self._closed = False
+        try:
+            self.num_written = self._read_progress()
+        except BaseException:
+            self._close_env()
+            raise
+
+    def _read_progress(self) -> int:
+        with self._env.begin() as txn:
+            raw = txn.get(PROGRESS_KEY)
+            num_entries = txn.stat()["entries"]
+        if raw is None:
+            if num_entries:
+                raise LmdbFormatError(
+                    f"{self.partial_path} holds records but no progress key; delete it and start again"
+                )
+            return 0
+        progress = json.loads(bytes(raw).decode("utf-8"))
+        if progress["identity"] != self._identity:
+            raise FileExistsError(
+                f"{self.partial_path} is an interrupted write with other settings "
+                f"({progress['identity']} instead of {self._identity}); "
+                "delete it or pass overwrite=True (`--overwrite`) to start again"
+            )
+        log.info("resuming %s after %d records", self.partial_path, progress["num_written"])
+        return int(progress["num_written"])
+
+    def add(self, image: np.ndarray, mask: np.ndarray, meta: dict[str, Any]) -> int:
+        """Encode and append one sample; returns its index."""
+        return self.append(encode_record(image, mask, meta, self.image_format))
+
+    def append(self, value: bytes) -> int:
+        """Append one record made by `encode_record`; returns its index."""
+        if self._closed:
+            raise RuntimeError(f"writer for {self.path} is closed")
+        index = self.num_written
+        self._pending.append((record_key(index), bytes(value)))
+        self.num_written += 1
+        if len(self._pending) >= self.commit_every:
+            self.flush()
+        return index
+
+    def flush(self) -> None:
+        """Commit the pending records and the progress in one transaction."""
+        if not self._pending:
+            return
+        progress = {"num_written": self.num_written, "identity": self._identity}
+        self._commit([*self._pending, (PROGRESS_KEY, json.dumps(progress).encode("utf-8"))])
+        self._pending.clear()
+
+    def finish(self) -> Path:
+        """Write the header, close, and rename `PATH.partial` to `PATH`; returns `PATH`."""
+        self.flush()
+        header = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "num_records": self.num_written,
+            "dataset": self._identity["dataset"],
+            "split": self._identity["split"],
+            "ignore_id": IGNORE_ID,
+            "image_format": self.image_format,
+            "info": self._identity["info"],
+        }
+        self._commit([(HEADER_KEY, json.dumps(header).encode("utf-8"))], delete=[PROGRESS_KEY])
+        self._env.sync(True)
+        self._close_env()
+        os.replace(self.partial_path, self.path)
+        return self.path
+
+    close = finish
+
+    def __enter__(self) -> LmdbWriter:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.finish()
+            return
+        # Keep what was encoded so far; the partial file is resumed by the next writer.
+        try:
+            self.flush()
+        finally:
+            self._close_env()
+
+    def _commit(self, items: list[tuple[bytes, bytes]], delete: tuple[bytes, ...] | list[bytes] = ()) -> None:
+        while True:
+            try:
+                with self._env.begin(write=True) as txn:
+                    for key, value in items:
+                        txn.put(key, value)
+                    for key in delete:
+                        txn.delete(key)
+                return
+            except lmdb.MapFullError:
+                # The aborted transaction left nothing behind; grow the map and retry.
+                self._env.set_mapsize(2 * self._env.info()["map_size"])
+
+    def _close_env(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._env.close()
+            Path(str(self.partial_path) + LOCK_SUFFIX).unlink(missing_ok=True)
+
+
+def partial_path(path: str | Path) -> Path:
+    """Where a split is built before its atomic rename: `train.lmdb` -> `train.lmdb.partial`."""
+    path = Path(path)
+    return path.with_name(path.name + PARTIAL_SUFFIX)
+
+
+def open_readonly(path: str | Path) -> lmdb.Environment:
+    """Open a finished split for reading; prefer `LmdbReader`, which shares one environment per file."""
+    require_split_file(path)
+    return lmdb.open(str(path), subdir=False, readonly=True, lock=False, readahead=False, meminit=False)
+
+
+def require_split_file(path: str | Path) -> None:
+    """Raise FileNotFoundError saying how to create the split if `path` is not a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{path} is a folder; pass the split file inside it, e.g. {path / 'train.lmdb'}")
+    if not path.is_file():
+        hint = ""
+        if partial_path(path).exists():
+            hint = f"; {partial_path(path)} is an interrupted write: rerun the same command to finish it"
+        raise FileNotFoundError(f"no LMDB split at {path}: {PREPARE_HINT}{hint}")
+
+
+# LMDB refuses to open one file twice in a process, and an environment must not be used across fork().
+# Readers therefore share one environment per file and process, closed when its last reader closes.
+_shared: dict[tuple[int, int], list] = {}  # (device, inode) -> [environment, number of readers]
+_shared_pid = os.getpid()
+
+
+def _acquire(path: Path) -> tuple[tuple[int, int], lmdb.Environment]:
+    global _shared_pid
+    if _shared_pid != os.getpid():
+        # A forked child inherits its parent's environments: close its copies and open its own.
+        for env, _ in _shared.values():
+            env.close()
+        _shared.clear()
+        _shared_pid = os.getpid()
+    require_split_file(path)
+    stat = path.stat()
+    key = (stat.st_dev, stat.st_ino)
+    if key not in _shared:
+        _shared[key] = [open_readonly(path), 0]
+    _shared[key][1] += 1
+    return key, _shared[key][0]
+
+
+def _release(key: tuple[int, int]) -> None:
+    entry = _shared.get(key)
+    if entry is None:
+        return
+    entry[1] -= 1
+    if entry[1] <= 0:
+        del _shared[key]
+        entry[0].close()
+
+
+class LmdbReader:
+    """An open split: its validated header, its length, and records by index."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._pid = os.getpid()
+        self._key, self._env = _acquire(self.path)
+        try:
+            self.header = read_header(self._env, self.path)
+        except BaseException:
+            self.close()
+            raise
+
+    def __len__(self) -> int:
+        return int(self.header["num_records"])
+
+    def read_bytes(self, index: int) -> bytes:
+        """The raw record value of sample `index`."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {self.path} with {len(self)} records")
+        if self._env is None:
+            raise RuntimeError(f"reader for {self.path} is closed")
+        key = record_key(index)
+        with self._env.begin() as txn:
+            value = txn.get(key)
+        if value is None:
+            raise CorruptRecordError(self.path, key, "the record is missing although the header counts it")
+        return bytes(value)
+
+    def read(self, index: int) -> Record:
+        """The decoded sample `index`; a damaged record raises CorruptRecordError."""
+        return decode_record(self.read_bytes(index), self.path, record_key(index))
+
+    def close(self) -> None:
+        if self._env is not None:
+            if self._pid == os.getpid():
+                _release(self._key)
+            self._env = None
+
+    def __enter__(self) -> LmdbReader:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def read_header(env: lmdb.Environment, path: str | Path) -> dict[str, Any]:
+    """The validated header of an open split."""
+    with env.begin() as txn:
+        raw = txn.get(HEADER_KEY)
+    if raw is None:
+        raise LmdbFormatError(
+            f"{path} has no {HEADER_KEY!r} record, so it is not a finished dias split; {PREPARE_HINT}"
+        )
+    try:
+        header = json.loads(bytes(raw).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise LmdbFormatError(f"{path}: the header is not UTF-8 JSON ({exc}); {PREPARE_HINT}") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        raise LmdbFormatError(f"{path} is not a {FORMAT_NAME} file; {PREPARE_HINT}")
+    if header.get("version") != FORMAT_VERSION:
+        raise LmdbFormatError(
+            f"{path} uses {FORMAT_NAME} version {header.get('version')} but this dias reads version "
+            f"{FORMAT_VERSION}; re-create it with this dias, or use the dias that wrote it"
+        )
+    return header
+
+
+def load_header(path: str | Path) -> dict[str, Any]:
+    """Open a split, read its validated header, close it."""
+    with LmdbReader(path) as reader:
+        return reader.header
+
+
+def _remove_lmdb_file(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    Path(str(path) + LOCK_SUFFIX).unlink(missing_ok=True)
