@@ -8,6 +8,7 @@ Only `build_model(cfg)` and the engine read a config; modules take plain argumen
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import os
@@ -139,10 +140,16 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
             raw = yaml.safe_load(f) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    return from_dict(apply_overrides(raw, overrides))
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """A copy of nested plain config data with dotted `key=value` overrides applied."""
+    raw = copy.deepcopy(raw)
     for item in overrides:
         key, value = _parse_override(item)
         _set_dotted(raw, key, value)
-    return from_dict(raw)
+    return raw
 
 
 def from_dict(raw: dict[str, Any]) -> Config:

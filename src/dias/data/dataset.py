@@ -106,3 +106,8 @@ def collate(batch: list[Sample | None]) -> dict[str, Any]:
         else:
             out[key] = values
     return out
+
+
+def split_path(root: str | Path, split: str) -> Path:
+    """Where a split lives: ROOT/SPLIT.lmdb."""
+    return Path(root) / f"{split}.lmdb"

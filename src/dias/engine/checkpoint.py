@@ -1,0 +1,164 @@
+"""Checkpoints: atomic saves, `weights_only` loads, and a refusal to mix configs.
+
+A dias checkpoint is a dict saved with torch.save:
+
+    {"format": "dias-checkpoint", "version": 1, "dias_version": ..., "step": int,
+     "config": resolved config as plain data, "model": state dict without the frozen backbone,
+     ...training state the trainer adds (optimizer, scaler, RNG states, data position)}
+
+Everything in it is a tensor or plain data, so `torch.load(weights_only=True)` reads it and no
+pickled object is ever executed. A release checkpoint of the official code ("m."-prefixed keys) is
+accepted where a model is loaded for evaluation or inference.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dias import __version__
+from dias.config import Config, apply_overrides, from_dict, load_config, to_dict
+from dias.model import DIAS, OFFICIAL_PREFIX, build_model, load_official_weights
+
+CHECKPOINT_FORMAT = "dias-checkpoint"
+CHECKPOINT_VERSION = 1
+BACKBONE_PREFIX = "backbone."
+# Config sections that must agree for weights to be reusable; the backbone weights path may move.
+MODEL_DEFINING = ("model", "data.image_size")
+RELOCATABLE = ("model.backbone.weights",)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, not a dias checkpoint, or from an incompatible config."""
+
+
+def model_state(model: DIAS, include_backbone: bool = False) -> dict[str, torch.Tensor]:
+    """The model's state dict; the frozen backbone is left out unless asked for (it comes from its own file)."""
+    return {
+        k: v.detach().clone()
+        for k, v in model.state_dict().items()
+        if include_backbone or not k.startswith(BACKBONE_PREFIX)
+    }
+
+
+def save_checkpoint(path: str | Path, model: DIAS, cfg: Config, step: int, **training_state: Any) -> Path:
+    """Write a checkpoint atomically: a temporary file in the same folder, fsync, then rename."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "dias_version": __version__,
+        "step": int(step),
+        "config": to_dict(cfg),
+        "model": model_state(model),
+        **training_state,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)  # the previous checkpoint at `path` stays intact
+        raise
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load any checkpoint file safely (weights_only); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found at {path}; pass --checkpoint PATH")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for damaged or foreign files
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A dias checkpoint (see the module docstring), checked for format and version."""
+    checkpoint = read_checkpoint(path)
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a dias checkpoint")
+    if checkpoint.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint version {checkpoint.get('version')}; this dias reads version {CHECKPOINT_VERSION}"
+        )
+    return checkpoint
+
+
+def config_differences(saved: Config, current: Config) -> list[str]:
+    """The model-defining keys on which two configs disagree, as 'key: saved -> current'."""
+    saved_flat, current_flat = _flatten(to_dict(saved)), _flatten(to_dict(current))
+    return [
+        f"{key}: {saved_flat[key]!r} -> {current_flat.get(key)!r}"
+        for key in sorted(saved_flat)
+        if key.startswith(MODEL_DEFINING) and key not in RELOCATABLE and saved_flat[key] != current_flat.get(key)
+    ]
+
+
+def check_compatible(saved: Config, current: Config, path: str | Path) -> None:
+    differences = config_differences(saved, current)
+    if differences:
+        raise CheckpointError(
+            f"checkpoint {path} was trained with another model config; differing keys: {'; '.join(differences)}. "
+            "Use the checkpoint's own config (leave --config out) or start a new run"
+        )
+
+
+def load_model(
+    path: str | Path, config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[DIAS, Config]:
+    """A model with a checkpoint's weights, and its config.
+
+    For a dias checkpoint the config saved in it is used, with `overrides` applied (a YAML `config`
+    given too must define the same model). A release checkpoint of the official code carries no
+    config, so `config` is required for it.
+    """
+    raw = read_checkpoint(path)
+    if isinstance(raw, dict) and raw.get("format") == CHECKPOINT_FORMAT:
+        checkpoint = load_checkpoint(path)
+        saved = from_dict(checkpoint["config"])
+        cfg = from_dict(apply_overrides(checkpoint["config"], overrides))
+        if config is not None:
+            check_compatible(saved, load_config(config, overrides), path)
+            cfg = load_config(config, overrides)
+        check_compatible(saved, cfg, path)
+        model = build_model(cfg)
+        missing, unexpected = model.load_state_dict(checkpoint["model"], strict=False)
+        missing = [k for k in missing if not k.startswith(BACKBONE_PREFIX)]
+        if missing or unexpected:
+            raise CheckpointError(f"checkpoint {path} does not fit: missing {missing}, unexpected {unexpected}")
+        return model, cfg
+    if isinstance(raw, dict) and any(str(k).startswith(OFFICIAL_PREFIX) for k in _tensors(raw)):
+        if config is None:
+            raise CheckpointError(f"{path} is an official DIAS checkpoint, which holds no config; pass --config")
+        cfg = load_config(config, overrides)
+        model = build_model(cfg)
+        load_official_weights(model, _tensors(raw))
+        return model, cfg
+    raise CheckpointError(f"{path} is neither a dias checkpoint nor an official DIAS checkpoint")
+
+
+def _tensors(raw: dict[str, Any]) -> dict[str, Any]:
+    for wrapper in ("state_dict", "model"):
+        if isinstance(raw.get(wrapper), dict):
+            return raw[wrapper]
+    return raw
+
+
+def _flatten(plain: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in plain.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
