@@ -65,6 +65,20 @@ class DecoderConfig:
 
 
 @dataclass
+class ReinitConfig:
+    """Redundant-slot pruning and re-initialized aggregation (the paper's method; not in the release)."""
+
+    enabled: bool = False
+    distance: Literal["slots", "attention"] = "slots"  # cosine distance of slot vectors or of attention maps
+    threshold: float = 0.1  # merge while the complete-linkage cosine distance is below this, in [0, 2]
+    min_clusters: int = 1  # a sample left with fewer clusters keeps all its slots (the group's code: 3)
+    num_iters: int = 1  # extra slot-attention iterations from the merged slots
+    prob: float = 1.0  # probability of pruning + re-initialization per training batch; always on in eval
+    prob_schedule: Literal["constant", "linear"] = "constant"  # linear ramps 0 -> prob over training
+    mask_pruned: bool = True  # False: pruned slots are zero vectors that stay valid queries (the group's code)
+
+
+@dataclass
 class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     num_slots: int = 7
@@ -73,6 +87,7 @@ class ModelConfig:
     slot_mlp_dim: int = 1024
     initializer: Literal["normal_shared", "learned"] = "normal_shared"
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    reinit: ReinitConfig = field(default_factory=ReinitConfig)
 
 
 @dataclass
@@ -101,6 +116,7 @@ class TrainConfig:
     device: str = "auto"
     out_dir: str = "runs/dias"
     val_every: int = 1250
+    checkpoint_every: int = 1000  # run_dir/last.pt; also written at the end and on Ctrl-C
     compile: bool = False
 
 

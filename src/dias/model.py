@@ -30,6 +30,7 @@ from dias.modules.backbone import (
 from dias.modules.decoders import MLPDecoder, RandomOrderTransformerDecoder
 from dias.modules.initializers import LearnedQueries, NormalShared
 from dias.modules.layers import PreNormMLP
+from dias.modules.redundancy import merge_redundant_slots
 from dias.modules.slot_attention import SlotAttention
 
 OFFICIAL_PREFIX = "m."
@@ -80,6 +81,18 @@ class DIASOutput(NamedTuple):
     decoder_attn: torch.Tensor  # (B, K, N) decoder's last cross-attention, sums to 1 over K: the masks
     decoder_query: torch.Tensor | None  # (B, N, C) normalised input of the decoder stack (transformer only)
     decoder_memory: torch.Tensor | None  # (B, K, C) projected slots (transformer only)
+    keep: torch.Tensor | None = None  # (B, K) bool slots kept by pruning; None when pruning did not run
+
+
+class Reinit(NamedTuple):
+    """Pruning + re-initialized aggregation settings (see dias.modules.redundancy)."""
+
+    distance: str = "slots"  # "slots" or "attention"
+    threshold: float = 0.1
+    min_clusters: int = 1
+    num_iters: int = 1
+    prob: float = 1.0  # training probability per batch; the trainer may change it over steps
+    mask_pruned: bool = True
 
 
 class DIAS(nn.Module):
@@ -90,6 +103,7 @@ class DIAS(nn.Module):
         initializer: nn.Module,
         slot_attention: SlotAttention,
         decoder: nn.Module,
+        reinit: Reinit | None = None,
     ):
         super().__init__()
         self.backbone = backbone
@@ -97,6 +111,7 @@ class DIAS(nn.Module):
         self.initializer = initializer
         self.slot_attention = slot_attention
         self.decoder = decoder
+        self.reinit = reinit
 
     def forward(
         self,
@@ -107,12 +122,15 @@ class DIAS(nn.Module):
         perm: torch.Tensor | None = None,
         visible: torch.Tensor | None = None,
         slot_mask: torch.Tensor | None = None,
+        reinit: bool | None = None,
     ) -> DIASOutput:
         """Give exactly one of images (B, 3, H, W) uint8 or features (B, N, C) (e.g. from a feature cache).
 
         init_slots (B, K, D) replaces the initializer's sample; num_slots overrides K for the sample.
         perm (B, N) long / visible (B, N) bool (permuted order) pin the decoder's training mask.
         slot_mask (B, K) bool switches slots off (False) in slot attention and the decoder.
+        reinit forces pruning + re-initialization on or off; by default it runs when the model has
+        `reinit` settings: always in eval, with probability reinit.prob per training batch.
         """
         if (images is None) == (features is None):
             raise ValueError("pass exactly one of images or features")
@@ -122,11 +140,44 @@ class DIAS(nn.Module):
         inputs = self.project(features)  # (B, N, C)
         if init_slots is None:
             init_slots = self.initializer(features.shape[0], num_slots)  # (B, K, D)
-        slots, attn = self.slot_attention(inputs, init_slots, slot_mask)
+        slots, attn = self.slot_attention(inputs, init_slots, slot_mask)  # (B, K, D), (T, B, K, N)
+        keep = None
+        if self._reinit_now(reinit):
+            slots, attn, keep = self._prune_and_reaggregate(inputs, slots, attn, slot_mask)
+            if self.reinit.mask_pruned:
+                slot_mask = keep
         decoded = self.decoder(features, slots, slot_mask, perm, visible)
         return DIASOutput(
-            features, inputs, init_slots, slots, attn, decoded.recon, decoded.attn, decoded.query, decoded.memory
+            features, inputs, init_slots, slots, attn, decoded.recon, decoded.attn, decoded.query, decoded.memory, keep
         )
+
+    def _reinit_now(self, requested: bool | None) -> bool:
+        if requested is not None:
+            if requested and self.reinit is None:
+                raise ValueError("this model has no re-initialization settings; set model.reinit.enabled=true")
+            return requested
+        if self.reinit is None:
+            return False
+        return not self.training or float(torch.rand(())) < self.reinit.prob
+
+    def _prune_and_reaggregate(
+        self, inputs: torch.Tensor, slots: torch.Tensor, attn: torch.Tensor, slot_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Merge redundant slots, then run further iterations from the merged slots (METHOD.md (a), (b))."""
+        settings = self.reinit
+        merged = merge_redundant_slots(
+            slots,
+            settings.threshold,
+            attn=attn[-1].detach() if settings.distance == "attention" else None,
+            valid=slot_mask,
+            min_clusters=settings.min_clusters,
+        )
+        mask = merged.keep if settings.mask_pruned else slot_mask
+        slots, extra_attn = self.slot_attention(inputs, merged.slots, mask, settings.num_iters)
+        if settings.mask_pruned:
+            slots = slots * merged.keep[:, :, None]  # pruned slots stay empty
+        # The teacher of self-distillation is the last map produced: the re-initialized one.
+        return slots, torch.cat([attn, extra_attn]), merged.keep
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -166,12 +217,17 @@ def build_model(cfg: Config) -> DIAS:
         )
     else:
         decoder = MLPDecoder(c, m.slot_dim, h * w, m.decoder.hidden_dim, m.decoder.num_hidden_layers)
+    reinit = None
+    if m.reinit.enabled:
+        r = m.reinit
+        reinit = Reinit(r.distance, r.threshold, r.min_clusters, r.num_iters, r.prob, r.mask_pruned)
     model = DIAS(
         backbone=backbone,
         project=PreNormMLP(c, c),
         initializer=initializer_cls(m.num_slots, m.slot_dim),
         slot_attention=SlotAttention(c, m.slot_dim, m.slot_mlp_dim, m.num_iters),
         decoder=decoder,
+        reinit=reinit,
     )
     model.init_weights()
     return model
@@ -236,6 +292,7 @@ def attention_to_segmentation(attn: torch.Tensor, size: tuple[int, int] | int) -
 __all__ = [
     "DIAS",
     "DIASOutput",
+    "Reinit",
     "WeightsMismatchError",
     "attention_to_segmentation",
     "build_model",

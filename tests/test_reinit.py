@@ -1,0 +1,92 @@
+"""Pruning + re-initialized aggregation wired into the model (METHOD.md (a)-(c))."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from dias.config import load_config
+from dias.losses import select_distillation_pair
+from dias.model import attention_to_segmentation, build_model
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+SMALL = ["model.slot_dim=32", "model.slot_mlp_dim=64", "model.decoder.num_layers=1", "data.image_size=64"]
+
+
+def _model(*overrides):
+    torch.manual_seed(0)
+    return build_model(load_config(DEMO, [*SMALL, *overrides]))
+
+
+@pytest.fixture()
+def features():
+    return torch.randn(2, 64, 64, generator=torch.Generator().manual_seed(1))
+
+
+def _duplicated_init(model, batch_size=2):
+    # Slots 0-2 identical, 3-4 identical: pruning must keep exactly slots 0, 3, 5, 6.
+    init = model.initializer(batch_size)
+    init[:, 1] = init[:, 2] = init[:, 0]
+    init[:, 4] = init[:, 3]
+    return init
+
+
+def test_pruned_slots_get_no_attention_and_never_win(features):
+    model = _model("model.reinit.enabled=true", "model.reinit.threshold=0.01").eval()
+    with torch.no_grad():
+        out = model(features=features, init_slots=_duplicated_init(model))
+    expected = torch.tensor([True, False, False, True, False, True, True]).expand(2, 7)
+    assert torch.equal(out.keep, expected)
+    assert out.attn.shape[0] == 3 + 1  # T iterations + one re-initialized
+    pruned = ~out.keep
+    assert torch.all(out.attn[-1][pruned] == 0)
+    assert torch.all(out.decoder_attn[pruned] == 0)
+    assert torch.all(out.slots[pruned] == 0)
+    labels = attention_to_segmentation(out.decoder_attn, 64)
+    for b in range(2):
+        assert set(labels[b].unique().tolist()) <= set(torch.nonzero(out.keep[b]).squeeze(1).tolist())
+    torch.testing.assert_close(out.decoder_attn.sum(dim=1), torch.ones(2, 64))
+
+
+def test_unmasked_variant_keeps_zero_slots_as_queries(features):
+    model = _model("model.reinit.enabled=true", "model.reinit.threshold=0.01", "model.reinit.mask_pruned=false")
+    with torch.no_grad():
+        out = model.eval()(features=features, init_slots=_duplicated_init(model))
+    assert (~out.keep).any()
+    assert torch.all(out.decoder_attn[~out.keep] > 0)  # still valid keys in the decoder
+
+
+def test_probability_zero_equals_the_release_model(features):
+    release = _model().train()
+    full = _model("model.reinit.enabled=true", "model.reinit.prob=0.0").train()
+    full.load_state_dict(release.state_dict())
+    init = release.initializer(2)
+    perm = torch.stack([torch.randperm(64) for _ in range(2)])
+    visible = torch.arange(64)[None] < torch.tensor([[10], [40]])
+    a = release(features=features, init_slots=init, perm=perm, visible=visible)
+    b = full(features=features, init_slots=init, perm=perm, visible=visible)
+    assert b.keep is None
+    for name in ("slots", "attn", "recon", "decoder_attn"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_eval_always_prunes_and_teacher_is_the_reinitialized_map(features):
+    model = _model("model.reinit.enabled=true", "model.reinit.prob=0.0", "model.reinit.num_iters=2").eval()
+    with torch.no_grad():
+        out = model(features=features)
+    assert out.keep is not None and out.attn.shape[0] == 3 + 2
+    student, teacher = select_distillation_pair(out.attn)
+    assert torch.equal(student, out.attn[0]) and torch.equal(teacher, out.attn[4])
+
+
+def test_gradient_reaches_the_initial_slots_through_the_merge(features):
+    model = _model("model.reinit.enabled=true", "model.reinit.threshold=0.01").eval()
+    init = _duplicated_init(model).detach().requires_grad_(True)
+    out = model(features=features, init_slots=init)
+    out.recon.square().mean().backward()
+    assert init.grad is not None and init.grad.abs().sum() > 0
+
+
+def test_forcing_reinit_without_settings_is_an_error(features):
+    with pytest.raises(ValueError, match="model.reinit.enabled=true"):
+        _model()(features=features, reinit=True)
