@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
-from dias.schedules import distill_weight_at, lr_at
+from dias.schedules import distill_weight_at, lr_at, reinit_prob_at
 
 B, K, N = 2, 7, 16
 
@@ -84,3 +84,12 @@ def test_distill_weight_schedule():
     assert distill_weight_at(1000, 1000) == pytest.approx(1.0)
     assert distill_weight_at(500, 1000, final=2.0) == pytest.approx(1.0)
     assert distill_weight_at(0, 1000, schedule="constant") == 1.0
+
+
+def test_reinit_probability_schedule():
+    assert reinit_prob_at(0, 100, 0.8, "linear") == 0.0
+    assert reinit_prob_at(50, 100, 0.8, "linear") == pytest.approx(0.4)
+    assert reinit_prob_at(200, 100, 0.8, "linear") == pytest.approx(0.8)
+    assert reinit_prob_at(0, 100, 0.8, "constant") == 0.8
+    with pytest.raises(ValueError, match="choose 'constant' or 'linear'"):
+        reinit_prob_at(0, 100, 0.8, "cosine")

@@ -24,3 +24,14 @@ def distill_weight_at(
         progress = min(step / max(total_steps, 1), 1.0)
         return final * 0.5 * (1 - math.cos(math.pi * progress))
     raise ValueError(f"unknown distillation schedule {schedule!r}; choose 'cosine' or 'constant'")
+
+
+def reinit_prob_at(
+    step: int, total_steps: int, final: float = 1.0, schedule: Literal["constant", "linear"] = "constant"
+) -> float:
+    """Probability of pruning + re-initialization in a training batch: constant, or a linear ramp 0 -> final."""
+    if schedule == "constant":
+        return final
+    if schedule == "linear":
+        return final * min(step / max(total_steps, 1), 1.0)
+    raise ValueError(f"unknown re-initialization schedule {schedule!r}; choose 'constant' or 'linear'")
