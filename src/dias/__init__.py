@@ -4,7 +4,7 @@ from dias.config import Config, ConfigError, load_config
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "ConfigError", "__version__", "build_model", "load_config", "load_official_weights"]
+__all__ = ["Config", "ConfigError", "__version__", "build_model", "load", "load_config", "load_official_weights"]
 
 
 def __getattr__(name):
@@ -13,4 +13,8 @@ def __getattr__(name):
         from dias import model
 
         return getattr(model, name)
+    if name == "load":
+        from dias.engine.infer import load
+
+        return load
     raise AttributeError(f"module 'dias' has no attribute {name!r}")

@@ -46,6 +46,54 @@ def _build_parser() -> argparse.ArgumentParser:
     config.add_argument("--config", type=Path, default=None, help="YAML file (default: built-in defaults)")
     config.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.seed=43")
     config.set_defaults(run=_show_config)
+
+    evaluate = commands.add_parser("eval", help="score a checkpoint on a split: ARI, ARI-FG, mBO, mIoU")
+    evaluate.add_argument("--checkpoint", type=Path, required=True, help="dias or official release checkpoint")
+    evaluate.add_argument("--config", type=Path, default=None, help="YAML file (required for release checkpoints)")
+    evaluate.add_argument("--out", type=Path, default=None, help="output folder (default: CHECKPOINT_DIR/eval-SPLIT)")
+    evaluate.add_argument("--split", default=None, help="split to score (default: data.val_split)")
+    evaluate.add_argument("--viz", type=int, default=0, metavar="N", help="write panels and report.html for N images")
+    evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. eval.mask_source=attn:0")
+    evaluate.set_defaults(run=_evaluate)
+
+    report = commands.add_parser("report", help="mean ± std tables over the metrics.json of several runs")
+    report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="eval folders, run folders or files")
+    report.add_argument("--out", type=Path, default=Path("summary"), help="writes OUT.md and OUT.csv")
+    report.set_defaults(run=_report)
+
+    train = commands.add_parser("train", help="train a model; torchrun --nproc_per_node N -m dias train ... for DDP")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", type=Path, help="YAML file of a new run")
+    source.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from last.pt")
+    train.add_argument("--out", type=Path, default=None, help="run folder of a new run (default: train.out_dir)")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.total_steps=500")
+    train.set_defaults(run=_train)
+
+    demo = commands.add_parser("demo", help="generate the synthetic data, train the CPU demo, evaluate, report")
+    demo.add_argument("--out", type=Path, default=None, help="run folder (default: runs/demo)")
+    demo.add_argument("--minutes", type=float, default=None, help="stop training after this many minutes")
+    demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the demo config")
+    demo.set_defaults(run=_demo)
+
+    infer = commands.add_parser("infer", help="segment your own images with a trained model")
+    infer.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER", help="image files or folders")
+    infer.add_argument("--checkpoint", type=Path, required=True, help="dias checkpoint, export or release checkpoint")
+    infer.add_argument("--out", type=Path, required=True, help="output folder")
+    infer.add_argument("--config", type=Path, default=None, help="YAML file (required for release checkpoints)")
+    infer.add_argument("--backbone-weights", type=Path, default=None, help="local backbone weights file")
+    infer.add_argument("--batch-size", type=int, default=8)
+    infer.add_argument(
+        "--num-slots", type=int, default=None, metavar="K", help="sample K slots instead of the config's"
+    )
+    infer.add_argument("--slot-masks", action="store_true", help="also write one binary PNG per slot")
+    infer.add_argument("--seed", type=int, default=0, help="seed of the slot initializer's noise")
+    infer.add_argument("--device", default="cpu")
+    infer.set_defaults(run=_infer)
+
+    export = commands.add_parser("export", help="write trained weights without the backbone as safetensors")
+    export.add_argument("--checkpoint", type=Path, required=True, help="dias checkpoint (last.pt or best.pt)")
+    export.add_argument("--out", type=Path, required=True, help="output .safetensors file")
+    export.set_defaults(run=_export)
     return parser
 
 
@@ -73,4 +121,63 @@ def _show_config(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from dias.engine.evaluate import format_metrics, run_eval
+
+    result = run_eval(args.config, args.checkpoint, args.overrides, args.out, viz=args.viz, split=args.split)
+    print(format_metrics(result["metrics"]))
+    print(f"metrics written to {result['path']}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from dias.engine.report import run_report
+
+    markdown, md_path, csv_path = run_report(args.runs, args.out)
+    print(markdown, end="")
+    print(f"written to {md_path} and {csv_path}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dias.engine.train import NonFiniteLossError, run_train
+
+    try:
+        result = run_train(args.config, args.overrides, resume_dir=args.resume, out_dir=args.out)
+    except (NonFiniteLossError, OSError) as exc:
+        print(f"dias: error: {exc}", file=sys.stderr)
+        return 1
+    return 130 if result.status == "interrupted" else 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from dias.engine.demo import run_demo
+
+    summary = run_demo(args.out, args.minutes, args.overrides)
+    metrics = ", ".join(f"{name} {100 * value:.1f}" for name, value in summary["metrics"].items())
+    print(f"demo {summary['status']} after {summary['step']} steps; val metrics (x100): {metrics}")
+    print(f"run folder: {summary['run_dir']}" + (f"; visual report: {summary['report']}" if summary["report"] else ""))
+    return 0
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from dias.engine.infer import load, run_infer
+
+    segmenter = load(args.checkpoint, args.backbone_weights, args.config, args.device)
+    summary = run_infer(segmenter, args.inputs, args.out, args.batch_size, args.num_slots, args.slot_masks, args.seed)
+    print(f"segmented {summary['num_images']} images into {args.out}; skipped {summary['num_skipped']}")
+    for item in summary["skipped"]:
+        print(f"  skipped {item['file']}: {item['reason']}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from dias.engine.checkpoint import export_weights
+
+    if args.out.suffix != ".safetensors":
+        raise ValueError(f"--out must end in .safetensors, got {args.out}")
+    print(f"weights written to {export_weights(args.checkpoint, args.out)}")
     return 0

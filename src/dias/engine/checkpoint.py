@@ -13,19 +13,24 @@ accepted where a model is loaded for evaluation or inference.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save as safetensors_bytes
 
 from dias import __version__
-from dias.config import Config, apply_overrides, from_dict, load_config, to_dict
+from dias.config import Config, apply_overrides, atomic_write_bytes, from_dict, load_config, to_dict
 from dias.model import DIAS, OFFICIAL_PREFIX, build_model, load_official_weights
 
 CHECKPOINT_FORMAT = "dias-checkpoint"
 CHECKPOINT_VERSION = 1
+EXPORT_FORMAT = "dias-weights"
+SAFETENSORS_SUFFIX = ".safetensors"
 BACKBONE_PREFIX = "backbone."
 # Config sections that must agree for weights to be reusable; the backbone weights path may move.
 MODEL_DEFINING = ("model", "data.image_size")
@@ -84,7 +89,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A dias checkpoint (see the module docstring), checked for format and version."""
-    checkpoint = read_checkpoint(path)
+    return _check_format(read_checkpoint(path), path)
+
+
+def _check_format(checkpoint: Any, path: str | Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a dias checkpoint")
     if checkpoint.get("version") != CHECKPOINT_VERSION:
@@ -122,21 +130,12 @@ def load_model(
     given too must define the same model). A release checkpoint of the official code carries no
     config, so `config` is required for it.
     """
+    if Path(path).suffix == SAFETENSORS_SUFFIX:
+        return _load_exported(path, config, overrides)
     raw = read_checkpoint(path)
     if isinstance(raw, dict) and raw.get("format") == CHECKPOINT_FORMAT:
-        checkpoint = load_checkpoint(path)
-        saved = from_dict(checkpoint["config"])
-        cfg = from_dict(apply_overrides(checkpoint["config"], overrides))
-        if config is not None:
-            check_compatible(saved, load_config(config, overrides), path)
-            cfg = load_config(config, overrides)
-        check_compatible(saved, cfg, path)
-        model = build_model(cfg)
-        missing, unexpected = model.load_state_dict(checkpoint["model"], strict=False)
-        missing = [k for k in missing if not k.startswith(BACKBONE_PREFIX)]
-        if missing or unexpected:
-            raise CheckpointError(f"checkpoint {path} does not fit: missing {missing}, unexpected {unexpected}")
-        return model, cfg
+        checkpoint = _check_format(raw, path)
+        return _rebuild(checkpoint["config"], checkpoint["model"], path, config, overrides)
     if isinstance(raw, dict) and any(str(k).startswith(OFFICIAL_PREFIX) for k in _tensors(raw)):
         if config is None:
             raise CheckpointError(f"{path} is an official DIAS checkpoint, which holds no config; pass --config")
@@ -145,6 +144,48 @@ def load_model(
         load_official_weights(model, _tensors(raw))
         return model, cfg
     raise CheckpointError(f"{path} is neither a dias checkpoint nor an official DIAS checkpoint")
+
+
+def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write a checkpoint's trained weights, without the frozen backbone, as safetensors with its config.
+
+    The config travels in the file's metadata, so `load_model(out)` (or `dias.load(out)`) rebuilds the
+    model; the backbone comes from its own weights file (model.backbone.weights).
+    """
+    model, cfg = load_model(checkpoint)
+    metadata = {"format": EXPORT_FORMAT, "dias_version": __version__, "config": json.dumps(to_dict(cfg))}
+    out = Path(out)
+    atomic_write_bytes(out, safetensors_bytes(model_state(model), metadata=metadata))
+    return out
+
+
+def _load_exported(path: str | Path, config: str | Path | None, overrides) -> tuple[DIAS, Config]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found at {path}; pass --checkpoint PATH")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            state = {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as exc:
+        raise CheckpointError(f"cannot read weights file {path}: {exc}") from None
+    if metadata.get("format") != EXPORT_FORMAT:
+        raise CheckpointError(f"{path} is not a weights file written by `dias export`")
+    return _rebuild(json.loads(metadata["config"]), state, path, config, overrides)
+
+
+def _rebuild(
+    saved_plain: dict[str, Any], state: dict[str, torch.Tensor], path, config, overrides
+) -> tuple[DIAS, Config]:
+    """A model from a saved config (plus overrides, or a compatible YAML) and its non-backbone weights."""
+    cfg = load_config(config, overrides) if config is not None else from_dict(apply_overrides(saved_plain, overrides))
+    check_compatible(from_dict(saved_plain), cfg, path)
+    model = build_model(cfg)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(BACKBONE_PREFIX)]
+    if missing or unexpected:
+        raise CheckpointError(f"{path} does not fit the model: missing {missing}, unexpected {unexpected}")
+    return model, cfg
 
 
 def _tensors(raw: dict[str, Any]) -> dict[str, Any]:
