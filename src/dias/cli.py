@@ -90,6 +90,17 @@ def _build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--device", default="cpu")
     infer.set_defaults(run=_infer)
 
+    features = commands.add_parser("features", help="cache the frozen backbone's tokens of a dataset")
+    features.add_argument("--config", type=Path, required=True, help="YAML file naming the data and backbone")
+    features.add_argument("--out", type=Path, required=True, help="cache folder; then train with data.features=OUT")
+    features.add_argument("--views", type=int, default=4, help="random training views cached per training image")
+    features.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16")
+    features.add_argument("--batch-size", type=int, default=32)
+    features.add_argument("--device", default="cpu")
+    features.add_argument("--overwrite", action="store_true", help="replace finished cache files")
+    features.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    features.set_defaults(run=_features)
+
     export = commands.add_parser("export", help="write trained weights without the backbone as safetensors")
     export.add_argument("--checkpoint", type=Path, required=True, help="dias checkpoint (last.pt or best.pt)")
     export.add_argument("--out", type=Path, required=True, help="output .safetensors file")
@@ -180,4 +191,18 @@ def _export(args: argparse.Namespace) -> int:
     if args.out.suffix != ".safetensors":
         raise ValueError(f"--out must end in .safetensors, got {args.out}")
     print(f"weights written to {export_weights(args.checkpoint, args.out)}")
+    return 0
+
+
+def _features(args: argparse.Namespace) -> int:
+    from dias.config import load_config
+    from dias.engine.features import build_feature_cache
+
+    cfg = load_config(args.config, args.overrides)
+    summary = build_feature_cache(
+        cfg, args.out, None, args.views, args.dtype, args.batch_size, args.device, overwrite=args.overwrite
+    )
+    for split, item in summary.items():
+        print(f"{split}: {item['num_images']} images x {item['num_views']} views -> {item['path']}")
+    print(f"train or evaluate from the cache with data.features={args.out}")
     return 0

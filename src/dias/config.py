@@ -40,6 +40,7 @@ class DataConfig:
     batch_size: int = 32
     num_workers: int = 4
     skip_corrupt: bool = False  # skip and count corrupt records instead of raising
+    features: str | None = None  # a feature cache folder from `dias features`: train and eval skip the backbone
 
 
 @dataclass
