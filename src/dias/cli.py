@@ -41,6 +41,7 @@ def _build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     synthetic.add_argument("--overwrite", action="store_true", help="replace finished splits in --out")
     synthetic.set_defaults(run=_prepare_synthetic)
+    _add_benchmark_commands(commands, datasets)
 
     config = commands.add_parser("config", help="print a resolved config")
     config.add_argument("--config", type=Path, default=None, help="YAML file (default: built-in defaults)")
@@ -206,3 +207,98 @@ def _features(args: argparse.Namespace) -> int:
         print(f"{split}: {item['num_images']} images x {item['num_views']} views -> {item['path']}")
     print(f"train or evaluate from the cache with data.features={args.out}")
     return 0
+
+
+def _add_benchmark_commands(commands, datasets) -> None:
+    """`dias prepare clevrtex|coco|voc|import-official` and `dias doctor`."""
+
+    def add_common(parser: argparse.ArgumentParser, raw: bool = True) -> None:
+        if raw:
+            parser.add_argument("--raw", type=Path, required=True, help="the unpacked download")
+        parser.add_argument("--out", type=Path, required=True, help="folder for SPLIT.lmdb")
+        parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+        parser.add_argument("--overwrite", action="store_true", help="replace finished splits in --out")
+
+    clevrtex = datasets.add_parser("clevrtex", help="ClevrTex: clevrtex_full -> train, clevrtex_outd -> val")
+    add_common(clevrtex)
+    clevrtex.add_argument("--splits", nargs="+", default=["train", "val"], choices=["train", "val", "camo"])
+    clevrtex.set_defaults(run=_prepare_clevrtex)
+
+    coco = datasets.add_parser("coco", help="COCO 2017: panoptic things as objects, stuff as background")
+    add_common(coco)
+    coco.add_argument("--splits", nargs="+", default=["train", "val"], choices=["train", "val"])
+    coco.add_argument("--mode", default="panoptic", choices=["panoptic", "instance"], help="annotation source")
+    coco.set_defaults(run=_prepare_coco)
+
+    voc = datasets.add_parser("voc", help="PASCAL VOC SegmentationObject: train VOC2012, val VOC2007")
+    add_common(voc)
+    voc.add_argument("--train-list", default="train", help="train, trainval, trainaug, all or a file of ids")
+    voc.add_argument("--val-list", default=None, help="default: all annotated (2007) or val (2012)")
+    voc.add_argument("--val-year", type=int, default=None, choices=[2007, 2012], help="default: 2007 if present")
+    voc.set_defaults(run=_prepare_voc)
+
+    official = datasets.add_parser("import-official", help="import an official DIAS LMDB split (safe unpickling)")
+    official.add_argument("--lmdb", type=Path, required=True, help="the release's SPLIT.lmdb file")
+    add_common(official, raw=False)
+    official.add_argument("--dataset", default=None, choices=["coco", "voc", "clevrtex"], help="default: detect")
+    official.add_argument("--split", default=None, help="output split name (default: the file's stem)")
+    official.set_defaults(run=_import_official)
+
+    doctor = commands.add_parser("doctor", help="check config, backbone weights and data; estimate memory and time")
+    doctor.add_argument("--config", type=Path, default=None, help="YAML file (default: built-in defaults)")
+    doctor.add_argument("--no-estimate", action="store_true", help="skip the timed forward + backward")
+    doctor.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.root=data/coco")
+    doctor.set_defaults(run=_doctor)
+
+
+def _report_errors(convert) -> int:
+    """Run a converter; a refused pickle or a missing optional package is a user error, not a traceback."""
+    from dias.data.safe_pickle import UnsafePickleError
+
+    try:
+        summary = convert()
+    except (UnsafePickleError, ImportError) as exc:
+        print(f"dias: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"ready: {summary}")
+    return 0
+
+
+def _prepare_clevrtex(args: argparse.Namespace) -> int:
+    from dias.data.convert_clevrtex import prepare_clevrtex
+
+    splits = tuple(args.splits)
+    return _report_errors(lambda: prepare_clevrtex(args.raw, args.out, splits, args.workers, args.overwrite))
+
+
+def _prepare_coco(args: argparse.Namespace) -> int:
+    from dias.data.convert_coco import prepare_coco
+
+    splits = tuple(args.splits)
+    return _report_errors(lambda: prepare_coco(args.raw, args.out, splits, args.mode, args.workers, args.overwrite))
+
+
+def _prepare_voc(args: argparse.Namespace) -> int:
+    from dias.data.convert_voc import prepare_voc
+
+    return _report_errors(
+        lambda: prepare_voc(
+            args.raw, args.out, args.train_list, args.val_list, args.val_year, args.workers, args.overwrite
+        )
+    )
+
+
+def _import_official(args: argparse.Namespace) -> int:
+    from dias.data.import_official import import_official
+
+    return _report_errors(
+        lambda: import_official(args.lmdb, args.out, args.dataset, args.split, args.workers, args.overwrite)
+    )
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from dias.engine.doctor import exit_code, format_checks, run_checks
+
+    checks = run_checks(args.config, args.overrides, estimate=not args.no_estimate)
+    print(format_checks(checks))
+    return exit_code(checks)

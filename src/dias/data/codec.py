@@ -108,6 +108,41 @@ def encode_record(
     mask_bytes = encode_mask_bytes(mask)
     if image.shape[:2] != mask.shape:
         raise ValueError(f"image is {image.shape[:2]} pixels but mask is {mask.shape}; they must match")
+    return _pack(image_bytes, mask_bytes, meta)
+
+
+def encode_record_from_bytes(image_bytes: bytes, mask: np.ndarray, meta: dict[str, Any], image_format: str) -> bytes:
+    """Like `encode_record`, but keeps an existing PNG/JPEG file's bytes as they are (no re-encoding).
+
+    The bytes must decode, be of `image_format`, and have the mask's size.
+    """
+    if image_format not in _PIL_FORMATS:
+        raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
+    image_bytes = bytes(image_bytes)
+    try:
+        with Image.open(io.BytesIO(image_bytes)) as picture:
+            found, size = picture.format, picture.size
+            picture.load()  # the whole file must decode, not just its header
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ValueError(f"image bytes do not decode as an image: {exc}") from None
+    if found != _PIL_FORMATS[image_format]:
+        raise ValueError(f"image bytes are {found}, expected {_PIL_FORMATS[image_format]}")
+    mask = _check_mask(mask)
+    if (size[1], size[0]) != mask.shape:
+        raise ValueError(f"image is {(size[1], size[0])} pixels but mask is {mask.shape}; they must match")
+    return _pack(image_bytes, encode_mask_bytes(mask), meta)
+
+
+def image_format_of(data: bytes) -> str:
+    """The image format, "png" or "jpeg", from magic bytes; ValueError for anything else."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    raise ValueError(f"image bytes start with {bytes(data[:8])!r}, which is neither PNG nor JPEG")
+
+
+def _pack(image_bytes: bytes, mask_bytes: bytes, meta: dict[str, Any]) -> bytes:
     if not isinstance(meta, dict):
         raise TypeError(f"meta must be a dict, got {type(meta).__name__}")
     try:

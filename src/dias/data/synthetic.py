@@ -11,17 +11,15 @@ never on the worker count or order.
 
 from __future__ import annotations
 
-import logging
 import math
-import multiprocessing
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
-from dias.data.records import LmdbWriter, encode_record, load_header
+from dias.data.convert_common import write_split
+from dias.data.records import encode_record
 
 DATASET_NAME = "synthetic"
 GENERATOR_VERSION = 1  # bump when render_scene changes, so stale partial files are not resumed
@@ -67,8 +65,6 @@ SHAPES = {
     "star": (5, 0.45, 0.0, (1.0, 1.0)),
 }
 BACKGROUNDS = ("gradient", "stripes", "checker", "noise")
-
-log = logging.getLogger(__name__)
 
 
 def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -234,29 +230,17 @@ def prepare_synthetic(
 def _prepare_split(
     path: Path, split: str, info: dict[str, int], num_workers: int, overwrite: bool, progress: bool
 ) -> dict[str, Any]:
-    count = info["num_images"]
-    if path.exists() and not overwrite:
-        header = load_header(path)
-        if header["dataset"] == DATASET_NAME and header["info"] == info:
-            log.info("%s is already complete", path)
-            return {"path": str(path), "num_records": header["num_records"], "num_resumed": count}
-        raise FileExistsError(
-            f"{path} already holds a {header['dataset']} split made with {header['info']}, not {info}; "
-            "pass overwrite=True (`--overwrite`) to replace it"
-        )
-    writer = LmdbWriter(path, dataset=DATASET_NAME, split=split, image_format="png", info=info, overwrite=overwrite)
-    with writer:
-        start = writer.num_written
-        jobs = ((info["seed"], SPLIT_CODES[split], index, info["size"]) for index in range(start, count))
-        bar = tqdm(total=count, initial=start, desc=f"synthetic {split}", unit="img", disable=not progress)
-        with bar:
-            if num_workers == 1:
-                for value in map(render_record, jobs):
-                    writer.append(value)
-                    bar.update()
-            else:
-                with multiprocessing.Pool(num_workers) as pool:
-                    for value in pool.imap(render_record, jobs, chunksize=CHUNK_SIZE):
-                        writer.append(value)
-                        bar.update()
-    return {"path": str(path), "num_records": count, "num_resumed": start}
+    jobs = [(info["seed"], SPLIT_CODES[split], index, info["size"]) for index in range(info["num_images"])]
+    return write_split(
+        path,
+        dataset=DATASET_NAME,
+        split=split,
+        info=info,
+        jobs=jobs,
+        encode=render_record,
+        image_format="png",
+        num_workers=num_workers,
+        overwrite=overwrite,
+        progress=progress,
+        chunk_size=CHUNK_SIZE,
+    )
