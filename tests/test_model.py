@@ -149,7 +149,9 @@ def test_every_shipped_config_builds_and_runs(path):
     features = torch.randn(1, h * w, model.backbone.feature_dim)
     out = model.train()(features=features)
     assert out.recon.shape == features.shape
-    assert out.attn.shape == (cfg.model.num_iters, 1, cfg.model.num_slots, h * w)
+    reinit = cfg.model.reinit
+    num_maps = cfg.model.num_iters + (reinit.num_iters if reinit.enabled and reinit.prob == 1.0 else 0)
+    assert out.attn.shape == (num_maps, 1, cfg.model.num_slots, h * w)
 
 
 def test_mlp_decoder_model():

@@ -23,6 +23,8 @@ from scipy.optimize import linear_sum_assignment
 
 IGNORE_ID = 65535
 BACKGROUND_ID = 0
+METRIC_NAMES = ("ari", "fg_ari", "mbo", "miou")  # the keys of `score`, in the order results are shown
+METRIC_TITLES = {"ari": "ARI", "fg_ari": "ARI-FG", "mbo": "mBO", "miou": "mIoU"}  # as in the official tables
 
 
 def contingency(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

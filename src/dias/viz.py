@@ -3,6 +3,8 @@
     panel = hstack([image, overlay(image, gt), overlay(image, pred)])
     strip = attention_strip(out.attn[0, b], size=96)  # (3, 96, K*96): one heat map per slot
     picture = vstack([caption(panel, "image 0"), strip])
+
+Colours come from one fixed palette, so a label has the same colour in every picture.
 """
 
 from __future__ import annotations
@@ -92,8 +94,8 @@ def heatmap(values: torch.Tensor) -> torch.Tensor:
     return colours.round().to(torch.uint8).permute(2, 0, 1).contiguous()
 
 
-def attention_strip(attn: torch.Tensor, size: int) -> torch.Tensor:
-    """Slot masks (K,h,w) or (K,N) (square grid) -> (3, size, K*size) uint8: one heat-map tile per slot.
+def attention_strip(attn: torch.Tensor, size: int, gap: int = 0) -> torch.Tensor:
+    """Slot masks (K,h,w) or (K,N) (square grid) -> (3, size, K*size + (K-1)*gap) uint8: a heat-map tile per slot.
 
     Values are shown on the absolute [0,1] scale (the masks are a softmax over slots), so an unused
     slot stays dark instead of being stretched to full contrast.
@@ -106,7 +108,7 @@ def attention_strip(attn: torch.Tensor, size: int) -> torch.Tensor:
     if attn.dim() != 3:
         raise ValueError(f"attention must be (K,h,w) or (K,N), got {tuple(attn.shape)}")
     tiles = F.interpolate(attn.detach().float().cpu()[:, None], size=(size, size), mode="bilinear")  # (K,1,s,s)
-    return torch.cat([heatmap(tile[0]) for tile in tiles], dim=-1)
+    return hstack([heatmap(tile[0]) for tile in tiles], gap=gap)
 
 
 def hstack(images: Sequence[torch.Tensor], gap: int = 0, fill: int = BACKGROUND_FILL) -> torch.Tensor:
@@ -136,12 +138,19 @@ def grid(rows: Sequence[Sequence[torch.Tensor]], gap: int = 4, fill: int = BACKG
     return vstack([hstack(row, gap, fill) for row in rows], gap, fill)
 
 
-def caption(image: torch.Tensor, text: str, height: int = 14, fill: int = BACKGROUND_FILL) -> torch.Tensor:
+def caption(image: torch.Tensor, text: str, height: int = 15, fill: int = BACKGROUND_FILL) -> torch.Tensor:
     """The image with a band of `height` pixels above it holding `text` in black."""
     band = Image.new("RGB", (image.shape[2], height), (fill, fill, fill))
-    ImageDraw.Draw(band).text((2, 1), text, fill=(0, 0, 0), font=ImageFont.load_default())
+    ImageDraw.Draw(band).text((2, 1), text, fill=(0, 0, 0), font=ImageFont.load_default(size=height - 3))
     band_tensor = torch.from_numpy(np.asarray(band).copy()).permute(2, 0, 1)
     return torch.cat([band_tensor, image.cpu()], dim=1)
+
+
+def upscale(image: torch.Tensor, size: int) -> torch.Tensor:
+    """(3,H,W) uint8 -> (3,size,size) with nearest-neighbour pixels, so small inputs stay crisp."""
+    if image.shape[-2:] == (size, size):
+        return image.cpu()
+    return F.interpolate(image.cpu()[None].float(), size=(size, size), mode="nearest-exact")[0].to(torch.uint8)
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

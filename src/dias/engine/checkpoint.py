@@ -14,8 +14,6 @@ accepted where a model is loaded for evaluation or inference.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from dias import __version__
-from dias.config import Config, apply_overrides, atomic_write_bytes, from_dict, load_config, to_dict
+from dias.config import Config, apply_overrides, atomic_write, atomic_write_bytes, from_dict, load_config, to_dict
 from dias.model import DIAS, OFFICIAL_PREFIX, build_model, load_official_weights
 
 CHECKPOINT_FORMAT = "dias-checkpoint"
@@ -61,19 +59,8 @@ def save_checkpoint(path: str | Path, model: DIAS, cfg: Config, step: int, **tra
         "model": model_state(model),
         **training_state,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)  # the previous checkpoint at `path` stays intact
-        raise
-    return path
+    # The previous checkpoint at `path` stays intact if this fails (e.g. a full disk).
+    return atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -1,0 +1,285 @@
+"""Evaluation: score a model's masks on a split (../shared/reference/SPEC.md §10) and write an eval card.
+
+    result = evaluate(model, loader, mask_source="decoder", seed=0)
+    result.means()  # {"ari": ..., "fg_ari": ..., "mbo": ..., "miou": ...}, fractions in [0, 1]
+    run_eval(None, "runs/demo/last.pt", [], "runs/demo/eval-val")  # writes metrics.json and config.yaml
+
+The predicted masks are the decoder's last cross-attention ("decoder", as in the release) or one
+slot-attention iteration ("attn:I", I counted from 0, negative from the end). They are upsampled
+bilinearly to the ground-truth resolution and the argmax over slots is scored per image.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from dias import __version__
+from dias.config import Config, atomic_write_bytes, save_config
+from dias.data.dataset import LmdbDataset, collate, split_path
+from dias.data.transforms import EvalTransform, resize_mask
+from dias.engine.checkpoint import load_model
+from dias.engine.gallery import VizCollector, write_visual_report
+from dias.metrics import IGNORE_ID, METRIC_NAMES, METRIC_TITLES, nanmean, score
+from dias.model import DIAS, DIASOutput, attention_to_segmentation
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE_NAME = "metrics.json"
+EVAL_DIR_PREFIX = "eval-"
+DECODER_SOURCE = "decoder"
+ATTN_SOURCE_PREFIX = "attn:"
+MASK_SOURCE_HELP = "decoder (the decoder's last cross-attention) or attn:I (slot-attention iteration I, e.g. attn:-1)"
+PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+# Called once per batch with (batch, model output, predicted label maps (B,H,W)); the visual report uses it.
+BatchHook = Callable[[dict[str, Any], DIASOutput, torch.Tensor], None]
+
+
+@dataclass
+class EvalResult:
+    scores: dict[str, np.ndarray]  # metric -> (num_images,) float64; NaN: the image has nothing to score
+    indices: np.ndarray  # (num_images,) int64 dataset index of each row
+    num_skipped: int  # corrupt records dropped by the loader
+    mask_size: tuple[int, int] | None  # (H, W) at which the masks were scored
+    mask_source: str
+    seed: int
+
+    @property
+    def num_images(self) -> int:
+        return len(self.indices)
+
+    def num_scored(self) -> dict[str, int]:
+        """Images with a score, per metric (FG-ARI has none for an image that is all background)."""
+        return {name: int(np.sum(~np.isnan(values))) for name, values in self.scores.items()}
+
+    def means(self) -> dict[str, float]:
+        """Dataset means over the images with a score, as fractions."""
+        return {name: nanmean(values) for name, values in self.scores.items()}
+
+
+def parse_mask_source(mask_source: str) -> int | None:
+    """None for "decoder", the iteration index I for "attn:I"; anything else raises ValueError."""
+    if mask_source == DECODER_SOURCE:
+        return None
+    if mask_source.startswith(ATTN_SOURCE_PREFIX):
+        try:
+            return int(mask_source[len(ATTN_SOURCE_PREFIX) :])
+        except ValueError:
+            pass
+    raise ValueError(f"unknown mask source {mask_source!r}; use {MASK_SOURCE_HELP}, e.g. eval.mask_source=attn:0")
+
+
+def select_masks(out: DIASOutput, mask_source: str) -> torch.Tensor:
+    """The slot masks (B, K, N) that `mask_source` names."""
+    iteration = parse_mask_source(mask_source)
+    if iteration is None:
+        return out.decoder_attn
+    num_iters = out.attn.shape[0]
+    if not -num_iters <= iteration < num_iters:
+        raise ValueError(
+            f"mask source {mask_source!r} asks for iteration {iteration}, but the model runs {num_iters} "
+            f"slot-attention iterations; use attn:0 .. attn:{num_iters - 1} (or negative, from the end)"
+        )
+    return out.attn[iteration]
+
+
+def evaluate(
+    model: DIAS,
+    loader: DataLoader,
+    mask_source: str = DECODER_SOURCE,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    image_size: int | None = None,
+    progress: bool = True,
+    max_batches: int | None = None,
+    precision: str = "fp32",
+    on_batch: BatchHook | None = None,
+) -> EvalResult:
+    """Per-image ARI, FG-ARI, mBO and mIoU over `loader` (batches from `dias.data.dataset.collate`).
+
+    image_size rescales the ground truth (nearest-exact) before scoring; None scores at its own size.
+    The initializer's noise is drawn in eval too (as in the release), from a generator seeded with `seed`,
+    so a seed gives the same numbers for the same batch size; the caller's RNG state is left untouched.
+    """
+    parse_mask_source(mask_source)
+    device = torch.device(device)
+    model.eval().to(device)
+    scores: dict[str, list[np.ndarray]] = {name: [] for name in METRIC_NAMES}
+    indices: list[np.ndarray] = []
+    num_skipped = 0
+    mask_size = None
+    total = len(loader) if max_batches is None else min(len(loader), max_batches)
+    autocast = torch.autocast(
+        device.type, dtype=PRECISION_DTYPES.get(precision, torch.bfloat16), enabled=precision in PRECISION_DTYPES
+    )
+    cuda_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices), torch.inference_mode(), autocast:
+        torch.manual_seed(seed)
+        batches = tqdm(loader, total=total, desc="eval", disable=not progress, dynamic_ncols=True)
+        for batch_index, batch in enumerate(batches):
+            if max_batches is not None and batch_index >= max_batches:
+                break
+            num_skipped += int(batch.get("num_skipped", 0))
+            if "image" not in batch:  # every record of this batch was skipped
+                continue
+            gt = batch["mask"]  # (B,H,W) instance ids, 0 background, IGNORE_ID ignored
+            if image_size is not None:
+                gt = torch.stack([resize_mask(mask, image_size) for mask in gt])
+            mask_size = tuple(gt.shape[-2:])
+            out = model(images=batch["image"].to(device, non_blocking=True))
+            pred = attention_to_segmentation(select_masks(out, mask_source).float(), mask_size)  # (B,H,W)
+            for name, values in score(pred, gt.to(device)).items():
+                scores[name].append(values.cpu().numpy())
+            indices.append(np.asarray(batch["index"]).reshape(-1))
+            if on_batch is not None:
+                on_batch(batch, out, pred)
+    return EvalResult(
+        scores={name: _concat(values, np.float64) for name, values in scores.items()},
+        indices=_concat(indices, np.int64),
+        num_skipped=num_skipped,
+        mask_size=mask_size,
+        mask_source=mask_source,
+        seed=seed,
+    )
+
+
+def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
+
+
+def resolve_device(name: str) -> torch.device:
+    """A device name as given, or for "auto" the first CUDA device if there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def default_out_dir(checkpoint: str | Path, split: str, mask_source: str = DECODER_SOURCE) -> Path:
+    """<checkpoint folder>/eval-<split>, with the mask source appended when it is not the decoder."""
+    name = f"{EVAL_DIR_PREFIX}{split}"
+    if mask_source != DECODER_SOURCE:
+        name += "-" + mask_source.replace(":", "")
+    return Path(checkpoint).parent / name
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def eval_card(result: EvalResult, cfg: Config, split: str, checkpoint: str | Path, device: torch.device) -> dict:
+    """Everything needed to read or reproduce the numbers: data, resolutions, protocol, code, weights."""
+    size = cfg.data.image_size
+    num_scored = result.num_scored()
+    return {
+        "dataset": cfg.data.name,
+        "data_root": str(cfg.data.root),
+        "split": split,
+        "num_images": result.num_images + result.num_skipped,
+        "num_evaluated": result.num_images,
+        "num_skipped_corrupt": result.num_skipped,
+        "num_scored": num_scored,
+        "num_unscored": {name: result.num_images - count for name, count in num_scored.items()},
+        "input_resolution": [size, size],
+        "input_transform": "largest centred square, bilinear antialiased resize; masks nearest-exact",
+        "mask_resolution": list(result.mask_size) if result.mask_size else None,
+        "mask_source": result.mask_source,
+        "mask_upsampling": "bilinear (align_corners=False) from the token grid, then argmax over slots",
+        "ground_truth": (
+            f"instance ids; id {IGNORE_ID} is ignored (it belongs to no ground-truth segment but predicted masks "
+            "still cover it in IoU unions); an image with no ground-truth pixel has no score and is left out of "
+            "the mean"
+        ),
+        "background": "segment 0 counts as a segment in ARI, mBO and mIoU and is left out in ARI-FG",
+        "matching": {
+            "mbo": "best IoU over predicted masks for each ground-truth segment, averaged over segments",
+            "miou": "one-to-one Hungarian matching maximising total IoU (scipy linear_sum_assignment); "
+            "unmatched segments count 0",
+        },
+        "aggregation": "mean over images with a score, per metric",
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "checkpoint_sha256": file_sha256(checkpoint),
+        "dias_version": __version__,
+        "seed": result.seed,
+        "device": str(device),
+        "precision": cfg.train.precision,
+        "torch_version": torch.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def run_eval(
+    cfg_path: str | Path | None,
+    checkpoint: str | Path,
+    overrides: list[str] | tuple[str, ...],
+    out_dir: str | Path | None,
+    viz: int = 0,
+    split: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on a split; write OUT/metrics.json, OUT/config.yaml and, with viz > 0, the report.
+
+    Returns the metrics.json content {"metrics": {...}, "card": {...}, "path": str}.
+    """
+    model, cfg = load_model(checkpoint, cfg_path, overrides)
+    split = split or cfg.data.val_split
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(checkpoint, split, cfg.eval.mask_source)
+    parse_mask_source(cfg.eval.mask_source)
+    dataset = LmdbDataset(
+        split_path(cfg.data.root, split), EvalTransform(cfg.data.image_size), skip_corrupt=cfg.data.skip_corrupt
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.eval.batch_size,
+        num_workers=cfg.data.num_workers,
+        shuffle=False,
+        collate_fn=collate,
+    )
+    device = resolve_device(cfg.train.device)
+    collector = VizCollector(viz, cfg.eval.mask_source) if viz > 0 else None
+    result = evaluate(
+        model,
+        loader,
+        mask_source=cfg.eval.mask_source,
+        seed=cfg.eval.seed,
+        device=device,
+        progress=progress,
+        precision=cfg.train.precision,
+        on_batch=collector,
+    )
+    means = {name: (None if np.isnan(value) else value) for name, value in result.means().items()}
+    report = {"metrics": means, "card": eval_card(result, cfg, split, checkpoint, device)}
+    path = out_dir / METRICS_FILE_NAME
+    atomic_write_bytes(path, (json.dumps(report, indent=2, allow_nan=False) + "\n").encode("utf-8"))
+    save_config(cfg, out_dir / "config.yaml")
+    if collector is not None:
+        per_image = {
+            int(index): {n: float(result.scores[n][i]) for n in METRIC_NAMES} for i, index in enumerate(result.indices)
+        }
+        write_visual_report(out_dir, collector.items, report, per_image)
+    log.info("wrote %s", path)
+    return {**report, "path": str(path)}
+
+
+def format_metrics(metrics: dict[str, float | None]) -> str:
+    """A two-row Markdown table of the metrics, x100 with one decimal ("–" where no image had a score)."""
+    header = "| " + " | ".join(METRIC_TITLES[name] for name in METRIC_NAMES) + " |"
+    rule = "|" + "---:|" * len(METRIC_NAMES)
+    cells = ["–" if metrics[name] is None else f"{100 * metrics[name]:.1f}" for name in METRIC_NAMES]
+    values = "| " + " | ".join(cells) + " |"
+    return "\n".join((header, rule, values))

@@ -1,0 +1,145 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader
+
+from dias.cli import main
+from dias.config import load_config
+from dias.data.dataset import LmdbDataset, collate
+from dias.data.transforms import EvalTransform
+from dias.engine.checkpoint import save_checkpoint
+from dias.engine.evaluate import evaluate, parse_mask_source, run_eval
+from dias.metrics import IGNORE_ID, METRIC_NAMES
+from dias.model import DIASOutput, build_model
+
+TINY = [
+    "model.backbone.patch_size=4",  # 32 px -> an 8x8 token grid
+    "model.num_slots=4",
+    "model.slot_dim=16",
+    "model.slot_mlp_dim=32",
+    "model.decoder.num_layers=1",
+    "model.decoder.num_heads=2",
+    "data.image_size=32",
+    "data.num_workers=0",
+    "eval.batch_size=4",
+]
+CARD_KEYS = {
+    "dataset", "split", "num_images", "num_evaluated", "num_skipped_corrupt", "num_scored", "num_unscored",
+    "input_resolution", "mask_resolution", "mask_source", "ground_truth", "background", "matching",
+    "checkpoint", "checkpoint_sha256", "dias_version", "seed", "device", "torch_version", "date",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny(synthetic_root, tmp_path_factory):
+    cfg = load_config("configs/demo.yaml", [*TINY, f"data.root={synthetic_root}"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    checkpoint = save_checkpoint(tmp_path_factory.mktemp("run") / "last.pt", model, cfg, step=2)
+    dataset = LmdbDataset(synthetic_root / "val.lmdb", EvalTransform(cfg.data.image_size))
+    loader = DataLoader(dataset, batch_size=4, collate_fn=collate)
+    return model, cfg, checkpoint, loader
+
+
+def test_eval_command_writes_metrics_card_config_and_report(tiny, tmp_path, capsys):
+    _, _, checkpoint, _ = tiny
+    out = tmp_path / "eval"
+    assert main(["eval", "--checkpoint", str(checkpoint), "--out", str(out), "--viz", "2"]) == 0
+    assert "ARI-FG" in capsys.readouterr().out
+    report = json.loads((out / "metrics.json").read_text())
+    assert set(report["metrics"]) == set(METRIC_NAMES)
+    assert -1 <= report["metrics"]["ari"] <= 1 and -1 <= report["metrics"]["fg_ari"] <= 1
+    assert 0 <= report["metrics"]["mbo"] <= 1 and 0 <= report["metrics"]["miou"] <= 1
+    card = report["card"]
+    assert CARD_KEYS <= set(card)
+    assert (card["num_images"], card["split"], card["mask_source"]) == (6, "val", "decoder")
+    assert card["input_resolution"] == [32, 32] and card["mask_resolution"] == [32, 32]
+    assert len(card["checkpoint_sha256"]) == 64
+    assert load_config(out / "config.yaml").data.image_size == 32
+    pngs = sorted((out / "viz").glob("*.png"))
+    assert len(pngs) == 2
+    assert Image.open(pngs[0]).mode == "RGB"
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == 2
+
+
+def test_default_out_dir_is_next_to_the_checkpoint(tiny):
+    _, _, checkpoint, _ = tiny
+    result = run_eval(None, checkpoint, ["eval.mask_source=attn:0"], None, progress=False)
+    assert result["path"] == str(checkpoint.parent / "eval-val-attn0" / "metrics.json")
+    assert result["card"]["mask_source"] == "attn:0"
+
+
+def test_same_seed_same_scores_and_caller_rng_untouched(tiny):
+    model, _, _, loader = tiny
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = evaluate(model, loader, seed=0, progress=False)
+    assert torch.equal(torch.get_rng_state(), state)
+    second = evaluate(model, loader, seed=0, progress=False)
+    other = evaluate(model, loader, seed=1, progress=False)
+    assert first.num_images == 6 and first.mask_size == (32, 32)
+    for name in METRIC_NAMES:
+        np.testing.assert_array_equal(first.scores[name], second.scores[name])
+    assert not np.array_equal(first.scores["ari"], other.scores["ari"])
+
+
+@pytest.mark.parametrize("source", ["decoder", "attn:0", "attn:-1"])
+def test_mask_sources(tiny, source):
+    model, _, _, loader = tiny
+    result = evaluate(model, loader, mask_source=source, progress=False, max_batches=1)
+    assert result.num_images == 4
+    assert all(np.isfinite(values).all() for values in result.scores.values())
+
+
+@pytest.mark.parametrize("source", ["slots", "attn:", "attn:one", "attn:3", "attn:-4"])
+def test_bad_mask_source_is_explained(tiny, source):
+    model, _, _, loader = tiny
+    with pytest.raises(ValueError, match="mask source"):
+        evaluate(model, loader, mask_source=source, progress=False, max_batches=1)
+
+
+def test_bad_mask_source_on_the_command_line(tiny, tmp_path, capsys):
+    _, _, checkpoint, _ = tiny
+    args = ["eval", "--checkpoint", str(checkpoint), "--out", str(tmp_path), "eval.mask_source=slots"]
+    assert main(args) == 1
+    assert "unknown mask source 'slots'" in capsys.readouterr().err
+    assert parse_mask_source("attn:-1") == -1 and parse_mask_source("decoder") is None
+
+
+class OracleModel(nn.Module):
+    """Reads the ground truth hidden in channel 0 of the image and predicts it exactly."""
+
+    def forward(self, images):
+        labels = images[:, 0].long()  # (B,H,W)
+        attn = F.one_hot(labels, 4).permute(0, 3, 1, 2).flatten(2).float()  # (B,K,N)
+        return DIASOutput(None, None, None, None, attn[None], None, attn, None, None)
+
+
+def test_perfect_prediction_scores_one_and_unscored_images_are_left_out():
+    generator = torch.Generator().manual_seed(0)
+    gt = torch.randint(0, 4, (3, 8, 8), generator=generator)
+    masks = gt.clone()
+    masks[2] = IGNORE_ID  # nothing to score
+    masks[0, 0, :] = IGNORE_ID  # a few ignored pixels; the oracle predicts label 0 there
+    gt[0, 0, :] = 0
+    images = gt[:, None].expand(-1, 3, -1, -1).to(torch.uint8)
+    batches = [
+        {"image": images[:2], "mask": masks[:2], "index": torch.tensor([0, 1]), "num_skipped": 0},
+        {"num_skipped": 2},  # every record of this batch was corrupt
+        {"image": images[2:], "mask": masks[2:], "index": torch.tensor([2]), "num_skipped": 1},
+    ]
+    result = evaluate(OracleModel(), batches, progress=False)
+    assert result.num_images == 3 and result.num_skipped == 3
+    np.testing.assert_array_equal(result.indices, [0, 1, 2])
+    np.testing.assert_allclose(result.scores["ari"][:2], 1.0)
+    np.testing.assert_allclose(result.scores["fg_ari"][:2], 1.0)
+    np.testing.assert_allclose(result.scores["miou"][1], 1.0)
+    assert result.scores["mbo"][0] < 1  # ignored pixels still count in a predicted mask's union
+    assert all(np.isnan(values[2]) for values in result.scores.values())
+    assert result.num_scored()["ari"] == 2
+    assert result.means()["ari"] == pytest.approx(1.0)
