@@ -1,0 +1,93 @@
+"""torch.distributed helpers: one process per device, started by torchrun (RANK/WORLD_SIZE/LOCAL_RANK set).
+
+Without those variables everything here is a no-op for a single process, so the trainer has one code path.
+
+    dist_info = init_distributed("auto")  # nccl on GPU, gloo on CPU
+    means = all_reduce_mean({"loss": 0.3}, dist_info)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+RANK_ENV, WORLD_SIZE_ENV, LOCAL_RANK_ENV = "RANK", "WORLD_SIZE", "LOCAL_RANK"
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """ "auto" -> cuda (this process's GPU) when available, else cpu; anything else is passed to torch.device."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
+def init_distributed(device_name: str = "auto") -> DistInfo:
+    """Join the process group torchrun describes in the environment, or run alone."""
+    world_size = int(os.environ.get(WORLD_SIZE_ENV, "1"))
+    rank = int(os.environ.get(RANK_ENV, "0"))
+    local_rank = int(os.environ.get(LOCAL_RANK_ENV, "0"))
+    device = resolve_device(device_name, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
+    return DistInfo(rank, world_size, device)
+
+
+def shutdown_distributed(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float]:
+    """The mean of each value over the ranks (float64 on the wire)."""
+    if not info.enabled or not values:
+        return dict(values)
+    tensor = torch.tensor(list(values.values()), dtype=torch.float64, device=info.device)
+    dist.all_reduce(tensor)
+    return dict(zip(values, (tensor / info.world_size).tolist(), strict=True))
+
+
+def all_reduce_any(flag: bool, info: DistInfo) -> bool:
+    """True on every rank when `flag` is true on any rank (so all ranks take the same branch)."""
+    if not info.enabled:
+        return flag
+    tensor = torch.tensor([float(flag)], device=info.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item() > 0)
+
+
+def all_gather_objects(value: Any, info: DistInfo) -> list[Any]:
+    """Every rank's `value`, in rank order (a one-element list when running alone)."""
+    if not info.enabled:
+        return [value]
+    gathered: list[Any] = [None] * info.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered

@@ -1,0 +1,78 @@
+"""Run logging: run_dir/metrics.jsonl always; TensorBoard and wandb only when asked for (imported lazily).
+
+logger = MetricsLogger(run_dir, cfg, enabled=is_main)
+logger.log({"loss": 0.41, "lr": 2e-4}, step=100)
+logger.close()
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from dias.config import Config, atomic_write_bytes, to_dict
+
+METRICS_FILE_NAME = "metrics.jsonl"
+
+log = logging.getLogger(__name__)
+
+
+class MetricsLogger:
+    """One JSON object per call in run_dir/metrics.jsonl (appended, so a resumed run continues the file)."""
+
+    def __init__(self, run_dir: str | Path, cfg: Config, enabled: bool = True):
+        self.enabled = enabled
+        self.path = Path(run_dir) / METRICS_FILE_NAME
+        self._tensorboard = None
+        self._wandb = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if cfg.log.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                log.info("tensorboard is not installed; logging to %s only (pip install 'dias[tb]')", self.path)
+            else:
+                self._tensorboard = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+        if cfg.log.wandb:
+            import wandb  # only with log.wandb=true; a missing package is the user's error to see
+
+            self._wandb = wandb.init(project="dias", dir=str(run_dir), config=to_dict(cfg), resume="allow")
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        if not self.enabled:
+            return
+        record = {"step": step, **metrics}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        if self._tensorboard is not None:
+            for key, value in numbers.items():
+                self._tensorboard.add_scalar(key, value, step)
+        if self._wandb is not None:
+            self._wandb.log(numbers, step=step)
+
+    def close(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def truncate_metrics(run_dir: str | Path, step: int) -> None:
+    """Drop records after `step` (logged after the checkpoint a run resumes from), so steps stay unique."""
+    path = Path(run_dir) / METRICS_FILE_NAME
+    if path.is_file():
+        kept = [r for r in read_metrics(run_dir) if r["step"] <= step]
+        atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode("utf-8"))
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of run_dir/metrics.jsonl, in order."""
+    path = Path(run_dir) / METRICS_FILE_NAME
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,296 @@
+"""The DIAS training loop: plain PyTorch, one process or torchrun DDP, exact resume.
+
+    result = train(load_config("configs/demo.yaml"), run_dir="runs/demo")
+    result = train(resume_config("runs/demo"), run_dir="runs/demo", resume=True)
+
+Per step: schedules (lr, distillation weight) -> autocast forward -> objective -> backward -> clip ->
+Adam step -> log -> eval -> checkpoint. run_dir/last.pt holds everything a resumed run needs (trainable
+weights, optimizer, grad scaler, every rank's RNG states, the data position), so on CPU a resumed run's
+losses equal an uninterrupted run's exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from dias import __version__
+from dias.config import CONFIG_FILE_NAME, Config, apply_overrides, from_dict, load_config, save_config
+from dias.data.dataset import LmdbDataset, collate, split_path
+from dias.data.sampling import EpochSampler, SeededSamples
+from dias.data.transforms import EvalTransform, TrainTransform
+from dias.engine import distributed
+from dias.engine.checkpoint import BACKBONE_PREFIX, CheckpointError, check_compatible, load_checkpoint
+from dias.engine.log import MetricsLogger, truncate_metrics
+from dias.engine.state import capture_rng, restore_rng, save_training_checkpoint, seed_everything
+from dias.engine.validate import validate
+from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
+from dias.model import DIAS, build_model
+from dias.schedules import distill_weight_at, lr_at
+
+LAST, BEST = "last.pt", "best.pt"
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stopped before that step changed any weight."""
+
+
+@dataclass
+class TrainResult:
+    model: DIAS
+    step: int  # optimisation steps done
+    status: str  # "done", "interrupted" (Ctrl-C), "stopped" (max_steps / time_limit)
+    losses: list[float] = field(default_factory=list)  # per step of this call, the total objective
+    best_fg_ari: float = -math.inf
+    val: dict[str, float] = field(default_factory=dict)  # the last validation's means
+
+
+def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The config of run_dir/last.pt with `overrides` applied; refuses overrides that change the model."""
+    path = Path(run_dir) / LAST
+    checkpoint = load_checkpoint(path)
+    saved = from_dict(checkpoint["config"])
+    cfg = from_dict(apply_overrides(checkpoint["config"], overrides))
+    check_compatible(saved, cfg, path)
+    return cfg
+
+
+def autocast_for(device: torch.device, precision: str) -> tuple[contextlib.AbstractContextManager, bool]:
+    """(a factory of the forward's autocast context, whether fp16 loss scaling is needed).
+
+    fp16 needs CUDA; on CPU it falls back to bf16 with a warning (CPU fp16 autocast is slow and unscaled).
+    """
+    if precision == "fp16" and device.type != "cuda":
+        log.warning("train.precision=fp16 needs a CUDA device; using bf16 autocast on %s instead", device.type)
+        precision = "bf16"
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("this GPU does not support bf16; set train.precision=fp16 or fp32")
+    if precision == "fp32":
+        return contextlib.nullcontext, False
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return (lambda: torch.autocast(device.type, dtype=dtype)), precision == "fp16"
+
+
+def build_loaders(cfg: Config, dist_info: distributed.DistInfo) -> tuple[DataLoader, EpochSampler, DataLoader]:
+    """The training loader (seeded, resumable, this rank's share) and the validation loader."""
+    d = cfg.data
+    train_set = LmdbDataset(
+        split_path(d.root, d.train_split), TrainTransform(d.image_size, d.crop_scale, d.flip), d.skip_corrupt
+    )
+    sampler = EpochSampler(len(train_set), d.batch_size, cfg.train.seed, dist_info.rank, dist_info.world_size)
+    train_loader = DataLoader(
+        SeededSamples(train_set, cfg.train.seed),
+        batch_size=d.batch_size,
+        sampler=sampler,
+        num_workers=d.num_workers,
+        collate_fn=collate,
+        drop_last=True,
+        persistent_workers=d.num_workers > 0,
+        # A private generator: creating an iterator must not draw from the training RNG stream.
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+    )
+    val_set = LmdbDataset(split_path(d.root, d.val_split), EvalTransform(d.image_size), d.skip_corrupt)
+    val_loader = DataLoader(val_set, batch_size=cfg.eval.batch_size, num_workers=d.num_workers, collate_fn=collate)
+    return train_loader, sampler, val_loader
+
+
+def batches(loader: DataLoader, sampler: EpochSampler, epoch: int, consumed: int):
+    """Endless (batch, epoch, batches consumed in that epoch after this one), from a data position on."""
+    while True:
+        sampler.set_position(epoch, consumed)
+        for batch in loader:
+            consumed += 1
+            yield batch, epoch, consumed
+        epoch, consumed = epoch + 1, 0
+
+
+def train(
+    cfg: Config,
+    run_dir: str | Path,
+    resume: bool = False,
+    max_steps: int | None = None,
+    time_limit: float | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train until cfg.train.total_steps (or `max_steps` done, or `time_limit` seconds), checkpointing to run_dir."""
+    run_dir = Path(run_dir)
+    dist_info = distributed.init_distributed(cfg.train.device)
+    device, is_main = dist_info.device, dist_info.is_main
+    seed_everything(cfg.train.seed)  # every rank builds the same model (a random ViT backbone included)
+    model = build_model(cfg).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]  # the frozen backbone is not optimised
+    o = cfg.optim
+    optimizer = torch.optim.Adam(params, lr=0.0, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+    autocast, use_scaler = autocast_for(device, cfg.train.precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    train_loader, sampler, val_loader = build_loaders(cfg, dist_info)
+    step, epoch, consumed, best = 0, 0, 0, -math.inf
+    if resume:
+        checkpoint = load_checkpoint(run_dir / LAST)
+        check_compatible(from_dict(checkpoint["config"]), cfg, run_dir / LAST)
+        missing, unexpected = model.load_state_dict(checkpoint["model"], strict=False)
+        if [k for k in missing if not k.startswith(BACKBONE_PREFIX)] or unexpected:
+            raise CheckpointError(f"{run_dir / LAST} does not fit: missing {missing}, unexpected {unexpected}")
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        step, best = checkpoint["step"], checkpoint["best_fg_ari"]
+        epoch, consumed = checkpoint["data"]["epoch"], checkpoint["data"]["batches"]
+        restore_rng(checkpoint["rng"], dist_info, fallback_seed=cfg.train.seed + step)
+        if is_main:
+            truncate_metrics(run_dir, step)
+            log.info("resumed %s at step %d (epoch %d, batch %d)", run_dir, step, epoch, consumed)
+    else:
+        seed_everything(cfg.train.seed + dist_info.rank)  # each rank draws its own noise
+    if is_main:
+        save_config(cfg, run_dir / CONFIG_FILE_NAME)
+        log.info(
+            "training on %s, %d rank(s) x batch %d = effective batch %d, %d trainable parameters, dias %s",
+            device, dist_info.world_size, cfg.data.batch_size, cfg.data.batch_size * dist_info.world_size,
+            sum(p.numel() for p in params), __version__,
+        )  # fmt: skip
+    forward_model = model
+    if dist_info.enabled:  # gradients are averaged over the ranks in backward
+        forward_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    logger = MetricsLogger(run_dir, cfg, enabled=is_main)
+
+    def checkpoint_to(name: str, rng: list | None = None) -> None:
+        state = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "best_fg_ari": best}
+        state["data"] = {"epoch": epoch, "batches": consumed}
+        rng = rng if rng is not None else distributed.all_gather_objects(capture_rng(), dist_info)
+        if is_main:
+            save_training_checkpoint(run_dir / name, model, cfg, step, rng=rng, **state)
+
+    result = TrainResult(model, step, "done", best_fg_ari=best)
+    stop_at = cfg.train.total_steps if max_steps is None else min(cfg.train.total_steps, max_steps)
+    bar = tqdm(total=cfg.train.total_steps, initial=step, disable=not (progress and is_main), desc="train")
+    start_time = window_time = time.monotonic()
+    window = {"loss": 0.0, "recon": 0.0, "distill": 0.0, "grad_norm": 0.0, "num_steps": 0}
+    model.train()
+    data = batches(train_loader, sampler, epoch, consumed)
+    try:
+        while step < stop_at:
+            batch, next_epoch, next_consumed = next(data)
+            if "image" not in batch:  # every record of the batch was corrupt and skipped
+                epoch, consumed = next_epoch, next_consumed
+                log.warning("step %d: skipped a batch of %d corrupt records", step, batch["num_skipped"])
+                continue
+            images = batch["image"].to(device, non_blocking=True)  # (B, 3, H, W) uint8
+
+            # schedules: set before the step, so step 0 trains with lr 0 (as in the release)
+            lr = lr_at(step, o.lr, o.warmup_steps, cfg.train.total_steps, o.lr * o.final_lr_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            weight = distill_weight_at(step, cfg.train.total_steps, cfg.loss.distill_weight, cfg.loss.distill_schedule)
+
+            # forward and objective (the losses compute in float32 under autocast)
+            with autocast():
+                out = forward_model(images=images)
+            recon = reconstruction_loss(out.recon, out.features)
+            distill = distillation_loss(*select_distillation_pair(out.attn), form=cfg.loss.distill_form)
+            loss = recon + weight * distill
+            loss_value = loss.item()
+            if distributed.all_reduce_any(not math.isfinite(loss_value), dist_info):
+                raise NonFiniteLossError(
+                    f"loss is {loss_value} at step {step}; stopped before updating the weights. The last good "
+                    f"checkpoint is {run_dir / LAST} (if one was written); lower optim.lr or try train.precision=fp32"
+                )
+
+            # backward, clip, step
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm=o.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            epoch, consumed = next_epoch, next_consumed
+            result.losses.append(loss_value)
+            window["num_steps"] += 1
+            for key, value in (("loss", loss), ("recon", recon), ("distill", distill), ("grad_norm", grad_norm)):
+                window[key] += value.item()
+            bar.update()
+
+            # log
+            if step % cfg.log.every == 0 or step == stop_at:
+                now = time.monotonic()
+                count = window.pop("num_steps")
+                means = distributed.all_reduce_mean({k: v / count for k, v in window.items()}, dist_info)
+                metrics = {**means, "distill_weight": weight, "lr": lr, "steps_per_s": count / (now - window_time)}
+                logger.log(metrics, step)
+                bar.set_postfix(loss=f"{means['loss']:.4f}", steps_per_s=f"{metrics['steps_per_s']:.2f}")
+                window, window_time = dict.fromkeys(window, 0.0) | {"num_steps": 0}, now
+
+            # eval
+            if step % cfg.train.val_every == 0 or step == cfg.train.total_steps:
+                if is_main:
+                    result.val = validate(
+                        model, val_loader, cfg.eval.mask_source, cfg.eval.seed, device, cfg.train.precision
+                    )
+                    logger.log({f"val/{k}": v for k, v in result.val.items()}, step)
+                    log.info("step %d validation: %s", step, _format(result.val))
+                improved = is_main and result.val.get("fg_ari", -math.inf) > best
+                if distributed.all_reduce_any(improved, dist_info):
+                    best = result.val["fg_ari"] if is_main else best
+                    checkpoint_to(BEST)
+                distributed.barrier(dist_info)
+
+            # checkpoint
+            timed_out = time_limit is not None and time.monotonic() - start_time > time_limit
+            if distributed.all_reduce_any(timed_out, dist_info):
+                stop_at = step
+            if step % cfg.train.checkpoint_every == 0 or step == stop_at:
+                checkpoint_to(LAST)
+        result.status = "done" if step >= cfg.train.total_steps else "stopped"
+    except KeyboardInterrupt:
+        # The weights, optimizer and data position are those after the last completed step; the RNG has
+        # moved on, so a run resumed from an interrupt is not bit-identical to an uninterrupted one.
+        log.warning("interrupted at step %d; saving %s", step, run_dir / LAST)
+        checkpoint_to(LAST, rng=[capture_rng()] if dist_info.enabled else None)
+        result.status = "interrupted"
+    finally:
+        bar.close()
+        logger.close()
+        distributed.shutdown_distributed(dist_info)
+    result.step, result.best_fg_ari = step, best
+    return result
+
+
+def _format(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+def run_train(
+    config: str | Path | None,
+    overrides: list[str] | tuple[str, ...] = (),
+    resume_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+) -> TrainResult:
+    """`dias train`: a new run from a config (refusing a folder that already holds one), or a resumed run.
+
+    A resumed run uses the checkpoint's config, or `config` when given; either way with `overrides`, and
+    either way it must define the same model as the checkpoint.
+    """
+    if resume_dir is not None:
+        cfg = resume_config(resume_dir, overrides)
+        if config is not None:
+            cfg = load_config(config, overrides)
+            check_compatible(resume_config(resume_dir), cfg, Path(resume_dir) / LAST)
+        return train(cfg, resume_dir, resume=True)
+    cfg = load_config(config, overrides)
+    run_dir = Path(out_dir if out_dir is not None else cfg.train.out_dir)
+    if (run_dir / LAST).exists():
+        raise FileExistsError(
+            f"{run_dir} already holds a run; continue it with `dias train --resume {run_dir}` or pass another --out"
+        )
+    return train(cfg, run_dir)

@@ -1,0 +1,195 @@
+"""The training loop: every shipped config trains, exact resume, bad runs stop cleanly, the CLI and the demo."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import dias.engine.train as train_module
+from dias.cli import main
+from dias.config import load_config
+from dias.data.sampling import EpochSampler
+from dias.data.synthetic import prepare_synthetic
+from dias.engine.checkpoint import CheckpointError, load_checkpoint
+from dias.engine.demo import demo_config_path
+from dias.engine.log import read_metrics
+from dias.engine.train import LAST, NonFiniteLossError, resume_config, run_train, train
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+TINY = [
+    "model.slot_dim=32",
+    "model.slot_mlp_dim=64",
+    "data.image_size=32",
+    "model.backbone.patch_size=8",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "train.device=cpu",
+    "log.every=1",
+    "log.tensorboard=false",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    prepare_synthetic(root, num_train=16, num_val=4, size=32, num_workers=1, progress=False)
+    return root
+
+
+def tiny_config(root: Path, *overrides: str):
+    return load_config(REPO / "configs" / "demo.yaml", [*TINY, f"data.root={root}", *overrides])
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_trains_two_steps(path, tiny_root, tmp_path):
+    vit = ["data.image_size=56", "model.backbone.input_scale=1.0", "data.batch_size=2", "model.decoder.num_layers=1"]
+    overrides = [*TINY, f"data.root={tiny_root}", "train.total_steps=2", "train.val_every=2", "optim.warmup_steps=0"]
+    if path.name != "demo.yaml":
+        overrides = [*overrides, *vit, "model.slot_dim=32", "eval.batch_size=2"]
+    cfg = load_config(path, overrides)
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.status == "done" and result.step == 2
+    assert all(torch.isfinite(torch.tensor(result.losses)))
+    assert set(result.val) >= {"fg_ari", "mbo"}
+    checkpoint = load_checkpoint(tmp_path / "run" / LAST)
+    assert checkpoint["step"] == 2
+    assert not any(k.startswith("backbone.") for k in checkpoint["model"])
+    assert (tmp_path / "run" / "config.yaml").is_file()
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resumed_run_repeats_the_uninterrupted_losses_exactly(num_workers, tiny_root, tmp_path):
+    # 16 images / batch 4: the 6 steps cross an epoch boundary; the resume lands mid-epoch.
+    overrides = ["train.total_steps=6", "optim.warmup_steps=2", "train.val_every=100", "train.checkpoint_every=100"]
+    cfg = tiny_config(tiny_root, *overrides, f"data.num_workers={num_workers}")
+    straight = train(cfg, tmp_path / "straight", progress=False)
+    first = train(cfg, tmp_path / "resumed", max_steps=3, progress=False)
+    assert first.status == "stopped" and load_checkpoint(tmp_path / "resumed" / LAST)["step"] == 3
+    second = train(resume_config(tmp_path / "resumed"), tmp_path / "resumed", resume=True, progress=False)
+    assert second.step == 6
+    assert first.losses + second.losses == straight.losses
+    logged = [r["loss"] for r in read_metrics(tmp_path / "resumed") if "loss" in r]
+    assert logged == [r["loss"] for r in read_metrics(tmp_path / "straight") if "loss" in r]
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, second.model.state_dict()[key]), key
+
+
+def test_resume_refuses_a_config_with_another_model(tiny_root, tmp_path):
+    train(tiny_config(tiny_root, "train.total_steps=1"), tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match="model.slot_dim"):
+        resume_config(tmp_path / "run", ["model.slot_dim=16"])
+    assert main(["train", "--resume", str(tmp_path / "run"), "model.num_slots=3"]) == 1
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_train(REPO / "configs" / "demo.yaml", [*TINY, f"data.root={tiny_root}"], out_dir=tmp_path / "run")
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_root, tmp_path, monkeypatch):
+    cfg = tiny_config(tiny_root, "train.total_steps=6", "train.checkpoint_every=2", "train.val_every=100")
+    real = train_module.reconstruction_loss
+    calls = []
+
+    def poisoned(recon, features):
+        calls.append(1)
+        loss = real(recon, features)
+        return loss * float("nan") if len(calls) == 4 else loss
+
+    monkeypatch.setattr(train_module, "reconstruction_loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match="at step 3"):
+        train(cfg, tmp_path / "run", progress=False)
+    checkpoint = load_checkpoint(tmp_path / "run" / LAST)
+    assert checkpoint["step"] == 2
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+
+
+def test_ctrl_c_saves_a_checkpoint_and_returns(tiny_root, tmp_path, monkeypatch):
+    cfg = tiny_config(tiny_root, "train.total_steps=6", "train.checkpoint_every=100", "train.val_every=100")
+    real = train_module.reconstruction_loss
+    calls = []
+
+    def interrupted(recon, features):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(recon, features)
+
+    monkeypatch.setattr(train_module, "reconstruction_loss", interrupted)
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.status == "interrupted" and result.step == 2
+    checkpoint = load_checkpoint(tmp_path / "run" / LAST)
+    assert checkpoint["step"] == 2 and checkpoint["data"] == {"epoch": 0, "batches": 2}
+
+
+def test_failed_save_leaves_the_previous_checkpoint_intact(tiny_root, tmp_path, monkeypatch):
+    cfg = tiny_config(tiny_root, "train.total_steps=4", "train.checkpoint_every=2", "train.val_every=100")
+    real_save = torch.save
+    saves = []
+
+    def disk_full(obj, f, *args, **kwargs):
+        saves.append(1)
+        if len(saves) >= 2:
+            f.write(b"partial")
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="previous checkpoint there is intact"):
+        train(cfg, tmp_path / "run", progress=False)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert load_checkpoint(tmp_path / "run" / LAST)["step"] == 2
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.suffix == ".tmp") == []
+
+
+@pytest.mark.slow
+def test_loss_decreases_on_a_tiny_set(tiny_root, tmp_path):
+    cfg = tiny_config(
+        tiny_root,
+        "train.total_steps=30",
+        "optim.warmup_steps=3",
+        "optim.lr=1e-3",
+        "loss.distill_weight=0.0",
+        "train.val_every=100",
+        "train.checkpoint_every=100",
+    )
+    losses = train(cfg, tmp_path / "run", progress=False).losses
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+
+
+def test_fp16_on_cpu_falls_back_to_bf16(caplog):
+    context, scaled = train_module.autocast_for(torch.device("cpu"), "fp16")
+    assert not scaled and "bf16" in caplog.text
+    with context():
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+def test_sampler_splits_ranks_and_resumes_mid_epoch():
+    full = list(EpochSampler(10, batch_size=2, seed=1))
+    sampler = EpochSampler(10, batch_size=2, seed=1)
+    sampler.set_position(0, 3)
+    assert list(sampler) == full[6:]
+    ranks = [list(EpochSampler(10, 2, seed=1, rank=r, world_size=2)) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == 4
+    assert not {i for _, i in ranks[0]} & {i for _, i in ranks[1]}
+    with pytest.raises(ValueError, match="batch_size"):
+        EpochSampler(3, batch_size=4, seed=0)
+
+
+def test_cli_train_writes_a_run(tiny_root, tmp_path):
+    args = ["train", "--config", str(REPO / "configs" / "demo.yaml"), "--out", str(tmp_path / "run")]
+    assert main([*args, *TINY, f"data.root={tiny_root}", "train.total_steps=2"]) == 0
+    assert [r["step"] for r in read_metrics(tmp_path / "run") if "loss" in r] == [1, 2]
+    assert main(["train", "--resume", str(tmp_path / "run"), "train.total_steps=3"]) == 0
+    assert load_checkpoint(tmp_path / "run" / LAST)["step"] == 3
+
+
+def test_packaged_demo_config_matches_the_repository_copy():
+    assert demo_config_path().read_bytes() == (REPO / "configs" / "demo.yaml").read_bytes()
+
+
+def test_demo_command_runs_end_to_end(tiny_root, tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), *TINY, f"data.root={tiny_root}", "train.total_steps=2", "eval.batch_size=4"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "fg_ari" in printed and str(out) in printed
+    assert (out / LAST).is_file()
