@@ -1,5 +1,6 @@
 """The frozen-feature cache: cached tokens agree with live ones; mismatched caches are refused."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from dias.data.dataset import LmdbDataset, split_path
 from dias.data.records import CorruptRecordError
 from dias.data.transforms import EvalTransform
 from dias.engine.features import FeatureDataset, decode_features, encode_features
+from dias.engine.train import train
 from dias.model import build_model
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
@@ -29,7 +31,7 @@ def test_cached_eval_view_equals_live_features_within_fp16(cache, synthetic_root
     out, cfg = cache
     model = build_model(cfg)
     source = LmdbDataset(split_path(synthetic_root, "val"), EvalTransform(64))
-    cached = FeatureDataset(split_path(out, "val"), cfg, train=False, masks_from=source)
+    cached = FeatureDataset(split_path(out, "val"), cfg, train=False, source=source)
     assert len(cached) == len(source)
     for index in range(len(source)):
         live = model.backbone(source[index]["image"][None])[0]
@@ -81,3 +83,17 @@ def test_corrupt_feature_record():
     flipped[-1] ^= 0xFF
     with pytest.raises(CorruptRecordError, match="CRC"):
         decode_features(bytes(flipped))
+
+
+def test_training_and_evaluation_read_the_cache(cache, tmp_path):
+    out, cfg = cache
+    overrides = [
+        f"data.root={cfg.data.root}", "data.image_size=64", f"data.features={out}", "data.batch_size=4",
+        "data.num_workers=0", "train.total_steps=2", "train.val_every=2", "log.tensorboard=false",
+        "model.slot_dim=32", "model.slot_mlp_dim=64", "model.decoder.num_layers=1", "eval.batch_size=3",
+    ]  # fmt: skip
+    result = train(load_config(DEMO, overrides), tmp_path / "run", progress=False)
+    assert result.step == 2 and set(result.val) == {"ari", "fg_ari", "mbo", "miou"}
+    assert main(["eval", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--out", str(tmp_path / "eval")]) == 0
+    card = json.loads((tmp_path / "eval" / "metrics.json").read_text())["card"]
+    assert card["num_images"] == 6

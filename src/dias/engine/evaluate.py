@@ -30,6 +30,7 @@ from dias.config import Config, atomic_write_bytes, save_config
 from dias.data.dataset import LmdbDataset, collate, split_path
 from dias.data.transforms import EvalTransform, resize_mask
 from dias.engine.checkpoint import load_model
+from dias.engine.features import FeatureDataset, batch_inputs
 from dias.engine.gallery import VizCollector, write_visual_report
 from dias.metrics import IGNORE_ID, METRIC_NAMES, METRIC_TITLES, nanmean, score
 from dias.model import DIAS, DIASOutput, attention_to_segmentation
@@ -132,13 +133,13 @@ def evaluate(
             if max_batches is not None and batch_index >= max_batches:
                 break
             num_skipped += int(batch.get("num_skipped", 0))
-            if "image" not in batch:  # every record of this batch was skipped
+            if "index" not in batch:  # every record of this batch was skipped
                 continue
             gt = batch["mask"]  # (B,H,W) instance ids, 0 background, IGNORE_ID ignored
             if image_size is not None:
                 gt = torch.stack([resize_mask(mask, image_size) for mask in gt])
             mask_size = tuple(gt.shape[-2:])
-            out = model(images=batch["image"].to(device, non_blocking=True))
+            out = model(**batch_inputs(batch, device))
             pred = attention_to_segmentation(select_masks(out, mask_source).float(), mask_size)  # (B,H,W)
             for name, values in score(pred, gt.to(device)).items():
                 scores[name].append(values.cpu().numpy())
@@ -243,6 +244,8 @@ def run_eval(
     dataset = LmdbDataset(
         split_path(cfg.data.root, split), EvalTransform(cfg.data.image_size), skip_corrupt=cfg.data.skip_corrupt
     )
+    if cfg.data.features is not None:  # tokens from `dias features`; images and masks still come from the split
+        dataset = FeatureDataset(split_path(cfg.data.features, split), cfg, train=False, source=dataset)
     loader = DataLoader(
         dataset,
         batch_size=cfg.eval.batch_size,

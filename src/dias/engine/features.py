@@ -143,21 +143,21 @@ def build_feature_cache(
 
 
 class FeatureDataset(Dataset):
-    """Cached tokens of one split: {"features": (N, C) float32, "index": i} (+ "mask" with `masks_from`).
+    """Cached tokens of one split: {"features": (N, C) float32, "index": i} (+ "image", "mask" with `source`).
 
     In training a random cached training view is drawn per sample (view 0 when none was cached); in
-    evaluation view 0, the exact evaluation view. `masks_from` (the source LmdbDataset with an
-    EvalTransform) adds the ground-truth mask of view 0 for scoring.
+    evaluation view 0, the exact evaluation view. `source` (the split's LmdbDataset with an
+    EvalTransform) adds the image and ground-truth mask of view 0, for scoring and pictures.
     """
 
-    def __init__(self, path: str | Path, cfg: Config, train: bool, masks_from: LmdbDataset | None = None):
+    def __init__(self, path: str | Path, cfg: Config, train: bool, source: LmdbDataset | None = None):
         self.path = Path(path)
         with LmdbReader(self.path) as reader:
             self.header = reader.header
         check_cache(self.header.get("info", {}), cfg, self.path)
         self.num_views = int(self.header["info"]["num_views"])
         self.train = train
-        self.masks_from = masks_from
+        self.source = source
         self._reader: LmdbReader | None = None
         self._reader_pid: int | None = None
 
@@ -171,12 +171,20 @@ class FeatureDataset(Dataset):
             self._reader = LmdbReader(self.path)  # opened lazily, in each DataLoader worker
             self._reader_pid = os.getpid()
         sample = {"features": decode_features(self._reader.read_bytes(record), self.path, record), "index": index}
-        if self.masks_from is not None:
-            sample["mask"] = self.masks_from[index]["mask"]
+        if self.source is not None:
+            original = self.source[index]
+            sample["image"], sample["mask"] = original["image"], original["mask"]
         return sample
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_reader": None, "_reader_pid": None}
+
+
+def batch_inputs(batch: dict[str, Any], device: torch.device | str) -> dict[str, torch.Tensor]:
+    """The model's keyword inputs for a batch: cached `features` when present, else `images`."""
+    if "features" in batch:
+        return {"features": batch["features"].to(device, non_blocking=True)}
+    return {"images": batch["image"].to(device, non_blocking=True)}
 
 
 def check_cache(info: dict[str, Any], cfg: Config, path: Path) -> None:

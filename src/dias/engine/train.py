@@ -20,22 +20,20 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dias import __version__
 from dias.config import CONFIG_FILE_NAME, Config, apply_overrides, from_dict, load_config, save_config
-from dias.data.dataset import LmdbDataset, collate, split_path
-from dias.data.sampling import EpochSampler, SeededSamples
-from dias.data.transforms import EvalTransform, TrainTransform
 from dias.engine import distributed
 from dias.engine.checkpoint import BACKBONE_PREFIX, CheckpointError, check_compatible, load_checkpoint
+from dias.engine.features import batch_inputs
+from dias.engine.loaders import batches, build_loaders
 from dias.engine.log import MetricsLogger, truncate_metrics
 from dias.engine.state import capture_rng, restore_rng, save_training_checkpoint, seed_everything
 from dias.engine.validate import validate
 from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
 from dias.model import DIAS, build_model
-from dias.schedules import distill_weight_at, lr_at
+from dias.schedules import distill_weight_at, lr_at, reinit_prob_at
 
 LAST, BEST = "last.pt", "best.pt"
 
@@ -80,39 +78,6 @@ def autocast_for(device: torch.device, precision: str) -> tuple[contextlib.Abstr
         return contextlib.nullcontext, False
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return (lambda: torch.autocast(device.type, dtype=dtype)), precision == "fp16"
-
-
-def build_loaders(cfg: Config, dist_info: distributed.DistInfo) -> tuple[DataLoader, EpochSampler, DataLoader]:
-    """The training loader (seeded, resumable, this rank's share) and the validation loader."""
-    d = cfg.data
-    train_set = LmdbDataset(
-        split_path(d.root, d.train_split), TrainTransform(d.image_size, d.crop_scale, d.flip), d.skip_corrupt
-    )
-    sampler = EpochSampler(len(train_set), d.batch_size, cfg.train.seed, dist_info.rank, dist_info.world_size)
-    train_loader = DataLoader(
-        SeededSamples(train_set, cfg.train.seed),
-        batch_size=d.batch_size,
-        sampler=sampler,
-        num_workers=d.num_workers,
-        collate_fn=collate,
-        drop_last=True,
-        persistent_workers=d.num_workers > 0,
-        # A private generator: creating an iterator must not draw from the training RNG stream.
-        generator=torch.Generator().manual_seed(cfg.train.seed),
-    )
-    val_set = LmdbDataset(split_path(d.root, d.val_split), EvalTransform(d.image_size), d.skip_corrupt)
-    val_loader = DataLoader(val_set, batch_size=cfg.eval.batch_size, num_workers=d.num_workers, collate_fn=collate)
-    return train_loader, sampler, val_loader
-
-
-def batches(loader: DataLoader, sampler: EpochSampler, epoch: int, consumed: int):
-    """Endless (batch, epoch, batches consumed in that epoch after this one), from a data position on."""
-    while True:
-        sampler.set_position(epoch, consumed)
-        for batch in loader:
-            consumed += 1
-            yield batch, epoch, consumed
-        epoch, consumed = epoch + 1, 0
 
 
 def train(
@@ -181,21 +146,25 @@ def train(
     try:
         while step < stop_at:
             batch, next_epoch, next_consumed = next(data)
-            if "image" not in batch:  # every record of the batch was corrupt and skipped
+            if "index" not in batch:  # every record of the batch was corrupt and skipped
                 epoch, consumed = next_epoch, next_consumed
                 log.warning("step %d: skipped a batch of %d corrupt records", step, batch["num_skipped"])
                 continue
-            images = batch["image"].to(device, non_blocking=True)  # (B, 3, H, W) uint8
+            inputs = batch_inputs(batch, device)  # images (B, 3, H, W) uint8, or cached features (B, N, C)
 
             # schedules: set before the step, so step 0 trains with lr 0 (as in the release)
             lr = lr_at(step, o.lr, o.warmup_steps, cfg.train.total_steps, o.lr * o.final_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             weight = distill_weight_at(step, cfg.train.total_steps, cfg.loss.distill_weight, cfg.loss.distill_schedule)
+            if model.reinit is not None:  # probability of pruning + re-initialization in this batch
+                r = cfg.model.reinit
+                prob = reinit_prob_at(step, cfg.train.total_steps, r.prob, r.prob_schedule)
+                model.reinit = model.reinit._replace(prob=prob)
 
             # forward and objective (the losses compute in float32 under autocast)
             with autocast():
-                out = forward_model(images=images)
+                out = forward_model(**inputs)
             recon = reconstruction_loss(out.recon, out.features)
             distill = distillation_loss(*select_distillation_pair(out.attn), form=cfg.loss.distill_form)
             loss = recon + weight * distill
