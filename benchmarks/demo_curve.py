@@ -20,7 +20,8 @@ from PIL import Image, ImageDraw
 from dias.config import load_config
 from dias.engine.demo import demo_config_path
 from dias.engine.distributed import DistInfo
-from dias.engine.train import build_loaders, train
+from dias.engine.loaders import build_loaders
+from dias.engine.train import train
 from dias.engine.validate import validate
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Full reproduction of one dataset: prepare, train seeds 42/43/44, evaluate each, report mean ± std.
+#
+#   scripts/reproduce.sh voc ~/datasets/VOC dinov2_vits14_reg4.safetensors [full]
+#
+# DATASET is clevrtex, coco or voc; RAW its unpacked download; WEIGHTS a local DINOv2 ViT-S/14-reg4 file
+# (timm layout). With "full" as the fourth argument the full method (configs/dias-full-*.yaml) is trained.
+# Every step resumes or skips what is already done, so the script can be re-run after an interruption.
+set -euo pipefail
+if [ $# -lt 3 ]; then
+  sed -n 2,8p "$0"
+  exit 2
+fi
+dataset=$1 raw=$2 weights=$3 variant=${4:-}
+config=configs/dias-$dataset.yaml
+[ "$variant" = full ] && config=configs/dias-full-$dataset.yaml
+name=$(basename "$config" .yaml)
+dias prepare "$dataset" --raw "$raw" --out "data/$dataset"
+runs=()
+for seed in 42 43 44; do
+  run=runs/$name-$seed
+  if [ -f "$run/last.pt" ]; then
+    dias train --resume "$run"
+  else
+    dias train --config "$config" --out "$run" "train.seed=$seed" "data.root=data/$dataset" \
+      "model.backbone.weights=$weights"
+  fi
+  dias eval --checkpoint "$run/last.pt" --out "$run/eval-val"
+  runs+=("$run")
+done
+dias report "${runs[@]}" --out "runs/$name-summary"
