@@ -18,6 +18,7 @@ from typing import Any
 
 from dias.config import load_config
 from dias.data.dataset import split_path
+from dias.engine.evaluate import run_eval
 from dias.engine.train import BEST, LAST, train
 
 DEMO_CONFIG = "demo.yaml"
@@ -59,13 +60,6 @@ def run_demo(
             path.unlink(missing_ok=True)
     result = train(cfg, run_dir, time_limit=None if minutes is None else minutes * 60, progress=progress)
     summary = {"run_dir": str(run_dir), "status": result.status, "step": result.step, "report": None}
-    try:
-        from dias.engine.evaluate import run_eval
-    except ImportError:
-        run_eval = None
-    if run_eval is None:
-        summary["metrics"] = result.val
-        return summary
     report = run_eval(None, run_dir / LAST, [], run_dir / EVAL_DIR_NAME, viz=NUM_VIZ_IMAGES, progress=progress)
     summary["metrics"] = {k: (math.nan if v is None else v) for k, v in report["metrics"].items()}
     html = run_dir / EVAL_DIR_NAME / "report.html"
