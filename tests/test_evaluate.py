@@ -20,6 +20,7 @@ from dias.model import DIASOutput, build_model
 TINY = [
     "model.backbone.patch_size=4",  # 32 px -> an 8x8 token grid
     "model.num_slots=4",
+    "model.initializer=normal_shared",  # sampled slots: evaluation depends on the seed
     "model.slot_dim=16",
     "model.slot_mlp_dim=32",
     "model.decoder.num_layers=1",

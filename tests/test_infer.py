@@ -17,7 +17,13 @@ from dias.engine.infer import to_image_tensor
 from dias.model import build_model
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-SMALL = ["model.slot_dim=32", "model.slot_mlp_dim=64", "model.decoder.num_layers=1", "data.image_size=64"]
+SMALL = [
+    "model.initializer=normal_shared",  # sampled slots: any K, and pinned initial slots
+    "model.slot_dim=32",
+    "model.slot_mlp_dim=64",
+    "model.decoder.num_layers=1",
+    "data.image_size=64",
+]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,13 @@ from dias.losses import select_distillation_pair
 from dias.model import attention_to_segmentation, build_model
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-SMALL = ["model.slot_dim=32", "model.slot_mlp_dim=64", "model.decoder.num_layers=1", "data.image_size=64"]
+SMALL = [
+    "model.initializer=normal_shared",  # sampled slots: any K, and pinned initial slots
+    "model.slot_dim=32",
+    "model.slot_mlp_dim=64",
+    "model.decoder.num_layers=1",
+    "data.image_size=64",
+]
 
 
 def _model(*overrides):
