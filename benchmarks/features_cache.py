@@ -1,0 +1,79 @@
+"""Feature-cache build throughput and evaluation throughput, live backbone against cached tokens.
+
+    python benchmarks/features_cache.py [--config configs/dias-coco.yaml] [--num-images 64] [--views 1]
+
+Generates a small synthetic dataset at the config's resolution in a temporary folder, builds the cache
+(`dias features`) and evaluates the randomly initialised model on the val split twice: running the
+frozen backbone, and reading the cache. Prints images per second for each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from dias.config import load_config
+from dias.data.dataset import LmdbDataset, collate, split_path
+from dias.data.synthetic import prepare_synthetic
+from dias.data.transforms import EvalTransform
+from dias.engine.evaluate import evaluate
+from dias.engine.features import FeatureDataset, build_feature_cache
+from dias.model import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(REPO / "configs" / "dias-coco.yaml"))
+    parser.add_argument("--num-images", type=int, default=64)
+    parser.add_argument("--views", type=int, default=1, help="training views cached per training image")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)  # the random-backbone warning
+    with tempfile.TemporaryDirectory() as tmp:
+        root, cache = Path(tmp) / "data", Path(tmp) / "cache"
+        cfg = load_config(
+            args.config, [f"data.root={root}", f"eval.batch_size={args.batch_size}", "data.num_workers=0"]
+        )
+        n = args.num_images
+        prepare_synthetic(root, num_train=n, num_val=n, size=cfg.data.image_size, num_workers=2, progress=False)
+        start = time.perf_counter()
+        build_feature_cache(cfg, cache, num_train_views=args.views, batch_size=args.batch_size, progress=False)
+        build_seconds = time.perf_counter() - start
+        encoded = n * (1 + args.views) + n  # train: eval view + training views; val: eval view
+
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        source = LmdbDataset(split_path(root, "val"), EvalTransform(cfg.data.image_size))
+        cached = FeatureDataset(split_path(cache, "val"), cfg, train=False, source=source)
+        rows = []
+        for name, dataset in (("live backbone", source), ("cached tokens", cached)):
+            loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=collate)
+            start = time.perf_counter()
+            evaluate(model, loader, progress=False)
+            rows.append((name, n / (time.perf_counter() - start)))
+
+    print(
+        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
+        f"threads, {Path(args.config).name}, {n} images per split, batch {args.batch_size}"
+    )
+    print("| measurement | images/s |")
+    print("|---|---|")
+    print(
+        f"| cache build (backbone + fp16 write, {1 + args.views} views per training image) | "
+        f"{encoded / build_seconds:.1f} |"
+    )
+    for name, rate in rows:
+        print(f"| evaluation, {name} | {rate:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
