@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dias.engine.gallery import VizItem, render_panel
+from dias.engine.gallery import VizItem, keep_strip, render_panel
 from dias.metrics import IGNORE_ID
 from dias.viz import (
     BOUNDARY_COLOR,
@@ -100,3 +100,18 @@ def test_render_panel(scene):
     panel = render_panel(item, tile_size=20)
     assert panel.dim() == 3 and panel.shape[0] == 3 and panel.dtype == torch.uint8
     assert panel.shape[1] > (num_iters + 1) * 20
+
+
+def test_render_panel_shows_kept_and_pruned_slots(scene):
+    image, labels = scene
+    attn = torch.rand(4, 3, 16).softmax(dim=1)
+    common = dict(index=0, image=image, gt=labels, pred=labels.clamp(max=2), attn=attn, mask_source="decoder")
+    plain = render_panel(VizItem(**common, decoder_attn=attn[-1]), tile_size=20)
+    keep = torch.tensor([True, False, True])
+    pruned = render_panel(VizItem(**common, decoder_attn=attn[-1], keep=keep), tile_size=20)
+    assert pruned.shape[1] > plain.shape[1]  # one more strip
+    strip = keep_strip(keep, 20)
+    assert strip.shape == (3, 20, 60)
+    assert strip[1, 0, 0] > strip[0, 0, 0] and torch.equal(
+        strip[:, 0, 20], torch.tensor([90, 90, 90], dtype=torch.uint8)
+    )

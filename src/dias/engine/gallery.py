@@ -40,6 +40,7 @@ class VizItem:
     attn: torch.Tensor  # (T, K, N) slot attention, one map per iteration
     decoder_attn: torch.Tensor  # (K, N)
     mask_source: str
+    keep: torch.Tensor | None = None  # (K,) bool slots kept by pruning (full method), else None
 
 
 class VizCollector:
@@ -61,6 +62,7 @@ class VizCollector:
                     attn=out.attn[:, b].float().cpu().clone(),
                     decoder_attn=out.decoder_attn[b].float().cpu().clone(),
                     mask_source=self.mask_source,
+                    keep=None if out.keep is None else out.keep[b].cpu().clone(),
                 )
             )
 
@@ -83,7 +85,20 @@ def render_panel(item: VizItem, tile_size: int = TILE_SIZE) -> torch.Tensor:
         for t, attn in enumerate(item.attn)
     ]
     strips.append(caption(attention_strip(item.decoder_attn, tile_size, TILE_GAP), "decoder attention"))
+    if item.keep is not None:
+        kept = int(item.keep.sum())
+        label = f"pruning: {kept} of {len(item.keep)} slots kept (green), the others merged away (grey)"
+        strips.append(caption(keep_strip(item.keep, tile_size, TILE_GAP), label))
     return vstack([top, *strips], gap=PANEL_GAP)
+
+
+def keep_strip(keep: torch.Tensor, tile_size: int, gap: int = 0) -> torch.Tensor:
+    """(3, tile, K tiles) uint8: one tile per slot, green where kept, grey where pruned, aligned with the strips."""
+    colours = {True: (60, 170, 80), False: (90, 90, 90)}
+    tiles = [
+        torch.tensor(colours[bool(k)], dtype=torch.uint8).view(3, 1, 1).expand(3, tile_size, tile_size) for k in keep
+    ]
+    return hstack(tiles, gap=gap)
 
 
 def png_bytes(image: torch.Tensor) -> bytes:
