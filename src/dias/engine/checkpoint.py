@@ -13,6 +13,7 @@ accepted where a model is loaded for evaluation or inference.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,15 @@ RELOCATABLE = ("model.backbone.weights",)
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable, not a dias checkpoint, or from an incompatible config."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's content, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def model_state(model: DIAS, include_backbone: bool = False) -> dict[str, torch.Tensor]:

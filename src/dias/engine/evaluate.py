@@ -12,7 +12,6 @@ bilinearly to the ground-truth resolution and the argmax over slots is scored pe
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -29,7 +28,8 @@ from dias import __version__
 from dias.config import Config, atomic_write_bytes, save_config
 from dias.data.dataset import LmdbDataset, collate, split_path
 from dias.data.transforms import EvalTransform, resize_mask
-from dias.engine.checkpoint import load_model
+from dias.engine.checkpoint import file_sha256, load_model
+from dias.engine.distributed import resolve_device
 from dias.engine.features import FeatureDataset, batch_inputs
 from dias.engine.gallery import VizCollector, write_visual_report
 from dias.metrics import IGNORE_ID, METRIC_NAMES, METRIC_TITLES, nanmean, score
@@ -160,27 +160,12 @@ def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
     return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
 
 
-def resolve_device(name: str) -> torch.device:
-    """A device name as given, or for "auto" the first CUDA device if there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def default_out_dir(checkpoint: str | Path, split: str, mask_source: str = DECODER_SOURCE) -> Path:
     """<checkpoint folder>/eval-<split>, with the mask source appended when it is not the decoder."""
     name = f"{EVAL_DIR_PREFIX}{split}"
     if mask_source != DECODER_SOURCE:
         name += "-" + mask_source.replace(":", "")
     return Path(checkpoint).parent / name
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def eval_card(result: EvalResult, cfg: Config, split: str, checkpoint: str | Path, device: torch.device) -> dict:

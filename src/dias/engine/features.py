@@ -14,7 +14,6 @@ value is b"DFT1" | dtype u8 | N u32 | C u32 | CRC32 u32 | the (N, C) tokens, lit
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 import zlib
@@ -30,6 +29,7 @@ from dias.config import Config
 from dias.data.dataset import LmdbDataset, split_path
 from dias.data.records import CorruptRecordError, LmdbReader, LmdbWriter
 from dias.data.transforms import EvalTransform, TrainTransform
+from dias.engine.checkpoint import file_sha256
 from dias.modules.backbone import FrozenBackbone, build_backbone
 
 FEATURES_KIND = "features"
@@ -66,13 +66,7 @@ def backbone_id(cfg: Config) -> str:
     backbone = cfg.model.backbone
     if backbone.name == "patch_stats":
         return f"patch_stats/p{backbone.patch_size}"
-    weights = "random"
-    if backbone.weights is not None:
-        digest = hashlib.sha256()
-        with open(backbone.weights, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        weights = digest.hexdigest()[:16]
+    weights = "random" if backbone.weights is None else file_sha256(backbone.weights)[:16]
     return f"{backbone.name}/{weights}/x{backbone.input_scale}"
 
 
