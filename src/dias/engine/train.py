@@ -251,10 +251,8 @@ def run_train(
     either way it must define the same model as the checkpoint.
     """
     if resume_dir is not None:
-        cfg = resume_config(resume_dir, overrides)
-        if config is not None:
-            cfg = load_config(config, overrides)
-            check_compatible(resume_config(resume_dir), cfg, Path(resume_dir) / LAST)
+        # train() checks that the config defines the checkpoint's model before loading anything into it.
+        cfg = load_config(config, overrides) if config is not None else resume_config(resume_dir, overrides)
         return train(cfg, resume_dir, resume=True)
     cfg = load_config(config, overrides)
     run_dir = Path(out_dir if out_dir is not None else cfg.train.out_dir)
