@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from machine import cpu_name
 from torch.utils.data import DataLoader
 
 from dias.config import load_config
@@ -62,7 +62,7 @@ def main() -> None:
             rows.append((name, n / (time.perf_counter() - start)))
 
     print(
-        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
+        f"# {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} "
         f"threads, {Path(args.config).name}, {n} images per split, batch {args.batch_size}"
     )
     print("| measurement | images/s |")

@@ -9,11 +9,11 @@ images per second, the four one by one, and `score`, which shares one contingenc
 """
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
 import torch
+from machine import cpu_name
 
 from dias.metrics import IGNORE_ID, ari, fg_ari, mbo, miou, score
 
@@ -47,7 +47,7 @@ def main() -> None:
 
     print(
         f"# {args.num_images} images of {args.size}x{args.size}, {args.num_slots} slots, batch {args.batch_size}; "
-        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     print("| metric | seconds | images/s |")
     print("|---|---|---|")

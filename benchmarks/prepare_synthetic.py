@@ -7,9 +7,10 @@ Writes into a temporary folder (deleted afterwards) and prints images per second
 
 import argparse
 import os
-import platform
 import tempfile
 import time
+
+from machine import cpu_name
 
 from dias.data.synthetic import prepare_synthetic
 
@@ -26,7 +27,7 @@ def main() -> None:
             out, num_train=args.num_images, num_val=0, size=args.size, num_workers=args.workers, progress=False
         )
         seconds = time.perf_counter() - start
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.workers} workers")
+    print(f"# {cpu_name()}, {os.cpu_count()} cores, {args.workers} workers")
     print("| images | size | seconds | images/s |")
     print("|---|---|---|---|")
     print(f"| {args.num_images} | {args.size} | {seconds:.1f} | {args.num_images / seconds:.0f} |")

@@ -9,14 +9,17 @@ Rows (each measured in a fresh subprocess, so peak memory is its own):
 - `dias fp32 + backbone`: our model running the frozen ViT on 256 px images every step (random weights;
   the cost is the same), which is what the feature cache removes.
 Each step is forward, reconstruction + distillation loss, backward, clip 1.0 and an Adam step.
-Prints a Markdown table: ms per step (median) and peak resident memory of the process.
+Prints a Markdown table: ms per step (median), the step's floating-point work (counted by
+torch.utils.flop_counter on one extra step: matmuls and attention, forward and backward), the rate that
+makes, and peak resident memory of the process. A last line gives the rate of one large fp32 matrix
+product on the same threads: the ceiling any implementation of this step can approach.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -25,7 +28,9 @@ import time
 from pathlib import Path
 
 import torch
+from machine import cpu_name
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from dias.config import load_config
 from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
@@ -108,7 +113,6 @@ class BaselineDIAS(nn.Module):
 def measure(variant: str, config: str, batch_size: int, steps: int) -> dict:
     torch.manual_seed(0)
     cfg = load_config(config)
-    with_backbone = variant.endswith("+ backbone")
     if variant.startswith("baseline"):
         model = BaselineDIAS(cfg.model.num_slots).train()
     else:
@@ -117,26 +121,46 @@ def measure(variant: str, config: str, batch_size: int, steps: int) -> dict:
     optimizer = torch.optim.Adam(params, lr=1e-4)
     features = torch.randn(batch_size, 256, 384)
     images = torch.randint(0, 256, (batch_size, 3, cfg.data.image_size, cfg.data.image_size), dtype=torch.uint8)
-    bf16 = variant.endswith("bf16")
     times = []
-    for step in range(steps + 2):  # two warm-up steps
+    flops = 0
+    for step in range(steps + 3):  # two warm-up steps, the timed steps, then one counted step
+        counter = FlopCounterMode(display=False) if step == steps + 2 else contextlib.nullcontext()
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            if variant.startswith("baseline"):
-                recon, attn, _ = model(features)
-                target = features
-            else:
-                out = model(images=images) if with_backbone else model(features=features)
-                recon, attn, target = out.recon, out.attn, out.features
-            loss = reconstruction_loss(recon, target) + distillation_loss(*select_distillation_pair(attn))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        if step >= 2:
+        with counter:
+            train_step(model, optimizer, params, features, images, variant)
+        if step == steps + 2:
+            flops = counter.get_total_flops()
+        elif step >= 2:
             times.append(time.perf_counter() - start)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"variant": variant, "batch_size": batch_size, "ms": 1000 * statistics.median(times), "peak_mib": peak_mib}
+    ms = 1000 * statistics.median(times)
+    return {"variant": variant, "batch_size": batch_size, "ms": ms, "gflop": flops / 1e9, "peak_mib": peak_mib}
+
+
+def train_step(model, optimizer, params, features, images, variant: str) -> None:
+    """Forward, reconstruction + distillation loss, backward, clip 1.0, Adam step."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant.endswith("bf16")):
+        if variant.startswith("baseline"):
+            recon, attn, _ = model(features)
+            target = features
+        else:
+            out = model(images=images) if variant.endswith("+ backbone") else model(features=features)
+            recon, attn, target = out.recon, out.attn, out.features
+        loss = reconstruction_loss(recon, target) + distillation_loss(*select_distillation_pair(attn))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
+    """The fp32 rate of a large square matrix product: this machine's practical ceiling."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def main() -> None:
@@ -151,23 +175,28 @@ def main() -> None:
         print(json.dumps(measure(args.child[0], args.config, int(args.child[1]), args.steps)))
         return
     print(
-        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"# {cpu_name()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {Path(args.config).name}, {args.steps} timed steps (median)"
     )
-    print("| variant | batch | ms / step | vs baseline | peak memory (MiB) |")
-    print("|---|---|---|---|---|")
+    print("| variant | batch | ms / step | vs baseline | GFLOP / step | GFLOP/s | peak memory (MiB) |")
+    print("|---|---|---|---|---|---|---|")
     for batch_size in args.batch_sizes:
         baseline_ms = None
         for variant in args.variants:
             child = [sys.executable, __file__, "--config", args.config, "--steps", str(args.steps)]
             result = subprocess.run([*child, "--child", variant, str(batch_size)], capture_output=True, text=True)
             if result.returncode != 0:
-                print(f"| {variant} | {batch_size} | failed: {result.stderr.strip().splitlines()[-1]} | | |")
+                print(f"| {variant} | {batch_size} | failed: {result.stderr.strip().splitlines()[-1]} | | | | |")
                 continue
             row = json.loads(result.stdout.strip().splitlines()[-1])
             baseline_ms = row["ms"] if variant.startswith("baseline") else baseline_ms
             speedup = f"{baseline_ms / row['ms']:.2f}x" if baseline_ms else ""
-            print(f"| {variant} | {batch_size} | {row['ms']:.0f} | {speedup} | {row['peak_mib']:.0f} |")
+            rate = row["gflop"] / row["ms"] * 1000
+            print(
+                f"| {variant} | {batch_size} | {row['ms']:.0f} | {speedup} | {row['gflop']:.0f} | {rate:.0f} "
+                f"| {row['peak_mib']:.0f} |"
+            )
+    print(f"\nA 2048x2048 fp32 matrix product runs at {matmul_gflops():.0f} GFLOP/s on these threads.")
 
 
 if __name__ == "__main__":

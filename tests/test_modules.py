@@ -183,6 +183,23 @@ def test_patch_stats_is_frozen_and_parameter_free():
     torch.testing.assert_close(PatchStats(8)(images), tokens)  # fixed projection, the same every build
 
 
+def test_patch_stats_describe_colour_and_where_edges_run():
+    backbone = PatchStats(8)
+    flat = torch.zeros(1, 3, 16, 16, dtype=torch.uint8)
+    flat[:, 0] = 200  # a red image: every patch the same
+    tokens = backbone(flat)[0]
+    torch.testing.assert_close(tokens, tokens[:1].expand_as(tokens))
+    split = flat.clone()
+    split[:, :, :, 4:8] = 0  # the right half of the first patch column goes black
+    tokens = backbone(split)[0]
+    assert not torch.allclose(tokens[0], tokens[1])  # patch (0, 0) now holds an edge, (0, 1) does not
+    mirrored = flat.clone()
+    mirrored[:, :, :, 0:4] = 0  # the same colours, the edge on the other side
+    assert not torch.allclose(backbone(mirrored)[0, 0], tokens[0])
+    with pytest.raises(ValueError, match="feature_dim"):
+        PatchStats(8, feature_dim=8)
+
+
 @pytest.fixture(scope="module")
 def vit():
     return ViTBackbone(VIT_S, weights=None, image_size=256)

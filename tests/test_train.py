@@ -155,6 +155,17 @@ def test_loss_decreases_on_a_tiny_set(tiny_root, tmp_path):
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
 
 
+@pytest.mark.slow
+def test_compiled_training_follows_the_eager_losses(tiny_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)  # the eager random streams
+    overrides = ["train.total_steps=3", "optim.warmup_steps=1", "train.val_every=100", "train.checkpoint_every=100"]
+    eager = train(tiny_config(tiny_root, *overrides), tmp_path / "eager", progress=False)
+    compiled = train(tiny_config(tiny_root, *overrides, "train.compile=true"), tmp_path / "compiled", progress=False)
+    assert compiled.step == 3
+    torch.testing.assert_close(torch.tensor(compiled.losses), torch.tensor(eager.losses), rtol=1e-4, atol=1e-5)
+    assert not any(k.startswith("_orig_mod") for k in load_checkpoint(tmp_path / "compiled" / LAST)["model"])
+
+
 def test_fp16_on_cpu_falls_back_to_bf16(caplog):
     context, scaled = train_module.autocast_for(torch.device("cpu"), "fp16")
     assert not scaled and "bf16" in caplog.text

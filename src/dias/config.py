@@ -119,7 +119,7 @@ class TrainConfig:
     out_dir: str = "runs/dias"
     val_every: int = 1250
     checkpoint_every: int = 1000  # run_dir/last.pt; also written at the end and on Ctrl-C
-    compile: bool = False
+    compile: bool = False  # torch.compile the training forward (compiles on the first step)
 
 
 @dataclass

@@ -127,6 +127,8 @@ def train(
     forward_model = model
     if dist_info.enabled:  # gradients are averaged over the ranks in backward
         forward_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:  # the compiled wrapper shares the parameters; checkpoints keep the plain names
+        forward_model = torch.compile(forward_model)
     logger = MetricsLogger(run_dir, cfg, enabled=is_main)
 
     def checkpoint_to(name: str, rng: list | None = None) -> None:

@@ -87,19 +87,36 @@ class MultiHeadAttention(nn.Module):
         """Queries x (B, N, C) attend to memory (B, K, C); memory_mask (B, K) bool, True = attend.
 
         Returns the output (B, N, C) and the head-averaged weights (B, N, K). The weights are computed
-        explicitly in float32 (K is small); all-masked rows get zero weights instead of NaN.
+        explicitly in float32; all-masked rows get zero weights instead of NaN.
+
+        With few memory tokens (K * heads < C) the projections are folded into the memory side instead
+        of applied to the N queries: logits = x (W_q,h^T k_h^T) and out = sum_h A_h (v_h W_o,h^T). That is
+        the same product re-associated, and costs N*C*K*heads instead of 2*N*C*C multiply-adds.
         """
-        c = x.shape[-1]
+        b, n, c = x.shape
+        nh, hd = self.num_heads, c // self.num_heads
+        k_tokens = memory.shape[1]
         w_q, w_kv = self.in_proj.weight.split([c, 2 * c], dim=0)
-        q = self._heads(F.linear(x, w_q))  # (B, nh, N, hd)
         k, v = (self._heads(t) for t in F.linear(memory, w_kv).chunk(2, dim=-1))  # (B, nh, K, hd)
+        fold = k_tokens * nh < c
+        q = None if fold else self._heads(F.linear(x, w_q))  # (B, nh, N, hd)
         with torch.autocast(x.device.type, enabled=False):
-            logits = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, nh, N, K)
+            if fold:
+                # (nh, hd, C) x (B, nh, K, hd) -> (B, C, nh*K): each head's keys seen through its query weights
+                keys = torch.einsum("hdc,bhkd->bchk", w_q.float().view(nh, hd, c), k.float()).flatten(2)
+                logits = (x.float() @ keys).view(b, n, nh, k_tokens).transpose(1, 2) / math.sqrt(hd)
+            else:
+                logits = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(hd)  # (B, nh, N, K)
             if memory_mask is not None:
                 keep = memory_mask[:, None, None, :]
                 logits = logits.masked_fill(~keep, torch.finfo(logits.dtype).min)
             weights = logits.softmax(dim=-1)
             if memory_mask is not None:
                 weights = weights * keep
-        out = weights.to(v.dtype) @ v  # (B, nh, N, hd)
-        return self.out_proj(self._merge(out)), weights.mean(dim=1)
+        if fold:
+            # (B, nh, K, hd) x (C, nh, hd) -> (B, nh*K, C): each head's values already through the output projection
+            values = torch.einsum("bhkd,chd->bhkc", v, self.out_proj.weight.view(c, nh, hd).to(v.dtype))
+            out = weights.transpose(1, 2).flatten(2).to(values.dtype) @ values.flatten(1, 2)  # (B, N, C)
+        else:
+            out = self.out_proj(self._merge(weights.to(v.dtype) @ v))
+        return out, weights.mean(dim=1)

@@ -1,0 +1,104 @@
+"""How far can the demo's frozen features and token grid carry a segmentation, before any training?
+
+Two ceilings, on the synthetic val split, in FG-ARI (masks upsampled bilinearly, as in evaluation):
+- `oracle`: the ground truth pooled to the token grid (each token gets its pixels' instance fractions),
+  upsampled back and arg-maxed. No model on that grid can do better.
+- `k-means`: per-image k-means (K slots, k-means++ start, seeded) over the tokens of a feature
+  extractor: what grouping the features alone support, with no learning.
+Variants: the demo backbone (`patch_stats`, colour descriptors) and the texture statistics it used
+before (per-patch colour mean and spread, gradient energy, sub-patch colour; standardised per image).
+
+    python benchmarks/demo_features.py [--num-images 200] [--num-slots 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from dias.data.dataset import LmdbDataset
+from dias.metrics import fg_ari, nanmean
+from dias.model import attention_to_segmentation
+from dias.modules.backbone import PatchStats
+
+RESULTS = Path(__file__).resolve().parent / "results"
+OPPONENT = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [0.5, -0.5, 0.0], [0.25, 0.25, -0.5]])
+
+
+def texture_stats(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """The previous demo descriptor: colour mean and std, gradient energy, sub-patch colour; (B, N, 24)."""
+    p = patch_size
+    x = torch.einsum("oc,bchw->bohw", OPPONENT, images.float() / 255)
+    grad_x = F.pad((x[..., :, 1:] - x[..., :, :-1]).abs(), (0, 1))
+    grad_y = F.pad((x[..., 1:, :] - x[..., :-1, :]).abs(), (0, 0, 0, 1))
+    mean = F.avg_pool2d(x, p)
+    std = (F.avg_pool2d(x * x, p) - mean * mean).clamp_min(0).sqrt()
+    sub = F.pixel_unshuffle(F.avg_pool2d(x, p // 2), 2)
+    stats = torch.cat([mean, std, F.avg_pool2d(grad_x, p), F.avg_pool2d(grad_y, p), sub], dim=1)
+    stats = stats.flatten(2).transpose(1, 2)
+    return (stats - stats.mean(dim=1, keepdim=True)) / (stats.std(dim=1, keepdim=True) + 1e-2)
+
+
+def kmeans(points: torch.Tensor, k: int, generator: torch.Generator, iters: int = 30) -> torch.Tensor:
+    """Lloyd's k-means with a k-means++ start on points (N, C) -> labels (N,) long."""
+    centres = points[torch.randint(len(points), (1,), generator=generator)]
+    for _ in range(k - 1):
+        dist = torch.cdist(points, centres).min(dim=1).values ** 2
+        pick = torch.multinomial(dist + 1e-12, 1, generator=generator)
+        centres = torch.cat([centres, points[pick]])
+    for _ in range(iters):
+        labels = torch.cdist(points, centres).argmin(dim=1)
+        one_hot = F.one_hot(labels, k).float()
+        counts = one_hot.sum(dim=0)[:, None]
+        centres = torch.where(counts > 0, one_hot.T @ points / counts.clamp_min(1), centres)
+    return torch.cdist(points, centres).argmin(dim=1)
+
+
+def labels_to_masks(labels: torch.Tensor, k: int, grid: int) -> torch.Tensor:
+    """(B, N) cluster ids -> (B, K, grid, grid) one-hot masks."""
+    return F.one_hot(labels, k).transpose(1, 2).float().unflatten(-1, (grid, grid))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("data/synthetic/val.lmdb"))
+    parser.add_argument("--num-images", type=int, default=200)
+    parser.add_argument("--num-slots", type=int, default=7)
+    parser.add_argument("--patch-sizes", type=int, nargs="+", default=[16, 8, 4])
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    dataset = LmdbDataset(args.data)
+    records = [dataset[i] for i in range(min(args.num_images, len(dataset)))]
+    images = torch.stack([r["image"] for r in records])
+    gt = torch.stack([r["mask"] for r in records]).long()
+    size = images.shape[-1]
+    lines = [
+        f"# Demo features: FG-ARI ceilings on {len(records)} synthetic val images ({size} px), K = {args.num_slots}",
+        "",
+        "| patch | grid | oracle | k-means, patch_stats | k-means, texture stats |",
+        "|---|---|---|---|---|",
+    ]
+    for patch in args.patch_sizes:
+        grid = size // patch
+        instances = F.one_hot(gt.clamp_max(63), 64).permute(0, 3, 1, 2).float()
+        oracle = attention_to_segmentation(F.adaptive_avg_pool2d(instances, grid), size)
+        row = [str(patch), f"{grid}x{grid}", f"{nanmean(fg_ari(oracle, gt)):.3f}"]
+        for extract in (PatchStats(patch), lambda x, p=patch: texture_stats(x, p)):
+            tokens = extract(images)
+            generator = torch.Generator().manual_seed(0)
+            labels = torch.stack([kmeans(t, args.num_slots, generator) for t in tokens])
+            pred = attention_to_segmentation(labels_to_masks(labels, args.num_slots, grid), size)
+            row.append(f"{nanmean(fg_ari(pred, gt)):.3f}")
+        lines.append("| " + " | ".join(row) + " |")
+        print(lines[-1], flush=True)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "demo_features.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
