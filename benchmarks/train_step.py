@@ -5,7 +5,8 @@
 Rows (each measured in a fresh subprocess, so peak memory is its own):
 - `baseline fp32`: the release's dataflow written plainly (nn.TransformerDecoder with a hook forcing
   need_weights on the last cross-attention, explicit permute/unpermute gathers), features given;
-- `dias fp32` / `dias bf16`: our model with features given (fp32, and bf16 autocast);
+- `dias fp32` / `dias fp32 compiled` / `dias bf16`: our model with features given (fp32, fp32 under
+  torch.compile as `train.compile=true` does, and bf16 autocast);
 - `dias fp32 + backbone`: our model running the frozen ViT on 256 px images every step (random weights;
   the cost is the same), which is what the feature cache removes.
 Each step is forward, reconstruction + distillation loss, backward, clip 1.0 and an Adam step.
@@ -37,7 +38,7 @@ from dias.losses import distillation_loss, reconstruction_loss, select_distillat
 from dias.model import build_model
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = ("baseline fp32", "dias fp32", "dias bf16", "dias fp32 + backbone")
+VARIANTS = ("baseline fp32", "dias fp32", "dias fp32 compiled", "dias bf16", "dias fp32 + backbone")
 
 
 class BaselineDIAS(nn.Module):
@@ -121,13 +122,14 @@ def measure(variant: str, config: str, batch_size: int, steps: int) -> dict:
     optimizer = torch.optim.Adam(params, lr=1e-4)
     features = torch.randn(batch_size, 256, 384)
     images = torch.randint(0, 256, (batch_size, 3, cfg.data.image_size, cfg.data.image_size), dtype=torch.uint8)
+    runner = torch.compile(model) if variant.endswith("compiled") else model  # compiles in the warm-up
     times = []
     flops = 0
-    for step in range(steps + 3):  # two warm-up steps, the timed steps, then one counted step
+    for step in range(steps + 3):  # two warm-up steps, the timed steps, then one counted step (eager)
         counter = FlopCounterMode(display=False) if step == steps + 2 else contextlib.nullcontext()
         start = time.perf_counter()
         with counter:
-            train_step(model, optimizer, params, features, images, variant)
+            train_step(model if step == steps + 2 else runner, optimizer, params, features, images, variant)
         if step == steps + 2:
             flops = counter.get_total_flops()
         elif step >= 2:
@@ -168,6 +170,7 @@ def main() -> None:
     parser.add_argument("--config", default=str(REPO / "configs" / "dias-coco.yaml"))
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2, help="runs of every variant, interleaved; medians kept")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -175,28 +178,42 @@ def main() -> None:
         print(json.dumps(measure(args.child[0], args.config, int(args.child[1]), args.steps)))
         return
     print(
-        f"# {cpu_name()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {Path(args.config).name}, {args.steps} timed steps (median)"
+        f"# {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads, {Path(args.config).name}, "
+        f"median of {args.rounds} interleaved rounds x {args.steps} timed steps"
     )
     print("| variant | batch | ms / step | vs baseline | GFLOP / step | GFLOP/s | peak memory (MiB) |")
     print("|---|---|---|---|---|---|---|")
+    gemm = []
     for batch_size in args.batch_sizes:
+        rows: dict[str, list[dict]] = {variant: [] for variant in args.variants}
+        errors: dict[str, str] = {}
+        for _ in range(args.rounds):  # interleaved, so a slow spell of the machine hits every variant
+            gemm.append(matmul_gflops())
+            for variant in args.variants:
+                child = [sys.executable, __file__, "--config", args.config, "--steps", str(args.steps)]
+                result = subprocess.run([*child, "--child", variant, str(batch_size)], capture_output=True, text=True)
+                if result.returncode != 0:
+                    errors[variant] = result.stderr.strip().splitlines()[-1]
+                    continue
+                rows[variant].append(json.loads(result.stdout.strip().splitlines()[-1]))
         baseline_ms = None
         for variant in args.variants:
-            child = [sys.executable, __file__, "--config", args.config, "--steps", str(args.steps)]
-            result = subprocess.run([*child, "--child", variant, str(batch_size)], capture_output=True, text=True)
-            if result.returncode != 0:
-                print(f"| {variant} | {batch_size} | failed: {result.stderr.strip().splitlines()[-1]} | | | | |")
+            if not rows[variant]:
+                print(f"| {variant} | {batch_size} | failed: {errors.get(variant, '')} | | | | |")
                 continue
-            row = json.loads(result.stdout.strip().splitlines()[-1])
-            baseline_ms = row["ms"] if variant.startswith("baseline") else baseline_ms
-            speedup = f"{baseline_ms / row['ms']:.2f}x" if baseline_ms else ""
-            rate = row["gflop"] / row["ms"] * 1000
+            ms = statistics.median(row["ms"] for row in rows[variant])
+            gflop = rows[variant][0]["gflop"]
+            peak = max(row["peak_mib"] for row in rows[variant])
+            baseline_ms = ms if variant.startswith("baseline") else baseline_ms
+            speedup = f"{baseline_ms / ms:.2f}x" if baseline_ms else ""
             print(
-                f"| {variant} | {batch_size} | {row['ms']:.0f} | {speedup} | {row['gflop']:.0f} | {rate:.0f} "
-                f"| {row['peak_mib']:.0f} |"
+                f"| {variant} | {batch_size} | {ms:.0f} | {speedup} | {gflop:.0f} | {gflop / ms * 1000:.0f} "
+                f"| {peak:.0f} |"
             )
-    print(f"\nA 2048x2048 fp32 matrix product runs at {matmul_gflops():.0f} GFLOP/s on these threads.")
+    print(
+        f"\nA 2048x2048 fp32 matrix product ran at {statistics.median(gemm):.0f} GFLOP/s on these threads "
+        f"(median of {len(gemm)}, from {min(gemm):.0f} to {max(gemm):.0f})."
+    )
 
 
 if __name__ == "__main__":

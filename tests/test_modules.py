@@ -47,6 +47,22 @@ def test_cross_attention_mask_gives_zero_weight():
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("num_memory", [3, 8])  # 3 x 4 heads < C: projections folded into the memory; 8: not
+def test_cross_attention_equals_torch_multihead_attention(num_memory):
+    attention = MultiHeadAttention(C, num_heads=4)
+    torch.nn.init.normal_(attention.out_proj.weight)
+    reference = torch.nn.MultiheadAttention(C, 4, bias=False, batch_first=True)
+    reference.in_proj_weight.data.copy_(attention.in_proj.weight)
+    reference.out_proj.weight.data.copy_(attention.out_proj.weight)
+    x, memory = torch.randn(B, N, C), torch.randn(B, num_memory, C)
+    mask = torch.ones(B, num_memory, dtype=torch.bool)
+    mask[0, 1] = False
+    out, weights = attention.cross_attention(x, memory, mask)
+    expected, expected_weights = reference(x, memory, memory, key_padding_mask=~mask)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(weights, expected_weights, atol=1e-6, rtol=1e-5)
+
+
 def test_normal_shared_samples_in_eval_and_any_num_slots():
     init = NormalShared(K, D).eval()
     a, b = init(B), init(B)
