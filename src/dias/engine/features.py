@@ -30,7 +30,7 @@ from dias.data.dataset import LmdbDataset, split_path
 from dias.data.records import CorruptRecordError, LmdbReader, LmdbWriter
 from dias.data.transforms import EvalTransform, TrainTransform
 from dias.engine.checkpoint import file_sha256
-from dias.modules.backbone import FrozenBackbone, build_backbone
+from dias.modules.backbone import FrozenBackbone, PatchStats, build_backbone
 
 FEATURES_KIND = "features"
 MAGIC = b"DFT1"
@@ -65,7 +65,7 @@ def backbone_id(cfg: Config) -> str:
     """What the tokens depend on: backbone name, its weights' content hash and input scale (or patch size)."""
     backbone = cfg.model.backbone
     if backbone.name == "patch_stats":
-        return f"patch_stats/p{backbone.patch_size}"
+        return f"patch_stats/v{PatchStats.version}/p{backbone.patch_size}"
     weights = "random" if backbone.weights is None else file_sha256(backbone.weights)[:16]
     return f"{backbone.name}/{weights}/x{backbone.input_scale}"
 

@@ -157,6 +157,7 @@ class PatchStats(FrozenBackbone):
     and the trained demo 0.25 with them and 0.41 without (benchmarks/demo_features.py, demo_curve.py).
     """
 
+    version = 2  # part of the feature-cache key; bump whenever the descriptor changes
     num_stats = 3 + 3 * 4
     intensity_weight = 0.5
     sub_patch_weight = 0.5
