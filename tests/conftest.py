@@ -2,7 +2,17 @@ from pathlib import Path
 
 import pytest
 
+from dias.config import load_config
 from dias.data.synthetic import prepare_synthetic
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+SMALL_DEMO = [
+    "model.initializer=normal_shared",  # sampled slots: any K, and pinned initial slots
+    "model.slot_dim=32",
+    "model.slot_mlp_dim=64",
+    "model.decoder.num_layers=1",
+    "data.image_size=64",
+]
 
 
 @pytest.fixture(scope="session")
@@ -11,3 +21,9 @@ def synthetic_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synthetic")
     prepare_synthetic(root, num_train=24, num_val=6, size=48, seed=5, num_workers=1, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def small_demo_config():
+    """load_config(*overrides) of a small demo model (64 px, one decoder layer, sampled slots)."""
+    return lambda *overrides: load_config(DEMO_CONFIG, [*SMALL_DEMO, *overrides])

@@ -1,7 +1,6 @@
 """dias infer, dias.load().segment() and dias export on generated images."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,25 +10,15 @@ from safetensors.torch import load_file
 
 import dias
 from dias.cli import main
-from dias.config import load_config
 from dias.engine.checkpoint import CheckpointError, save_checkpoint
 from dias.engine.infer import to_image_tensor
 from dias.model import build_model
 
-DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-SMALL = [
-    "model.initializer=normal_shared",  # sampled slots: any K, and pinned initial slots
-    "model.slot_dim=32",
-    "model.slot_mlp_dim=64",
-    "model.decoder.num_layers=1",
-    "data.image_size=64",
-]
-
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(tmp_path_factory, small_demo_config):
     torch.manual_seed(0)
-    cfg = load_config(DEMO, SMALL)
+    cfg = small_demo_config()
     path = tmp_path_factory.mktemp("run") / "last.pt"
     return save_checkpoint(path, build_model(cfg), cfg, step=0)
 

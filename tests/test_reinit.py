@@ -1,27 +1,19 @@
 """Pruning + re-initialized aggregation wired into the model (METHOD.md (a)-(c))."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from dias.config import load_config
 from dias.losses import select_distillation_pair
 from dias.model import attention_to_segmentation, build_model
 
-DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-SMALL = [
-    "model.initializer=normal_shared",  # sampled slots: any K, and pinned initial slots
-    "model.slot_dim=32",
-    "model.slot_mlp_dim=64",
-    "model.decoder.num_layers=1",
-    "data.image_size=64",
-]
 
+@pytest.fixture()
+def make_model(small_demo_config):
+    def make(*overrides):
+        torch.manual_seed(0)
+        return build_model(small_demo_config(*overrides))
 
-def _model(*overrides):
-    torch.manual_seed(0)
-    return build_model(load_config(DEMO, [*SMALL, *overrides]))
+    return make
 
 
 @pytest.fixture()
@@ -37,8 +29,8 @@ def _duplicated_init(model, batch_size=2):
     return init
 
 
-def test_pruned_slots_get_no_attention_and_never_win(features):
-    model = _model("model.reinit.enabled=true", "model.reinit.threshold=0.01").eval()
+def test_pruned_slots_get_no_attention_and_never_win(make_model, features):
+    model = make_model("model.reinit.enabled=true", "model.reinit.threshold=0.01").eval()
     with torch.no_grad():
         out = model(features=features, init_slots=_duplicated_init(model))
     expected = torch.tensor([True, False, False, True, False, True, True]).expand(2, 7)
@@ -54,17 +46,17 @@ def test_pruned_slots_get_no_attention_and_never_win(features):
     torch.testing.assert_close(out.decoder_attn.sum(dim=1), torch.ones(2, 64))
 
 
-def test_unmasked_variant_keeps_zero_slots_as_queries(features):
-    model = _model("model.reinit.enabled=true", "model.reinit.threshold=0.01", "model.reinit.mask_pruned=false")
+def test_unmasked_variant_keeps_zero_slots_as_queries(make_model, features):
+    model = make_model("model.reinit.enabled=true", "model.reinit.threshold=0.01", "model.reinit.mask_pruned=false")
     with torch.no_grad():
         out = model.eval()(features=features, init_slots=_duplicated_init(model))
     assert (~out.keep).any()
     assert torch.all(out.decoder_attn[~out.keep] > 0)  # still valid keys in the decoder
 
 
-def test_probability_zero_equals_the_release_model(features):
-    release = _model().train()
-    full = _model("model.reinit.enabled=true", "model.reinit.prob=0.0").train()
+def test_probability_zero_equals_the_release_model(make_model, features):
+    release = make_model().train()
+    full = make_model("model.reinit.enabled=true", "model.reinit.prob=0.0").train()
     full.load_state_dict(release.state_dict())
     init = release.initializer(2)
     perm = torch.stack([torch.randperm(64) for _ in range(2)])
@@ -76,8 +68,8 @@ def test_probability_zero_equals_the_release_model(features):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
 
 
-def test_eval_always_prunes_and_teacher_is_the_reinitialized_map(features):
-    model = _model("model.reinit.enabled=true", "model.reinit.prob=0.0", "model.reinit.num_iters=2").eval()
+def test_eval_always_prunes_and_teacher_is_the_reinitialized_map(make_model, features):
+    model = make_model("model.reinit.enabled=true", "model.reinit.prob=0.0", "model.reinit.num_iters=2").eval()
     with torch.no_grad():
         out = model(features=features)
     assert out.keep is not None and out.attn.shape[0] == 3 + 2
@@ -85,14 +77,14 @@ def test_eval_always_prunes_and_teacher_is_the_reinitialized_map(features):
     assert torch.equal(student, out.attn[0]) and torch.equal(teacher, out.attn[4])
 
 
-def test_gradient_reaches_the_initial_slots_through_the_merge(features):
-    model = _model("model.reinit.enabled=true", "model.reinit.threshold=0.01").eval()
+def test_gradient_reaches_the_initial_slots_through_the_merge(make_model, features):
+    model = make_model("model.reinit.enabled=true", "model.reinit.threshold=0.01").eval()
     init = _duplicated_init(model).detach().requires_grad_(True)
     out = model(features=features, init_slots=init)
     out.recon.square().mean().backward()
     assert init.grad is not None and init.grad.abs().sum() > 0
 
 
-def test_forcing_reinit_without_settings_is_an_error(features):
+def test_forcing_reinit_without_settings_is_an_error(make_model, features):
     with pytest.raises(ValueError, match="model.reinit.enabled=true"):
-        _model()(features=features, reinit=True)
+        make_model()(features=features, reinit=True)
