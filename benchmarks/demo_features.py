@@ -22,16 +22,15 @@ import torch.nn.functional as F
 from dias.data.dataset import LmdbDataset
 from dias.metrics import fg_ari, nanmean
 from dias.model import attention_to_segmentation
-from dias.modules.backbone import PatchStats
+from dias.modules.backbone import OPPONENT, PatchStats
 
 RESULTS = Path(__file__).resolve().parent / "results"
-OPPONENT = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [0.5, -0.5, 0.0], [0.25, 0.25, -0.5]])
 
 
 def texture_stats(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     """The previous demo descriptor: colour mean and std, gradient energy, sub-patch colour; (B, N, 24)."""
     p = patch_size
-    x = torch.einsum("oc,bchw->bohw", OPPONENT, images.float() / 255)
+    x = torch.einsum("oc,bchw->bohw", torch.tensor(OPPONENT), images.float() / 255)
     grad_x = F.pad((x[..., :, 1:] - x[..., :, :-1]).abs(), (0, 1))
     grad_y = F.pad((x[..., 1:, :] - x[..., :-1, :]).abs(), (0, 0, 0, 1))
     mean = F.avg_pool2d(x, p)

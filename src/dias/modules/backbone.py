@@ -30,6 +30,8 @@ DROPPED_TIMM_PREFIXES = ("norm.", "fc_norm.", "head.")
 # ImageNet mean and std on the 0-255 scale, RGB.
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
+# patch_stats: RGB in [0, 1] -> intensity and two colour-opponent axes (rows).
+OPPONENT = ((1 / 3, 1 / 3, 1 / 3), (0.5, -0.5, 0.0), (0.25, 0.25, -0.5))
 
 
 class WeightsMismatchError(ValueError):
@@ -171,8 +173,7 @@ class PatchStats(FrozenBackbone):
             raise ValueError(f"patch_stats needs feature_dim >= {self.num_stats}, got {feature_dim}")
         self.patch_size = patch_size
         self.feature_dim = feature_dim
-        # RGB in [0, 1] -> intensity and two colour-opponent axes.
-        to_opponent = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [0.5, -0.5, 0.0], [0.25, 0.25, -0.5]])
+        to_opponent = torch.tensor(OPPONENT)
         to_opponent[0] *= self.intensity_weight
         generator = torch.Generator().manual_seed(seed)
         basis, _ = torch.linalg.qr(torch.randn(feature_dim, self.num_stats, generator=generator))
