@@ -1,8 +1,14 @@
 """How far can the demo's frozen features and token grid carry a segmentation, before any training?
 
-Two ceilings, on the synthetic val split, in FG-ARI (masks upsampled bilinearly, as in evaluation):
+Ceilings on the synthetic val split, in FG-ARI (masks upsampled bilinearly, as in evaluation):
 - `oracle`: the ground truth pooled to the token grid (each token gets its pixels' instance fractions),
   upsampled back and arg-maxed. No model on that grid can do better.
+- `colour oracle`: the same, but objects of one palette colour share a segment: a perfect grouping
+  by colour, which cannot tell two objects of the same colour apart. The scenes draw each object's
+  colour from 9, so most scenes with several objects repeat one.
+- `colour + connectivity oracle`: the colour oracle with every same-colour group split into its
+  4-connected pieces: a perfect grouping by colour and spatial contiguity; only touching or
+  occluding objects of one colour stay merged.
 - `k-means`: per-image k-means (K slots, k-means++ start, seeded) over the tokens of a feature
   extractor: what grouping the features alone support, with no learning.
 Variants: the demo backbone (`patch_stats`, colour descriptors) and the texture statistics it used
@@ -16,10 +22,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
-from dias.data.dataset import LmdbDataset
+from dias.data.records import LmdbReader
+from dias.data.synthetic import PALETTE
 from dias.metrics import fg_ari, nanmean
 from dias.model import attention_to_segmentation
 from dias.modules.backbone import OPPONENT, PatchStats
@@ -56,6 +65,27 @@ def kmeans(points: torch.Tensor, k: int, generator: torch.Generator, iters: int 
     return torch.cdist(points, centres).argmin(dim=1)
 
 
+def colour_groups(mask: np.ndarray, colours: list[list[int]], connected: bool) -> np.ndarray:
+    """Instance mask (H, W) -> segment ids (H, W): one segment per palette colour, or per connected piece."""
+    palette = np.asarray(list(PALETTE.values()))
+    names = np.abs(np.asarray(colours)[:, None, :] - palette[None]).sum(-1).argmin(1)  # jittered -> nearest
+    out = np.zeros_like(mask, dtype=np.int64)
+    next_id = 1
+    for name in np.unique(names):
+        region = np.isin(mask, np.flatnonzero(names == name) + 1)
+        pieces, count = ndimage.label(region) if connected else (region.astype(np.int64), 1)
+        out[pieces > 0] = pieces[pieces > 0] + next_id - 1
+        next_id += count
+    return out
+
+
+def pooled_ceiling(segments: torch.Tensor, gt: torch.Tensor, grid: int) -> float:
+    """FG-ARI of segment ids (B, H, W) pooled to a grid x grid token grid, upsampled back, arg-maxed."""
+    size = gt.shape[-1]
+    one_hot = F.one_hot(segments.clamp_max(63), 64).permute(0, 3, 1, 2).float()
+    return nanmean(fg_ari(attention_to_segmentation(F.adaptive_avg_pool2d(one_hot, grid), size), gt))
+
+
 def labels_to_masks(labels: torch.Tensor, k: int, grid: int) -> torch.Tensor:
     """(B, N) cluster ids -> (B, K, grid, grid) one-hot masks."""
     return F.one_hot(labels, k).transpose(1, 2).float().unflatten(-1, (grid, grid))
@@ -69,22 +99,29 @@ def main() -> None:
     parser.add_argument("--patch-sizes", type=int, nargs="+", default=[16, 8, 4])
     args = parser.parse_args()
     torch.set_num_threads(2)
-    dataset = LmdbDataset(args.data)
-    records = [dataset[i] for i in range(min(args.num_images, len(dataset)))]
-    images = torch.stack([r["image"] for r in records])
-    gt = torch.stack([r["mask"] for r in records]).long()
+    reader = LmdbReader(args.data)
+    records = [reader.read(i) for i in range(min(args.num_images, len(reader)))]
+    images = torch.stack([torch.as_tensor(np.asarray(image)).permute(2, 0, 1) for image, _, _ in records])
+    gt = torch.stack([torch.as_tensor(np.asarray(mask, dtype=np.int64)) for _, mask, _ in records])
+    by_colour, by_colour_and_piece = (
+        torch.stack([torch.as_tensor(colour_groups(m.numpy(), r[2]["colors"], connected)) for m, r in zip(gt, records)])
+        for connected in (False, True)
+    )
     size = images.shape[-1]
     lines = [
         f"# Demo features: FG-ARI ceilings on {len(records)} synthetic val images ({size} px), K = {args.num_slots}",
         "",
-        "| patch | grid | oracle | k-means, patch_stats | k-means, texture stats |",
-        "|---|---|---|---|---|",
+        "| patch | grid | oracle | colour oracle | colour + connectivity oracle | k-means, patch_stats "
+        "| k-means, texture stats |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for patch in args.patch_sizes:
+    for patch in [1, *args.patch_sizes]:
         grid = size // patch
-        instances = F.one_hot(gt.clamp_max(63), 64).permute(0, 3, 1, 2).float()
-        oracle = attention_to_segmentation(F.adaptive_avg_pool2d(instances, grid), size)
-        row = [str(patch), f"{grid}x{grid}", f"{nanmean(fg_ari(oracle, gt)):.3f}"]
+        row = [str(patch), f"{grid}x{grid}"]
+        row += [f"{pooled_ceiling(s, gt, grid):.3f}" for s in (gt, by_colour, by_colour_and_piece)]
+        if patch == 1:  # pixels: the ceilings of the ground truth itself; k-means is not run on pixels
+            lines.append("| " + " | ".join(row + ["", ""]) + " |")
+            continue
         for extract in (PatchStats(patch), lambda x, p=patch: texture_stats(x, p)):
             tokens = extract(images)
             generator = torch.Generator().manual_seed(0)
