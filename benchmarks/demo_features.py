@@ -103,8 +103,9 @@ def main() -> None:
     records = [reader.read(i) for i in range(min(args.num_images, len(reader)))]
     images = torch.stack([torch.as_tensor(np.asarray(image)).permute(2, 0, 1) for image, _, _ in records])
     gt = torch.stack([torch.as_tensor(np.asarray(mask, dtype=np.int64)) for _, mask, _ in records])
+    colours = [meta["colors"] for _, _, meta in records]
     by_colour, by_colour_and_piece = (
-        torch.stack([torch.as_tensor(colour_groups(m.numpy(), r[2]["colors"], connected)) for m, r in zip(gt, records)])
+        torch.stack([torch.as_tensor(colour_groups(m.numpy(), c, connected)) for m, c in zip(gt, colours, strict=True)])
         for connected in (False, True)
     )
     size = images.shape[-1]
