@@ -2,11 +2,11 @@
 
 Each slice resumes the previous one from run_dir/last.pt (bit-identical to an uninterrupted run on CPU), and
 the whole val split is scored between slices, off the training clock. Prints a table and writes
-benchmarks/results/demo_curve.png (drawn with Pillow) and demo_curve.md.
+benchmarks/results/NAME.png (drawn with Pillow) and NAME.md.
 
     python benchmarks/demo_curve.py [--minutes 12] [--slice 1] [--name demo_curve] [key=value ...]
 
-`--name` names the result files, so a run with overrides (another seed, say) keeps the default's.
+NAME comes from `--name`, so a run with overrides (another seed, say) does not overwrite the default's.
 """
 
 from __future__ import annotations
