@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
+from dias.baselines import BASELINE_NAMES, BASELINE_TITLES
 from dias.config import load_config
 from dias.engine.demo import demo_config_path
 from dias.engine.distributed import DistInfo
@@ -42,7 +43,7 @@ def main() -> None:
     for name in ("last.pt", "metrics.jsonl"):
         (args.run_dir / name).unlink(missing_ok=True)
     _, _, val_loader = build_loaders(cfg, DistInfo(0, 1, torch.device("cpu")))
-    rows, trained, resume, status = [], 0.0, False, "stopped"
+    rows, baselines, trained, resume, status = [], {}, 0.0, False, "stopped"
     while status != "done" and trained < args.minutes * 60:
         start = time.monotonic()
         result = train(cfg, args.run_dir, resume=resume, time_limit=args.slice * 60, progress=False)
@@ -50,14 +51,21 @@ def main() -> None:
         resume, status = True, result.status
         means = validate(result.model, val_loader, cfg.eval.mask_source, cfg.eval.seed, torch.device("cpu"))
         rows.append((trained / 60, result.step, means["fg_ari"], means["mbo"]))
+        baselines = {name: (means[f"{name}/fg_ari"], means[f"{name}/mbo"]) for name in BASELINE_NAMES}
         print(
             f"{rows[-1][0]:6.2f} min  step {result.step:5d}  FG-ARI {means['fg_ari']:.3f}  mBO {means['mbo']:.3f}",
             flush=True,
         )
-    write_results(rows, cfg, args.name, args.overrides)
+    write_results(rows, baselines, cfg, args.name, args.overrides)
 
 
-def write_results(rows: list[tuple[float, int, float, float]], cfg, name: str, overrides: list[str]) -> None:
+def write_results(
+    rows: list[tuple[float, int, float, float]],
+    baselines: dict[str, tuple[float, float]],
+    cfg,
+    name: str,
+    overrides: list[str],
+) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     lines = [
         "# Demo: FG-ARI vs training time (2 CPU cores, configs/demo.yaml)",
@@ -69,14 +77,24 @@ def write_results(rows: list[tuple[float, int, float, float]], cfg, name: str, o
         "| minutes | step | FG-ARI | mBO |",
         "|---|---|---|---|",
         *(f"| {m:.2f} | {s} | {f:.3f} | {b:.3f} |" for m, s, f, b in rows),
+        "",
+        "Baselines on the same images, grid and metrics (dias.baselines):",
+        "",
+        "| baseline | FG-ARI | mBO |",
+        "|---|---|---|",
+        *(f"| {BASELINE_TITLES[b]} | {f:.3f} | {m:.3f} |" for b, (f, m) in baselines.items()),
     ]
+    if rows and baselines:
+        best_fg_ari, best_mbo = (max(v[i] for v in baselines.values()) for i in (0, 1))
+        lines += ["", f"last row minus the best baseline: FG-ARI {rows[-1][2] - best_fg_ari:+.3f}, "
+                  f"mBO {rows[-1][3] - best_mbo:+.3f}"]  # fmt: skip
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    draw_curve(rows, RESULTS / f"{name}.png")
+    draw_curve(rows, baselines, RESULTS / f"{name}.png")
     print("\n".join(lines))
 
 
-def draw_curve(rows, path: Path, size=(640, 400), margin=50) -> None:
-    """FG-ARI (blue) and mBO (orange) against minutes, on a 0..1 axis."""
+def draw_curve(rows, baselines, path: Path, size=(640, 400), margin=50) -> None:
+    """FG-ARI (blue) and mBO (orange) against minutes, on a 0..1 axis; the best baselines dashed."""
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
     width, height = size[0] - 2 * margin, size[1] - 2 * margin
@@ -91,6 +109,12 @@ def draw_curve(rows, path: Path, size=(640, 400), margin=50) -> None:
         draw.line([margin, y, margin + width, y], fill=(220, 220, 220))
         draw.text((5, y - 6), f"{tick:.2f}", fill="black")
     draw.text((margin + width - 60, margin + height + 10), f"{max_minutes:.1f} min", fill="black")
+    for column, color in ((2, (40, 90, 220)), (3, (240, 130, 30))):
+        if baselines:
+            y = point(0.0, max(v[column - 2] for v in baselines.values()))[1]
+            for x in range(margin, margin + width, 12):
+                draw.line([x, y, x + 6, y], fill=color, width=1)
+    draw.text((margin + 10, margin + 40), "dashed: best baseline", fill="black")
     for column, color, label in ((2, (40, 90, 220), "FG-ARI"), (3, (240, 130, 30), "mBO")):
         points = [point(0.0, 0.0)] + [point(r[0], r[column]) for r in rows]
         draw.line(points, fill=color, width=3)

@@ -8,6 +8,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
+from dias.baselines import BASELINE_NAMES, grid_partition
 from dias.cli import main
 from dias.config import load_config
 from dias.data.dataset import LmdbDataset, collate
@@ -118,7 +119,8 @@ class OracleModel(nn.Module):
     def forward(self, images):
         labels = images[:, 0].long()  # (B,H,W)
         attn = F.one_hot(labels, 4).permute(0, 3, 1, 2).flatten(2).float()  # (B,K,N)
-        return DIASOutput(None, None, None, None, attn[None], None, attn, None, None)
+        features = attn.transpose(1, 2)  # (B,N,C): one token per pixel, the one-hot label
+        return DIASOutput(features, None, None, None, attn[None], None, attn, None, None)
 
 
 def test_perfect_prediction_scores_one_and_unscored_images_are_left_out():
@@ -144,3 +146,33 @@ def test_perfect_prediction_scores_one_and_unscored_images_are_left_out():
     assert all(np.isnan(values[2]) for values in result.scores.values())
     assert result.num_scored()["ari"] == 2
     assert result.means()["ari"] == pytest.approx(1.0)
+
+
+def test_baselines_are_scored_with_the_model_on_the_same_images():
+    grid = grid_partition(4, (8, 8)).argmax(dim=0)  # (8,8): the 2x2 blocks
+    stripes = (torch.arange(8) // 2).expand(8, 8)  # four vertical stripes
+    gt = torch.stack([grid, stripes])
+    images = gt[:, None].expand(-1, 3, -1, -1).to(torch.uint8)
+    batches = [{"image": images, "mask": gt, "index": torch.tensor([0, 1]), "num_skipped": 0}]
+    result = evaluate(OracleModel(), batches, progress=False)
+    assert set(result.baselines) == set(BASELINE_NAMES)
+    for name in BASELINE_NAMES:
+        assert set(result.baselines[name]) == set(METRIC_NAMES) and len(result.baselines[name]["ari"]) == 2
+    np.testing.assert_allclose(result.baselines["grid"]["ari"][0], 1.0)  # the blind grid is right on image 0 only
+    assert result.baselines["grid"]["ari"][1] < 1
+    np.testing.assert_allclose(result.baselines["kmeans"]["ari"], 1.0)  # 4 distinct tokens, 4 clusters
+    assert result.baselines["voronoi"]["ari"].max() < 1
+    assert result.baseline_means()["kmeans"]["ari"] == pytest.approx(1.0)
+    assert evaluate(OracleModel(), batches, progress=False, baselines=()).baselines == {}
+
+
+def test_metrics_json_card_and_report_carry_the_baselines(tiny, tmp_path):
+    _, _, checkpoint, _ = tiny
+    report = run_eval(None, checkpoint, [], tmp_path, viz=1, progress=False)
+    assert set(report["baselines"]) == set(BASELINE_NAMES)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["baselines"] == report["baselines"]
+    assert all(-1 <= saved["baselines"][name]["fg_ari"] <= 1 for name in BASELINE_NAMES)
+    assert set(saved["card"]["baselines"]["what"]) == set(BASELINE_NAMES)
+    page = (tmp_path / "report.html").read_text()
+    assert "k-means on the backbone tokens" in page and "fixed Voronoi cells" in page

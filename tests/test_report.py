@@ -50,6 +50,21 @@ def test_mask_sources_get_their_own_rows_and_missing_means_show_a_dash():
     assert "| voc | 1 | 20.0 | – |" in to_markdown(rows)
 
 
+def test_baselines_get_rows_under_their_model_row():
+    baselines = {"grid": {"ari": 0.1, "fg_ari": 0.5, "mbo": 0.2, "miou": 0.2}}
+    reports = [
+        {"metrics": {"ari": 0.2, "fg_ari": 0.4, "mbo": 0.3, "miou": 0.3}, "baselines": baselines,
+         "card": {"dataset": "voc"}},
+        {"metrics": {"ari": 0.4, "fg_ari": 0.6, "mbo": 0.3, "miou": 0.3},
+         "baselines": {"grid": {**baselines["grid"], "fg_ari": 0.7}}, "card": {"dataset": "voc"}},
+    ]  # fmt: skip
+    model, grid = aggregate(reports)
+    assert (model.baseline, grid.baseline, grid.num_runs) == (None, "grid", 2)
+    assert grid.mean["fg_ari"] == pytest.approx(60.0)
+    assert "| voc: fixed grid (image-blind) | 2 | 10.0 ± 0.0 | 60.0 ± 14.1 |" in to_markdown([model, grid])
+    assert [r["segmentation"] for r in csv.DictReader(io.StringIO(to_csv([model, grid])))] == ["model", "grid"]
+
+
 def test_find_metrics_in_run_and_eval_folders(tmp_path):
     metrics_file(tmp_path / "a", 0.1, 0.1, 0.1, 0.1)
     metrics_file(tmp_path / "b" / "eval-val", 0.1, 0.1, 0.1, 0.1)
@@ -68,5 +83,5 @@ def test_report_command_writes_markdown_and_csv(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| coco | 3 | 25.3 ± 1.5 |" in printed
     assert (tmp_path / "out" / "table.md").read_text().startswith("| dataset |")
-    assert (tmp_path / "out" / "table.csv").read_text().startswith("dataset,split,mask_source,num_runs")
+    assert (tmp_path / "out" / "table.csv").read_text().startswith("dataset,split,mask_source,segmentation,num_runs")
     assert main(["report", str(tmp_path / "nowhere")]) == 1

@@ -202,5 +202,5 @@ def test_demo_command_runs_end_to_end(tiny_root, tmp_path, capsys):
     args = ["demo", "--out", str(out), *TINY, f"data.root={tiny_root}", "train.total_steps=2", "eval.batch_size=4"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "fg_ari" in printed and str(out) in printed
+    assert "ARI-FG" in printed and "k-means on the backbone tokens" in printed and str(out) in printed
     assert (out / LAST).is_file()

@@ -140,7 +140,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from dias.engine.evaluate import format_metrics, run_eval
 
     result = run_eval(args.config, args.checkpoint, args.overrides, args.out, viz=args.viz, split=args.split)
-    print(format_metrics(result["metrics"]))
+    print(format_metrics(result["metrics"], result["baselines"]))
     print(f"metrics written to {result['path']}")
     return 0
 
@@ -167,10 +167,11 @@ def _train(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from dias.engine.demo import run_demo
+    from dias.engine.evaluate import format_metrics
 
     summary = run_demo(args.out, args.minutes, args.overrides)
-    metrics = ", ".join(f"{name} {100 * value:.1f}" for name, value in summary["metrics"].items())
-    print(f"demo {summary['status']} after {summary['step']} steps; val metrics (x100): {metrics}")
+    print(f"demo {summary['status']} after {summary['step']} steps; val split (x100):")
+    print(format_metrics(summary["metrics"], summary["baselines"]))
     print(f"run folder: {summary['run_dir']}" + (f"; visual report: {summary['report']}" if summary["report"] else ""))
     return 0
 

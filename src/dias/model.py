@@ -273,6 +273,14 @@ def load_official_weights(model: DIAS, source: str | Path | dict[str, torch.Tens
     model.load_state_dict({key_map[k]: v for k, v in state.items()}, strict=False)
 
 
+def square_grid(num_tokens: int) -> tuple[int, int]:
+    """(h, w) of a square token grid of num_tokens; ValueError when num_tokens is not a square."""
+    side = math.isqrt(num_tokens)
+    if side * side != num_tokens:
+        raise ValueError(f"cannot infer a square grid from {num_tokens} tokens; pass (B, K, h, w)")
+    return side, side
+
+
 def attention_to_segmentation(attn: torch.Tensor, size: tuple[int, int] | int) -> torch.Tensor:
     """Slot masks (B, K, N) or (B, K, h, w) -> label map (B, H, W) long: bilinear upsampling, argmax over K.
 
@@ -280,10 +288,7 @@ def attention_to_segmentation(attn: torch.Tensor, size: tuple[int, int] | int) -
     release's evaluation; ties go to the lowest slot index.
     """
     if attn.dim() == 3:
-        side = math.isqrt(attn.shape[-1])
-        if side * side != attn.shape[-1]:
-            raise ValueError(f"cannot infer a square grid from {attn.shape[-1]} tokens; pass (B, K, h, w)")
-        attn = attn.unflatten(-1, (side, side))
+        attn = attn.unflatten(-1, square_grid(attn.shape[-1]))
     size = (size, size) if isinstance(size, int) else tuple(size)
     upsampled = F.interpolate(attn.float(), size=size, mode="bilinear", align_corners=False)
     return upsampled.argmax(dim=1)
@@ -298,4 +303,5 @@ __all__ = [
     "build_model",
     "load_official_weights",
     "official_key_map",
+    "square_grid",
 ]

@@ -10,7 +10,6 @@ keeps identical), so the command also works from a non-editable install.
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -39,7 +38,9 @@ def run_demo(
     overrides: list[str] | tuple[str, ...] = (),
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train and evaluate the demo; returns {"run_dir", "metrics", "report", "status", "step"}.
+    """Train and evaluate the demo; returns {"run_dir", "metrics", "baselines", "report", "status", "step"}.
+
+    "metrics" and each of "baselines" (see dias.baselines) map metric names to fractions (None: no score).
 
     `minutes` caps the training time: training stops there (checkpointed) and the last weights are scored.
     An earlier demo run in the same folder is replaced.
@@ -61,7 +62,8 @@ def run_demo(
     result = train(cfg, run_dir, time_limit=None if minutes is None else minutes * 60, progress=progress)
     summary = {"run_dir": str(run_dir), "status": result.status, "step": result.step, "report": None}
     report = run_eval(None, run_dir / LAST, [], run_dir / EVAL_DIR_NAME, viz=NUM_VIZ_IMAGES, progress=progress)
-    summary["metrics"] = {k: (math.nan if v is None else v) for k, v in report["metrics"].items()}
+    summary["metrics"] = report["metrics"]
+    summary["baselines"] = report["baselines"]
     html = run_dir / EVAL_DIR_NAME / "report.html"
     summary["report"] = str(html) if html.exists() else report["path"]
     return summary

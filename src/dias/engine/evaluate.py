@@ -15,7 +15,7 @@ import datetime
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dias import __version__
+from dias.baselines import BASELINE_NAMES, BASELINE_TITLES, KMEANS_RESTARTS, baseline_masks
 from dias.config import Config, atomic_write_bytes, save_config
 from dias.data.dataset import LmdbDataset, collate, split_path
 from dias.data.transforms import EvalTransform, resize_mask
@@ -33,7 +34,7 @@ from dias.engine.distributed import resolve_device
 from dias.engine.features import FeatureDataset, batch_inputs
 from dias.engine.gallery import VizCollector, write_visual_report
 from dias.metrics import IGNORE_ID, METRIC_NAMES, METRIC_TITLES, nanmean, score
-from dias.model import DIAS, DIASOutput, attention_to_segmentation
+from dias.model import DIAS, DIASOutput, attention_to_segmentation, square_grid
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ class EvalResult:
     mask_size: tuple[int, int] | None  # (H, W) at which the masks were scored
     mask_source: str
     seed: int
+    # baseline -> metric -> (num_images,) float64, scored on the same images, resolution and metric code
+    baselines: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     @property
     def num_images(self) -> int:
@@ -68,6 +71,10 @@ class EvalResult:
     def means(self) -> dict[str, float]:
         """Dataset means over the images with a score, as fractions."""
         return {name: nanmean(values) for name, values in self.scores.items()}
+
+    def baseline_means(self) -> dict[str, dict[str, float]]:
+        """{baseline: {metric: dataset mean}}, as fractions."""
+        return {b: {name: nanmean(values) for name, values in s.items()} for b, s in self.baselines.items()}
 
 
 def parse_mask_source(mask_source: str) -> int | None:
@@ -107,8 +114,12 @@ def evaluate(
     max_batches: int | None = None,
     precision: str = "fp32",
     on_batch: BatchHook | None = None,
+    baselines: tuple[str, ...] = BASELINE_NAMES,
 ) -> EvalResult:
     """Per-image ARI, FG-ARI, mBO and mIoU over `loader` (batches from `dias.data.dataset.collate`).
+
+    Each of `baselines` (see dias.baselines) is scored on the same images with the same number of
+    slots, token grid, upsampling and metrics; k-means runs on the tokens the model was given.
 
     image_size rescales the ground truth (nearest-exact) before scoring; None scores at its own size.
     The initializer's noise is drawn in eval too (as in the release), from a generator seeded with `seed`,
@@ -118,6 +129,7 @@ def evaluate(
     device = torch.device(device)
     model.eval().to(device)
     scores: dict[str, list[np.ndarray]] = {name: [] for name in METRIC_NAMES}
+    baseline_scores: dict[str, dict[str, list[np.ndarray]]] = {b: {n: [] for n in METRIC_NAMES} for b in baselines}
     indices: list[np.ndarray] = []
     num_skipped = 0
     mask_size = None
@@ -140,9 +152,15 @@ def evaluate(
                 gt = torch.stack([resize_mask(mask, image_size) for mask in gt])
             mask_size = tuple(gt.shape[-2:])
             out = model(**batch_inputs(batch, device))
-            pred = attention_to_segmentation(select_masks(out, mask_source).float(), mask_size)  # (B,H,W)
-            for name, values in score(pred, gt.to(device)).items():
+            masks = select_masks(out, mask_source).float()  # (B, K, N)
+            pred = attention_to_segmentation(masks, mask_size)  # (B, H, W)
+            gt = gt.to(device)
+            for name, values in score(pred, gt).items():
                 scores[name].append(values.cpu().numpy())
+            for baseline in baselines:
+                blind = baseline_masks(baseline, out.features, masks.shape[1], square_grid(masks.shape[2]), seed)
+                for name, values in score(attention_to_segmentation(blind, mask_size), gt).items():
+                    baseline_scores[baseline][name].append(values.cpu().numpy())
             indices.append(np.asarray(batch["index"]).reshape(-1))
             if on_batch is not None:
                 on_batch(batch, out, pred)
@@ -153,6 +171,10 @@ def evaluate(
         mask_size=mask_size,
         mask_source=mask_source,
         seed=seed,
+        baselines={
+            b: {name: _concat(values, np.float64) for name, values in per_metric.items()}
+            for b, per_metric in baseline_scores.items()
+        },
     )
 
 
@@ -198,6 +220,11 @@ def eval_card(result: EvalResult, cfg: Config, split: str, checkpoint: str | Pat
             "unmatched segments count 0",
         },
         "aggregation": "mean over images with a score, per metric",
+        "baselines": {
+            "what": {name: BASELINE_TITLES[name] for name in result.baselines},
+            "protocol": "the model's number of slots and token grid, the same images, upsampling and metrics; "
+            f"Voronoi points and k-means (k-means++ seeding, best of {KMEANS_RESTARTS}) seeded with the eval seed",
+        },
         "checkpoint": str(Path(checkpoint).resolve()),
         "checkpoint_sha256": file_sha256(checkpoint),
         "dias_version": __version__,
@@ -250,8 +277,11 @@ def run_eval(
         precision=cfg.train.precision,
         on_batch=collector,
     )
-    means = {name: (None if np.isnan(value) else value) for name, value in result.means().items()}
-    report = {"metrics": means, "card": eval_card(result, cfg, split, checkpoint, device)}
+    report = {
+        "metrics": _json_means(result.means()),
+        "baselines": {name: _json_means(means) for name, means in result.baseline_means().items()},
+        "card": eval_card(result, cfg, split, checkpoint, device),
+    }
     path = out_dir / METRICS_FILE_NAME
     atomic_write_bytes(path, (json.dumps(report, indent=2, allow_nan=False) + "\n").encode("utf-8"))
     save_config(cfg, out_dir / "config.yaml")
@@ -264,10 +294,22 @@ def run_eval(
     return {**report, "path": str(path)}
 
 
-def format_metrics(metrics: dict[str, float | None]) -> str:
-    """A two-row Markdown table of the metrics, x100 with one decimal ("–" where no image had a score)."""
-    header = "| " + " | ".join(METRIC_TITLES[name] for name in METRIC_NAMES) + " |"
-    rule = "|" + "---:|" * len(METRIC_NAMES)
-    cells = ["–" if metrics[name] is None else f"{100 * metrics[name]:.1f}" for name in METRIC_NAMES]
-    values = "| " + " | ".join(cells) + " |"
-    return "\n".join((header, rule, values))
+def _json_means(means: dict[str, float]) -> dict[str, float | None]:
+    return {name: (None if np.isnan(value) else value) for name, value in means.items()}
+
+
+def format_metrics(
+    metrics: dict[str, float | None], baselines: dict[str, dict[str, float | None]] | None = None
+) -> str:
+    """A Markdown table of the metrics, x100 with one decimal ("–" where no image had a score).
+
+    With `baselines`, one row for the model and one per baseline below it.
+    """
+    header = "| segmentation | " + " | ".join(METRIC_TITLES[name] for name in METRIC_NAMES) + " |"
+    rule = "|---|" + "---:|" * len(METRIC_NAMES)
+    rows = [("model", metrics)] + [(BASELINE_TITLES.get(b, b), m) for b, m in (baselines or {}).items()]
+    lines = [header, rule]
+    for label, values in rows:
+        cells = ["–" if values.get(name) is None else f"{100 * values[name]:.1f}" for name in METRIC_NAMES]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from dias.baselines import BASELINE_TITLES
 from dias.config import atomic_write_bytes
 from dias.data.transforms import resize_mask
 from dias.metrics import METRIC_TITLES
@@ -135,8 +136,14 @@ def _page(report: dict[str, Any], figures: list[str]) -> str:
     metrics = report["metrics"]
     card = report["card"]
     title = f"dias eval: {card.get('dataset', '')} {card.get('split', '')} ({card.get('mask_source', '')})"
-    head_cells = "".join(f"<th>{METRIC_TITLES[k]}</th>" for k in metrics)
-    value_cells = "".join("<td>–</td>" if v is None else f"<td>{100 * v:.1f}</td>" for v in metrics.values())
+    head_cells = "<th>segmentation</th>" + "".join(f"<th>{METRIC_TITLES[k]}</th>" for k in metrics)
+    rows = [("model", metrics)] + [(BASELINE_TITLES.get(b, b), m) for b, m in report.get("baselines", {}).items()]
+    metric_rows = "".join(
+        f"<tr><th>{html.escape(label)}</th>"
+        + "".join("<td>–</td>" if values.get(k) is None else f"<td>{100 * values[k]:.1f}</td>" for k in metrics)
+        + "</tr>"
+        for label, values in rows
+    )
     card_rows = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(v if isinstance(v, str) else json.dumps(v))}</td></tr>"
         for k, v in card.items()
@@ -152,7 +159,9 @@ img {{ image-rendering: pixelated; max-width: 100%; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <h2>Metrics (&times;100)</h2>
-<table><tr>{head_cells}</tr><tr>{value_cells}</tr></table>
+<table><tr>{head_cells}</tr>{metric_rows}</table>
+<p>The baselines are scored on the same images, token grid, upsampling and metrics as the model: a number
+means something only where it beats them.</p>
 <h2>Eval card</h2>
 <table>{card_rows}</table>
 <h2>Images</h2>

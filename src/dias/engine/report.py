@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from dias.baselines import BASELINE_TITLES
 from dias.config import atomic_write_bytes
 from dias.engine.evaluate import EVAL_DIR_PREFIX, METRICS_FILE_NAME
 from dias.metrics import METRIC_NAMES, METRIC_TITLES
@@ -36,11 +37,13 @@ class SummaryRow:
     num_runs: int
     mean: dict[str, float]  # metric -> mean over runs, ×100
     std: dict[str, float]  # metric -> sample std over runs (ddof=1), ×100; NaN for a single run
+    baseline: str | None = None  # a dias.baselines name for a baseline's row; None for the model's
 
     @property
     def label(self) -> str:
         name = self.dataset if self.mask_source == "decoder" else f"{self.dataset} ({self.mask_source})"
-        return name if self.split in ("val", "") else f"{name} [{self.split}]"
+        name = name if self.split in ("val", "") else f"{name} [{self.split}]"
+        return name if self.baseline is None else f"{name}: {BASELINE_TITLES.get(self.baseline, self.baseline)}"
 
 
 def find_metrics(paths: Iterable[str | Path]) -> list[Path]:
@@ -65,15 +68,18 @@ def find_metrics(paths: Iterable[str | Path]) -> list[Path]:
 def aggregate(reports: list[dict[str, Any]]) -> list[SummaryRow]:
     """Group metrics.json contents by (dataset, split, mask source); mean and sample std over runs, ×100.
 
-    Rows keep the order in which their group first appears.
+    Rows keep the order in which their group first appears; each group's baselines (when the reports
+    have them) follow its model row.
     """
-    groups: dict[tuple[str, str, str], list[dict[str, float]]] = {}
+    groups: dict[tuple[str, str, str, str | None], list[dict[str, float]]] = {}
     for report in reports:
         card = report.get("card", {})
         key = (str(card.get("dataset", "?")), str(card.get("split", "")), str(card.get("mask_source", "decoder")))
-        groups.setdefault(key, []).append(report["metrics"])
+        groups.setdefault((*key, None), []).append(report["metrics"])
+        for baseline, metrics in report.get("baselines", {}).items():
+            groups.setdefault((*key, baseline), []).append(metrics)
     rows = []
-    for (dataset, split, mask_source), runs in groups.items():
+    for (dataset, split, mask_source, baseline), runs in groups.items():
         values = {name: 100 * np.array([_number(run.get(name)) for run in runs]) for name in METRIC_NAMES}
         rows.append(
             SummaryRow(
@@ -83,6 +89,7 @@ def aggregate(reports: list[dict[str, Any]]) -> list[SummaryRow]:
                 num_runs=len(runs),
                 mean={name: float(v.mean()) for name, v in values.items()},
                 std={name: float(v.std(ddof=1)) if len(v) > 1 else math.nan for name, v in values.items()},
+                baseline=baseline,
             )
         )
     return rows
@@ -107,6 +114,8 @@ def to_markdown(rows: list[SummaryRow]) -> str:
         lines.append(f"| {row.label} | {row.num_runs} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Mean ± sample standard deviation (ddof=1) over runs, ×100.")
+    if any(row.baseline is not None for row in rows):
+        lines.append("Baselines are scored on the same images, token grid, upsampling and metrics as the model.")
     return "\n".join(lines) + "\n"
 
 
@@ -114,12 +123,12 @@ def to_csv(rows: list[SummaryRow]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
-        ["dataset", "split", "mask_source", "num_runs"]
+        ["dataset", "split", "mask_source", "segmentation", "num_runs"]
         + [f"{name}_{stat}" for name in METRIC_NAMES for stat in ("mean", "std")]
     )
     for row in rows:
         stats = [f"{value:.4f}" for name in METRIC_NAMES for value in (row.mean[name], row.std[name])]
-        writer.writerow([row.dataset, row.split, row.mask_source, row.num_runs, *stats])
+        writer.writerow([row.dataset, row.split, row.mask_source, row.baseline or "model", row.num_runs, *stats])
     return buffer.getvalue()
 
 

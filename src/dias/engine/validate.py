@@ -12,12 +12,18 @@ from dias.model import DIAS
 def validate(
     model: DIAS, loader: DataLoader, mask_source: str, seed: int, device: torch.device, precision: str = "fp32"
 ) -> dict[str, float]:
-    """Dataset means {"ari", "fg_ari", "mbo", "miou"}; the model returns to its mode, the caller's RNG is untouched."""
+    """Dataset means {"ari", "fg_ari", "mbo", "miou"} and the baselines' as "BASELINE/METRIC" (dias.baselines).
+
+    The model returns to its mode, the caller's RNG is untouched.
+    """
     was_training = model.training
     try:
         result = evaluate(
             model, loader, mask_source=mask_source, seed=seed, device=device, progress=False, precision=precision
         )  # evaluate forks the RNG itself
-        return {name: float(value) for name, value in result.means().items()}
+        means = {name: float(value) for name, value in result.means().items()}
+        for baseline, values in result.baseline_means().items():
+            means |= {f"{baseline}/{name}": float(value) for name, value in values.items()}
+        return means
     finally:
         model.train(was_training)

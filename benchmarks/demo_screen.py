@@ -1,0 +1,165 @@
+"""Fast screening of demo designs: scenes and features in memory, the DIAS head trained on cached tokens.
+
+Not the shipped pipeline (no crops, no LMDB, no trainer): a screen to rank designs before a real
+`benchmarks/demo_curve.py` run. The model, losses and schedules are the package's own.
+
+    python benchmarks/demo_screen.py --steps 1500 --position 0.5 --distinct model.decoder.num_layers=1
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import numpy as np
+import torch
+
+from dias.config import load_config
+from dias.data import synthetic
+from dias.engine.demo import demo_config_path
+from dias.engine.evaluate import select_masks
+from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
+from dias.metrics import nanmean, score
+from dias.model import attention_to_segmentation, build_model
+from dias.schedules import distill_weight_at, lr_at
+
+
+def render(count: int, seed: int, split_code: int, size: int):
+    images, masks = [], []
+    for index in range(count):
+        image, mask, _ = synthetic.render_scene(np.random.default_rng([seed, split_code, index]), size)
+        images.append(image)
+        masks.append(mask.astype(np.int64))
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(np.stack(masks))
+
+
+def kmeans_fg_ari(tokens: torch.Tensor, masks: torch.Tensor, k: int, grid: int) -> tuple[float, float]:
+    from sklearn.cluster import KMeans
+
+    labels = []
+    for t in tokens:
+        lab = KMeans(k, n_init=3, random_state=0).fit_predict(t.numpy())
+        labels.append(torch.from_numpy(lab).long())
+    onehot = torch.nn.functional.one_hot(torch.stack(labels), k).permute(0, 2, 1).float()
+    pred = attention_to_segmentation(onehot.unflatten(-1, (grid, grid)), masks.shape[-1])
+    s = score(pred, masks)
+    return nanmean(s["fg_ari"].numpy()), nanmean(s["mbo"].numpy())
+
+
+def position_features(grid: int, dim: int, freqs=(1, 2, 4)) -> torch.Tensor:
+    """(1, N, dim): sin/cos of x and y at a few frequencies, spread over dim by a fixed orthogonal map."""
+    c = (torch.arange(grid) + 0.5) / grid
+    y, x = torch.meshgrid(c, c, indexing="ij")
+    parts = []
+    for f in freqs:
+        for v in (x, y):
+            parts += [torch.sin(math.pi * f * v), torch.cos(math.pi * f * v)]
+    p = torch.stack(parts, -1).flatten(0, 1)  # (N, F)
+    basis, _ = torch.linalg.qr(torch.randn(dim, p.shape[1], generator=torch.Generator().manual_seed(1)))
+    return (p @ basis.T * math.sqrt(dim / p.shape[1]))[None]
+
+
+def patch_scene_options(distinct: bool, plain: bool) -> None:
+    if plain:
+        synthetic.BACKGROUNDS = ("gradient",)
+    if distinct:
+        original = synthetic._place_objects
+
+        def place(rng, size, num_objects, min_area):
+            objects = original(rng, size, num_objects, min_area)
+            if objects is None:
+                return None
+            names = list(synthetic.PALETTE)
+            order = rng.permutation(len(names))
+            recoloured = []
+            for i, (shape, _, rows, cols, inside, shading) in enumerate(objects):
+                jitter = rng.integers(-20, 21, size=3)
+                rgb = np.clip(np.asarray(synthetic.PALETTE[names[order[i]]]) + jitter, 0, 255)
+                recoloured.append((shape, tuple(int(c) for c in rgb), rows, cols, inside, shading))
+            return recoloured
+
+        synthetic._place_objects = place
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--num-train", type=int, default=3000)
+    parser.add_argument("--num-val", type=int, default=200)
+    parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--kmeans", action="store_true")
+    parser.add_argument("--position", type=float, default=0.0, help="weight of Fourier position channels")
+    parser.add_argument("--distinct", action="store_true", help="distinct colours within a scene")
+    parser.add_argument("--plain", action="store_true", help="gradient backgrounds only")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    cfg = load_config(demo_config_path(), [f"train.seed={args.seed}", *args.overrides])
+    size = cfg.data.image_size
+    patch_scene_options(args.distinct, args.plain)
+    t0 = time.time()
+    train_images, _ = render(args.num_train, 0, 0, size)
+    val_images, val_masks = render(args.num_val, 0, 1, size)
+    torch.manual_seed(args.seed)
+    model = build_model(cfg)
+    with torch.no_grad():
+        train_tokens = torch.cat([model.backbone(x) for x in train_images.split(256)])
+        val_tokens = model.backbone(val_images)
+    grid = int(math.isqrt(train_tokens.shape[1]))
+    if args.position:
+        pos = position_features(grid, train_tokens.shape[-1]) * args.position
+        train_tokens, val_tokens = train_tokens + pos, val_tokens + pos
+    print(f"data+features {time.time() - t0:.0f}s tokens {tuple(train_tokens.shape)} std {train_tokens.std():.2f}")
+    if args.kmeans:
+        fg_ari, mbo = kmeans_fg_ari(val_tokens, val_masks, cfg.model.num_slots, grid)
+        print(f"k-means FG-ARI {fg_ari:.3f} mBO {mbo:.3f}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    o = cfg.optim
+    optimizer = torch.optim.Adam(params, lr=0.0, betas=o.betas, eps=o.eps)
+    b = cfg.data.batch_size
+    total = cfg.train.total_steps
+    start = time.time()
+    generator = torch.Generator().manual_seed(args.seed)
+    for step in range(args.steps + 1):
+        if step % args.eval_every == 0 or step == args.steps:
+            model.eval()
+            with torch.no_grad():
+                torch.manual_seed(0)
+                out = model(features=val_tokens)
+                pred = attention_to_segmentation(select_masks(out, cfg.eval.mask_source), size)
+                s = score(pred, val_masks)
+                pred0 = attention_to_segmentation(out.attn[0], size)
+                s0 = score(pred0, val_masks)
+                used = (torch.nn.functional.one_hot(pred.flatten(1), cfg.model.num_slots).sum(1) > 0).sum(1)
+            print(
+                f"step {step:5d} {time.time() - start:6.0f}s  FG-ARI {nanmean(s['fg_ari'].numpy()):.3f} "
+                f"mBO {nanmean(s['mbo'].numpy()):.3f}  attn0 FG-ARI {nanmean(s0['fg_ari'].numpy()):.3f} "
+                f"mBO {nanmean(s0['mbo'].numpy()):.3f}  slots used {used.float().mean():.2f}",
+                flush=True,
+            )
+            model.train()
+        if step == args.steps:
+            break
+        index = torch.randint(len(train_tokens), (b,), generator=generator)
+        tokens = train_tokens[index]
+        if cfg.data.flip:
+            flip = torch.rand(b, generator=generator) < 0.5
+            flipped = tokens.unflatten(1, (grid, grid)).flip(2).flatten(1, 2)
+            tokens = torch.where(flip[:, None, None], flipped, tokens)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, o.lr, o.warmup_steps, total, o.lr * o.final_lr_ratio)
+        weight = distill_weight_at(step, total, cfg.loss.distill_weight, cfg.loss.distill_schedule)
+        out = model(features=tokens)
+        loss = reconstruction_loss(out.recon, out.features) + weight * distillation_loss(
+            *select_distillation_pair(out.attn), form=cfg.loss.distill_form
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
+        optimizer.step()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+import pytest
+import torch
+
+from dias.baselines import BASELINE_NAMES, baseline_masks, grid_partition, kmeans, voronoi_partition
+from dias.metrics import ari
+
+
+def test_grid_has_exactly_k_near_equal_cells():
+    for k in range(1, 12):
+        masks = grid_partition(k, (16, 16))
+        assert masks.shape == (k, 16, 16)
+        assert torch.equal(masks.sum(dim=0), torch.ones(16, 16))  # a partition
+        areas = masks.sum(dim=(1, 2))
+        assert (areas > 0).all()
+        assert areas.max() / areas.min() <= 2.0
+
+
+def test_grid_of_four_is_two_by_two_blocks():
+    labels = grid_partition(4, (4, 4)).argmax(dim=0)
+    expected = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]])
+    assert torch.equal(labels, expected)
+
+
+def test_voronoi_assigns_each_token_to_its_nearest_point_and_follows_the_seed():
+    masks = voronoi_partition(7, (16, 16), seed=3)
+    assert masks.shape == (7, 16, 16) and torch.equal(masks.sum(dim=0), torch.ones(16, 16))
+    assert torch.equal(masks, voronoi_partition(7, (16, 16), seed=3))
+    assert not torch.equal(masks, voronoi_partition(7, (16, 16), seed=4))
+    points = torch.rand(7, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    y, x = 2 / 16 + 0.5 / 16, 9 / 16 + 0.5 / 16  # token (2, 9)
+    nearest = ((points - torch.tensor([y, x], dtype=torch.float64)) ** 2).sum(dim=1).argmin()
+    assert masks[:, 2, 9].argmax() == nearest
+
+
+def test_kmeans_recovers_separated_clusters_per_image():
+    generator = torch.Generator().manual_seed(0)
+    truth = torch.randint(5, (3, 64), generator=generator)
+    centres = torch.randn(3, 5, 8, generator=generator) * 10
+    tokens = centres.gather(1, truth[..., None].expand(-1, -1, 8)) + 0.1 * torch.randn(3, 64, 8, generator=generator)
+    labels = kmeans(tokens, 5, seed=0)
+    assert labels.shape == (3, 64)
+    assert torch.allclose(ari(labels, truth), torch.ones(3, dtype=torch.float64))
+    assert torch.equal(labels, kmeans(tokens, 5, seed=0))  # deterministic for a seed
+
+
+def test_kmeans_on_identical_tokens_does_not_fail():
+    labels = kmeans(torch.ones(2, 16, 4), 3, seed=0)
+    assert labels.shape == (2, 16)
+
+
+def test_baseline_masks_are_one_hot_on_the_grid_and_blind_ones_ignore_the_image():
+    tokens = torch.randn(2, 36, 8)
+    for name in BASELINE_NAMES:
+        masks = baseline_masks(name, tokens, num_slots=4, grid_size=(6, 6))
+        assert masks.shape == (2, 4, 6, 6)
+        assert torch.equal(masks.sum(dim=1), torch.ones(2, 6, 6))
+    for name in ("grid", "voronoi"):
+        assert torch.equal(baseline_masks(name, tokens, 4, (6, 6)), baseline_masks(name, -tokens, 4, (6, 6)))
+    with pytest.raises(ValueError, match="unknown baseline"):
+        baseline_masks("random", tokens, 4, (6, 6))
+    with pytest.raises(ValueError, match="grid does not hold"):
+        baseline_masks("grid", tokens, 4, (5, 5))
