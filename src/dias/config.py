@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import glob
 import os
 import re
 import tempfile
@@ -24,6 +25,7 @@ from typing import Any, BinaryIO, Literal, NamedTuple, Union
 import yaml
 
 CONFIG_FILE_NAME = "config.yaml"
+TEMP_SUFFIX = ".tmp"  # atomic_write's temporary files are .NAME.XXXXXXXX.tmp beside NAME
 
 
 class ConfigError(ValueError):
@@ -244,11 +246,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
     """Call `write(file)` on a temporary file beside `path`, fsync, then rename it to `path`.
 
-    On any failure (a full disk included) the temporary file is removed and `path` keeps its old content.
+    On any failure (a full disk included) the temporary file is removed and `path` keeps its old content;
+    an OSError says which file could not be written and why.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as f:
@@ -256,10 +262,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> P
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # a full disk, a file-size limit: name the file, in words
+            raise OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
         raise
     return path
+
+
+def temp_files(path: str | os.PathLike) -> list[Path]:
+    """The temporary files of `atomic_write(path, ...)` calls whose process was killed before the rename."""
+    path = Path(path)
+    return sorted(path.parent.glob(f"{glob.escape(_temp_prefix(path))}*{TEMP_SUFFIX}"))
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
 
 
 def _umask() -> int:
