@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dias.cli import main
 from dias.config import (
     Config,
     ConfigError,
@@ -83,6 +84,56 @@ def test_defaults_without_file():
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
         load_config(CONFIG_DIR / "demo.yaml", [override])
+
+
+@pytest.mark.parametrize(
+    ("override", "valid"),
+    [
+        ("model.num_slots=-3", ">= 1"),
+        ("model.num_slots=0", ">= 1"),
+        ("model.num_iters=0", ">= 1"),
+        ("model.slot_dim=0", ">= 1"),
+        ("data.batch_size=0", ">= 1"),
+        ("data.num_workers=-1", ">= 0"),
+        ("data.image_size=0", ">= 1"),
+        ("train.device=gpu", "one of auto, cpu, cuda, cuda:N, mps"),
+        ("train.device=cuda:x", "one of auto, cpu, cuda, cuda:N, mps"),
+        ("train.total_steps=0", ">= 1"),
+        ("train.val_every=0", ">= 1"),
+        ("train.checkpoint_every=0", ">= 1"),
+        ("optim.lr=-1", "> 0"),
+        ("optim.lr=0", "> 0"),
+        ("optim.lr=.nan", "> 0"),
+        ("optim.betas=[0.9,1.0]", "two numbers in [0, 1)"),
+        ("optim.warmup_steps=-1", ">= 0"),
+        ("optim.grad_clip=0", "> 0"),
+        ("loss.distill_weight=-0.5", ">= 0"),
+        ("model.reinit.prob=1.5", "in [0, 1]"),
+        ("model.reinit.threshold=3", "in [0, 2]"),
+        ("model.decoder.num_heads=0", ">= 1"),
+        ("eval.batch_size=0", ">= 1"),
+        ("log.every=0", ">= 1"),
+    ],
+)
+def test_out_of_range_values_are_refused_at_load_naming_the_key(override, valid):
+    key = override.partition("=")[0]
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIG_DIR / "demo.yaml", [override])
+    assert str(info.value).startswith(f"config key {key} = ") and str(info.value).endswith(f"it must be {valid}")
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps"])
+def test_valid_devices_load(device):
+    assert load_config(None, [f"train.device={device}"]).train.device == device
+
+
+def test_malformed_yaml_names_the_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  num_slots: 3\n  slot_dim: [1, 2\ntrain:\n  seed: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    assert str(info.value).startswith(f"{bad}, line 4, column ") and "not valid YAML" in str(info.value)
+    assert main(["config", "--config", str(bad)]) == 1
 
 
 def test_bad_file(tmp_path):

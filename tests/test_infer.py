@@ -1,6 +1,11 @@
 """dias infer, dias.load().segment() and dias export on generated images."""
 
 import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +18,8 @@ from dias.cli import main
 from dias.engine.checkpoint import CheckpointError, save_checkpoint
 from dias.engine.infer import to_image_tensor
 from dias.model import build_model
+
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +83,31 @@ def test_infer_command_writes_outputs_and_skips_corrupt(checkpoint, images, tmp_
         assert (out / f"{stem}_slot4.png").exists() and not (out / f"{stem}_slot5.png").exists()
         slots = np.load(out / f"{stem}_slots.npz")
         assert slots["slots"].shape == (5, 32)
+
+
+def test_infer_on_a_folder_without_images_is_an_error(checkpoint, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    assert main(["infer", str(empty), "--checkpoint", str(checkpoint), "--out", str(out)]) == 1
+    assert f"no images in {empty}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_failed_save_is_one_line_naming_the_file(checkpoint, tmp_path):
+    # A real file-size limit (as in the probe): the write fails with EFBIG (Python ignores SIGXFSZ).
+    out = tmp_path / "weights.safetensors"
+    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    argv = [sys.executable, "-m", "dias", "export", "--checkpoint", str(checkpoint), "--out", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, preexec_fn=limit_file_size, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [f"dias: error: could not write {out}: File too large"]
+    assert not out.exists() and not list(tmp_path.glob("*.tmp"))
 
 
 def test_export_and_load(checkpoint, tmp_path):

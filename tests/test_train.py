@@ -1,5 +1,12 @@
 """The training loop: every shipped config trains, exact resume, bad runs stop cleanly, the CLI and the demo."""
 
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -10,12 +17,14 @@ from dias.cli import main
 from dias.config import load_config
 from dias.data.sampling import EpochSampler
 from dias.data.synthetic import prepare_synthetic
-from dias.engine.checkpoint import CheckpointError, load_checkpoint
-from dias.engine.demo import demo_config_path
+from dias.engine.checkpoint import CheckpointError, file_sha256, load_checkpoint
+from dias.engine.demo import MARKER_FILE_NAME, demo_config_path
 from dias.engine.log import read_metrics
+from dias.engine.runlock import RunInUseError
 from dias.engine.train import LAST, NonFiniteLossError, resume_config, run_train, train
 
 REPO = Path(__file__).resolve().parents[1]
+SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": str(REPO / "src")}
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 TINY = [
     "model.slot_dim=32",
@@ -204,3 +213,92 @@ def test_demo_command_runs_end_to_end(tiny_root, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "ARI-FG" in printed and "k-means on the backbone tokens" in printed and str(out) in printed
     assert (out / LAST).is_file()
+
+
+def test_demo_never_replaces_a_run_it_did_not_make(tiny_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(tiny_config(tiny_root, "train.total_steps=1", "train.val_every=100"), run, progress=False)
+    before = {name: (run / name).read_bytes() for name in (LAST, "metrics.jsonl")}
+    demo = ["demo", "--out", str(run), *TINY, f"data.root={tiny_root}", "train.total_steps=2", "eval.batch_size=4"]
+    assert main(demo) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert main([*demo, "--overwrite"]) == 0 and load_checkpoint(run / LAST)["step"] == 2
+    assert json.loads((run / MARKER_FILE_NAME).read_text())["last_sha256"] == file_sha256(run / LAST)
+    assert main(demo) == 0  # the demo's own, unchanged run is replaced
+    assert main(["train", "--resume", str(run), "train.total_steps=3"]) == 0  # now it is no longer the demo's
+    assert main(demo) == 1 and load_checkpoint(run / LAST)["step"] == 3
+
+
+def test_sigterm_saves_last_pt_and_the_run_resumes(tiny_root, tmp_path):
+    run = tmp_path / "run"
+    endless = ["train.total_steps=100000", "train.checkpoint_every=100000", "train.val_every=100000"]
+    args = ["train", "--config", str(REPO / "configs" / "demo.yaml"), "--out", str(run), *TINY, *endless]
+    argv = [sys.executable, "-m", "dias", *args, f"data.root={tiny_root}", "data.num_workers=2"]
+    # A session of its own: the SIGTERM goes to the whole process group, workers included, as SLURM sends it.
+    process = subprocess.Popen(argv, env=SUBPROCESS_ENV, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((run / "metrics.jsonl").exists() and len(read_metrics(run)) >= 2):
+            assert process.poll() is None and time.monotonic() < deadline, "training did not start"
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGTERM)
+        stderr = process.communicate(timeout=120)[1]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 143, stderr[-2000:]
+    assert f"dias train --resume {run}" in stderr
+    step = load_checkpoint(run / LAST)["step"]
+    assert step >= 2
+    resumed = train(resume_config(run), run, resume=True, max_steps=step + 1, progress=False)
+    assert resumed.step == step + 1
+
+
+def test_a_second_writer_of_a_run_folder_is_refused_naming_the_holder(tiny_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(tiny_config(tiny_root, "train.total_steps=1", "train.val_every=100"), run, progress=False)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from dias.engine.runlock import RunLock\nwith RunLock({str(run)!r}):\n"
+         "    print('locked', flush=True)\n    input()"],
+        env=SUBPROCESS_ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        log_before = (run / "metrics.jsonl").read_bytes()
+        with pytest.raises(RunInUseError, match=f"PID {holder.pid}"):
+            train(resume_config(run), run, resume=True, progress=False)
+        assert main(["train", "--resume", str(run), "train.total_steps=2"]) == 1
+        assert f"in use by another dias process (PID {holder.pid})" in capsys.readouterr().err
+        assert (run / "metrics.jsonl").read_bytes() == log_before and load_checkpoint(run / LAST)["step"] == 1
+    finally:
+        holder.communicate("\n", timeout=60)
+    assert main(["train", "--resume", str(run), "train.total_steps=2"]) == 0  # free again once the holder ends
+
+
+def test_a_new_run_starts_a_clean_log_and_removes_stale_temp_files(tiny_root, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    # What a run killed before its first checkpoint, and killed saves, leave behind.
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, 95)))
+    stale = [run / ".last.pt.k2j4h5g1.tmp", run / ".best.pt.a1b2c3d4.tmp", run / ".metrics.jsonl.x9y8z7w6.tmp"]
+    for path in stale:
+        path.write_bytes(b"partial save")
+    foreign = run / ".notes.abc.tmp"  # not of our naming pattern: kept
+    foreign.write_bytes(b"keep")
+    overrides = [*TINY, f"data.root={tiny_root}", "train.total_steps=2", "train.val_every=100"]
+    run_train(REPO / "configs" / "demo.yaml", overrides, out_dir=run)
+    assert [r["step"] for r in read_metrics(run) if "loss" in r] == [1, 2]
+    assert max(r["step"] for r in read_metrics(run)) == 2
+    assert not any(path.exists() for path in stale) and foreign.exists()
+
+
+def test_resuming_with_other_total_steps_warns_naming_the_schedules(tiny_root, tmp_path, caplog):
+    run = tmp_path / "run"
+    train(tiny_config(tiny_root, "train.total_steps=2", "train.val_every=100"), run, max_steps=1, progress=False)
+    with caplog.at_level(logging.WARNING, logger="dias.engine.train"):
+        train(resume_config(run), run, resume=True, max_steps=1, progress=False)
+        assert "train.total_steps changes" not in caplog.text
+        train(resume_config(run, ["train.total_steps=5"]), run, resume=True, max_steps=1, progress=False)
+    assert "train.total_steps changes from 2" in caplog.text and "to 5" in caplog.text
+    assert "LR schedule" in caplog.text and "distillation-weight" in caplog.text

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from dias import __version__
 
+EXIT_CODES = {"interrupted": 130, "terminated": 143}  # the shell's codes for SIGINT and SIGTERM
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
@@ -19,10 +21,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args) or 0
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        # Errors a user can cause carry their own fix; show them without a traceback.
-        print(f"dias: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:
+        # Errors a user can cause (a bad value, a missing or damaged file, a full disk) carry their own fix;
+        # show them in one line, without a traceback.
+        print(f"dias: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message without OSError's "[Errno N]" prefix, on one line."""
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror and exc.filename is None else str(exc)
+    return " ".join(str(text).split())
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -73,6 +82,7 @@ def _build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="generate the synthetic data, train the CPU demo, evaluate, report")
     demo.add_argument("--out", type=Path, default=None, help="run folder (default: runs/demo)")
     demo.add_argument("--minutes", type=float, default=None, help="stop training after this many minutes")
+    demo.add_argument("--overwrite", action="store_true", help="replace a run in --out that the demo did not make")
     demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the demo config")
     demo.set_defaults(run=_demo)
 
@@ -159,17 +169,17 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         result = run_train(args.config, args.overrides, resume_dir=args.resume, out_dir=args.out)
-    except (NonFiniteLossError, OSError) as exc:
+    except NonFiniteLossError as exc:
         print(f"dias: error: {exc}", file=sys.stderr)
         return 1
-    return 130 if result.status == "interrupted" else 0
+    return EXIT_CODES.get(result.status, 0)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from dias.engine.demo import run_demo
     from dias.engine.evaluate import format_metrics
 
-    summary = run_demo(args.out, args.minutes, args.overrides)
+    summary = run_demo(args.out, args.minutes, args.overrides, overwrite=args.overwrite)
     print(f"demo {summary['status']} after {summary['step']} steps; val split (x100):")
     print(format_metrics(summary["metrics"], summary["baselines"]))
     print(f"run folder: {summary['run_dir']}" + (f"; visual report: {summary['report']}" if summary["report"] else ""))

@@ -11,22 +11,51 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import glob
 import os
+import re
 import tempfile
 import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, Union
+from typing import Any, BinaryIO, Literal, NamedTuple, Union
 
 import yaml
 
 CONFIG_FILE_NAME = "config.yaml"
+TEMP_SUFFIX = ".tmp"  # atomic_write's temporary files are .NAME.XXXXXXXX.tmp beside NAME
 
 
 class ConfigError(ValueError):
-    """A config file or override names an unknown key or holds a value of the wrong type."""
+    """A config file or override names an unknown key, holds a value of the wrong type or out of its range."""
+
+
+class Rule(NamedTuple):
+    """A check a value must pass when a config is loaded, and the words that describe a valid value."""
+
+    holds: Callable[[Any], bool]
+    text: str
+
+
+RULE = "rule"  # the dataclass field metadata key of a Rule
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def at_least(low: int) -> Rule:
+    return Rule(lambda value: value >= low, f">= {low}")
+
+
+POSITIVE = Rule(lambda value: value > 0, "> 0")
+FRACTION = Rule(lambda value: 0 <= value <= 1, "in [0, 1]")
+DEVICE = Rule(lambda value: DEVICE_PATTERN.fullmatch(value) is not None, "one of auto, cpu, cuda, cuda:N, mps")
+BETAS = Rule(lambda value: all(0 <= beta < 1 for beta in value), "two numbers in [0, 1)")
+
+
+def checked(default: Any, rule: Rule) -> Any:
+    """A dataclass field whose value `from_dict` checks against `rule`."""
+    return field(default=default, metadata={RULE: rule})
 
 
 @dataclass
@@ -35,11 +64,11 @@ class DataConfig:
     root: str = "data/synthetic"  # folder holding {split}.lmdb
     train_split: str = "train"
     val_split: str = "val"
-    image_size: int = 256  # square side fed to the model, in pixels
+    image_size: int = checked(256, at_least(1))  # square side fed to the model, in pixels
     crop_scale: tuple[float, float] = (0.75, 1.0)  # random-resized-crop scale, relative to the largest square
     flip: bool = True
-    batch_size: int = 32
-    num_workers: int = 4
+    batch_size: int = checked(32, at_least(1))
+    num_workers: int = checked(4, at_least(0))
     skip_corrupt: bool = False  # skip and count corrupt records instead of raising
     features: str | None = None  # a feature cache folder from `dias features`: train and eval skip the backbone
 
@@ -50,20 +79,20 @@ class BackboneConfig:
         "vit_small_patch14_reg4_dinov2"
     )
     weights: str | None = None  # local .safetensors/.pth file; never downloaded
-    input_scale: float = 0.875  # bicubic rescale before the ViT: 256 -> 224
-    patch_size: int = 8  # patch_stats only; the ViTs use 14
+    input_scale: float = checked(0.875, POSITIVE)  # bicubic rescale before the ViT: 256 -> 224
+    patch_size: int = checked(8, at_least(1))  # patch_stats only; the ViTs use 14
 
 
 @dataclass
 class DecoderConfig:
     name: Literal["random_order_transformer", "mlp"] = "random_order_transformer"
-    num_layers: int = 4
-    num_heads: int = 4
-    mlp_ratio: float = 4.0  # transformer FFN width = mlp_ratio * feature_dim
-    visible_short_prob: float = 0.5  # probability of the short visible prefix in training
-    visible_short_fraction: float = 0.1  # short prefix length = int(N * fraction) - 1
-    hidden_dim: int = 1024  # mlp decoder only
-    num_hidden_layers: int = 3  # mlp decoder only
+    num_layers: int = checked(4, at_least(1))
+    num_heads: int = checked(4, at_least(1))
+    mlp_ratio: float = checked(4.0, POSITIVE)  # transformer FFN width = mlp_ratio * feature_dim
+    visible_short_prob: float = checked(0.5, FRACTION)  # probability of the short visible prefix in training
+    visible_short_fraction: float = checked(0.1, FRACTION)  # short prefix length = int(N * fraction) - 1
+    hidden_dim: int = checked(1024, at_least(1))  # mlp decoder only
+    num_hidden_layers: int = checked(3, at_least(0))  # mlp decoder only
 
 
 @dataclass
@@ -72,10 +101,12 @@ class ReinitConfig:
 
     enabled: bool = False
     distance: Literal["slots", "attention"] = "slots"  # cosine distance of slot vectors or of attention maps
-    threshold: float = 0.1  # merge while the complete-linkage cosine distance is below this, in [0, 2]
-    min_clusters: int = 1  # a sample left with fewer clusters keeps all its slots (the group's code: 3)
-    num_iters: int = 1  # extra slot-attention iterations from the merged slots
-    prob: float = 1.0  # probability of pruning + re-initialization per training batch; always on in eval
+    # merge while the complete-linkage cosine distance is below this
+    threshold: float = checked(0.1, Rule(lambda value: 0 <= value <= 2, "in [0, 2]"))
+    min_clusters: int = checked(1, at_least(1))  # a sample left with fewer clusters keeps all its slots (group code: 3)
+    num_iters: int = checked(1, at_least(1))  # extra slot-attention iterations from the merged slots
+    # probability of pruning + re-initialization per training batch; always on in eval
+    prob: float = checked(1.0, FRACTION)
     prob_schedule: Literal["constant", "linear"] = "constant"  # linear ramps 0 -> prob over training
     mask_pruned: bool = True  # False: pruned slots are zero vectors that stay valid queries (the group's code)
 
@@ -83,10 +114,10 @@ class ReinitConfig:
 @dataclass
 class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    num_slots: int = 7
-    slot_dim: int = 256
-    num_iters: int = 3
-    slot_mlp_dim: int = 1024
+    num_slots: int = checked(7, at_least(1))
+    slot_dim: int = checked(256, at_least(1))
+    num_iters: int = checked(3, at_least(1))
+    slot_mlp_dim: int = checked(1024, at_least(1))
     initializer: Literal["normal_shared", "learned"] = "normal_shared"
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     reinit: ReinitConfig = field(default_factory=ReinitConfig)
@@ -95,43 +126,43 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     distill_form: Literal["prob", "log"] = "prob"  # "prob" reproduces the release: probabilities used as logits
-    distill_weight: float = 1.0  # final weight of the distillation term
+    distill_weight: float = checked(1.0, at_least(0))  # final weight of the distillation term
     distill_schedule: Literal["cosine", "constant"] = "cosine"  # cosine ramps 0 -> distill_weight
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    warmup_steps: int = 2500
-    final_lr_ratio: float = 1e-3  # lr at the last step = lr * final_lr_ratio
-    grad_clip: float = 1.0
+    lr: float = checked(2e-4, POSITIVE)
+    betas: tuple[float, float] = checked((0.9, 0.999), BETAS)
+    eps: float = checked(1e-8, POSITIVE)
+    weight_decay: float = checked(0.0, at_least(0))
+    warmup_steps: int = checked(2500, at_least(0))
+    final_lr_ratio: float = checked(1e-3, at_least(0))  # lr at the last step = lr * final_lr_ratio
+    grad_clip: float = checked(1.0, POSITIVE)
 
 
 @dataclass
 class TrainConfig:
-    total_steps: int = 50000
+    total_steps: int = checked(50000, at_least(1))
     seed: int = 42
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    device: str = "auto"
+    device: str = checked("auto", DEVICE)
     out_dir: str = "runs/dias"
-    val_every: int = 1250
-    checkpoint_every: int = 1000  # run_dir/last.pt; also written at the end and on Ctrl-C
+    val_every: int = checked(1250, at_least(1))
+    checkpoint_every: int = checked(1000, at_least(1))  # run_dir/last.pt; also written at the end, on Ctrl-C, SIGTERM
     compile: bool = False  # torch.compile the training forward (compiles on the first step)
 
 
 @dataclass
 class EvalConfig:
     mask_source: str = "decoder"  # decoder | attn:0 | attn:-1
-    batch_size: int = 32
+    batch_size: int = checked(32, at_least(1))
     seed: int = 0
 
 
 @dataclass
 class LogConfig:
-    every: int = 50
+    every: int = checked(50, at_least(1))
     tensorboard: bool = True
     wandb: bool = False
 
@@ -155,10 +186,23 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f) or {}
+            try:
+                raw = yaml.safe_load(f) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{path}{_yaml_position(exc)}: not valid YAML: {_yaml_problem(exc)}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
     return from_dict(apply_overrides(raw, overrides))
+
+
+def _yaml_position(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    return "" if mark is None else f", line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    problem = getattr(exc, "problem", None)
+    return f"{problem}; fix the file" if problem else f"{exc}"
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -202,11 +246,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
     """Call `write(file)` on a temporary file beside `path`, fsync, then rename it to `path`.
 
-    On any failure (a full disk included) the temporary file is removed and `path` keeps its old content.
+    On any failure (a full disk included) the temporary file is removed and `path` keeps its old content;
+    an OSError says which file could not be written and why.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as f:
@@ -214,10 +262,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> P
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # a full disk, a file-size limit: name the file, in words
+            raise OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
         raise
     return path
+
+
+def temp_files(path: str | os.PathLike) -> list[Path]:
+    """The temporary files of `atomic_write(path, ...)` calls whose process was killed before the rename."""
+    path = Path(path)
+    return sorted(path.parent.glob(f"{glob.escape(_temp_prefix(path))}*{TEMP_SUFFIX}"))
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
 
 
 def _umask() -> int:
@@ -252,7 +312,8 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = list(fields)
     for key in raw:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
@@ -267,6 +328,9 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
             kwargs[name] = _build(kind, raw[name], prefix=f"{prefix}{name}.")
         else:
             kwargs[name] = _coerce(raw[name], kind, f"{prefix}{name}")
+            rule = fields[name].metadata.get(RULE)
+            if rule is not None and not rule.holds(kwargs[name]):
+                raise ConfigError(f"config key {prefix}{name} = {raw[name]!r} is invalid: it must be {rule.text}")
     return cls(**kwargs)
 
 

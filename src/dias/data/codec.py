@@ -44,8 +44,8 @@ class CorruptRecordError(LmdbFormatError):
         self.key = _key_text(key)
         self.reason = reason
         super().__init__(
-            f"corrupt record {self.key} in {self.path}: {reason}; re-create the file "
-            "(or set data.skip_corrupt=true to skip and count such records)"
+            f"corrupt record {self.key} in {self.path}: {reason}; re-create the file with `dias prepare ... "
+            "--overwrite` (or set data.skip_corrupt=true to skip and count such records)"
         )
 
 

@@ -19,6 +19,11 @@ back; this module owns the LMDB file around them and re-exports the codec.
 Writers build in `SPLIT.lmdb.partial` and rename it to `SPLIT.lmdb` only after the header is written,
 so an interrupted conversion never leaves a half-written split. A `b"__progress__"` key, committed in
 the same transaction as each batch of records, lets a new writer resume where the last one stopped.
+
+A damaged file never reaches the memory map unchecked: at open, the file must be as long as the pages
+its LMDB meta page counts (a truncated file would otherwise kill the process with SIGBUS on first read),
+and every LMDB-level failure becomes a CorruptSplitError (at open, or for the header) or a
+CorruptRecordError (for one record, which `data.skip_corrupt` can skip), each naming the file.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ __all__ = [
     "MAGIC",
     "PROGRESS_KEY",
     "CorruptRecordError",
+    "CorruptSplitError",
     "LmdbFormatError",
     "LmdbReader",
     "LmdbWriter",
@@ -86,8 +92,18 @@ LOCK_SUFFIX = "-lock"
 DEFAULT_MAP_SIZE = 1 << 30
 DEFAULT_COMMIT_EVERY = 256
 PREPARE_HINT = "create it with `dias prepare ...` (e.g. `dias prepare synthetic --out DIR`)"
+RECREATE_HINT = "re-create it with `dias prepare ... --overwrite` (e.g. `dias prepare synthetic --out DIR --overwrite`)"
 
 log = logging.getLogger(__name__)
+
+
+class CorruptSplitError(LmdbFormatError):
+    """An LMDB file is damaged as a whole (empty, truncated, unreadable pages); the message names it."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path} is damaged: {reason}; {RECREATE_HINT}")
 
 
 class LmdbWriter:
@@ -134,7 +150,8 @@ class LmdbWriter:
         if overwrite:
             _remove_lmdb_file(self.partial_path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._env = lmdb.open(str(self.partial_path), subdir=False, map_size=map_size, readahead=False, meminit=False)
+        # A damaged partial file from an earlier run is refused like a damaged split (--overwrite replaces it).
+        self._env = _open_checked(self.partial_path, map_size=map_size, readonly=False)
         self._pending: list[tuple[bytes, bytes]] = []
         self._closed = False
         try:
@@ -144,9 +161,12 @@ class LmdbWriter:
             raise
 
     def _read_progress(self) -> int:
-        with self._env.begin() as txn:
-            raw = txn.get(PROGRESS_KEY)
-            num_entries = txn.stat()["entries"]
+        try:
+            with self._env.begin() as txn:
+                raw = txn.get(PROGRESS_KEY)
+                num_entries = txn.stat()["entries"]
+        except lmdb.Error as exc:
+            raise CorruptSplitError(self.partial_path, f"its progress record cannot be read ({exc})") from None
         if raw is None:
             if num_entries:
                 raise LmdbFormatError(
@@ -249,7 +269,38 @@ def partial_path(path: str | Path) -> Path:
 def open_readonly(path: str | Path) -> lmdb.Environment:
     """Open a finished split for reading; prefer `LmdbReader`, which shares one environment per file."""
     require_split_file(path)
-    return lmdb.open(str(path), subdir=False, readonly=True, lock=False, readahead=False, meminit=False)
+    return _open_checked(Path(path), readonly=True)
+
+
+def _open_checked(path: Path, *, readonly: bool, map_size: int = DEFAULT_MAP_SIZE) -> lmdb.Environment:
+    """lmdb.open, refusing an empty, foreign or truncated file with CorruptSplitError before any page is read."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise CorruptSplitError(path, "the file is empty (0 bytes)")
+    try:
+        if readonly:
+            env = lmdb.open(str(path), subdir=False, readonly=True, lock=False, readahead=False, meminit=False)
+        else:
+            env = lmdb.open(str(path), subdir=False, map_size=map_size, readahead=False, meminit=False)
+    except lmdb.Error as exc:
+        raise CorruptSplitError(path, f"LMDB cannot open it ({exc})") from None
+    try:
+        check_length(env, path)
+    except BaseException:
+        env.close()
+        raise
+    return env
+
+
+def check_length(env: lmdb.Environment, path: str | Path) -> None:
+    """Raise CorruptSplitError unless the file holds every page up to the last one its meta page names.
+
+    The meta pages sit at the start of the file and are read by LMDB with read(), not through the map, so
+    this check touches nothing beyond the end of a truncated file.
+    """
+    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    size = os.stat(path).st_size
+    if size < needed:
+        raise CorruptSplitError(path, f"it is truncated: {size} bytes, but its LMDB pages need {needed} bytes")
 
 
 def require_split_file(path: str | Path) -> None:
@@ -320,11 +371,15 @@ class LmdbReader:
         if self._env is None:
             raise RuntimeError(f"reader for {self.path} is closed")
         key = record_key(index)
-        with self._env.begin() as txn:
-            value = txn.get(key)
+        try:
+            with self._env.begin() as txn:
+                value = txn.get(key)
+                value = None if value is None else bytes(value)
+        except lmdb.Error as exc:  # a damaged page (lmdb.CorruptedError, PageNotFoundError, ...)
+            raise CorruptRecordError(self.path, key, f"LMDB cannot read it ({exc})") from None
         if value is None:
             raise CorruptRecordError(self.path, key, "the record is missing although the header counts it")
-        return bytes(value)
+        return value
 
     def read(self, index: int) -> Record:
         """The decoded sample `index`; a damaged record raises CorruptRecordError."""
@@ -345,8 +400,12 @@ class LmdbReader:
 
 def read_header(env: lmdb.Environment, path: str | Path) -> dict[str, Any]:
     """The validated header of an open split."""
-    with env.begin() as txn:
-        raw = txn.get(HEADER_KEY)
+    try:
+        with env.begin() as txn:
+            raw = txn.get(HEADER_KEY)
+            raw = None if raw is None else bytes(raw)
+    except lmdb.Error as exc:
+        raise CorruptSplitError(path, f"its header cannot be read ({exc})") from None
     if raw is None:
         raise LmdbFormatError(
             f"{path} has no {HEADER_KEY!r} record, so it is not a finished dias split; {PREPARE_HINT}"

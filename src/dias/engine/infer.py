@@ -146,11 +146,17 @@ def run_infer(
 ) -> dict[str, Any]:
     """Segment image files; per image write STEM_mask.png, STEM_overlay.png, STEM_slots.npz (+ slot masks).
 
-    Unreadable files are reported in the summary and skipped. Returns the summary written to summary.json.
+    Unreadable files are reported in the summary and skipped; no image file at all is a FileNotFoundError.
+    Returns the summary written to summary.json.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = find_images(inputs)
+    if not paths:
+        raise FileNotFoundError(
+            f"no images in {', '.join(map(str, inputs))}: pass image files or folders holding files ending in "
+            f"{', '.join(IMAGE_SUFFIXES)}"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
     done, skipped, stems = [], [], set()
     torch.manual_seed(seed)
     with tqdm(total=len(paths), desc="infer", unit="img") as bar:

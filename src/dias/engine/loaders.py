@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import torch
 from torch.utils.data import DataLoader
 
@@ -30,13 +32,26 @@ def build_loaders(cfg: Config, dist_info: distributed.DistInfo) -> tuple[DataLoa
         sampler=sampler,
         num_workers=d.num_workers,
         collate_fn=collate,
+        worker_init_fn=ignore_sigterm,
         drop_last=True,
         persistent_workers=d.num_workers > 0,
         # A private generator: creating an iterator must not draw from the training RNG stream.
         generator=torch.Generator().manual_seed(cfg.train.seed),
     )
-    val_loader = DataLoader(val_set, batch_size=cfg.eval.batch_size, num_workers=d.num_workers, collate_fn=collate)
+    val_loader = DataLoader(
+        val_set, batch_size=cfg.eval.batch_size, num_workers=d.num_workers, collate_fn=collate,
+        worker_init_fn=ignore_sigterm,
+    )  # fmt: skip
     return train_loader, sampler, val_loader
+
+
+def ignore_sigterm(worker_id: int) -> None:
+    """A worker leaves SIGTERM to the main process, which saves last.pt and then shuts the workers down.
+
+    Schedulers such as SLURM signal every process of a job; a worker killed first would end the run
+    with a DataLoader error before the main process could save.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def batches(loader: DataLoader, sampler: EpochSampler, epoch: int, consumed: int):

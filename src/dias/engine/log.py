@@ -21,9 +21,13 @@ log = logging.getLogger(__name__)
 
 
 class MetricsLogger:
-    """One JSON object per call in run_dir/metrics.jsonl (appended, so a resumed run continues the file)."""
+    """One JSON object per call in run_dir/metrics.jsonl (appended, so a resumed run continues the file).
 
-    def __init__(self, run_dir: str | Path, cfg: Config, enabled: bool = True):
+    `fresh=True` (a new run) starts the file empty: a run killed before its first checkpoint leaves a log
+    that no checkpoint continues, and its steps would otherwise repeat in the new run's.
+    """
+
+    def __init__(self, run_dir: str | Path, cfg: Config, enabled: bool = True, fresh: bool = False):
         self.enabled = enabled
         self.path = Path(run_dir) / METRICS_FILE_NAME
         self._tensorboard = None
@@ -31,6 +35,11 @@ class MetricsLogger:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if fresh and self.path.exists():
+            log.warning(
+                "%s holds the log of an earlier run that no checkpoint continues; starting it afresh", self.path
+            )
+            atomic_write_bytes(self.path, b"")
         if cfg.log.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -47,8 +56,11 @@ class MetricsLogger:
         if not self.enabled:
             return
         record = {"step": step, **metrics}
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:  # a full disk, a file-size limit: name the file, in words
+            raise OSError(exc.errno, f"could not append to {self.path}: {exc.strerror or exc}") from exc
         numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
         if self._tensorboard is not None:
             for key, value in numbers.items():

@@ -81,6 +81,8 @@ def save_training_checkpoint(path: Path, model: DIAS, cfg: Config, step: int, **
         save_checkpoint(path, model, cfg, step, **state)
     except OSError as exc:
         raise OSError(
-            f"could not save the step {step} checkpoint to {path} ({exc}); the previous checkpoint there is intact"
+            exc.errno,
+            f"could not save the step {step} checkpoint ({exc.strerror or exc}); "
+            "the previous checkpoint there is intact",
         ) from exc
     log.info("saved %s (step %d)", path, step)

@@ -7,6 +7,10 @@ Per step: schedules (lr, distillation weight) -> autocast forward -> objective -
 Adam step -> log -> eval -> checkpoint. run_dir/last.pt holds everything a resumed run needs (trainable
 weights, optimizer, grad scaler, every rank's RNG states, the data position), so on CPU a resumed run's
 losses equal an uninterrupted run's exactly.
+
+One process writes a run folder at a time (runlock.py). Ctrl-C and SIGTERM (what cluster schedulers such
+as SLURM send before they stop a job) both save last.pt and return, so a requeued job continues with
+`dias train --resume RUN_DIR`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +34,8 @@ from dias.engine import distributed
 from dias.engine.checkpoint import BACKBONE_PREFIX, CheckpointError, check_compatible, load_checkpoint
 from dias.engine.features import batch_inputs
 from dias.engine.loaders import batches, build_loaders
-from dias.engine.log import MetricsLogger, truncate_metrics
+from dias.engine.log import METRICS_FILE_NAME, MetricsLogger, truncate_metrics
+from dias.engine.runlock import RunInUseError, RunLock, remove_stale_temp_files
 from dias.engine.state import capture_rng, restore_rng, save_training_checkpoint, seed_everything
 from dias.engine.validate import validate
 from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
@@ -44,11 +51,15 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped before that step changed any weight."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived; handled like Ctrl-C (save last.pt, return) but reported as "terminated"."""
+
+
 @dataclass
 class TrainResult:
     model: DIAS
     step: int  # optimisation steps done
-    status: str  # "done", "interrupted" (Ctrl-C), "stopped" (max_steps / time_limit)
+    status: str  # "done", "interrupted" (Ctrl-C), "terminated" (SIGTERM), "stopped" (max_steps / time_limit)
     losses: list[float] = field(default_factory=list)  # per step of this call, the total objective
     best_fg_ari: float = -math.inf
     val: dict[str, float] = field(default_factory=dict)  # the last validation's means
@@ -88,10 +99,39 @@ def train(
     time_limit: float | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train until cfg.train.total_steps (or `max_steps` done, or `time_limit` seconds), checkpointing to run_dir."""
+    """Train until cfg.train.total_steps (or `max_steps` done, or `time_limit` seconds), checkpointing to run_dir.
+
+    Holds run_dir's lock throughout: a second writer of the same folder is refused with RunInUseError.
+    """
     run_dir = Path(run_dir)
     dist_info = distributed.init_distributed(cfg.train.device)
+    try:
+        with contextlib.ExitStack() as stack:
+            refused = None
+            if dist_info.is_main:  # only rank 0 writes the run folder
+                try:
+                    stack.enter_context(RunLock(run_dir))
+                except RunInUseError as exc:
+                    refused = exc
+            if distributed.all_reduce_any(refused is not None, dist_info):  # every rank stops together
+                raise refused or RunInUseError(f"rank 0 could not lock {run_dir}; see its error")
+            return _train(cfg, run_dir, dist_info, resume, max_steps, time_limit, progress)
+    finally:
+        distributed.shutdown_distributed(dist_info)
+
+
+def _train(
+    cfg: Config,
+    run_dir: Path,
+    dist_info: distributed.DistInfo,
+    resume: bool,
+    max_steps: int | None,
+    time_limit: float | None,
+    progress: bool,
+) -> TrainResult:
     device, is_main = dist_info.device, dist_info.is_main
+    if is_main:  # holding the lock: no save of this run is in flight, so these are a killed process's
+        remove_stale_temp_files(run_dir, (LAST, BEST, CONFIG_FILE_NAME, METRICS_FILE_NAME))
     seed_everything(cfg.train.seed)  # every rank builds the same model (a random ViT backbone included)
     model = build_model(cfg).to(device)
     params = [p for p in model.parameters() if p.requires_grad]  # the frozen backbone is not optimised
@@ -103,7 +143,16 @@ def train(
     step, epoch, consumed, best = 0, 0, 0, -math.inf
     if resume:
         checkpoint = load_checkpoint(run_dir / LAST)
-        check_compatible(from_dict(checkpoint["config"]), cfg, run_dir / LAST)
+        saved = from_dict(checkpoint["config"])
+        check_compatible(saved, cfg, run_dir / LAST)
+        if is_main and saved.train.total_steps != cfg.train.total_steps:
+            log.warning(
+                "train.total_steps changes from %d (in %s) to %d: the LR schedule (warm-up, cosine decay) and "
+                "the distillation-weight and re-initialization-probability ramps are now spread over %d steps, "
+                "so from step %d on they differ from those of an uninterrupted run of either length",
+                saved.train.total_steps, run_dir / LAST, cfg.train.total_steps, cfg.train.total_steps,
+                checkpoint["step"],
+            )  # fmt: skip
         missing, unexpected = model.load_state_dict(checkpoint["model"], strict=False)
         if [k for k in missing if not k.startswith(BACKBONE_PREFIX)] or unexpected:
             raise CheckpointError(f"{run_dir / LAST} does not fit: missing {missing}, unexpected {unexpected}")
@@ -129,7 +178,7 @@ def train(
         forward_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.train.compile:  # the compiled wrapper shares the parameters; checkpoints keep the plain names
         forward_model = torch.compile(forward_model)
-    logger = MetricsLogger(run_dir, cfg, enabled=is_main)
+    logger = MetricsLogger(run_dir, cfg, enabled=is_main, fresh=not resume)
 
     def checkpoint_to(name: str, rng: list | None = None) -> None:
         state = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "best_fg_ari": best}
@@ -145,6 +194,7 @@ def train(
     window = {"loss": 0.0, "recon": 0.0, "distill": 0.0, "grad_norm": 0.0, "num_steps": 0}
     model.train()
     data = batches(train_loader, sampler, epoch, consumed)
+    previous_sigterm = _raise_on_sigterm()
     try:
         while step < stop_at:
             batch, next_epoch, next_consumed = next(data)
@@ -223,18 +273,37 @@ def train(
             if step % cfg.train.checkpoint_every == 0 or step == stop_at:
                 checkpoint_to(LAST)
         result.status = "done" if step >= cfg.train.total_steps else "stopped"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # The weights, optimizer and data position are those after the last completed step; the RNG has
         # moved on, so a run resumed from an interrupt is not bit-identical to an uninterrupted one.
-        log.warning("interrupted at step %d; saving %s", step, run_dir / LAST)
+        result.status = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        log.warning("%s at step %d; saving %s", result.status, step, run_dir / LAST)
         checkpoint_to(LAST, rng=[capture_rng()] if dist_info.enabled else None)
-        result.status = "interrupted"
+        if is_main:
+            log.warning("continue with `dias train --resume %s`", run_dir)
     finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
         bar.close()
         logger.close()
-        distributed.shutdown_distributed(dist_info)
     result.step, result.best_fg_ari = step, best
     return result
+
+
+def _raise_on_sigterm():
+    """Make SIGTERM raise Terminated in the training loop; returns the handler to restore (None: not installed).
+
+    Signal handlers can only be set from the main thread; elsewhere SIGTERM keeps its default action.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the save short
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return signal.SIG_DFL if previous is None else previous  # None: a handler set outside Python
 
 
 def _format(metrics: dict[str, float]) -> str:
