@@ -133,10 +133,18 @@ def main() -> None:
                 pred0 = attention_to_segmentation(out.attn[0], size)
                 s0 = score(pred0, val_masks)
                 used = (torch.nn.functional.one_hot(pred.flatten(1), cfg.model.num_slots).sum(1) > 0).sum(1)
+                # How much the decoder needs the slots: its loss with another image's slots, on a training mask.
+                model.decoder.train()
+                torch.manual_seed(1)
+                own = reconstruction_loss(model.decoder(out.features, out.slots).recon, out.features)
+                torch.manual_seed(1)
+                other = reconstruction_loss(model.decoder(out.features, out.slots.roll(1, 0)).recon, out.features)
+                model.decoder.eval()
             print(
                 f"step {step:5d} {time.time() - start:6.0f}s  FG-ARI {nanmean(s['fg_ari'].numpy()):.3f} "
                 f"mBO {nanmean(s['mbo'].numpy()):.3f}  attn0 FG-ARI {nanmean(s0['fg_ari'].numpy()):.3f} "
-                f"mBO {nanmean(s0['mbo'].numpy()):.3f}  slots used {used.float().mean():.2f}",
+                f"mBO {nanmean(s0['mbo'].numpy()):.3f}  slots used {used.float().mean():.2f}  "
+                f"recon {own:.4f} with other slots {other:.4f}",
                 flush=True,
             )
             model.train()
