@@ -5,6 +5,7 @@ the whole val split is scored between slices, off the training clock. Prints a t
 benchmarks/results/NAME.png (drawn with Pillow) and NAME.md.
 
     python benchmarks/demo_curve.py [--minutes 12] [--slice 1] [--name demo_curve] [key=value ...]
+    python benchmarks/demo_curve.py --seeds 42 43 44   # NAME_seed42.md ... and NAME.md over the seeds
 
 NAME comes from `--name`, so a run with overrides (another seed, say) does not overwrite the default's.
 """
@@ -36,17 +37,33 @@ def main() -> None:
     parser.add_argument("--slice", type=float, default=1.0, help="minutes of training between evaluations")
     parser.add_argument("--run-dir", type=Path, default=Path("runs/demo-curve"))
     parser.add_argument("--name", default="demo_curve", help="stem of the files written to benchmarks/results/")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="train.seed of each run (NAME_seedS)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    cfg = load_config(demo_config_path(), ["train.val_every=1000000", "log.tensorboard=false", *args.overrides])
+    if args.seeds is None:
+        rows, baselines, cfg = run_curve(args.overrides, args.run_dir, args.minutes, args.slice)
+        write_results(rows, baselines, cfg, args.name, args.overrides)
+        return
+    finals = {}
+    for seed in args.seeds:
+        overrides = [*args.overrides, f"train.seed={seed}"]
+        rows, baselines, cfg = run_curve(overrides, args.run_dir / f"seed{seed}", args.minutes, args.slice)
+        write_results(rows, baselines, cfg, f"{args.name}_seed{seed}", overrides)
+        finals[seed] = rows[-1]
+    write_summary(finals, baselines, args.name, args.overrides)
+
+
+def run_curve(overrides: list[str], run_dir: Path, minutes: float, slice_minutes: float):
+    """Train the demo in slices from scratch into run_dir; (rows, baselines, cfg)."""
+    cfg = load_config(demo_config_path(), ["train.val_every=1000000", "log.tensorboard=false", *overrides])
     for name in ("last.pt", "metrics.jsonl"):
-        (args.run_dir / name).unlink(missing_ok=True)
+        (run_dir / name).unlink(missing_ok=True)
     _, _, val_loader = build_loaders(cfg, DistInfo(0, 1, torch.device("cpu")))
     rows, baselines, trained, resume, status = [], {}, 0.0, False, "stopped"
-    while status != "done" and trained < args.minutes * 60:
+    while status != "done" and trained < minutes * 60:
         start = time.monotonic()
-        result = train(cfg, args.run_dir, resume=resume, time_limit=args.slice * 60, progress=False)
+        result = train(cfg, run_dir, resume=resume, time_limit=slice_minutes * 60, progress=False)
         trained += time.monotonic() - start
         resume, status = True, result.status
         means = validate(result.model, val_loader, cfg.eval.mask_source, cfg.eval.seed, torch.device("cpu"))
@@ -56,7 +73,29 @@ def main() -> None:
             f"{rows[-1][0]:6.2f} min  step {result.step:5d}  FG-ARI {means['fg_ari']:.3f}  mBO {means['mbo']:.3f}",
             flush=True,
         )
-    write_results(rows, baselines, cfg, args.name, args.overrides)
+    return rows, baselines, cfg
+
+
+def write_summary(finals: dict[int, tuple], baselines: dict[str, tuple[float, float]], name: str, overrides) -> None:
+    """NAME.md: the last row of each seed's run, their mean and the best baseline."""
+    best = [max(v[i] for v in baselines.values()) for i in (0, 1)]
+    fg_aris = [row[2] for row in finals.values()]
+    mbos = [row[3] for row in finals.values()]
+    lines = [
+        "# Demo over seeds: the end of each run (2 CPU cores, configs/demo.yaml)",
+        "",
+        f"overrides: {' '.join(overrides) or 'none'}; decoder masks unless the overrides say otherwise.",
+        "",
+        "| seed | minutes | step | FG-ARI | mBO |",
+        "|---|---|---|---|---|",
+        *(f"| {seed} | {m:.2f} | {s} | {f:.3f} | {b:.3f} |" for seed, (m, s, f, b) in finals.items()),
+        f"| mean | | | {sum(fg_aris) / len(fg_aris):.3f} | {sum(mbos) / len(mbos):.3f} |",
+        f"| best baseline | | | {best[0]:.3f} | {best[1]:.3f} |",
+        "",
+        *(f"- {BASELINE_TITLES[b]}: FG-ARI {f:.3f}, mBO {m:.3f}" for b, (f, m) in baselines.items()),
+    ]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
 
 
 def write_results(

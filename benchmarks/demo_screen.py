@@ -93,12 +93,21 @@ def main() -> None:
     parser.add_argument("--position", type=float, default=0.0, help="weight of Fourier position channels")
     parser.add_argument("--distinct", action="store_true", help="distinct colours within a scene")
     parser.add_argument("--plain", action="store_true", help="gradient backgrounds only")
+    parser.add_argument("--palette", type=int, default=0, help="use the first N palette colours")
+    parser.add_argument("--objects", type=int, nargs=2, default=None, help="min and max objects per scene")
+    parser.add_argument("--shading", type=float, default=None, help="object shading range")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     torch.set_num_threads(2)
     cfg = load_config(demo_config_path(), [f"train.seed={args.seed}", *args.overrides])
     size = cfg.data.image_size
     patch_scene_options(args.distinct, args.plain)
+    if args.palette:
+        synthetic.PALETTE = dict(list(synthetic.PALETTE.items())[: args.palette])
+    if args.objects:
+        synthetic.MIN_OBJECTS, synthetic.MAX_OBJECTS = args.objects
+    if args.shading is not None:
+        synthetic.SHADING_RANGE = args.shading
     t0 = time.time()
     train_images, _ = render(args.num_train, 0, 0, size)
     val_images, val_masks = render(args.num_val, 0, 1, size)
