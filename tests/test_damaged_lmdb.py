@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from dias.config import load_config
+from dias.data.codec import CorruptRecordError
 from dias.data.dataset import LmdbDataset
-from dias.data.records import CorruptRecordError, CorruptSplitError, LmdbReader
+from dias.data.records import CorruptSplitError, LmdbReader
 from dias.engine.doctor import check_split
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 
 from dias.config import load_config
 from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
-from dias.model import attention_to_segmentation, build_model, load_official_weights, official_key_map
+from dias.masks import masks_from_attention
+from dias.model import build_model
+from dias.official import load_official_weights, official_key_map
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = REPO.parent / "shared" / "reference"
@@ -83,7 +85,7 @@ def test_decoder(run, fixture):
 def test_segmentation_matches_except_at_ties(run):
     _, out, expected = run
     size = tuple(expected["segment_argmax"].shape[-2:])
-    segment = attention_to_segmentation(out.decoder_attn, size)
+    segment = masks_from_attention(out.decoder_attn, size)
     upsampled = F.interpolate(out.decoder_attn.unflatten(-1, (16, 16)), size=size, mode="bilinear", align_corners=False)
     top2 = upsampled.topk(2, dim=1).values
     tie = (top2[:, 0] - top2[:, 1]) < TIE_GAP

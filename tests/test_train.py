@@ -21,7 +21,7 @@ from dias.engine.checkpoint import CheckpointError, file_sha256, load_checkpoint
 from dias.engine.demo import MARKER_FILE_NAME, demo_config_path
 from dias.engine.log import read_metrics
 from dias.engine.runlock import RunInUseError
-from dias.engine.train import LAST, NonFiniteLossError, resume_config, run_train, train
+from dias.engine.train import LAST, NonFiniteLossError, load_resume, run_train, train
 
 REPO = Path(__file__).resolve().parents[1]
 SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": str(REPO / "src")}
@@ -37,6 +37,12 @@ TINY = [
     "log.every=1",
     "log.tensorboard=false",
 ]
+
+
+def _resumed(run, overrides=(), **kwargs):
+    """train() continuing `run` from its last.pt, read once by load_resume."""
+    cfg, checkpoint = load_resume(run, overrides)
+    return train(cfg, run, resume=checkpoint, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +81,7 @@ def test_resumed_run_repeats_the_uninterrupted_losses_exactly(num_workers, tiny_
     straight = train(cfg, tmp_path / "straight", progress=False)
     first = train(cfg, tmp_path / "resumed", max_steps=3, progress=False)
     assert first.status == "stopped" and load_checkpoint(tmp_path / "resumed" / LAST)["step"] == 3
-    second = train(resume_config(tmp_path / "resumed"), tmp_path / "resumed", resume=True, progress=False)
+    second = _resumed(tmp_path / "resumed", progress=False)
     assert second.step == 6
     assert first.losses + second.losses == straight.losses
     logged = [r["loss"] for r in read_metrics(tmp_path / "resumed") if "loss" in r]
@@ -87,7 +93,7 @@ def test_resumed_run_repeats_the_uninterrupted_losses_exactly(num_workers, tiny_
 def test_resume_refuses_a_config_with_another_model(tiny_root, tmp_path):
     train(tiny_config(tiny_root, "train.total_steps=1"), tmp_path / "run", progress=False)
     with pytest.raises(CheckpointError, match="model.slot_dim"):
-        resume_config(tmp_path / "run", ["model.slot_dim=16"])
+        load_resume(tmp_path / "run", ["model.slot_dim=16"])
     assert main(["train", "--resume", str(tmp_path / "run"), "model.num_slots=3"]) == 1
     with pytest.raises(FileExistsError, match="--resume"):
         run_train(REPO / "configs" / "demo.yaml", [*TINY, f"data.root={tiny_root}"], out_dir=tmp_path / "run")
@@ -251,7 +257,7 @@ def test_sigterm_saves_last_pt_and_the_run_resumes(tiny_root, tmp_path):
     assert f"dias train --resume {run}" in stderr
     step = load_checkpoint(run / LAST)["step"]
     assert step >= 2
-    resumed = train(resume_config(run), run, resume=True, max_steps=step + 1, progress=False)
+    resumed = _resumed(run, max_steps=step + 1, progress=False)
     assert resumed.step == step + 1
 
 
@@ -267,7 +273,7 @@ def test_a_second_writer_of_a_run_folder_is_refused_naming_the_holder(tiny_root,
         assert holder.stdout.readline().strip() == "locked"
         log_before = (run / "metrics.jsonl").read_bytes()
         with pytest.raises(RunInUseError, match=f"PID {holder.pid}"):
-            train(resume_config(run), run, resume=True, progress=False)
+            _resumed(run, progress=False)
         assert main(["train", "--resume", str(run), "train.total_steps=2"]) == 1
         assert f"in use by another dias process (PID {holder.pid})" in capsys.readouterr().err
         assert (run / "metrics.jsonl").read_bytes() == log_before and load_checkpoint(run / LAST)["step"] == 1
@@ -297,8 +303,8 @@ def test_resuming_with_other_total_steps_warns_naming_the_schedules(tiny_root, t
     run = tmp_path / "run"
     train(tiny_config(tiny_root, "train.total_steps=2", "train.val_every=100"), run, max_steps=1, progress=False)
     with caplog.at_level(logging.WARNING, logger="dias.engine.train"):
-        train(resume_config(run), run, resume=True, max_steps=1, progress=False)
+        _resumed(run, max_steps=1, progress=False)
         assert "train.total_steps changes" not in caplog.text
-        train(resume_config(run, ["train.total_steps=5"]), run, resume=True, max_steps=1, progress=False)
+        _resumed(run, ["train.total_steps=5"], max_steps=1, progress=False)
     assert "train.total_steps changes from 2" in caplog.text and "to 5" in caplog.text
     assert "LR schedule" in caplog.text and "distillation-weight" in caplog.text
