@@ -28,7 +28,7 @@ def _seed():
 
 def test_layer_shapes():
     x = torch.randn(B, N, C)
-    assert MLP(C, 32, D)(x).shape == (B, N, D)
+    assert MLP(C, 32, out_features=D)(x).shape == (B, N, D)
     assert PreNormMLP(C, C)(x).shape == (B, N, C)
     assert LinearNorm(C, D)(x).shape == (B, N, D)
     attention = MultiHeadAttention(C, num_heads=4)

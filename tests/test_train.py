@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -17,11 +18,12 @@ from dias.cli import main
 from dias.config import load_config
 from dias.data.sampling import EpochSampler
 from dias.data.synthetic import prepare_synthetic
-from dias.engine.checkpoint import CheckpointError, file_sha256, load_checkpoint
+from dias.engine.checkpoint import CheckpointError, load_checkpoint
 from dias.engine.demo import MARKER_FILE_NAME, demo_config_path
 from dias.engine.log import read_metrics
 from dias.engine.runlock import RunInUseError
-from dias.engine.train import LAST, NonFiniteLossError, load_resume, run_train, train
+from dias.engine.train import LAST, NonFiniteLossError, draw_reinit, load_resume, run_train, train
+from dias.io import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": str(REPO / "src")}
@@ -308,3 +310,24 @@ def test_resuming_with_other_total_steps_warns_naming_the_schedules(tiny_root, t
         _resumed(run, ["train.total_steps=5"], max_steps=1, progress=False)
     assert "train.total_steps changes from 2" in caplog.text and "to 5" in caplog.text
     assert "LR schedule" in caplog.text and "distillation-weight" in caplog.text
+
+
+def test_the_trainer_draws_the_reinit_coin_from_the_scheduled_probability():
+    assert draw_reinit(load_config(REPO / "configs" / "dias-coco.yaml"), 0) is None  # no re-initialization
+    full = REPO / "configs" / "dias-full-coco.yaml"
+    assert draw_reinit(load_config(full, ["model.reinit.prob=0.0"]), 10) is False
+    assert draw_reinit(load_config(full, ["model.reinit.prob=1.0", "model.reinit.prob_schedule=constant"]), 0)
+    ramp = load_config(full, ["model.reinit.prob=1.0", "model.reinit.prob_schedule=linear", "train.total_steps=10"])
+    torch.manual_seed(0)
+    assert not any(draw_reinit(ramp, 0) for _ in range(20))  # the linear ramp starts at 0
+    assert sum(draw_reinit(ramp, 5) for _ in range(400)) in range(150, 250)  # p = 0.5 half-way
+
+
+@pytest.mark.slow
+def test_compile_trains_a_full_dias_config(tiny_root, tmp_path):
+    """train.compile=true with pruning + re-initialization: the coin is an argument, not drawn in forward."""
+    vit = ["data.image_size=56", "model.backbone.input_scale=1.0", "data.batch_size=2", "model.decoder.num_layers=1"]
+    overrides = [*TINY, *vit, f"data.root={tiny_root}", "model.slot_dim=32", "train.total_steps=3", "train.val_every=3"]
+    overrides += ["eval.batch_size=2", "optim.warmup_steps=0", "model.reinit.prob=0.5", "train.compile=true"]
+    result = train(load_config(REPO / "configs" / "dias-full-coco.yaml", overrides), tmp_path / "run", progress=False)
+    assert result.status == "done" and result.step == 3 and all(map(math.isfinite, result.losses))

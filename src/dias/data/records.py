@@ -192,8 +192,6 @@ class LmdbWriter:
         os.replace(self.partial_path, self.path)
         return self.path
 
-    close = finish
-
     def __enter__(self) -> LmdbWriter:
         return self
 
