@@ -29,8 +29,8 @@ from scipy import ndimage
 
 from dias.data.records import LmdbReader
 from dias.data.synthetic import PALETTE
-from dias.metrics import fg_ari, nanmean
 from dias.masks import masks_from_attention
+from dias.metrics import fg_ari, nanmean
 from dias.modules.backbone import OPPONENT, PatchStats
 
 RESULTS = Path(__file__).resolve().parent / "results"

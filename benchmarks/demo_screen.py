@@ -20,8 +20,8 @@ from dias.data import synthetic
 from dias.engine.demo import demo_config_path
 from dias.engine.evaluate import select_masks
 from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
-from dias.metrics import nanmean, score
 from dias.masks import masks_from_attention
+from dias.metrics import nanmean, score
 from dias.model import build_model
 from dias.schedules import distill_weight_at, lr_at
 

@@ -12,7 +12,7 @@ from dias.engine.checkpoint import (
 )
 from dias.model import build_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs" / "demo.yaml"
 FIXTURE = REPO / "tests" / "fixtures" / "official_seed0.pt"
 

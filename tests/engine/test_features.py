@@ -18,7 +18,7 @@ from dias.engine.features import build_feature_cache, expected_info, open_featur
 from dias.engine.train import train
 from dias.model import build_model
 
-DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
 
 @pytest.fixture(scope="module")
