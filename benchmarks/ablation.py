@@ -51,7 +51,9 @@ def run(overrides: list[str], run_dir: Path) -> dict[str, float]:
             ids = gt.unique()
             counts["segments"].append(int(((ids != IGNORE_ID) & (ids != BACKGROUND_ID)).sum()) + 1)
 
-    means = evaluate(result.model, val_loader, cfg.eval.mask_source, cfg.eval.seed, progress=False, on_batch=count)
+    means = evaluate(
+        result.model, val_loader, mask_source=cfg.eval.mask_source, seed=cfg.eval.seed, progress=False, on_batch=count
+    )
     scores = {k: float(v) for k, v in means.means().items()}
     scores["active"] = statistics.mean(counts["active"])
     scores["segments"] = statistics.mean(counts["segments"])

@@ -29,8 +29,8 @@ from scipy import ndimage
 
 from dias.data.records import LmdbReader
 from dias.data.synthetic import PALETTE
+from dias.masks import masks_from_attention
 from dias.metrics import fg_ari, nanmean
-from dias.model import attention_to_segmentation
 from dias.modules.backbone import OPPONENT, PatchStats
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -87,7 +87,7 @@ def segment_masks(segments: torch.Tensor) -> torch.Tensor:
 
 def pooled_ceiling(masks: torch.Tensor, gt: torch.Tensor, grid: int) -> float:
     """FG-ARI of one-hot masks (B, S, H, W) pooled to a grid x grid token grid, upsampled back, arg-maxed."""
-    return nanmean(fg_ari(attention_to_segmentation(F.adaptive_avg_pool2d(masks, grid), gt.shape[-1]), gt))
+    return nanmean(fg_ari(masks_from_attention(F.adaptive_avg_pool2d(masks, grid), gt.shape[-1]), gt))
 
 
 def labels_to_masks(labels: torch.Tensor, k: int, grid: int) -> torch.Tensor:
@@ -132,7 +132,7 @@ def main() -> None:
             tokens = extract(images)
             generator = torch.Generator().manual_seed(0)
             labels = torch.stack([kmeans(t, args.num_slots, generator) for t in tokens])
-            pred = attention_to_segmentation(labels_to_masks(labels, args.num_slots, grid), size)
+            pred = masks_from_attention(labels_to_masks(labels, args.num_slots, grid), size)
             row.append(f"{nanmean(fg_ari(pred, gt)):.3f}")
         lines.append("| " + " | ".join(row) + " |")
         print(lines[-1], flush=True)

@@ -20,8 +20,9 @@ from dias.data import synthetic
 from dias.engine.demo import demo_config_path
 from dias.engine.evaluate import select_masks
 from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
+from dias.masks import masks_from_attention
 from dias.metrics import nanmean, score
-from dias.model import attention_to_segmentation, build_model
+from dias.model import build_model
 from dias.schedules import distill_weight_at, lr_at
 
 
@@ -42,7 +43,7 @@ def kmeans_fg_ari(tokens: torch.Tensor, masks: torch.Tensor, k: int, grid: int) 
         lab = KMeans(k, n_init=3, random_state=0).fit_predict(t.numpy())
         labels.append(torch.from_numpy(lab).long())
     onehot = torch.nn.functional.one_hot(torch.stack(labels), k).permute(0, 2, 1).float()
-    pred = attention_to_segmentation(onehot.unflatten(-1, (grid, grid)), masks.shape[-1])
+    pred = masks_from_attention(onehot.unflatten(-1, (grid, grid)), masks.shape[-1])
     s = score(pred, masks)
     return nanmean(s["fg_ari"].numpy()), nanmean(s["mbo"].numpy())
 
@@ -137,9 +138,9 @@ def main() -> None:
             with torch.no_grad():
                 torch.manual_seed(0)
                 out = model(features=val_tokens)
-                pred = attention_to_segmentation(select_masks(out, cfg.eval.mask_source), size)
+                pred = masks_from_attention(select_masks(out, cfg.eval.mask_source), size)
                 s = score(pred, val_masks)
-                pred0 = attention_to_segmentation(out.attn[0], size)
+                pred0 = masks_from_attention(out.attn[0], size)
                 s0 = score(pred0, val_masks)
                 used = (torch.nn.functional.one_hot(pred.flatten(1), cfg.model.num_slots).sum(1) > 0).sum(1)
                 # How much the decoder needs the slots: its loss with another image's slots, on a training mask.

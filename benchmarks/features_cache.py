@@ -20,11 +20,12 @@ from machine import cpu_name
 from torch.utils.data import DataLoader
 
 from dias.config import load_config
-from dias.data.dataset import LmdbDataset, collate, split_path
+from dias.data.dataset import LmdbDataset, collate
+from dias.data.records import split_path
 from dias.data.synthetic import prepare_synthetic
 from dias.data.transforms import EvalTransform
 from dias.engine.evaluate import evaluate
-from dias.engine.features import FeatureDataset, build_feature_cache
+from dias.engine.features import build_feature_cache, open_feature_split
 from dias.model import build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,9 +41,8 @@ def main() -> None:
     logging.disable(logging.WARNING)  # the random-backbone warning
     with tempfile.TemporaryDirectory() as tmp:
         root, cache = Path(tmp) / "data", Path(tmp) / "cache"
-        cfg = load_config(
-            args.config, [f"data.root={root}", f"eval.batch_size={args.batch_size}", "data.num_workers=0"]
-        )
+        overrides = [f"data.root={root}", f"data.features={cache}", f"eval.batch_size={args.batch_size}"]
+        cfg = load_config(args.config, [*overrides, "data.num_workers=0"])
         n = args.num_images
         prepare_synthetic(root, num_train=n, num_val=n, size=cfg.data.image_size, num_workers=2, progress=False)
         start = time.perf_counter()
@@ -53,7 +53,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_model(cfg)
         source = LmdbDataset(split_path(root, "val"), EvalTransform(cfg.data.image_size))
-        cached = FeatureDataset(split_path(cache, "val"), cfg, train=False, source=source)
+        cached = open_feature_split(cfg, "val", train=False, source=source)
         rows = []
         for name, dataset in (("live backbone", source), ("cached tokens", cached)):
             loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=collate)

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from dias.cli import main
@@ -36,3 +37,40 @@ def test_prepare_synthetic_writes_a_readable_dataset(tmp_path):
     assert 2 <= int(sample["mask"].max()) <= 6
     # A finished split is not silently replaced.
     assert main([*args, "--size", "64", "--workers", "1"]) == 1
+
+
+def test_user_errors_are_one_line_and_debug_shows_their_traceback(capsys):
+    assert main(["eval", "--checkpoint", "missing.pt"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dias: error: checkpoint not found at missing.pt") and "Traceback" not in err
+    assert main(["--debug", "eval", "--checkpoint", "missing.pt"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "CheckpointError" in err and "dias: error: checkpoint not found" in err
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("a programming error, not the user's")
+
+    monkeypatch.setattr("dias.engine.report.run_report", broken)
+    with pytest.raises(ValueError, match="programming error"):
+        main(["report", "anywhere"])
+
+
+def test_every_user_facing_error_is_a_dias_error():
+    from dias.config import ConfigError
+    from dias.data.codec import CorruptRecordError, LmdbFormatError
+    from dias.data.feature_cache import FeatureCacheError
+    from dias.data.records import CorruptSplitError
+    from dias.data.safe_pickle import UnsafePickleError
+    from dias.engine.checkpoint import CheckpointError
+    from dias.engine.runlock import RunInUseError
+    from dias.engine.train import NonFiniteLossError
+    from dias.errors import DiasError, FileInTheWayError, MissingFileError, WriteError
+    from dias.io import WeightsMismatchError
+
+    kinds = (ConfigError, CorruptRecordError, LmdbFormatError, CorruptSplitError, FeatureCacheError, UnsafePickleError)
+    kinds += (CheckpointError, RunInUseError, NonFiniteLossError, MissingFileError, FileInTheWayError, WriteError)
+    kinds += (WeightsMismatchError,)
+    assert all(issubclass(kind, DiasError) for kind in kinds)
+    assert issubclass(MissingFileError, FileNotFoundError) and issubclass(ConfigError, ValueError)

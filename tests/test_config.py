@@ -161,3 +161,40 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         save_config(load_config(None, ["train.seed=7"]), path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("eval.mask_source=attn0", "eval.mask_source = 'attn0' is invalid: it must be decoder"),
+        ("eval.mask_source=decodr", "did you mean eval.mask_source=decoder?"),
+        ("eval.mask_source=attn0", "did you mean eval.mask_source=attn:0?"),
+        ("eval.mask_source=attn:3", "the model runs 3 slot-attention iterations (model.num_iters=3)"),
+        ("eval.mask_source=attn:-4", "did you mean eval.mask_source=attn:-3?"),
+        ("model.decoder.name=transformer", "model.decoder.name = 'transformer' is not one of"),
+        ("model.initializer=learnt", "did you mean model.initializer=learned?"),
+        ("model.reinit.distance=attn", "did you mean model.reinit.distance=attention?"),
+        ("loss.distill_form=logits", "loss.distill_form = 'logits' is not one of 'prob', 'log'"),
+        ("train.precision=fp61", "did you mean train.precision=fp16?"),
+    ],
+)
+def test_free_strings_are_checked_at_load_with_the_closest_valid_value(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIG_DIR / "demo.yaml", [override])
+    assert message in str(info.value)
+
+
+def test_attn_iteration_counts_the_reinitialized_ones():
+    full = ["model.reinit.enabled=true", "model.reinit.num_iters=2"]
+    assert load_config(CONFIG_DIR / "demo.yaml", [*full, "eval.mask_source=attn:4"]).eval.mask_source == "attn:4"
+    with pytest.raises(
+        ConfigError, match=r"5 slot-attention iterations \(model.num_iters=3 \+ model.reinit.num_iters=2"
+    ):
+        load_config(CONFIG_DIR / "demo.yaml", [*full, "eval.mask_source=attn:5"])
+
+
+def test_doctor_reports_a_misspelt_option_before_anything_runs():
+    from dias.engine.doctor import run_checks
+
+    checks = run_checks(CONFIG_DIR / "demo.yaml", ["eval.mask_source=attn0"], estimate=False)
+    assert [c.status for c in checks] == ["FAIL"] and "did you mean eval.mask_source=attn:0" in checks[0].message

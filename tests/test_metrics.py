@@ -3,7 +3,8 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from dias.metrics import IGNORE_ID, ari, fg_ari, mbo, miou, nanmean, score
+from dias.data.codec import IGNORE_ID
+from dias.metrics import ari, fg_ari, mbo, miou, nanmean, score
 
 
 def _random_case(rng, size=12):

@@ -6,16 +6,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from dias.config import load_config
+from dias.config import load_config, num_attention_maps
+from dias.io import WeightsMismatchError
 from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
-from dias.model import (
-    DIAS,
-    WeightsMismatchError,
-    attention_to_segmentation,
-    build_model,
-    load_official_weights,
-    official_key_map,
-)
+from dias.masks import masks_from_attention
+from dias.model import DIAS, build_model
+from dias.official import load_official_weights, official_key_map
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 TINY = [
@@ -149,9 +145,7 @@ def test_every_shipped_config_builds_and_runs(path):
     features = torch.randn(1, h * w, model.backbone.feature_dim)
     out = model.train()(features=features)
     assert out.recon.shape == features.shape
-    reinit = cfg.model.reinit
-    num_maps = cfg.model.num_iters + (reinit.num_iters if reinit.enabled and reinit.prob == 1.0 else 0)
-    assert out.attn.shape == (num_maps, 1, cfg.model.num_slots, h * w)
+    assert out.attn.shape == (num_attention_maps(cfg.model), 1, cfg.model.num_slots, h * w)
 
 
 def test_mlp_decoder_model():
@@ -160,13 +154,13 @@ def test_mlp_decoder_model():
     assert out.recon.shape == (B, N, C) and out.decoder_query is None
 
 
-def test_attention_to_segmentation():
+def test_masks_from_attention():
     attn = torch.zeros(B, K, 4, 4)
     attn[:, 2] = 1.0
     attn[0, 1, :2] = 2.0
-    seg = attention_to_segmentation(attn.flatten(2), 8)
+    seg = masks_from_attention(attn.flatten(2), 8)
     assert seg.shape == (B, 8, 8) and seg.dtype == torch.long
-    assert torch.equal(seg, attention_to_segmentation(attn, (8, 8)))
+    assert torch.equal(seg, masks_from_attention(attn, (8, 8)))
     assert torch.all(seg[1] == 2) and torch.all(seg[0, :3] == 1) and torch.all(seg[0, 5:] == 2)
     with pytest.raises(ValueError, match="square grid"):
-        attention_to_segmentation(torch.rand(B, K, 15), 8)
+        masks_from_attention(torch.rand(B, K, 15), 8)

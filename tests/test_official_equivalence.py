@@ -2,6 +2,8 @@
 
 The fixture (see ../shared/reference/FIXTURES.md) holds the release's non-backbone weights, backbone
 features, the initial slots and the decoder's training mask; we inject those and compare every output.
+tests/fixtures/official_seed0.pt is the part of it these tests read, with repeated tensors stored once
+(tests/fixtures/shrink_reference_fixture.py writes it); DIAS_REFERENCE_FIXTURE=PATH runs them on another.
 """
 
 import csv
@@ -14,13 +16,15 @@ import torch.nn.functional as F
 
 from dias.config import load_config
 from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
-from dias.model import attention_to_segmentation, build_model, load_official_weights, official_key_map
+from dias.masks import masks_from_attention
+from dias.model import build_model
+from dias.official import load_official_weights, official_key_map
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE_DIR = REPO.parent / "shared" / "reference"
+FIXTURE_DIR = REPO / "tests" / "fixtures"
 FIXTURE_ENV = "DIAS_REFERENCE_FIXTURE"
-FIXTURE = Path(os.environ.get(FIXTURE_ENV, REFERENCE_DIR / "fixture_seed0.pt"))
-MANIFEST = REFERENCE_DIR / "state_dict_manifest.tsv"
+FIXTURE = Path(os.environ.get(FIXTURE_ENV, FIXTURE_DIR / "official_seed0.pt"))
+MANIFEST = FIXTURE_DIR / "state_dict_manifest.tsv"
 COCO_CONFIG = REPO / "configs" / "dias-coco.yaml"
 SHIPPED_CONFIGS = sorted((REPO / "configs").glob("dias-*.yaml"))
 TOL = dict(atol=1e-4, rtol=1e-4)
@@ -30,10 +34,7 @@ MODES = ("eval", "train")
 
 @pytest.fixture(scope="module")
 def fixture():
-    if not FIXTURE.is_file():
-        if FIXTURE_ENV in os.environ:  # asked for explicitly: a missing file is a failure, not a skip
-            pytest.fail(f"{FIXTURE_ENV} names {FIXTURE}, which does not exist")
-        pytest.skip(f"reference fixture not found at {FIXTURE}; set {FIXTURE_ENV}=PATH")
+    assert FIXTURE.is_file(), f"reference fixture not found at {FIXTURE}"  # it ships with the repository
     return torch.load(FIXTURE, weights_only=True)
 
 
@@ -83,7 +84,7 @@ def test_decoder(run, fixture):
 def test_segmentation_matches_except_at_ties(run):
     _, out, expected = run
     size = tuple(expected["segment_argmax"].shape[-2:])
-    segment = attention_to_segmentation(out.decoder_attn, size)
+    segment = masks_from_attention(out.decoder_attn, size)
     upsampled = F.interpolate(out.decoder_attn.unflatten(-1, (16, 16)), size=size, mode="bilinear", align_corners=False)
     top2 = upsampled.topk(2, dim=1).values
     tie = (top2[:, 0] - top2[:, 1]) < TIE_GAP
@@ -106,8 +107,6 @@ def _manifest():
 
 @pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.stem)
 def test_official_key_map_covers_the_manifest(path):
-    if not MANIFEST.is_file():
-        pytest.skip(f"state-dict manifest not found at {MANIFEST}")
     manifest = _manifest()
     with torch.device("meta"):  # names and shapes only: skip allocating and initialising the weights
         model = build_model(load_config(path))

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from dias.losses import select_distillation_pair
-from dias.model import attention_to_segmentation, build_model
+from dias.masks import masks_from_attention
+from dias.model import build_model
 
 
 @pytest.fixture()
@@ -40,7 +41,7 @@ def test_pruned_slots_get_no_attention_and_never_win(make_model, features):
     assert torch.all(out.attn[-1][pruned] == 0)
     assert torch.all(out.decoder_attn[pruned] == 0)
     assert torch.all(out.slots[pruned] == 0)
-    labels = attention_to_segmentation(out.decoder_attn, 64)
+    labels = masks_from_attention(out.decoder_attn, 64)
     for b in range(2):
         assert set(labels[b].unique().tolist()) <= set(torch.nonzero(out.keep[b]).squeeze(1).tolist())
     torch.testing.assert_close(out.decoder_attn.sum(dim=1), torch.ones(2, 64))
@@ -54,15 +55,15 @@ def test_unmasked_variant_keeps_zero_slots_as_queries(make_model, features):
     assert torch.all(out.decoder_attn[~out.keep] > 0)  # still valid keys in the decoder
 
 
-def test_probability_zero_equals_the_release_model(make_model, features):
+def test_reinit_off_equals_the_release_model(make_model, features):
     release = make_model().train()
-    full = make_model("model.reinit.enabled=true", "model.reinit.prob=0.0").train()
+    full = make_model("model.reinit.enabled=true").train()
     full.load_state_dict(release.state_dict())
     init = release.initializer(2)
     perm = torch.stack([torch.randperm(64) for _ in range(2)])
     visible = torch.arange(64)[None] < torch.tensor([[10], [40]])
     a = release(features=features, init_slots=init, perm=perm, visible=visible)
-    b = full(features=features, init_slots=init, perm=perm, visible=visible)
+    b = full(features=features, init_slots=init, perm=perm, visible=visible, reinit=False)
     assert b.keep is None
     for name in ("slots", "attn", "recon", "decoder_attn"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -17,11 +18,12 @@ from dias.cli import main
 from dias.config import load_config
 from dias.data.sampling import EpochSampler
 from dias.data.synthetic import prepare_synthetic
-from dias.engine.checkpoint import CheckpointError, file_sha256, load_checkpoint
+from dias.engine.checkpoint import CheckpointError, load_checkpoint
 from dias.engine.demo import MARKER_FILE_NAME, demo_config_path
 from dias.engine.log import read_metrics
 from dias.engine.runlock import RunInUseError
-from dias.engine.train import LAST, NonFiniteLossError, resume_config, run_train, train
+from dias.engine.train import LAST, NonFiniteLossError, draw_reinit, load_resume, run_train, train
+from dias.io import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": str(REPO / "src")}
@@ -37,6 +39,12 @@ TINY = [
     "log.every=1",
     "log.tensorboard=false",
 ]
+
+
+def _resumed(run, overrides=(), **kwargs):
+    """train() continuing `run` from its last.pt, read once by load_resume."""
+    cfg, checkpoint = load_resume(run, overrides)
+    return train(cfg, run, resume=checkpoint, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +83,7 @@ def test_resumed_run_repeats_the_uninterrupted_losses_exactly(num_workers, tiny_
     straight = train(cfg, tmp_path / "straight", progress=False)
     first = train(cfg, tmp_path / "resumed", max_steps=3, progress=False)
     assert first.status == "stopped" and load_checkpoint(tmp_path / "resumed" / LAST)["step"] == 3
-    second = train(resume_config(tmp_path / "resumed"), tmp_path / "resumed", resume=True, progress=False)
+    second = _resumed(tmp_path / "resumed", progress=False)
     assert second.step == 6
     assert first.losses + second.losses == straight.losses
     logged = [r["loss"] for r in read_metrics(tmp_path / "resumed") if "loss" in r]
@@ -87,7 +95,7 @@ def test_resumed_run_repeats_the_uninterrupted_losses_exactly(num_workers, tiny_
 def test_resume_refuses_a_config_with_another_model(tiny_root, tmp_path):
     train(tiny_config(tiny_root, "train.total_steps=1"), tmp_path / "run", progress=False)
     with pytest.raises(CheckpointError, match="model.slot_dim"):
-        resume_config(tmp_path / "run", ["model.slot_dim=16"])
+        load_resume(tmp_path / "run", ["model.slot_dim=16"])
     assert main(["train", "--resume", str(tmp_path / "run"), "model.num_slots=3"]) == 1
     with pytest.raises(FileExistsError, match="--resume"):
         run_train(REPO / "configs" / "demo.yaml", [*TINY, f"data.root={tiny_root}"], out_dir=tmp_path / "run")
@@ -251,7 +259,7 @@ def test_sigterm_saves_last_pt_and_the_run_resumes(tiny_root, tmp_path):
     assert f"dias train --resume {run}" in stderr
     step = load_checkpoint(run / LAST)["step"]
     assert step >= 2
-    resumed = train(resume_config(run), run, resume=True, max_steps=step + 1, progress=False)
+    resumed = _resumed(run, max_steps=step + 1, progress=False)
     assert resumed.step == step + 1
 
 
@@ -267,7 +275,7 @@ def test_a_second_writer_of_a_run_folder_is_refused_naming_the_holder(tiny_root,
         assert holder.stdout.readline().strip() == "locked"
         log_before = (run / "metrics.jsonl").read_bytes()
         with pytest.raises(RunInUseError, match=f"PID {holder.pid}"):
-            train(resume_config(run), run, resume=True, progress=False)
+            _resumed(run, progress=False)
         assert main(["train", "--resume", str(run), "train.total_steps=2"]) == 1
         assert f"in use by another dias process (PID {holder.pid})" in capsys.readouterr().err
         assert (run / "metrics.jsonl").read_bytes() == log_before and load_checkpoint(run / LAST)["step"] == 1
@@ -297,8 +305,29 @@ def test_resuming_with_other_total_steps_warns_naming_the_schedules(tiny_root, t
     run = tmp_path / "run"
     train(tiny_config(tiny_root, "train.total_steps=2", "train.val_every=100"), run, max_steps=1, progress=False)
     with caplog.at_level(logging.WARNING, logger="dias.engine.train"):
-        train(resume_config(run), run, resume=True, max_steps=1, progress=False)
+        _resumed(run, max_steps=1, progress=False)
         assert "train.total_steps changes" not in caplog.text
-        train(resume_config(run, ["train.total_steps=5"]), run, resume=True, max_steps=1, progress=False)
+        _resumed(run, ["train.total_steps=5"], max_steps=1, progress=False)
     assert "train.total_steps changes from 2" in caplog.text and "to 5" in caplog.text
     assert "LR schedule" in caplog.text and "distillation-weight" in caplog.text
+
+
+def test_the_trainer_draws_the_reinit_coin_from_the_scheduled_probability():
+    assert draw_reinit(load_config(REPO / "configs" / "dias-coco.yaml"), 0) is None  # no re-initialization
+    full = REPO / "configs" / "dias-full-coco.yaml"
+    assert draw_reinit(load_config(full, ["model.reinit.prob=0.0"]), 10) is False
+    assert draw_reinit(load_config(full, ["model.reinit.prob=1.0", "model.reinit.prob_schedule=constant"]), 0)
+    ramp = load_config(full, ["model.reinit.prob=1.0", "model.reinit.prob_schedule=linear", "train.total_steps=10"])
+    torch.manual_seed(0)
+    assert not any(draw_reinit(ramp, 0) for _ in range(20))  # the linear ramp starts at 0
+    assert sum(draw_reinit(ramp, 5) for _ in range(400)) in range(150, 250)  # p = 0.5 half-way
+
+
+@pytest.mark.slow
+def test_compile_trains_a_full_dias_config(tiny_root, tmp_path):
+    """train.compile=true with pruning + re-initialization: the coin is an argument, not drawn in forward."""
+    vit = ["data.image_size=56", "model.backbone.input_scale=1.0", "data.batch_size=2", "model.decoder.num_layers=1"]
+    overrides = [*TINY, *vit, f"data.root={tiny_root}", "model.slot_dim=32", "train.total_steps=3", "train.val_every=3"]
+    overrides += ["eval.batch_size=2", "optim.warmup_steps=0", "model.reinit.prob=0.5", "train.compile=true"]
+    result = train(load_config(REPO / "configs" / "dias-full-coco.yaml", overrides), tmp_path / "run", progress=False)
+    assert result.status == "done" and result.step == 3 and all(map(math.isfinite, result.losses))

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from dias.data.codec import IGNORE_ID
 from dias.engine.gallery import VizItem, keep_strip, render_panel
-from dias.metrics import IGNORE_ID
 from dias.viz import (
     BOUNDARY_COLOR,
     IGNORE_COLOR,

@@ -9,10 +9,14 @@ __all__ = ["Config", "ConfigError", "__version__", "build_model", "load", "load_
 
 def __getattr__(name):
     # The model pulls in torch and timm; import it only when asked for.
-    if name in ("build_model", "load_official_weights"):
-        from dias import model
+    if name == "build_model":
+        from dias.model import build_model
 
-        return getattr(model, name)
+        return build_model
+    if name == "load_official_weights":
+        from dias.official import load_official_weights
+
+        return load_official_weights
     if name == "load":
         from dias.engine.infer import load
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from pathlib import Path
 
 from dias import __version__
+from dias.errors import DiasError
 
 EXIT_CODES = {"interrupted": 130, "terminated": 143}  # the shell's codes for SIGINT and SIGTERM
 
@@ -21,9 +23,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args) or 0
-    except (ValueError, OSError) as exc:
-        # Errors a user can cause (a bad value, a missing or damaged file, a full disk) carry their own fix;
-        # show them in one line, without a traceback.
+    except DiasError as exc:
+        # A user's mistake (a bad value, a missing or damaged file, a full disk) carries its own fix: one line.
+        # Anything else is a bug and keeps its traceback.
+        if args.debug:
+            traceback.print_exc()
         print(f"dias: error: {_one_line(exc)}", file=sys.stderr)
         return 1
 
@@ -37,6 +41,7 @@ def _one_line(exc: BaseException) -> str:
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dias", description=__doc__)
     parser.add_argument("--version", action="version", version=f"dias {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of user errors too")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     prepare = commands.add_parser("prepare", help="convert a dataset into dias LMDB records")
@@ -149,7 +154,9 @@ def _show_config(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from dias.engine.evaluate import format_metrics, run_eval
 
-    result = run_eval(args.config, args.checkpoint, args.overrides, args.out, viz=args.viz, split=args.split)
+    result = run_eval(
+        args.checkpoint, config=args.config, overrides=args.overrides, out_dir=args.out, viz=args.viz, split=args.split
+    )
     print(format_metrics(result["metrics"], result["baselines"]))
     print(f"metrics written to {result['path']}")
     return 0
@@ -165,13 +172,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dias.engine.train import NonFiniteLossError, run_train
+    from dias.engine.train import run_train
 
-    try:
-        result = run_train(args.config, args.overrides, resume_dir=args.resume, out_dir=args.out)
-    except NonFiniteLossError as exc:
-        print(f"dias: error: {exc}", file=sys.stderr)
-        return 1
+    result = run_train(args.config, args.overrides, resume_dir=args.resume, out_dir=args.out)
     return EXIT_CODES.get(result.status, 0)
 
 
@@ -189,8 +192,16 @@ def _demo(args: argparse.Namespace) -> int:
 def _infer(args: argparse.Namespace) -> int:
     from dias.engine.infer import load, run_infer
 
-    segmenter = load(args.checkpoint, args.backbone_weights, args.config, args.device)
-    summary = run_infer(segmenter, args.inputs, args.out, args.batch_size, args.num_slots, args.slot_masks, args.seed)
+    segmenter = load(args.checkpoint, backbone_weights=args.backbone_weights, config=args.config, device=args.device)
+    summary = run_infer(
+        segmenter,
+        args.inputs,
+        args.out,
+        batch_size=args.batch_size,
+        num_slots=args.num_slots,
+        slot_masks=args.slot_masks,
+        seed=args.seed,
+    )
     print(f"segmented {summary['num_images']} images into {args.out}; skipped {summary['num_skipped']}")
     for item in summary["skipped"]:
         print(f"  skipped {item['file']}: {item['reason']}")
@@ -200,8 +211,6 @@ def _infer(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from dias.engine.checkpoint import export_weights
 
-    if args.out.suffix != ".safetensors":
-        raise ValueError(f"--out must end in .safetensors, got {args.out}")
     print(f"weights written to {export_weights(args.checkpoint, args.out)}")
     return 0
 
@@ -212,7 +221,13 @@ def _features(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     summary = build_feature_cache(
-        cfg, args.out, None, args.views, args.dtype, args.batch_size, args.device, overwrite=args.overwrite
+        cfg,
+        args.out,
+        num_train_views=args.views,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        device=args.device,
+        overwrite=args.overwrite,
     )
     for split, item in summary.items():
         print(f"{split}: {item['num_images']} images x {item['num_views']} views -> {item['path']}")
@@ -262,16 +277,9 @@ def _add_benchmark_commands(commands, datasets) -> None:
     doctor.set_defaults(run=_doctor)
 
 
-def _report_errors(convert) -> int:
-    """Run a converter; a refused pickle or a missing optional package is a user error, not a traceback."""
-    from dias.data.safe_pickle import UnsafePickleError
-
-    try:
-        summary = convert()
-    except (UnsafePickleError, ImportError) as exc:
-        print(f"dias: error: {exc}", file=sys.stderr)
-        return 1
-    print(f"ready: {summary}")
+def _print_ready(convert) -> int:
+    """Run a converter and print its summary."""
+    print(f"ready: {convert()}")
     return 0
 
 
@@ -279,20 +287,20 @@ def _prepare_clevrtex(args: argparse.Namespace) -> int:
     from dias.data.convert_clevrtex import prepare_clevrtex
 
     splits = tuple(args.splits)
-    return _report_errors(lambda: prepare_clevrtex(args.raw, args.out, splits, args.workers, args.overwrite))
+    return _print_ready(lambda: prepare_clevrtex(args.raw, args.out, splits, args.workers, args.overwrite))
 
 
 def _prepare_coco(args: argparse.Namespace) -> int:
     from dias.data.convert_coco import prepare_coco
 
     splits = tuple(args.splits)
-    return _report_errors(lambda: prepare_coco(args.raw, args.out, splits, args.mode, args.workers, args.overwrite))
+    return _print_ready(lambda: prepare_coco(args.raw, args.out, splits, args.mode, args.workers, args.overwrite))
 
 
 def _prepare_voc(args: argparse.Namespace) -> int:
     from dias.data.convert_voc import prepare_voc
 
-    return _report_errors(
+    return _print_ready(
         lambda: prepare_voc(
             args.raw, args.out, args.train_list, args.val_list, args.val_year, args.workers, args.overwrite
         )
@@ -302,7 +310,7 @@ def _prepare_voc(args: argparse.Namespace) -> int:
 def _import_official(args: argparse.Namespace) -> int:
     from dias.data.import_official import import_official
 
-    return _report_errors(
+    return _print_ready(
         lambda: import_official(args.lmdb, args.out, args.dataset, args.split, args.workers, args.overwrite)
     )
 

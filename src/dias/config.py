@@ -11,32 +11,36 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import glob
 import os
 import re
-import tempfile
 import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, NamedTuple, Union
+from typing import Any, Literal, NamedTuple, Union
 
 import yaml
 
+from dias.errors import DiasError
+from dias.io import atomic_write_bytes
+
 CONFIG_FILE_NAME = "config.yaml"
-TEMP_SUFFIX = ".tmp"  # atomic_write's temporary files are .NAME.XXXXXXXX.tmp beside NAME
 
 
-class ConfigError(ValueError):
+class ConfigError(DiasError, ValueError):
     """A config file or override names an unknown key, holds a value of the wrong type or out of its range."""
 
 
 class Rule(NamedTuple):
-    """A check a value must pass when a config is loaded, and the words that describe a valid value."""
+    """A check a value must pass when a config is loaded, and the words that describe a valid value.
+
+    `examples` are valid values offered as "did you mean" when a refused value is close to one.
+    """
 
     holds: Callable[[Any], bool]
     text: str
+    examples: tuple[str, ...] = ()
 
 
 RULE = "rule"  # the dataclass field metadata key of a Rule
@@ -51,6 +55,24 @@ POSITIVE = Rule(lambda value: value > 0, "> 0")
 FRACTION = Rule(lambda value: 0 <= value <= 1, "in [0, 1]")
 DEVICE = Rule(lambda value: DEVICE_PATTERN.fullmatch(value) is not None, "one of auto, cpu, cuda, cuda:N, mps")
 BETAS = Rule(lambda value: all(0 <= beta < 1 for beta in value), "two numbers in [0, 1)")
+
+# eval.mask_source: the decoder's last cross-attention, or slot-attention iteration I (from 0; negative from the end)
+DECODER_SOURCE = "decoder"
+ATTN_SOURCE_PREFIX = "attn:"
+MASK_SOURCE_PATTERN = re.compile(r"decoder|attn:-?\d+")
+MASK_SOURCE_HELP = "decoder (the decoder's last cross-attention) or attn:I (slot-attention iteration I, e.g. attn:-1)"
+MASK_SOURCE = Rule(
+    lambda value: MASK_SOURCE_PATTERN.fullmatch(value) is not None,
+    MASK_SOURCE_HELP,
+    examples=(DECODER_SOURCE, "attn:0", "attn:1", "attn:2", "attn:-1", "attn:-2"),
+)
+
+
+def parse_mask_source(mask_source: str) -> int | None:
+    """None for "decoder", the iteration index I for "attn:I"; anything else raises ConfigError."""
+    if MASK_SOURCE_PATTERN.fullmatch(mask_source) is None:
+        raise ConfigError(f"unknown mask source {mask_source!r}; use {MASK_SOURCE_HELP}, e.g. eval.mask_source=attn:0")
+    return None if mask_source == DECODER_SOURCE else int(mask_source[len(ATTN_SOURCE_PREFIX) :])
 
 
 def checked(default: Any, rule: Rule) -> Any:
@@ -155,7 +177,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    mask_source: str = "decoder"  # decoder | attn:0 | attn:-1
+    mask_source: str = checked(DECODER_SOURCE, MASK_SOURCE)  # decoder | attn:0 | attn:-1
     batch_size: int = checked(32, at_least(1))
     seed: int = 0
 
@@ -176,6 +198,26 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self) -> None:
+        # eval.mask_source=attn:I must name an iteration the model runs (in eval, re-initialization always runs).
+        iteration = parse_mask_source(self.eval.mask_source)
+        num_maps = num_attention_maps(self.model)
+        if iteration is not None and not -num_maps <= iteration < num_maps:
+            runs = f"model.num_iters={self.model.num_iters}"
+            if self.model.reinit.enabled:
+                runs += f" + model.reinit.num_iters={self.model.reinit.num_iters}"
+            closest = max(-num_maps, min(iteration, num_maps - 1))
+            raise ConfigError(
+                f"config key eval.mask_source = {self.eval.mask_source!r} is invalid: the model runs {num_maps} "
+                f"slot-attention iterations ({runs}), so I must be in {-num_maps} .. {num_maps - 1}; "
+                f"did you mean eval.mask_source={ATTN_SOURCE_PREFIX}{closest}?"
+            )
+
+
+def num_attention_maps(model: ModelConfig) -> int:
+    """T, the slot-attention maps an evaluation forward returns: model.num_iters, + model.reinit.num_iters if on."""
+    return model.num_iters + (model.reinit.num_iters if model.reinit.enabled else 0)
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -238,54 +280,6 @@ def save_config(cfg: Config, path: str | os.PathLike) -> None:
     atomic_write_bytes(Path(path), text.encode("utf-8"))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename over `path`."""
-    atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
-    """Call `write(file)` on a temporary file beside `path`, fsync, then rename it to `path`.
-
-    On any failure (a full disk included) the temporary file is removed and `path` keeps its old content;
-    an OSError says which file could not be written and why.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent)
-    except OSError as exc:
-        raise OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):  # a full disk, a file-size limit: name the file, in words
-            raise OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
-        raise
-    return path
-
-
-def temp_files(path: str | os.PathLike) -> list[Path]:
-    """The temporary files of `atomic_write(path, ...)` calls whose process was killed before the rename."""
-    path = Path(path)
-    return sorted(path.parent.glob(f"{glob.escape(_temp_prefix(path))}*{TEMP_SUFFIX}"))
-
-
-def _temp_prefix(path: Path) -> str:
-    return f".{path.name}."
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _parse_override(item: str) -> tuple[str, Any]:
     key, sep, text = item.partition("=")
     if not sep or not key:
@@ -330,8 +324,15 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
             kwargs[name] = _coerce(raw[name], kind, f"{prefix}{name}")
             rule = fields[name].metadata.get(RULE)
             if rule is not None and not rule.holds(kwargs[name]):
-                raise ConfigError(f"config key {prefix}{name} = {raw[name]!r} is invalid: it must be {rule.text}")
+                hint = _did_you_mean(f"{prefix}{name}", raw[name], rule.examples)
+                raise ConfigError(f"config key {prefix}{name} = {raw[name]!r} is invalid: it must be {rule.text}{hint}")
     return cls(**kwargs)
+
+
+def _did_you_mean(key: str, value: Any, valid: tuple[Any, ...]) -> str:
+    """ "; did you mean KEY=VALUE?" with the valid value closest to `value`, or "" when none is close."""
+    close = difflib.get_close_matches(str(value), [str(v) for v in valid], n=1, cutoff=0.5)
+    return f"; did you mean {key}={close[0]}?" if close else ""
 
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:
@@ -350,7 +351,7 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
     if origin is Literal:
         if value not in args:
             choices = ", ".join(repr(a) for a in args)
-            raise ConfigError(f"config key {key} = {value!r} is not one of {choices}")
+            raise ConfigError(f"config key {key} = {value!r} is not one of {choices}{_did_you_mean(key, value, args)}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):

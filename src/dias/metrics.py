@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-IGNORE_ID = 65535
-BACKGROUND_ID = 0
+from dias.data.codec import BACKGROUND_ID, IGNORE_ID
+
 METRIC_NAMES = ("ari", "fg_ari", "mbo", "miou")  # the keys of `score`, in the order results are shown
 METRIC_TITLES = {"ari": "ARI", "fg_ari": "ARI-FG", "mbo": "mBO", "miou": "mIoU"}  # as in the official tables
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from dias.metrics import IGNORE_ID
+from dias.data.codec import IGNORE_ID
 
 # Distinct colours for labels 0, 1, 2, ...; longer label ranges wrap around.
 PALETTE = torch.tensor(

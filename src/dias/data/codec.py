@@ -21,6 +21,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image
 
+from dias.errors import DiasError
+
 FORMAT_VERSION = 1
 MAGIC = b"DIAS"
 IGNORE_ID = 65535
@@ -32,7 +34,7 @@ _RECORD_HEADER = struct.Struct("<4sHIIII")
 _PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG"}
 
 
-class LmdbFormatError(ValueError):
+class LmdbFormatError(DiasError, ValueError):
     """An LMDB file is not a readable dias split: no header, or an unknown format version."""
 
 
@@ -53,6 +55,12 @@ class Record(NamedTuple):
     image: np.ndarray  # (H,W,3) uint8 RGB
     mask: np.ndarray  # (H,W) uint16 instance ids: 0 background, 1..M objects, IGNORE_ID ignore
     meta: dict[str, Any]
+
+
+def count_objects(mask: np.ndarray) -> int:
+    """How many object ids an instance-id mask holds (neither BACKGROUND_ID nor IGNORE_ID)."""
+    ids = np.unique(mask)
+    return int(np.count_nonzero((ids != BACKGROUND_ID) & (ids != IGNORE_ID)))
 
 
 def record_key(index: int) -> bytes:

@@ -22,6 +22,8 @@ from PIL import Image
 
 from dias.data.codec import encode_record
 from dias.data.convert_common import write_split
+from dias.data.records import split_path
+from dias.errors import MissingFileError
 
 DATASET_NAME = "clevrtex"
 CONVERTER_VERSION = 1
@@ -40,7 +42,7 @@ def find_images(folder: Path) -> list[tuple[str, str]]:
             continue  # _flat, _depth_0001, _albedo, ... files
         flat_path = image_path.with_name(image_path.stem + FLAT_SUFFIX)
         if not flat_path.is_file():
-            raise FileNotFoundError(f"{image_path} has no instance mask {flat_path.name}; is the download complete?")
+            raise MissingFileError(f"{image_path} has no instance mask {flat_path.name}; is the download complete?")
         found.append((int(match.group(1)), str(image_path), str(flat_path)))
     found.sort()
     return [(image, flat) for _, image, flat in found]
@@ -81,16 +83,16 @@ def prepare_clevrtex(
             raise ValueError(f"unknown ClevrTex split {split!r}; choose from {', '.join(SPLIT_FOLDERS)}")
         folder = raw / SPLIT_FOLDERS[split]
         if not folder.is_dir():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"no ClevrTex folder {folder}; pass --raw the folder that holds {SPLIT_FOLDERS[split]}/ "
                 "(the unpacked release), or leave the split out with --splits"
             )
         jobs = find_images(folder)
         if not jobs:
-            raise FileNotFoundError(f"no CLEVRTEX_*.png images under {folder}")
+            raise MissingFileError(f"no CLEVRTEX_*.png images under {folder}")
         info = {"converter_version": CONVERTER_VERSION, "source": SPLIT_FOLDERS[split], "num_images": len(jobs)}
         summary[split] = write_split(
-            out / f"{split}.lmdb",
+            split_path(out, split),
             dataset=DATASET_NAME,
             split=split,
             info=info,

@@ -28,6 +28,8 @@ from PIL import Image, ImageDraw
 
 from dias.data.codec import IGNORE_ID, encode_record_from_bytes
 from dias.data.convert_common import write_split
+from dias.data.records import split_path
+from dias.errors import MissingFileError, MissingPackageError
 
 DATASET_NAME = "coco"
 CONVERTER_VERSION = 1
@@ -92,7 +94,7 @@ def rasterize(segmentation: Any, height: int, width: int) -> np.ndarray:
     try:
         from pycocotools import mask as mask_utils
     except ImportError:
-        raise ImportError(
+        raise MissingPackageError(
             f"this COCO annotation uses compressed RLE, which needs pycocotools: {COCO_EXTRA_HINT}"
         ) from None
     encoded = {"size": [rle_height, rle_width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
@@ -133,7 +135,7 @@ def panoptic_jobs(raw: Path, split: str) -> list[tuple]:
     png_folder = raw / "annotations" / f"panoptic_{split}2017"
     data = _load_json(json_path)
     if not png_folder.is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"no panoptic PNG folder {png_folder}; unzip annotations/panoptic_{split}2017.zip into annotations/"
         )
     is_thing = {c["id"]: bool(c["isthing"]) for c in data["categories"]}
@@ -186,7 +188,7 @@ def prepare_coco(
         encode = encode_panoptic if mode == "panoptic" else encode_instance
         info = {"converter_version": CONVERTER_VERSION, "mode": mode, "source": f"{split}2017", "num_images": len(jobs)}
         summary[split] = write_split(
-            out / f"{split}.lmdb",
+            split_path(out, split),
             dataset=DATASET_NAME,
             split=split,
             info=info,
@@ -203,13 +205,13 @@ def prepare_coco(
 def _image_path(raw: Path, split: str, file_name: str) -> Path:
     path = raw / f"{split}2017" / file_name
     if not path.is_file():
-        raise FileNotFoundError(f"COCO image {path} is missing; unzip {split}2017.zip into {raw}")
+        raise MissingFileError(f"COCO image {path} is missing; unzip {split}2017.zip into {raw}")
     return path
 
 
 def _load_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"COCO annotation file {path} is missing; unzip the 2017 annotations into {path.parent} "
             "(pass --raw the folder that holds train2017/, val2017/ and annotations/)"
         )

@@ -19,6 +19,7 @@ from typing import Any
 from tqdm import tqdm
 
 from dias.data.records import LmdbWriter, load_header
+from dias.errors import FileInTheWayError
 
 CHUNK_SIZE = 16
 
@@ -56,7 +57,7 @@ def write_split(
         if header["dataset"] == dataset and header["info"] == info:
             log.info("%s is already complete", path)
             return {"path": str(path), "num_records": header["num_records"], "num_resumed": count}
-        raise FileExistsError(
+        raise FileInTheWayError(
             f"{path} already holds a {header['dataset']} split made with {header['info']}, not {info}; "
             "pass overwrite=True (`--overwrite`) to replace it"
         )
@@ -64,7 +65,7 @@ def write_split(
     with writer:
         start = writer.num_written
         if start > count:
-            raise FileExistsError(
+            raise FileInTheWayError(
                 f"{writer.partial_path} already holds {start} records but there are only {count} images; "
                 "pass overwrite=True (`--overwrite`) to start again"
             )

@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from dias.data.codec import IGNORE_ID, encode_record_from_bytes
+from dias.data.codec import IGNORE_ID, count_objects, encode_record_from_bytes
 from dias.data.convert_common import write_split
+from dias.data.records import split_path
+from dias.errors import MissingFileError
 
 DATASET_NAME = "voc"
 CONVERTER_VERSION = 1
@@ -45,7 +47,7 @@ def find_devkit(raw: Path) -> Path:
         return raw / "VOCdevkit"
     if any((raw / f"VOC{year}").is_dir() for year in (2007, 2012)):
         return raw
-    raise FileNotFoundError(f"no VOCdevkit under {raw}; pass --raw the folder holding VOCdevkit/ (the unpacked tar)")
+    raise MissingFileError(f"no VOCdevkit under {raw}; pass --raw the folder holding VOCdevkit/ (the unpacked tar)")
 
 
 def default_val_year(devkit: Path) -> int:
@@ -67,9 +69,7 @@ def encode_sample(job: tuple[str, str, int]) -> bytes:
         if picture.mode not in ("P", "L"):
             raise ValueError(f"{png_path} has mode {picture.mode}; a VOC SegmentationObject PNG is a palette image")
         mask = object_mask(np.asarray(picture, dtype=np.uint8))
-    ids = np.unique(mask)
-    num_objects = int(np.count_nonzero((ids != 0) & (ids != IGNORE_ID)))
-    meta = {"id": Path(image_path).stem, "year": year, "num_objects": num_objects}
+    meta = {"id": Path(image_path).stem, "year": year, "num_objects": count_objects(mask)}
     return encode_record_from_bytes(Path(image_path).read_bytes(), mask, meta, "jpeg")
 
 
@@ -81,7 +81,7 @@ def read_list(year_dir: Path, name: str) -> list[str]:
     if not path.is_file():
         path = year_dir / "ImageSets" / "Segmentation" / f"{name}.txt"
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"no image list {name!r}: neither a file nor {path}; use train, val, trainval, {ALL_ANNOTATED} "
             "or a path to a text file of image ids (trainaug.txt must be added to ImageSets/Segmentation)"
         )
@@ -91,7 +91,7 @@ def read_list(year_dir: Path, name: str) -> list[str]:
 def split_jobs(year_dir: Path, list_name: str, year: int) -> tuple[list[tuple[str, str, int]], int]:
     """Jobs of the listed images that have an object PNG, and how many listed images had none."""
     if not (year_dir / "SegmentationObject").is_dir():
-        raise FileNotFoundError(f"no {year_dir / 'SegmentationObject'}; is VOC{year} unpacked completely?")
+        raise MissingFileError(f"no {year_dir / 'SegmentationObject'}; is VOC{year} unpacked completely?")
     jobs, num_skipped = [], 0
     for image_id in read_list(year_dir, list_name):
         png_path = year_dir / "SegmentationObject" / f"{image_id}.png"
@@ -100,7 +100,7 @@ def split_jobs(year_dir: Path, list_name: str, year: int) -> tuple[list[tuple[st
             continue
         image_path = year_dir / "JPEGImages" / f"{image_id}.jpg"
         if not image_path.is_file():
-            raise FileNotFoundError(f"VOC image {image_path} is missing although {png_path} exists")
+            raise MissingFileError(f"VOC image {image_path} is missing although {png_path} exists")
         jobs.append((str(image_path), str(png_path), year))
     if num_skipped:
         log.warning("VOC%d %s: %d listed images have no SegmentationObject PNG; skipped", year, list_name, num_skipped)
@@ -127,7 +127,7 @@ def prepare_voc(
     for split, year, list_name in (("train", TRAIN_YEAR, train_list), ("val", val_year, val_list)):
         jobs, num_skipped = split_jobs(devkit / f"VOC{year}", list_name, year)
         if not jobs:
-            raise FileNotFoundError(f"VOC{year} list {list_name!r} has no image with a SegmentationObject PNG")
+            raise MissingFileError(f"VOC{year} list {list_name!r} has no image with a SegmentationObject PNG")
         info = {
             "converter_version": CONVERTER_VERSION,
             "year": year,
@@ -137,7 +137,7 @@ def prepare_voc(
         }
         log.info("VOC %s split: VOC%d, list %r, %d images", split, year, list_name, len(jobs))
         summary[split] = write_split(
-            Path(out) / f"{split}.lmdb",
+            split_path(out, split),
             dataset=DATASET_NAME,
             split=split,
             info=info,

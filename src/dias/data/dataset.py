@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dias.data.records import CorruptRecordError, LmdbReader
+from dias.data.codec import CorruptRecordError
+from dias.data.records import LmdbReader
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,3 @@ def collate(batch: list[Sample | None]) -> dict[str, Any]:
         else:
             out[key] = values
     return out
-
-
-def split_path(root: str | Path, split: str) -> Path:
-    """Where a split lives: ROOT/SPLIT.lmdb."""
-    return Path(root) / f"{split}.lmdb"

@@ -29,9 +29,11 @@ import lmdb
 import numpy as np
 from PIL import Image
 
-from dias.data.codec import IGNORE_ID, encode_record_from_bytes, image_format_of
+from dias.data.codec import IGNORE_ID, count_objects, encode_record_from_bytes, image_format_of
 from dias.data.convert_common import write_split
+from dias.data.records import split_path
 from dias.data.safe_pickle import safe_loads
+from dias.errors import MissingFileError
 
 KEYS_KEY = b"__keys__"
 DATASETS = ("coco", "voc", "clevrtex")
@@ -46,7 +48,7 @@ def open_official(path: str | Path) -> lmdb.Environment:
     """Open an official LMDB read-only: a single file (as released) or a folder holding data.mdb."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no official LMDB at {path}; pass --lmdb the release's SPLIT.lmdb file")
+        raise MissingFileError(f"no official LMDB at {path}; pass --lmdb the release's SPLIT.lmdb file")
     return lmdb.open(str(path), subdir=path.is_dir(), readonly=True, lock=False, readahead=False, meminit=False)
 
 
@@ -124,11 +126,7 @@ def convert_record(dataset: str, record: dict[str, Any], key: bytes) -> bytes:
     index = decode_segment(record["segment"])
     lookup, categories = index_lookup(dataset, record)
     mask = lookup[index]  # (H,W) uint16
-    ids = np.unique(mask)
-    meta: dict[str, Any] = {
-        "id": key.decode("ascii"),
-        "num_objects": int(np.count_nonzero((ids != 0) & (ids != IGNORE_ID))),
-    }
+    meta: dict[str, Any] = {"id": key.decode("ascii"), "num_objects": count_objects(mask)}
     if dataset == "coco":
         meta["categories"] = categories
     image_bytes = bytes(record["image"])
@@ -168,7 +166,7 @@ def import_official(
     if dataset not in DATASETS:
         raise ValueError(f"unknown official dataset {dataset!r}; choose from {', '.join(DATASETS)}")
     split = split or lmdb_path.name.split(".")[0]
-    target = Path(out) / f"{split}.lmdb"
+    target = split_path(out, split)
     if target.resolve() == lmdb_path.resolve():
         raise ValueError(f"--out would overwrite the official file {lmdb_path}; choose another folder")
     first_image = bytes(first["image"])

@@ -14,7 +14,7 @@ A sample value is a small binary container, little-endian:
 The image is a PNG or JPEG file of an RGB uint8 (H,W,3) array. The mask is a 16-bit grayscale PNG of
 instance ids (H,W): 0 = background, 1..M = objects, 65535 = ignore. The metadata is UTF-8 JSON, e.g.
 `{"id": ..., "num_objects": M, ...}`. Nothing is pickled. codec.py turns samples into these bytes and
-back; this module owns the LMDB file around them and re-exports the codec.
+back; this module owns the LMDB file around them.
 
 Writers build in `SPLIT.lmdb.partial` and rename it to `SPLIT.lmdb` only after the header is written,
 so an interrupted conversion never leaves a half-written split. A `b"__progress__"` key, committed in
@@ -38,55 +38,22 @@ import lmdb
 import numpy as np
 
 from dias.data.codec import (
-    BACKGROUND_ID,
     FORMAT_VERSION,
     IGNORE_ID,
     IMAGE_FORMATS,
-    MAGIC,
     CorruptRecordError,
     LmdbFormatError,
     Record,
-    decode_image_bytes,
-    decode_mask_bytes,
     decode_record,
-    encode_image_bytes,
-    encode_mask_bytes,
     encode_record,
     record_key,
 )
-
-__all__ = [
-    "BACKGROUND_ID",
-    "DEFAULT_COMMIT_EVERY",
-    "DEFAULT_MAP_SIZE",
-    "FORMAT_NAME",
-    "FORMAT_VERSION",
-    "HEADER_KEY",
-    "IGNORE_ID",
-    "IMAGE_FORMATS",
-    "MAGIC",
-    "PROGRESS_KEY",
-    "CorruptRecordError",
-    "CorruptSplitError",
-    "LmdbFormatError",
-    "LmdbReader",
-    "LmdbWriter",
-    "Record",
-    "decode_image_bytes",
-    "decode_mask_bytes",
-    "decode_record",
-    "encode_image_bytes",
-    "encode_mask_bytes",
-    "encode_record",
-    "load_header",
-    "partial_path",
-    "read_header",
-    "record_key",
-]
+from dias.errors import FileInTheWayError, MissingFileError
 
 FORMAT_NAME = "dias-lmdb"
 HEADER_KEY = b"__header__"
 PROGRESS_KEY = b"__progress__"
+SPLIT_SUFFIX = ".lmdb"  # a split is ROOT/SPLIT.lmdb
 PARTIAL_SUFFIX = ".partial"
 LOCK_SUFFIX = "-lock"
 DEFAULT_MAP_SIZE = 1 << 30
@@ -139,7 +106,7 @@ class LmdbWriter:
         self.image_format = image_format
         self.commit_every = max(1, int(commit_every))
         if self.path.exists() and not overwrite:
-            raise FileExistsError(
+            raise FileInTheWayError(
                 f"{self.path} already exists; pass overwrite=True (`--overwrite`) to replace it, or delete it"
             )
         identity = {"dataset": dataset, "split": split, "image_format": image_format, "info": info or {}}
@@ -175,7 +142,7 @@ class LmdbWriter:
             return 0
         progress = json.loads(bytes(raw).decode("utf-8"))
         if progress["identity"] != self._identity:
-            raise FileExistsError(
+            raise FileInTheWayError(
                 f"{self.partial_path} is an interrupted write with other settings "
                 f"({progress['identity']} instead of {self._identity}); "
                 "delete it or pass overwrite=True (`--overwrite`) to start again"
@@ -225,8 +192,6 @@ class LmdbWriter:
         os.replace(self.partial_path, self.path)
         return self.path
 
-    close = finish
-
     def __enter__(self) -> LmdbWriter:
         return self
 
@@ -258,6 +223,11 @@ class LmdbWriter:
             self._closed = True
             self._env.close()
             Path(str(self.partial_path) + LOCK_SUFFIX).unlink(missing_ok=True)
+
+
+def split_path(root: str | Path, split: str) -> Path:
+    """Where a split lives: ROOT/SPLIT.lmdb."""
+    return Path(root) / f"{split}{SPLIT_SUFFIX}"
 
 
 def partial_path(path: str | Path) -> Path:
@@ -307,12 +277,12 @@ def require_split_file(path: str | Path) -> None:
     """Raise FileNotFoundError saying how to create the split if `path` is not a file."""
     path = Path(path)
     if path.is_dir():
-        raise FileNotFoundError(f"{path} is a folder; pass the split file inside it, e.g. {path / 'train.lmdb'}")
+        raise MissingFileError(f"{path} is a folder; pass the split file inside it, e.g. {split_path(path, 'train')}")
     if not path.is_file():
         hint = ""
         if partial_path(path).exists():
             hint = f"; {partial_path(path)} is an interrupted write: rerun the same command to finish it"
-        raise FileNotFoundError(f"no LMDB split at {path}: {PREPARE_HINT}{hint}")
+        raise MissingFileError(f"no LMDB split at {path}: {PREPARE_HINT}{hint}")
 
 
 # LMDB refuses to open one file twice in a process, and an environment must not be used across fork().

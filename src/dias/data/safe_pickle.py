@@ -14,6 +14,8 @@ import io
 import pickle
 from typing import Any
 
+from dias.errors import DiasError
+
 # (module, name) pairs that rebuild numpy arrays, dtypes and scalars, in numpy 1.x and 2.x spellings.
 ALLOWED_GLOBALS = frozenset(
     {
@@ -30,7 +32,7 @@ ALLOWED_GLOBALS = frozenset(
 )
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(DiasError, pickle.UnpicklingError):
     """A pickle names a global outside ALLOWED_GLOBALS; nothing it names was imported or called."""
 
 

@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from dias.data.codec import encode_record
 from dias.data.convert_common import write_split
-from dias.data.records import encode_record
+from dias.data.records import split_path
 
 DATASET_NAME = "synthetic"
 GENERATOR_VERSION = 1  # bump when render_scene changes, so stale partial files are not resumed
@@ -223,7 +224,7 @@ def prepare_synthetic(
     summary = {}
     for split, count in (("train", num_train), ("val", num_val)):
         info = {"generator_version": GENERATOR_VERSION, "seed": seed, "size": size, "num_images": count}
-        summary[split] = _prepare_split(out / f"{split}.lmdb", split, info, num_workers, overwrite, progress)
+        summary[split] = _prepare_split(split_path(out, split), split, info, num_workers, overwrite, progress)
     return summary
 
 

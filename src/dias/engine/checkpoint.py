@@ -13,7 +13,6 @@ accepted where a model is loaded for evaluation or inference.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -23,30 +22,23 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from dias import __version__
-from dias.config import Config, apply_overrides, atomic_write, atomic_write_bytes, from_dict, load_config, to_dict
-from dias.model import DIAS, OFFICIAL_PREFIX, build_model, load_official_weights
+from dias.config import Config, apply_overrides, from_dict, load_config, to_dict
+from dias.errors import DiasError, UsageError
+from dias.io import SAFETENSORS_SUFFIX, atomic_write, atomic_write_bytes, unwrap_state_dict
+from dias.model import DIAS, build_model
+from dias.official import is_official_state_dict, load_official_weights
 
 CHECKPOINT_FORMAT = "dias-checkpoint"
 CHECKPOINT_VERSION = 1
 EXPORT_FORMAT = "dias-weights"
-SAFETENSORS_SUFFIX = ".safetensors"
 BACKBONE_PREFIX = "backbone."
 # Config sections that must agree for weights to be reusable; the backbone weights path may move.
 MODEL_DEFINING = ("model", "data.image_size")
 RELOCATABLE = ("model.backbone.weights",)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DiasError, ValueError):
     """A checkpoint file is missing, unreadable, not a dias checkpoint, or from an incompatible config."""
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's content, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def model_state(model: DIAS, include_backbone: bool = False) -> dict[str, torch.Tensor]:
@@ -119,7 +111,7 @@ def check_compatible(saved: Config, current: Config, path: str | Path) -> None:
 
 
 def load_model(
-    path: str | Path, config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+    path: str | Path, *, config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> tuple[DIAS, Config]:
     """A model with a checkpoint's weights, and its config.
 
@@ -133,12 +125,12 @@ def load_model(
     if isinstance(raw, dict) and raw.get("format") == CHECKPOINT_FORMAT:
         checkpoint = _check_format(raw, path)
         return _rebuild(checkpoint["config"], checkpoint["model"], path, config, overrides)
-    if isinstance(raw, dict) and any(str(k).startswith(OFFICIAL_PREFIX) for k in _tensors(raw)):
+    if isinstance(raw, dict) and is_official_state_dict(raw):
         if config is None:
             raise CheckpointError(f"{path} is an official DIAS checkpoint, which holds no config; pass --config")
         cfg = load_config(config, overrides)
         model = build_model(cfg)
-        load_official_weights(model, _tensors(raw))
+        load_official_weights(model, unwrap_state_dict(raw))
         return model, cfg
     raise CheckpointError(f"{path} is neither a dias checkpoint nor an official DIAS checkpoint")
 
@@ -149,9 +141,11 @@ def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
     The config travels in the file's metadata, so `load_model(out)` (or `dias.load(out)`) rebuilds the
     model; the backbone comes from its own weights file (model.backbone.weights).
     """
+    out = Path(out)
+    if out.suffix != SAFETENSORS_SUFFIX:
+        raise UsageError(f"the exported weights file must end in {SAFETENSORS_SUFFIX}, got {out}")
     model, cfg = load_model(checkpoint)
     metadata = {"format": EXPORT_FORMAT, "dias_version": __version__, "config": json.dumps(to_dict(cfg))}
-    out = Path(out)
     atomic_write_bytes(out, safetensors_bytes(model_state(model), metadata=metadata))
     return out
 
@@ -175,21 +169,35 @@ def _rebuild(
     saved_plain: dict[str, Any], state: dict[str, torch.Tensor], path, config, overrides
 ) -> tuple[DIAS, Config]:
     """A model from a saved config (plus overrides, or a compatible YAML) and its non-backbone weights."""
+    cfg = config_from_checkpoint(saved_plain, path, config=config, overrides=overrides)
+    model = build_model(cfg)
+    load_trainable_state(model, state, path)
+    return model, cfg
+
+
+def config_from_checkpoint(
+    saved_plain: dict[str, Any],
+    path: str | Path,
+    *,
+    config: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> Config:
+    """The config to rebuild a checkpoint's model with: its saved config plus `overrides`, or the YAML `config`.
+
+    Either way it must define the same model as the saved config (CheckpointError naming the keys otherwise).
+    Resumed training, evaluation, inference and export all come through here.
+    """
     cfg = load_config(config, overrides) if config is not None else from_dict(apply_overrides(saved_plain, overrides))
     check_compatible(from_dict(saved_plain), cfg, path)
-    model = build_model(cfg)
+    return cfg
+
+
+def load_trainable_state(model: DIAS, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Load a checkpoint's weights (all but the frozen backbone, which comes from its own file) into `model`."""
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(BACKBONE_PREFIX)]
     if missing or unexpected:
         raise CheckpointError(f"{path} does not fit the model: missing {missing}, unexpected {unexpected}")
-    return model, cfg
-
-
-def _tensors(raw: dict[str, Any]) -> dict[str, Any]:
-    for wrapper in ("state_dict", "model"):
-        if isinstance(raw.get(wrapper), dict):
-            return raw[wrapper]
-    return raw
 
 
 def _flatten(plain: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -20,13 +20,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from dias.config import CONFIG_FILE_NAME, atomic_write_bytes, load_config
-from dias.data.dataset import split_path
-from dias.engine.checkpoint import file_sha256
+from dias.config import CONFIG_FILE_NAME, load_config
+from dias.data.records import split_path
 from dias.engine.evaluate import run_eval
 from dias.engine.log import METRICS_FILE_NAME
 from dias.engine.runlock import RunLock
 from dias.engine.train import BEST, LAST, train
+from dias.errors import FileInTheWayError
+from dias.io import atomic_write_bytes, file_sha256
 
 DEMO_CONFIG = "demo.yaml"
 EVAL_DIR_NAME = "eval-val"
@@ -69,7 +70,7 @@ def run_demo(
     with RunLock(run_dir):  # no other process may write the folder while it is replaced
         if holds_run(run_dir) and not made_by_demo(run_dir):
             if not overwrite:
-                raise FileExistsError(
+                raise FileInTheWayError(
                     f"{run_dir} holds a run that `dias demo` did not make (or one changed since it made it); "
                     f"continue it with `dias train --resume {run_dir}`, pass another --out, or pass --overwrite "
                     "to replace it"
@@ -85,7 +86,7 @@ def run_demo(
         marker = {"made_by": MADE_BY, "last_sha256": file_sha256(run_dir / LAST), "step": result.step}
         atomic_write_bytes(run_dir / MARKER_FILE_NAME, json.dumps(marker).encode("utf-8"))
         summary = {"run_dir": str(run_dir), "status": result.status, "step": result.step, "report": None}
-        report = run_eval(None, run_dir / LAST, [], run_dir / EVAL_DIR_NAME, viz=NUM_VIZ_IMAGES, progress=progress)
+        report = run_eval(run_dir / LAST, out_dir=run_dir / EVAL_DIR_NAME, viz=NUM_VIZ_IMAGES, progress=progress)
     summary["metrics"] = report["metrics"]
     summary["baselines"] = report["baselines"]
     html = run_dir / EVAL_DIR_NAME / "report.html"

@@ -19,13 +19,13 @@ import numpy as np
 import torch
 
 from dias.config import Config, load_config
-from dias.data.codec import IGNORE_ID
-from dias.data.dataset import split_path
-from dias.data.records import CorruptRecordError, LmdbReader
+from dias.data.codec import IGNORE_ID, CorruptRecordError, count_objects
+from dias.data.records import LmdbReader, split_path
 from dias.engine.distributed import WORLD_SIZE_ENV, resolve_device
+from dias.io import WeightsMismatchError
 from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
 from dias.model import build_model
-from dias.modules.backbone import VIT_NAMES, WEIGHTS_OPTION, ViTBackbone, WeightsMismatchError
+from dias.modules.backbone import VIT_NAMES, WEIGHTS_OPTION, ViTBackbone
 
 Status = Literal["OK", "WARN", "FAIL"]
 DEFAULT_SAMPLE_SIZE = 200
@@ -86,7 +86,9 @@ def check_backbone(cfg: Config) -> Check:
             "(a local DINOv2 .safetensors/.pth or an official DIAS checkpoint)",
         )
     try:
-        vit = ViTBackbone(backbone.name, backbone.weights, cfg.data.image_size, backbone.input_scale)
+        vit = ViTBackbone(
+            backbone.name, backbone.weights, image_size=cfg.data.image_size, input_scale=backbone.input_scale
+        )
     except (FileNotFoundError, WeightsMismatchError) as exc:
         return Check("FAIL", "backbone", str(exc))
     except Exception as exc:  # an unreadable or foreign file: say so, whatever the loader raised
@@ -133,8 +135,7 @@ def check_split(cfg: Config, split: str, sample_size: int = DEFAULT_SAMPLE_SIZE)
             except CorruptRecordError:
                 corrupt += 1
                 continue
-            ids = np.unique(record.mask)
-            objects[int(np.count_nonzero((ids != 0) & (ids != IGNORE_ID)))] += 1
+            objects[count_objects(record.mask)] += 1
             ignored += int(np.count_nonzero(record.mask == IGNORE_ID))
             pixels += record.mask.size
             side = min(record.mask.shape)

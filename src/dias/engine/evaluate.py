@@ -2,7 +2,7 @@
 
     result = evaluate(model, loader, mask_source="decoder", seed=0)
     result.means()  # {"ari": ..., "fg_ari": ..., "mbo": ..., "miou": ...}, fractions in [0, 1]
-    run_eval(None, "runs/demo/last.pt", [], "runs/demo/eval-val")  # writes metrics.json and config.yaml
+    run_eval("runs/demo/last.pt", out_dir="runs/demo/eval-val")  # writes metrics.json and config.yaml
 
 The predicted masks are the decoder's last cross-attention ("decoder", as in the release) or one
 slot-attention iteration ("attn:I", I counted from 0, negative from the end). They are upsampled
@@ -26,23 +26,24 @@ from tqdm import tqdm
 
 from dias import __version__
 from dias.baselines import BASELINE_NAMES, BASELINE_TITLES, KMEANS_RESTARTS, baseline_masks
-from dias.config import Config, atomic_write_bytes, save_config
-from dias.data.dataset import LmdbDataset, collate, split_path
-from dias.data.transforms import EvalTransform, resize_mask
-from dias.engine.checkpoint import file_sha256, load_model
+from dias.config import DECODER_SOURCE, Config, parse_mask_source, save_config
+from dias.data.codec import IGNORE_ID
+from dias.data.dataset import LmdbDataset, collate
+from dias.data.records import split_path
+from dias.data.transforms import EvalTransform
+from dias.engine.checkpoint import load_model
 from dias.engine.distributed import resolve_device
-from dias.engine.features import FeatureDataset, batch_inputs
+from dias.engine.features import batch_inputs, open_feature_split
 from dias.engine.gallery import VizCollector, write_visual_report
-from dias.metrics import IGNORE_ID, METRIC_NAMES, METRIC_TITLES, nanmean, score
-from dias.model import DIAS, DIASOutput, attention_to_segmentation, square_grid
+from dias.io import atomic_write_bytes, file_sha256
+from dias.masks import masks_from_attention, square_grid
+from dias.metrics import METRIC_NAMES, METRIC_TITLES, nanmean, score
+from dias.model import DIAS, DIASOutput
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE_NAME = "metrics.json"
 EVAL_DIR_PREFIX = "eval-"
-DECODER_SOURCE = "decoder"
-ATTN_SOURCE_PREFIX = "attn:"
-MASK_SOURCE_HELP = "decoder (the decoder's last cross-attention) or attn:I (slot-attention iteration I, e.g. attn:-1)"
 PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 # Called once per batch with (batch, model output, predicted label maps (B,H,W)); the visual report uses it.
@@ -77,18 +78,6 @@ class EvalResult:
         return {b: {name: nanmean(values) for name, values in s.items()} for b, s in self.baselines.items()}
 
 
-def parse_mask_source(mask_source: str) -> int | None:
-    """None for "decoder", the iteration index I for "attn:I"; anything else raises ValueError."""
-    if mask_source == DECODER_SOURCE:
-        return None
-    if mask_source.startswith(ATTN_SOURCE_PREFIX):
-        try:
-            return int(mask_source[len(ATTN_SOURCE_PREFIX) :])
-        except ValueError:
-            pass
-    raise ValueError(f"unknown mask source {mask_source!r}; use {MASK_SOURCE_HELP}, e.g. eval.mask_source=attn:0")
-
-
 def select_masks(out: DIASOutput, mask_source: str) -> torch.Tensor:
     """The slot masks (B, K, N) that `mask_source` names."""
     iteration = parse_mask_source(mask_source)
@@ -106,10 +95,10 @@ def select_masks(out: DIASOutput, mask_source: str) -> torch.Tensor:
 def evaluate(
     model: DIAS,
     loader: DataLoader,
+    *,
     mask_source: str = DECODER_SOURCE,
     seed: int = 0,
     device: str | torch.device = "cpu",
-    image_size: int | None = None,
     progress: bool = True,
     max_batches: int | None = None,
     precision: str = "fp32",
@@ -121,7 +110,7 @@ def evaluate(
     Each of `baselines` (see dias.baselines) is scored on the same images with the same number of
     slots, token grid, upsampling and metrics; k-means runs on the tokens the model was given.
 
-    image_size rescales the ground truth (nearest-exact) before scoring; None scores at its own size.
+    The ground truth is scored at its own size (EvalTransform gives it the model's input size).
     The initializer's noise is drawn in eval too (as in the release), from a generator seeded with `seed`,
     so a seed gives the same numbers for the same batch size; the caller's RNG state is left untouched.
     """
@@ -148,18 +137,16 @@ def evaluate(
             if "index" not in batch:  # every record of this batch was skipped
                 continue
             gt = batch["mask"]  # (B,H,W) instance ids, 0 background, IGNORE_ID ignored
-            if image_size is not None:
-                gt = torch.stack([resize_mask(mask, image_size) for mask in gt])
             mask_size = tuple(gt.shape[-2:])
             out = model(**batch_inputs(batch, device))
             masks = select_masks(out, mask_source).float()  # (B, K, N)
-            pred = attention_to_segmentation(masks, mask_size)  # (B, H, W)
+            pred = masks_from_attention(masks, mask_size)  # (B, H, W)
             gt = gt.to(device)
             for name, values in score(pred, gt).items():
                 scores[name].append(values.cpu().numpy())
             for baseline in baselines:
                 blind = baseline_masks(baseline, out.features, masks.shape[1], square_grid(masks.shape[2]), seed)
-                for name, values in score(attention_to_segmentation(blind, mask_size), gt).items():
+                for name, values in score(masks_from_attention(blind, mask_size), gt).items():
                     baseline_scores[baseline][name].append(values.cpu().numpy())
             indices.append(np.asarray(batch["index"]).reshape(-1))
             if on_batch is not None:
@@ -237,10 +224,11 @@ def eval_card(result: EvalResult, cfg: Config, split: str, checkpoint: str | Pat
 
 
 def run_eval(
-    cfg_path: str | Path | None,
     checkpoint: str | Path,
-    overrides: list[str] | tuple[str, ...],
-    out_dir: str | Path | None,
+    *,
+    config: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    out_dir: str | Path | None = None,
     viz: int = 0,
     split: str | None = None,
     progress: bool = True,
@@ -249,7 +237,7 @@ def run_eval(
 
     Returns the metrics.json content {"metrics": {...}, "card": {...}, "path": str}.
     """
-    model, cfg = load_model(checkpoint, cfg_path, overrides)
+    model, cfg = load_model(checkpoint, config=config, overrides=overrides)
     split = split or cfg.data.val_split
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(checkpoint, split, cfg.eval.mask_source)
     parse_mask_source(cfg.eval.mask_source)
@@ -257,7 +245,7 @@ def run_eval(
         split_path(cfg.data.root, split), EvalTransform(cfg.data.image_size), skip_corrupt=cfg.data.skip_corrupt
     )
     if cfg.data.features is not None:  # tokens from `dias features`; images and masks still come from the split
-        dataset = FeatureDataset(split_path(cfg.data.features, split), cfg, train=False, source=dataset)
+        dataset = open_feature_split(cfg, split, train=False, source=dataset)
     loader = DataLoader(
         dataset,
         batch_size=cfg.eval.batch_size,

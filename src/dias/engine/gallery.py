@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from dias.baselines import BASELINE_TITLES
-from dias.config import atomic_write_bytes
 from dias.data.transforms import resize_mask
+from dias.io import atomic_write_bytes
 from dias.metrics import METRIC_TITLES
 from dias.model import DIASOutput
 from dias.viz import attention_strip, caption, hstack, overlay, to_pil, upscale, vstack

@@ -20,13 +20,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from dias.config import Config, atomic_write_bytes
+from dias.config import Config
 from dias.data.transforms import resize_image
 from dias.engine.checkpoint import load_model
+from dias.errors import MissingFileError
+from dias.io import atomic_write_bytes
+from dias.masks import masks_from_attention
 from dias.model import DIAS
 from dias.viz import overlay, to_pil
 
@@ -99,26 +101,23 @@ class Segmenter:
         if seed is not None:
             torch.manual_seed(seed)  # the initializer samples slots at inference too
         out = self.model(images=batch, num_slots=num_slots)
-        masks = [upsample_argmax(out.decoder_attn[i], p.shape[-2:]) for i, p in enumerate(pixels)]
+        grid = self.model.backbone.grid_size(size)
+        masks = [
+            masks_from_attention(out.decoder_attn[i : i + 1], p.shape[-2:], grid)[0].cpu() for i, p in enumerate(pixels)
+        ]
         return SegmentResult(masks, out.slots.cpu(), out.attn.cpu(), out.decoder_attn.cpu(), out.keep)
-
-
-def upsample_argmax(attn: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """One image's slot masks (K, N) on a square grid -> (H, W) slot index, bilinear as in evaluation."""
-    side = int(attn.shape[-1] ** 0.5)
-    grid = attn.float().reshape(1, -1, side, side)
-    return F.interpolate(grid, size=tuple(size), mode="bilinear", align_corners=False)[0].argmax(dim=0).cpu()
 
 
 def load(
     path: str | Path,
+    *,
     backbone_weights: str | Path | None = None,
     config: str | Path | None = None,
     device: str = "cpu",
 ) -> Segmenter:
     """A Segmenter from a dias checkpoint, an exported .safetensors, or an official checkpoint (+ config)."""
     overrides = [f"model.backbone.weights={backbone_weights}"] if backbone_weights is not None else []
-    model, cfg = load_model(path, config, overrides)
+    model, cfg = load_model(path, config=config, overrides=overrides)
     return Segmenter(model, cfg, device)
 
 
@@ -131,7 +130,7 @@ def find_images(inputs: Sequence[str | Path]) -> list[Path]:
         elif item.exists():
             found.append(item)
         else:
-            raise FileNotFoundError(f"input not found: {item}")
+            raise MissingFileError(f"input not found: {item}")
     return found
 
 
@@ -139,6 +138,7 @@ def run_infer(
     segmenter: Segmenter,
     inputs: Sequence[str | Path],
     out_dir: str | Path,
+    *,
     batch_size: int = 8,
     num_slots: int | None = None,
     slot_masks: bool = False,
@@ -152,7 +152,7 @@ def run_infer(
     out_dir = Path(out_dir)
     paths = find_images(inputs)
     if not paths:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"no images in {', '.join(map(str, inputs))}: pass image files or folders holding files ending in "
             f"{', '.join(IMAGE_SUFFIXES)}"
         )

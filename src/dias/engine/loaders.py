@@ -8,11 +8,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from dias.config import Config
-from dias.data.dataset import LmdbDataset, collate, split_path
+from dias.data.dataset import LmdbDataset, collate
+from dias.data.records import split_path
 from dias.data.sampling import EpochSampler, SeededSamples
 from dias.data.transforms import EvalTransform, TrainTransform
 from dias.engine import distributed
-from dias.engine.features import FeatureDataset
+from dias.engine.features import open_feature_split
 
 
 def build_loaders(cfg: Config, dist_info: distributed.DistInfo) -> tuple[DataLoader, EpochSampler, DataLoader]:
@@ -23,8 +24,8 @@ def build_loaders(cfg: Config, dist_info: distributed.DistInfo) -> tuple[DataLoa
         transform = TrainTransform(d.image_size, d.crop_scale, d.flip)
         train_set = LmdbDataset(split_path(d.root, d.train_split), transform, d.skip_corrupt)
     else:  # the frozen backbone's tokens were cached by `dias features`
-        train_set = FeatureDataset(split_path(d.features, d.train_split), cfg, train=True)
-        val_set = FeatureDataset(split_path(d.features, d.val_split), cfg, train=False, source=val_set)
+        train_set = open_feature_split(cfg, d.train_split, train=True)
+        val_set = open_feature_split(cfg, d.val_split, train=False, source=val_set)
     sampler = EpochSampler(len(train_set), d.batch_size, cfg.train.seed, dist_info.rank, dist_info.world_size)
     train_loader = DataLoader(
         SeededSamples(train_set, cfg.train.seed),

@@ -13,7 +13,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from dias.config import Config, atomic_write_bytes, to_dict
+from dias.config import Config, to_dict
+from dias.errors import WriteError
+from dias.io import atomic_write_bytes
 
 METRICS_FILE_NAME = "metrics.jsonl"
 
@@ -60,7 +62,7 @@ class MetricsLogger:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
         except OSError as exc:  # a full disk, a file-size limit: name the file, in words
-            raise OSError(exc.errno, f"could not append to {self.path}: {exc.strerror or exc}") from exc
+            raise WriteError(exc.errno, f"could not append to {self.path}: {exc.strerror or exc}") from exc
         numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
         if self._tensorboard is not None:
             for key, value in numbers.items():

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from dias.baselines import BASELINE_TITLES
-from dias.config import atomic_write_bytes
 from dias.engine.evaluate import EVAL_DIR_PREFIX, METRICS_FILE_NAME
+from dias.errors import MissingFileError
+from dias.io import atomic_write_bytes
 from dias.metrics import METRIC_NAMES, METRIC_TITLES
 
 EVAL_DIR_GLOB = EVAL_DIR_PREFIX + "*"
@@ -57,7 +58,7 @@ def find_metrics(paths: Iterable[str | Path]) -> list[Path]:
         else:
             matches = sorted(path.glob(f"{EVAL_DIR_GLOB}/{METRICS_FILE_NAME}"))
             if not matches:
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"no {METRICS_FILE_NAME} in {path} or {path}/{EVAL_DIR_GLOB}/; "
                     f"run `dias eval --checkpoint {path}/CHECKPOINT` first"
                 )

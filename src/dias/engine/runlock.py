@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
-from dias.config import temp_files
+from dias.errors import DiasError
+from dias.io import temp_files
 
 LOCK_FILE_NAME = ".dias.lock"
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 _held: dict[Path, list] = {}  # resolved run folder -> [open lock file, depth]
 
 
-class RunInUseError(OSError):
+class RunInUseError(DiasError, OSError):
     """Another process writes into this run folder."""
 
 

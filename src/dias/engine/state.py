@@ -16,6 +16,7 @@ import torch
 from dias.config import Config
 from dias.engine import distributed
 from dias.engine.checkpoint import save_checkpoint
+from dias.errors import WriteError
 from dias.model import DIAS
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def save_training_checkpoint(path: Path, model: DIAS, cfg: Config, step: int, **
     try:
         save_checkpoint(path, model, cfg, step, **state)
     except OSError as exc:
-        raise OSError(
+        raise WriteError(
             exc.errno,
             f"could not save the step {step} checkpoint ({exc.strerror or exc}); "
             "the previous checkpoint there is intact",

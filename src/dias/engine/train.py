@@ -1,7 +1,8 @@
 """The DIAS training loop: plain PyTorch, one process or torchrun DDP, exact resume.
 
     result = train(load_config("configs/demo.yaml"), run_dir="runs/demo")
-    result = train(resume_config("runs/demo"), run_dir="runs/demo", resume=True)
+    cfg, checkpoint = load_resume("runs/demo")
+    result = train(cfg, run_dir="runs/demo", resume=checkpoint)
 
 Per step: schedules (lr, distillation weight) -> autocast forward -> objective -> backward -> clip ->
 Adam step -> log -> eval -> checkpoint. run_dir/last.pt holds everything a resumed run needs (trainable
@@ -29,15 +30,16 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from dias import __version__
-from dias.config import CONFIG_FILE_NAME, Config, apply_overrides, from_dict, load_config, save_config
+from dias.config import CONFIG_FILE_NAME, Config, from_dict, load_config, save_config
 from dias.engine import distributed
-from dias.engine.checkpoint import BACKBONE_PREFIX, CheckpointError, check_compatible, load_checkpoint
+from dias.engine.checkpoint import check_compatible, config_from_checkpoint, load_checkpoint, load_trainable_state
 from dias.engine.features import batch_inputs
 from dias.engine.loaders import batches, build_loaders
 from dias.engine.log import METRICS_FILE_NAME, MetricsLogger, truncate_metrics
 from dias.engine.runlock import RunInUseError, RunLock, remove_stale_temp_files
 from dias.engine.state import capture_rng, restore_rng, save_training_checkpoint, seed_everything
 from dias.engine.validate import validate
+from dias.errors import DiasError, FileInTheWayError
 from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
 from dias.model import DIAS, build_model
 from dias.schedules import distill_weight_at, lr_at, reinit_prob_at
@@ -47,7 +49,7 @@ LAST, BEST = "last.pt", "best.pt"
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(DiasError, RuntimeError):
     """The loss became NaN or infinite; the run stopped before that step changed any weight."""
 
 
@@ -65,14 +67,30 @@ class TrainResult:
     val: dict[str, float] = field(default_factory=dict)  # the last validation's means
 
 
-def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """The config of run_dir/last.pt with `overrides` applied; refuses overrides that change the model."""
+def load_resume(
+    run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), config: str | Path | None = None
+) -> tuple[Config, dict]:
+    """(config, checkpoint) to continue run_dir from its last.pt, which is read once, here.
+
+    The config is the checkpoint's (or the YAML `config`), with `overrides`; one that changes the model is
+    refused with CheckpointError. Pass both to `train(cfg, run_dir, resume=checkpoint)`.
+    """
     path = Path(run_dir) / LAST
     checkpoint = load_checkpoint(path)
-    saved = from_dict(checkpoint["config"])
-    cfg = from_dict(apply_overrides(checkpoint["config"], overrides))
-    check_compatible(saved, cfg, path)
-    return cfg
+    return config_from_checkpoint(checkpoint["config"], path, config=config, overrides=overrides), checkpoint
+
+
+def draw_reinit(cfg: Config, step: int) -> bool | None:
+    """Whether a training batch at `step` prunes and re-initializes: a coin with the scheduled probability.
+
+    Drawn from torch's global RNG here, outside the model, so the forward stays free of Python-side
+    randomness (a graph break under torch.compile). None when model.reinit is off.
+    """
+    r = cfg.model.reinit
+    if not r.enabled:
+        return None
+    prob = reinit_prob_at(step, cfg.train.total_steps, r.prob, r.prob_schedule)
+    return bool(torch.rand(()) < prob)
 
 
 def autocast_for(device: torch.device, precision: str) -> tuple[contextlib.AbstractContextManager, bool]:
@@ -94,16 +112,21 @@ def autocast_for(device: torch.device, precision: str) -> tuple[contextlib.Abstr
 def train(
     cfg: Config,
     run_dir: str | Path,
-    resume: bool = False,
+    *,
+    resume: bool | dict = False,
     max_steps: int | None = None,
     time_limit: float | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Train until cfg.train.total_steps (or `max_steps` done, or `time_limit` seconds), checkpointing to run_dir.
 
+    `resume` continues run_dir from its last.pt: pass the checkpoint as `load_resume` read it, or True to
+    read it here. Either way it is read once.
+
     Holds run_dir's lock throughout: a second writer of the same folder is refused with RunInUseError.
     """
     run_dir = Path(run_dir)
+    checkpoint = load_checkpoint(run_dir / LAST) if resume is True else resume or None
     dist_info = distributed.init_distributed(cfg.train.device)
     try:
         with contextlib.ExitStack() as stack:
@@ -115,7 +138,7 @@ def train(
                     refused = exc
             if distributed.all_reduce_any(refused is not None, dist_info):  # every rank stops together
                 raise refused or RunInUseError(f"rank 0 could not lock {run_dir}; see its error")
-            return _train(cfg, run_dir, dist_info, resume, max_steps, time_limit, progress)
+            return _train(cfg, run_dir, dist_info, checkpoint, max_steps, time_limit, progress)
     finally:
         distributed.shutdown_distributed(dist_info)
 
@@ -124,7 +147,7 @@ def _train(
     cfg: Config,
     run_dir: Path,
     dist_info: distributed.DistInfo,
-    resume: bool,
+    resume: dict | None,
     max_steps: int | None,
     time_limit: float | None,
     progress: bool,
@@ -141,10 +164,10 @@ def _train(
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     train_loader, sampler, val_loader = build_loaders(cfg, dist_info)
     step, epoch, consumed, best = 0, 0, 0, -math.inf
-    if resume:
-        checkpoint = load_checkpoint(run_dir / LAST)
+    if resume is not None:
+        checkpoint = resume
         saved = from_dict(checkpoint["config"])
-        check_compatible(saved, cfg, run_dir / LAST)
+        check_compatible(saved, cfg, run_dir / LAST)  # a no-op after load_resume; guards a hand-made cfg
         if is_main and saved.train.total_steps != cfg.train.total_steps:
             log.warning(
                 "train.total_steps changes from %d (in %s) to %d: the LR schedule (warm-up, cosine decay) and "
@@ -153,9 +176,7 @@ def _train(
                 saved.train.total_steps, run_dir / LAST, cfg.train.total_steps, cfg.train.total_steps,
                 checkpoint["step"],
             )  # fmt: skip
-        missing, unexpected = model.load_state_dict(checkpoint["model"], strict=False)
-        if [k for k in missing if not k.startswith(BACKBONE_PREFIX)] or unexpected:
-            raise CheckpointError(f"{run_dir / LAST} does not fit: missing {missing}, unexpected {unexpected}")
+        load_trainable_state(model, checkpoint["model"], run_dir / LAST)
         optimizer.load_state_dict(checkpoint["optimizer"])
         scaler.load_state_dict(checkpoint["scaler"])
         step, best = checkpoint["step"], checkpoint["best_fg_ari"]
@@ -178,7 +199,7 @@ def _train(
         forward_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.train.compile:  # the compiled wrapper shares the parameters; checkpoints keep the plain names
         forward_model = torch.compile(forward_model)
-    logger = MetricsLogger(run_dir, cfg, enabled=is_main, fresh=not resume)
+    logger = MetricsLogger(run_dir, cfg, enabled=is_main, fresh=resume is None)
 
     def checkpoint_to(name: str, rng: list | None = None) -> None:
         state = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "best_fg_ari": best}
@@ -209,14 +230,11 @@ def _train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             weight = distill_weight_at(step, cfg.train.total_steps, cfg.loss.distill_weight, cfg.loss.distill_schedule)
-            if model.reinit is not None:  # probability of pruning + re-initialization in this batch
-                r = cfg.model.reinit
-                prob = reinit_prob_at(step, cfg.train.total_steps, r.prob, r.prob_schedule)
-                model.reinit = model.reinit._replace(prob=prob)
+            reinit = draw_reinit(cfg, step)  # whether this batch prunes + re-initializes (None: not configured)
 
             # forward and objective (the losses compute in float32 under autocast)
             with autocast():
-                out = forward_model(**inputs)
+                out = forward_model(**inputs, reinit=reinit)
             recon = reconstruction_loss(out.recon, out.features)
             distill = distillation_loss(*select_distillation_pair(out.attn), form=cfg.loss.distill_form)
             loss = recon + weight * distill
@@ -322,13 +340,12 @@ def run_train(
     either way it must define the same model as the checkpoint.
     """
     if resume_dir is not None:
-        # train() checks that the config defines the checkpoint's model before loading anything into it.
-        cfg = load_config(config, overrides) if config is not None else resume_config(resume_dir, overrides)
-        return train(cfg, resume_dir, resume=True)
+        cfg, checkpoint = load_resume(resume_dir, overrides, config)
+        return train(cfg, resume_dir, resume=checkpoint)
     cfg = load_config(config, overrides)
     run_dir = Path(out_dir if out_dir is not None else cfg.train.out_dir)
     if (run_dir / LAST).exists():
-        raise FileExistsError(
+        raise FileInTheWayError(
             f"{run_dir} already holds a run; continue it with `dias train --resume {run_dir}` or pass another --out"
         )
     return train(cfg, run_dir)

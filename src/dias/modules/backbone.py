@@ -13,9 +13,11 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import nn
+
+from dias.errors import MissingFileError
+from dias.io import check_state_dict, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +25,6 @@ VIT_NAMES = ("vit_small_patch14_reg4_dinov2", "vit_base_patch14_reg4_dinov2")
 PATCH_STATS = "patch_stats"
 WEIGHTS_OPTION = "model.backbone.weights"
 OFFICIAL_BACKBONE_PREFIX = "m.encode_backbone.1."  # index 0 of the release's Sequential is the resize
-CHECKPOINT_WRAPPERS = ("state_dict", "model")
 # Present in a full timm checkpoint but deliberately removed here: the features are the raw last-block
 # output (no final norm) and there is no classifier.
 DROPPED_TIMM_PREFIXES = ("norm.", "fc_norm.", "head.")
@@ -32,46 +33,6 @@ PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 # patch_stats: RGB in [0, 1] -> intensity and two colour-opponent axes (rows).
 OPPONENT = ((1 / 3, 1 / 3, 1 / 3), (0.5, -0.5, 0.0), (0.25, 0.25, -0.5))
-
-
-class WeightsMismatchError(ValueError):
-    """A weights file does not fit the model: missing, unexpected or wrongly shaped entries."""
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors from a .safetensors or .pth file; a dict wrapped under "state_dict"/"model" is unwrapped."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    return unwrap_state_dict(state)
-
-
-def unwrap_state_dict(state: dict) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint dict, unwrapped from a "state_dict" or "model" entry if present."""
-    for wrapper in CHECKPOINT_WRAPPERS:
-        if isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    return state
-
-
-def check_state_dict(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], what: str, option: str) -> None:
-    """Raise WeightsMismatchError listing every missing, unexpected or wrongly shaped key."""
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    shapes = sorted(
-        f"{k}: file {tuple(given[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(expected) & set(given)
-        if given[k].shape != expected[k].shape
-    )
-    if missing or unexpected or shapes:
-        problems = [
-            f"{label} ({len(keys)}): {', '.join(keys)}"
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
-            if keys
-        ]
-        raise WeightsMismatchError(f"{what} does not fit the model; " + "; ".join(problems) + f"; check {option}")
 
 
 class FrozenBackbone(nn.Module):
@@ -94,7 +55,9 @@ class FrozenBackbone(nn.Module):
 class ViTBackbone(FrozenBackbone):
     """timm DINOv2 ViT with 4 registers; tokens are the last block's output without the final norm."""
 
-    def __init__(self, name: str, weights: str | Path | None = None, image_size: int = 256, input_scale: float = 0.875):
+    def __init__(
+        self, name: str, weights: str | Path | None = None, *, image_size: int = 256, input_scale: float = 0.875
+    ):
         super().__init__()
         if name not in VIT_NAMES:
             raise ValueError(f"unknown ViT backbone {name!r}; choose one of {', '.join(VIT_NAMES)}")
@@ -119,7 +82,7 @@ class ViTBackbone(FrozenBackbone):
         """Load timm-layout weights (any pos-embed grid; resampled) or an official DIAS checkpoint's backbone."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"backbone weights not found at {path}; pass {WEIGHTS_OPTION}=PATH")
+            raise MissingFileError(f"backbone weights not found at {path}; pass {WEIGHTS_OPTION}=PATH")
         state = read_state_dict(path)
         if any(k.startswith(OFFICIAL_BACKBONE_PREFIX) for k in state):
             n = len(OFFICIAL_BACKBONE_PREFIX)
@@ -127,7 +90,7 @@ class ViTBackbone(FrozenBackbone):
         else:
             state = {k: v for k, v in state.items() if not k.startswith(DROPPED_TIMM_PREFIXES)}
             state = checkpoint_filter_fn(state, self.vit)  # resamples e.g. a 37x37 pos-embed to our grid
-        check_state_dict(self.vit.state_dict(), state, f"backbone weights {path}", WEIGHTS_OPTION)
+        check_state_dict(self.vit.state_dict(), state, what=f"backbone weights {path}", option=WEIGHTS_OPTION)
         self.vit.load_state_dict(state)
 
     def grid_size(self, image_size: int) -> tuple[int, int]:
@@ -199,6 +162,7 @@ class PatchStats(FrozenBackbone):
 
 def build_backbone(
     name: str,
+    *,
     weights: str | Path | None = None,
     image_size: int = 256,
     input_scale: float = 0.875,
@@ -209,4 +173,4 @@ def build_backbone(
         if weights is not None:
             raise ValueError(f"the {PATCH_STATS} backbone has no weights; unset {WEIGHTS_OPTION}")
         return PatchStats(patch_size)
-    return ViTBackbone(name, weights, image_size, input_scale)
+    return ViTBackbone(name, weights, image_size=image_size, input_scale=input_scale)

@@ -27,6 +27,7 @@ class DecoderOutput(NamedTuple):
 def sample_visible(
     batch_size: int,
     num_tokens: int,
+    *,
     short_prob: float = 0.5,
     short_fraction: float = 0.1,
     perm: torch.Tensor | None = None,
@@ -57,7 +58,7 @@ def unpermute_visible(perm: torch.Tensor, visible: torch.Tensor) -> torch.Tensor
 class DecoderLayer(nn.Module):
     """Pre-norm transformer decoder layer, no biases anywhere (as nn.TransformerDecoderLayer(bias=False))."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_hidden_dim: int, first: bool = False):
+    def __init__(self, dim: int, *, num_heads: int, mlp_hidden_dim: int, first: bool = False):
         super().__init__()
         # The first layer's self-attention norm is the decoder's input_norm, applied before the stack.
         self.self_attn_norm = nn.Identity() if first else nn.LayerNorm(dim, bias=False)
@@ -85,6 +86,7 @@ class RandomOrderTransformerDecoder(nn.Module):
         self,
         feature_dim: int,
         slot_dim: int,
+        *,
         num_tokens: int,
         num_layers: int = 4,
         num_heads: int = 4,
@@ -103,7 +105,8 @@ class RandomOrderTransformerDecoder(nn.Module):
         self.input_norm = nn.LayerNorm(feature_dim, bias=False)
         hidden = int(feature_dim * mlp_ratio)
         self.layers = nn.ModuleList(
-            DecoderLayer(feature_dim, num_heads, hidden, first=i == 0) for i in range(num_layers)
+            DecoderLayer(feature_dim, num_heads=num_heads, mlp_hidden_dim=hidden, first=i == 0)
+            for i in range(num_layers)
         )
 
     def forward(
@@ -126,7 +129,12 @@ class RandomOrderTransformerDecoder(nn.Module):
         memory = self.slot_proj(slots)  # (B, K, C)
         if self.training and visible is None:
             perm, visible = sample_visible(
-                b, n, self.visible_short_prob, self.visible_short_fraction, perm, features.device
+                b,
+                n,
+                short_prob=self.visible_short_prob,
+                short_fraction=self.visible_short_fraction,
+                perm=perm,
+                device=features.device,
             )
         if visible is not None:
             if perm is not None:
@@ -143,7 +151,7 @@ class MLPDecoder(nn.Module):
     """DINOSAUR-style baseline: each slot broadcast to N positions, decoded alone, mixed by a softmax over K."""
 
     def __init__(
-        self, feature_dim: int, slot_dim: int, num_tokens: int, hidden_dim: int = 1024, num_hidden_layers: int = 3
+        self, feature_dim: int, slot_dim: int, *, num_tokens: int, hidden_dim: int = 1024, num_hidden_layers: int = 3
     ):
         super().__init__()
         self.feature_dim = feature_dim

@@ -16,6 +16,7 @@ class MLP(nn.Module):
         self,
         in_features: int,
         hidden_features: int,
+        *,
         out_features: int | None = None,
         act_layer: type[nn.Module] = nn.GELU,
         bias: bool = True,
@@ -32,8 +33,8 @@ class MLP(nn.Module):
 class PreNormMLP(MLP):
     """LayerNorm -> Linear -> GELU (exact) -> Linear, no residual: the feature projection of DIAS."""
 
-    def __init__(self, in_features: int, hidden_features: int, out_features: int | None = None):
-        super().__init__(in_features, hidden_features, out_features)
+    def __init__(self, in_features: int, hidden_features: int, *, out_features: int | None = None):
+        super().__init__(in_features, hidden_features, out_features=out_features)
         self.norm = nn.LayerNorm(in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

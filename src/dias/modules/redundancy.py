@@ -83,6 +83,7 @@ def merge_clusters(slots: torch.Tensor, labels: torch.Tensor) -> MergedSlots:
 def merge_redundant_slots(
     slots: torch.Tensor,
     threshold: float,
+    *,
     attn: torch.Tensor | None = None,
     valid: torch.Tensor | None = None,
     min_clusters: int = 1,

@@ -26,6 +26,7 @@ class SlotAttention(nn.Module):
         self,
         in_features: int,
         slot_dim: int,
+        *,
         mlp_hidden_dim: int = 1024,
         num_iters: int = 3,
         eps: float = 1e-5,

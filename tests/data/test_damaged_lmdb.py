@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from dias.config import load_config
+from dias.data.codec import CorruptRecordError
 from dias.data.dataset import LmdbDataset
-from dias.data.records import CorruptRecordError, CorruptSplitError, LmdbReader
+from dias.data.records import CorruptSplitError, LmdbReader
 from dias.engine.doctor import check_split
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 PAGE_SIZE = 4096
 P_OVERFLOW = 0x04  # an LMDB page flag, at byte 10 of a page header
 
@@ -116,7 +117,7 @@ def test_truncated_file_is_refused_before_the_memory_map_is_read(damaged):
         print("doctor:", check.status, check.message)
         """
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]  # -7 is SIGBUS
     lines = done.stdout.splitlines()

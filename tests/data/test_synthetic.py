@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from dias.data import synthetic
-from dias.data.records import decode_record, load_header, partial_path
+from dias.data.codec import decode_record
+from dias.data.records import load_header, partial_path
 from dias.data.synthetic import (
     BACKGROUNDS,
     MAX_OBJECTS,

@@ -7,7 +7,7 @@ import pytest
 from dias.data.synthetic import prepare_synthetic
 from dias.engine.doctor import exit_code, format_checks, run_checks
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from dias.modules.backbone import PatchStats, ViTBackbone, WeightsMismatchError, build_backbone
+from dias.io import WeightsMismatchError
+from dias.modules.backbone import PatchStats, ViTBackbone, build_backbone
 from dias.modules.decoders import (
     MLPDecoder,
     RandomOrderTransformerDecoder,
@@ -27,7 +28,7 @@ def _seed():
 
 def test_layer_shapes():
     x = torch.randn(B, N, C)
-    assert MLP(C, 32, D)(x).shape == (B, N, D)
+    assert MLP(C, 32, out_features=D)(x).shape == (B, N, D)
     assert PreNormMLP(C, C)(x).shape == (B, N, C)
     assert LinearNorm(C, D)(x).shape == (B, N, D)
     attention = MultiHeadAttention(C, num_heads=4)
@@ -123,7 +124,7 @@ def test_sample_visible_follows_the_release():
 
 @pytest.fixture
 def decoder():
-    return RandomOrderTransformerDecoder(C, D, N, num_layers=2, num_heads=4, mlp_ratio=2.0)
+    return RandomOrderTransformerDecoder(C, D, num_tokens=N, num_layers=2, num_heads=4, mlp_ratio=2.0)
 
 
 def test_transformer_decoder_shapes(decoder):
@@ -180,7 +181,7 @@ def test_transformer_decoder_masks_slots_and_tokens(decoder):
 
 
 def test_mlp_decoder():
-    decoder = MLPDecoder(C, D, N, hidden_dim=32, num_hidden_layers=2)
+    decoder = MLPDecoder(C, D, num_tokens=N, hidden_dim=32, num_hidden_layers=2)
     mask = torch.ones(B, K, dtype=torch.bool)
     mask[0, 0] = False
     out = decoder(None, torch.randn(B, K, D), mask)

@@ -12,9 +12,9 @@ from dias.engine.checkpoint import (
 )
 from dias.model import build_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs" / "demo.yaml"
-FIXTURE = REPO.parent / "shared" / "reference" / "fixture_seed0.pt"
+FIXTURE = REPO / "tests" / "fixtures" / "official_seed0.pt"
 
 
 @pytest.fixture()
@@ -94,7 +94,6 @@ def test_pickled_code_is_never_run(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
-@pytest.mark.skipif(not FIXTURE.is_file(), reason=f"reference fixture not found at {FIXTURE}")
 def test_official_checkpoint_needs_a_config_and_loads(tmp_path):
     weights = torch.load(FIXTURE, weights_only=True)["weights"]
     path = tmp_path / "42-0027.pth"

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from dias.data.codec import CorruptRecordError, record_key
 from dias.data.dataset import LmdbDataset, LmdbReader, collate
-from dias.data.records import CorruptRecordError, record_key
 
 
 def test_dataset_sample_shapes(synthetic_root):

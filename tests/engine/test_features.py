@@ -8,14 +8,17 @@ import torch
 
 from dias.cli import main
 from dias.config import load_config
-from dias.data.dataset import LmdbDataset, split_path
-from dias.data.records import CorruptRecordError
+from dias.data.codec import CorruptRecordError
+from dias.data.dataset import LmdbDataset
+from dias.data.feature_cache import FeatureCacheError, FeatureDataset, decode_features, encode_features
+from dias.data.records import LmdbReader, split_path
+from dias.data.synthetic import prepare_synthetic
 from dias.data.transforms import EvalTransform
-from dias.engine.features import FeatureDataset, decode_features, encode_features
+from dias.engine.features import build_feature_cache, expected_info, open_feature_split
 from dias.engine.train import train
 from dias.model import build_model
 
-DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +27,19 @@ def cache(synthetic_root, tmp_path_factory):
     overrides = [f"data.root={synthetic_root}", "data.image_size=64"]
     argv = ["features", "--config", str(DEMO), "--out", str(out), "--views", "2", "--batch-size", "5", *overrides]
     assert main(argv) == 0
-    return out, load_config(DEMO, overrides)
+    return out, load_config(DEMO, [*overrides, f"data.features={out}"])
+
+
+@pytest.fixture()
+def cfg_and_root(cache, synthetic_root):
+    return cache[1], synthetic_root
 
 
 def test_cached_eval_view_equals_live_features_within_fp16(cache, synthetic_root):
     out, cfg = cache
     model = build_model(cfg)
     source = LmdbDataset(split_path(synthetic_root, "val"), EvalTransform(64))
-    cached = FeatureDataset(split_path(out, "val"), cfg, train=False, source=source)
+    cached = open_feature_split(cfg, "val", train=False, source=source)
     assert len(cached) == len(source)
     for index in range(len(source)):
         live = model.backbone(source[index]["image"][None])[0]
@@ -42,12 +50,12 @@ def test_cached_eval_view_equals_live_features_within_fp16(cache, synthetic_root
 
 def test_training_views_are_cached_and_drawn(cache):
     out, cfg = cache
-    train = FeatureDataset(split_path(out, "train"), cfg, train=True)
+    train = open_feature_split(cfg, "train", train=True)
     assert train.num_views == 3
     torch.manual_seed(0)
     draws = {tuple(train[0]["features"][0, :4].tolist()) for _ in range(20)}
     assert len(draws) == 2  # both cached training views are used, and only those
-    eval_view = FeatureDataset(split_path(out, "train"), cfg, train=False)[0]["features"]
+    eval_view = open_feature_split(cfg, "train", train=False)[0]["features"]
     assert tuple(eval_view[0, :4].tolist()) not in draws  # view 0 (eval) is never a training view
 
 
@@ -57,7 +65,7 @@ def test_step_from_cache_equals_live_step(cache, synthetic_root):
     model = build_model(cfg).eval()
     source = LmdbDataset(split_path(synthetic_root, "val"), EvalTransform(64))
     images = torch.stack([source[i]["image"] for i in range(2)])
-    cached = FeatureDataset(split_path(out, "val"), cfg, train=False)
+    cached = open_feature_split(cfg, "val", train=False)
     features = torch.stack([cached[i]["features"] for i in range(2)])
     init = model.initializer(2)
     live = model(images=images, init_slots=init)
@@ -67,11 +75,57 @@ def test_step_from_cache_equals_live_step(cache, synthetic_root):
     torch.testing.assert_close(model(features=fp32_features, init_slots=init).recon, from_cache.recon)
 
 
-def test_cache_for_another_setup_is_refused(cache):
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("model.backbone.patch_size=4", "backbone: cache 'patch_stats/v2/p8'"),
+        ("data.crop_scale=[0.5,1.0]", "crop_scale: cache [0.75, 1.0], this run [0.5, 1.0]"),
+        ("data.flip=false", "flip: cache True, this run False"),
+    ],
+)
+def test_cache_for_another_setup_is_refused_naming_the_key(cache, override, key):
     out, cfg = cache
-    other = load_config(DEMO, ["data.image_size=64", "model.backbone.patch_size=4"])
-    with pytest.raises(ValueError, match="built for another setup.*backbone"):
-        FeatureDataset(split_path(out, "val"), other, train=False)
+    other = load_config(DEMO, [f"data.root={cfg.data.root}", "data.image_size=64", f"data.features={out}", override])
+    with pytest.raises(FeatureCacheError, match="built for another setup") as info:
+        open_feature_split(other, "val", train=False)
+    assert key in str(info.value) and f"dias features --config CONFIG --out {out} --overwrite" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("num_val", "seed", "key"),
+    [
+        (6, 9, "source.header.info.seed: cache 5, this run 9"),  # another dataset of the same size and count
+        (8, 5, "source.num_records: cache 6, this run 8"),  # more images than the cache holds
+        (4, 5, "source.num_records: cache 6, this run 4"),  # fewer
+    ],
+)
+def test_cache_of_another_dataset_is_refused(cache, tmp_path, num_val, seed, key):
+    out, cfg = cache
+    root = tmp_path / "other"
+    prepare_synthetic(root, num_train=2, num_val=num_val, size=48, seed=seed, num_workers=1, progress=False)
+    other = load_config(DEMO, [f"data.root={root}", "data.image_size=64", f"data.features={out}"])
+    with pytest.raises(FeatureCacheError, match="built for another setup") as info:
+        open_feature_split(other, "val", train=False)
+    assert key in str(info.value)
+
+
+def test_cache_of_another_split_is_refused(cache):
+    out, cfg = cache
+    with pytest.raises(FeatureCacheError, match="source.split: cache 'val', this run 'train'"):
+        FeatureDataset(split_path(out, "val"), expected=expected_info(cfg, "train"), train=False)
+
+
+def test_training_views_are_seeded_per_sample_and_leave_the_rng_alone(cfg_and_root, tmp_path):
+    cfg, _ = cfg_and_root
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    build_feature_cache(cfg, tmp_path / "a", splits=("train",), num_train_views=2, batch_size=3, progress=False)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(7)  # another global state: the same views
+    build_feature_cache(cfg, tmp_path / "b", splits=("train",), num_train_views=2, batch_size=5, progress=False)
+    with LmdbReader(tmp_path / "a" / "train.lmdb") as a, LmdbReader(tmp_path / "b" / "train.lmdb") as b:
+        assert len(a) == len(b) == 3 * 24
+        assert all(a.read_bytes(i) == b.read_bytes(i) for i in range(len(a)))
 
 
 def test_corrupt_feature_record():

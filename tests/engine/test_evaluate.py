@@ -10,12 +10,13 @@ from torch.utils.data import DataLoader
 
 from dias.baselines import BASELINE_NAMES, grid_partition
 from dias.cli import main
-from dias.config import load_config
+from dias.config import load_config, parse_mask_source
+from dias.data.codec import IGNORE_ID
 from dias.data.dataset import LmdbDataset, collate
 from dias.data.transforms import EvalTransform
 from dias.engine.checkpoint import save_checkpoint
-from dias.engine.evaluate import evaluate, parse_mask_source, run_eval
-from dias.metrics import IGNORE_ID, METRIC_NAMES
+from dias.engine.evaluate import evaluate, run_eval
+from dias.metrics import METRIC_NAMES
 from dias.model import DIASOutput, build_model
 
 TINY = [
@@ -71,7 +72,7 @@ def test_eval_command_writes_metrics_card_config_and_report(tiny, tmp_path, caps
 
 def test_default_out_dir_is_next_to_the_checkpoint(tiny):
     _, _, checkpoint, _ = tiny
-    result = run_eval(None, checkpoint, ["eval.mask_source=attn:0"], None, progress=False)
+    result = run_eval(checkpoint, overrides=["eval.mask_source=attn:0"], progress=False)
     assert result["path"] == str(checkpoint.parent / "eval-val-attn0" / "metrics.json")
     assert result["card"]["mask_source"] == "attn:0"
 
@@ -109,7 +110,7 @@ def test_bad_mask_source_on_the_command_line(tiny, tmp_path, capsys):
     _, _, checkpoint, _ = tiny
     args = ["eval", "--checkpoint", str(checkpoint), "--out", str(tmp_path), "eval.mask_source=slots"]
     assert main(args) == 1
-    assert "unknown mask source 'slots'" in capsys.readouterr().err
+    assert "config key eval.mask_source = 'slots' is invalid" in capsys.readouterr().err
     assert parse_mask_source("attn:-1") == -1 and parse_mask_source("decoder") is None
 
 
@@ -168,7 +169,7 @@ def test_baselines_are_scored_with_the_model_on_the_same_images():
 
 def test_metrics_json_card_and_report_carry_the_baselines(tiny, tmp_path):
     _, _, checkpoint, _ = tiny
-    report = run_eval(None, checkpoint, [], tmp_path, viz=1, progress=False)
+    report = run_eval(checkpoint, out_dir=tmp_path, viz=1, progress=False)
     assert set(report["baselines"]) == set(BASELINE_NAMES)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["baselines"] == report["baselines"]

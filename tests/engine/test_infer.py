@@ -19,7 +19,7 @@ from dias.engine.checkpoint import CheckpointError, save_checkpoint
 from dias.engine.infer import to_image_tensor
 from dias.model import build_model
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @pytest.fixture(scope="module")

@@ -7,20 +7,17 @@ import lmdb
 import numpy as np
 import pytest
 
-from dias.data.records import (
-    HEADER_KEY,
+from dias.data.codec import (
     IGNORE_ID,
     CorruptRecordError,
     LmdbFormatError,
-    LmdbWriter,
     decode_record,
     encode_image_bytes,
     encode_mask_bytes,
     encode_record,
-    load_header,
-    partial_path,
     record_key,
 )
+from dias.data.records import HEADER_KEY, LmdbWriter, load_header, partial_path
 
 
 def make_sample(seed: int = 0, height: int = 20, width: int = 24):

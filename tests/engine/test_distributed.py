@@ -10,7 +10,7 @@ from dias.data.synthetic import prepare_synthetic
 from dias.engine.distributed import DistInfo, all_reduce_mean, init_distributed
 from dias.engine.log import read_metrics
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 WORKER = """import logging
 logging.basicConfig(level=logging.INFO)

@@ -1,0 +1,35 @@
+"""User-facing errors: one base class, so a user's mistake and a bug look different.
+
+Every error a user can cause and fix (a misspelt option, a missing or damaged file, a folder in use)
+is a `DiasError`; its message says what was wrong and how to fix it. The CLI prints a DiasError as one
+line (with its traceback under `--debug`); any other exception is a bug and keeps its traceback.
+
+Each subclass also derives from the built-in type that fits it (ValueError, FileNotFoundError, ...),
+so `except FileNotFoundError` around a dias call keeps working.
+"""
+
+from __future__ import annotations
+
+
+class DiasError(Exception):
+    """Base of every error a user can cause; the message names the problem and the fix."""
+
+
+class MissingFileError(DiasError, FileNotFoundError):
+    """A file or folder the user named (or that a command needs) does not exist."""
+
+
+class FileInTheWayError(DiasError, FileExistsError):
+    """A command would replace a finished file or run; the message names the flag that allows it."""
+
+
+class WriteError(DiasError, OSError):
+    """A file could not be written (a full disk, a file-size limit, no permission); the old content is intact."""
+
+
+class UsageError(DiasError, ValueError):
+    """A command-line argument or API value that cannot work, e.g. an output path with the wrong suffix."""
+
+
+class MissingPackageError(DiasError, ImportError):
+    """An optional package a command needs is not installed; the message names the pip command."""

@@ -1,0 +1,151 @@
+"""Files: atomic writes, content hashes and state-dict reading, each rule in one place.
+
+atomic_write_bytes(run_dir / "metrics.json", data)     # temporary file beside it, fsync, rename
+atomic_write(path, lambda f: torch.save(payload, f))
+file_sha256(path)                                      # hex digest, read in 1 MiB chunks
+state = read_state_dict("dinov2.safetensors")          # .safetensors or .pth, unwrapped
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from dias.errors import DiasError, WriteError
+
+TEMP_SUFFIX = ".tmp"  # atomic_write's temporary files are .NAME.XXXXXXXX.tmp beside NAME
+SAFETENSORS_SUFFIX = ".safetensors"
+# Dicts that wrap a state dict in checkpoints of other code bases (Lightning, timm, the release).
+STATE_DICT_WRAPPERS = ("state_dict", "model")
+HASH_CHUNK_BYTES = 1 << 20
+
+if TYPE_CHECKING:
+    import torch
+
+
+class WeightsMismatchError(DiasError, ValueError):
+    """A weights file does not fit the model: missing, unexpected or wrongly shaped entries."""
+
+
+def _read_umask() -> int:
+    """The process umask, read once at import.
+
+    Linux reports it in /proc/self/status; elsewhere it can only be read by setting it, which this does
+    once here, before any thread of ours writes a file, instead of around every write.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            match = re.search(r"^Umask:\s*([0-7]+)$", f.read(), re.MULTILINE)
+        if match:
+            return int(match.group(1), 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to a temporary file in the same folder, then rename it over `path`."""
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
+    """Call `write(file)` on a temporary file beside `path`, fsync, then rename it to `path`.
+
+    On any failure (a full disk included) the temporary file is removed and `path` keeps its old content;
+    a WriteError says which file could not be written and why.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise WriteError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
+    try:
+        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600 files; give the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, DiasError):  # a full disk: name the file, in words
+            raise WriteError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
+        raise
+    return path
+
+
+def temp_files(path: str | os.PathLike) -> list[Path]:
+    """The temporary files of `atomic_write(path, ...)` calls whose process was killed before the rename."""
+    path = Path(path)
+    return sorted(path.parent.glob(f"{glob.escape(_temp_prefix(path))}*{TEMP_SUFFIX}"))
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(HASH_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors from a .safetensors or .pth file (loaded with weights_only), unwrapped (see unwrap_state_dict)."""
+    import torch  # here, not at the top: config.py writes through this module without importing torch
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.suffix == SAFETENSORS_SUFFIX:
+        return load_file(str(path))
+    return unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def unwrap_state_dict(state: dict[str, Any]) -> dict[str, Any]:
+    """The state dict inside a checkpoint dict: wrappers ("state_dict", then "model") are peeled off in turn.
+
+    {"state_dict": {"model": {...}}} and {"model": {...}} both give the inner dict; a plain state dict
+    comes back as it is.
+    """
+    for wrapper in STATE_DICT_WRAPPERS:
+        if isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    return state
+
+
+def check_state_dict(
+    expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], *, what: str, option: str
+) -> None:
+    """Raise WeightsMismatchError listing every missing, unexpected or wrongly shaped key.
+
+    `what` names the file in the message and `option` the setting that points at it.
+    """
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    shapes = sorted(
+        f"{k}: file {tuple(given[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(given)
+        if given[k].shape != expected[k].shape
+    )
+    if missing or unexpected or shapes:
+        problems = [
+            f"{label} ({len(keys)}): {', '.join(keys)}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
+            if keys
+        ]
+        raise WeightsMismatchError(f"{what} does not fit the model; " + "; ".join(problems) + f"; check {option}")
