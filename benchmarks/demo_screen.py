@@ -83,6 +83,21 @@ def patch_scene_options(distinct: bool, plain: bool) -> None:
         synthetic._place_objects = place
 
 
+def write_panels(path, images, masks, pred, pred0, decoder_attn) -> None:
+    """Rows: image | ground truth | decoder masks | first-iteration masks | decoder attention per slot."""
+    from dias.viz import attention_strip, grid, overlay, to_pil
+
+    rows = []
+    for i in range(len(images)):
+        size = images.shape[-1]
+        attn = decoder_attn[i].unflatten(-1, (int(math.isqrt(decoder_attn.shape[-1])),) * 2)
+        rows.append([
+            images[i], overlay(images[i], masks[i]), overlay(images[i], pred[i]), overlay(images[i], pred0[i]),
+            attention_strip(attn, size),
+        ])  # fmt: skip
+    to_pil(grid(rows)).save(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=1500)
@@ -97,6 +112,7 @@ def main() -> None:
     parser.add_argument("--palette", type=int, default=0, help="use the first N palette colours")
     parser.add_argument("--objects", type=int, nargs=2, default=None, help="min and max objects per scene")
     parser.add_argument("--shading", type=float, default=None, help="object shading range")
+    parser.add_argument("--viz", default=None, help="write a PNG of 6 val images with their masks here")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -159,6 +175,8 @@ def main() -> None:
             )
             model.train()
         if step == args.steps:
+            if args.viz:
+                write_panels(args.viz, val_images[:6], val_masks[:6], pred[:6], pred0[:6], out.decoder_attn[:6])
             break
         index = torch.randint(len(train_tokens), (b,), generator=generator)
         tokens = train_tokens[index]
