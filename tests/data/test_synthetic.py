@@ -130,3 +130,12 @@ def test_prepare_keeps_finished_splits(tmp_path):
     prepare_synthetic(tmp_path, seed=1, overwrite=True, **options)
     assert load_header(tmp_path / "train.lmdb")["info"]["seed"] == 1
     assert raw_records(tmp_path / "train.lmdb") != before
+
+
+@pytest.mark.parametrize("args", [["--size", "8"], ["--num-val", "-1"]])
+def test_bad_prepare_arguments_are_one_line_user_errors(args, tmp_path, capsys):
+    from dias.cli import main
+
+    assert main(["prepare", "synthetic", "--out", str(tmp_path / "out"), *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dias: error:") and "Traceback" not in err and len(err.strip().splitlines()) == 1

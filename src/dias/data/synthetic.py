@@ -21,6 +21,7 @@ import numpy as np
 from dias.data.codec import encode_record
 from dias.data.convert_common import write_split
 from dias.data.records import split_path
+from dias.errors import UsageError
 
 DATASET_NAME = "synthetic"
 GENERATOR_VERSION = 1  # bump when render_scene changes, so stale partial files are not resumed
@@ -71,7 +72,7 @@ BACKGROUNDS = ("gradient", "stripes", "checker", "noise")
 def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """One image (H,W,3) uint8, its instance mask (H,W) uint16 (0 background, 1..M objects) and meta."""
     if size < MIN_SIZE:
-        raise ValueError(f"synthetic images need size >= {MIN_SIZE} pixels, got {size}")
+        raise UsageError(f"synthetic images need size >= {MIN_SIZE} pixels, got {size}")
     background_name = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
     image = _render_background(rng, size, background_name)  # (H,W,3) float
     num_objects = int(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1))
@@ -216,9 +217,9 @@ def prepare_synthetic(
     """
     for name, value in (("num_train", num_train), ("num_val", num_val), ("seed", seed)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+            raise UsageError(f"{name} must be a non-negative integer, got {value!r}")
     if size < MIN_SIZE:
-        raise ValueError(f"size must be at least {MIN_SIZE} pixels, got {size}")
+        raise UsageError(f"size must be at least {MIN_SIZE} pixels, got {size}")
     num_workers = num_workers or os.cpu_count() or 1
     out = Path(out)
     summary = {}
