@@ -6,24 +6,28 @@
 # DATASET is clevrtex, coco or voc; RAW its unpacked download; WEIGHTS a local DINOv2 ViT-S/14-reg4 file
 # (timm layout). With "full" as the fourth argument the full method (configs/dias-full-*.yaml) is trained.
 # Every step resumes or skips what is already done, so the script can be re-run after an interruption.
+# DIAS_TRAIN replaces the training launcher (default "dias train"), e.g. "torchrun --standalone
+# --nproc_per_node 4 -m dias train"; DIAS_OVERRIDES adds key=value overrides to every training run.
 set -euo pipefail
 if [ $# -lt 3 ]; then
-  sed -n 2,8p "$0"
+  sed -n 2,10p "$0"
   exit 2
 fi
 dataset=$1 raw=$2 weights=$3 variant=${4:-}
 config=configs/dias-$dataset.yaml
 [ "$variant" = full ] && config=configs/dias-full-$dataset.yaml
 name=$(basename "$config" .yaml)
+read -r -a launcher <<< "${DIAS_TRAIN:-dias train}"
+read -r -a extra <<< "${DIAS_OVERRIDES:-}"
 dias prepare "$dataset" --raw "$raw" --out "data/$dataset"
 runs=()
 for seed in 42 43 44; do
   run=runs/$name-$seed
   if [ -f "$run/last.pt" ]; then
-    dias train --resume "$run"
+    "${launcher[@]}" --resume "$run" ${extra[@]+"${extra[@]}"}
   else
-    dias train --config "$config" --out "$run" "train.seed=$seed" "data.root=data/$dataset" \
-      "model.backbone.weights=$weights"
+    "${launcher[@]}" --config "$config" --out "$run" "train.seed=$seed" "data.root=data/$dataset" \
+      "model.backbone.weights=$weights" ${extra[@]+"${extra[@]}"}
   fi
   dias eval --checkpoint "$run/last.pt" --out "$run/eval-val"
   runs+=("$run")

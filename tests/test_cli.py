@@ -65,7 +65,7 @@ def test_every_user_facing_error_is_a_dias_error():
     from dias.data.safe_pickle import UnsafePickleError
     from dias.engine.checkpoint import CheckpointError
     from dias.engine.runlock import RunInUseError
-    from dias.engine.train import NonFiniteLossError
+    from dias.engine.window import NonFiniteLossError
     from dias.errors import DiasError, FileInTheWayError, MissingFileError, WriteError
     from dias.io import WeightsMismatchError
 

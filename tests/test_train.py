@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import dias.engine.train as train_module
+import dias.engine.step as step_module
+import dias.engine.window as window_module
 from dias.cli import main
 from dias.config import load_config
 from dias.data.sampling import EpochSampler
@@ -22,7 +23,8 @@ from dias.engine.checkpoint import CheckpointError, load_checkpoint
 from dias.engine.demo import MARKER_FILE_NAME, demo_config_path
 from dias.engine.log import read_metrics
 from dias.engine.runlock import RunInUseError
-from dias.engine.train import LAST, NonFiniteLossError, draw_reinit, load_resume, run_train, train
+from dias.engine.train import LAST, draw_reinit, load_resume, run_train, train
+from dias.engine.window import NonFiniteLossError
 from dias.io import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,36 +103,86 @@ def test_resume_refuses_a_config_with_another_model(tiny_root, tmp_path):
         run_train(REPO / "configs" / "demo.yaml", [*TINY, f"data.root={tiny_root}"], out_dir=tmp_path / "run")
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_root, tmp_path, monkeypatch):
-    cfg = tiny_config(tiny_root, "train.total_steps=6", "train.checkpoint_every=2", "train.val_every=100")
-    real = train_module.reconstruction_loss
+def _poison(monkeypatch, *, nan_at: int | None = None, interrupt_at: int | None = None) -> None:
+    """Make the reconstruction loss of step `nan_at` NaN, and raise KeyboardInterrupt at step `interrupt_at`."""
+    real = step_module.reconstruction_loss
     calls = []
 
     def poisoned(recon, features):
         calls.append(1)
+        if len(calls) - 1 == interrupt_at:
+            raise KeyboardInterrupt
         loss = real(recon, features)
-        return loss * float("nan") if len(calls) == 4 else loss
+        return loss * float("nan") if len(calls) - 1 == nan_at else loss
 
-    monkeypatch.setattr(train_module, "reconstruction_loss", poisoned)
-    with pytest.raises(NonFiniteLossError, match="at step 3"):
+    monkeypatch.setattr(step_module, "reconstruction_loss", poisoned)
+
+
+@pytest.mark.parametrize(
+    ("log_every", "checkpoint_every", "nan_at", "last_step"),
+    [
+        (1, 2, 3, 2),  # a sync every step: stops at once
+        (4, 2, 3, 2),  # NaN mid-window: the checkpoint due at step 4 is never written with the NaN weights
+        (4, 3, 1, None),  # the checkpoint due at step 3 reads the window first: no checkpoint at all
+    ],
+)
+def test_nan_loss_stops_before_a_checkpoint_holds_its_weights(
+    tiny_root, tmp_path, monkeypatch, log_every, checkpoint_every, nan_at, last_step
+):
+    cfg = tiny_config(
+        tiny_root, "train.total_steps=8", f"log.every={log_every}", f"train.checkpoint_every={checkpoint_every}",
+        "train.val_every=100",
+    )  # fmt: skip
+    _poison(monkeypatch, nan_at=nan_at)
+    with pytest.raises(NonFiniteLossError, match=f"at step {nan_at};"):
         train(cfg, tmp_path / "run", progress=False)
-    checkpoint = load_checkpoint(tmp_path / "run" / LAST)
-    assert checkpoint["step"] == 2
-    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+    if last_step is None:
+        assert not (tmp_path / "run" / LAST).exists()
+    else:
+        checkpoint = load_checkpoint(tmp_path / "run" / LAST)
+        assert checkpoint["step"] == last_step
+        assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    logged = [row for row in read_metrics(tmp_path / "run") if "loss" in row] if metrics.exists() else []
+    assert all(row["step"] <= nan_at and math.isfinite(row["loss"]) for row in logged)
+
+
+def test_ctrl_c_after_a_nan_in_the_window_does_not_save(tiny_root, tmp_path, monkeypatch):
+    cfg = tiny_config(tiny_root, "train.total_steps=8", "log.every=5", "train.checkpoint_every=100")
+    _poison(monkeypatch, nan_at=1, interrupt_at=3)
+    with pytest.raises(NonFiniteLossError, match="at step 1;"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / LAST).exists()
+
+
+def test_the_host_reads_the_losses_once_per_window(tiny_root, tmp_path, monkeypatch):
+    cfg = tiny_config(
+        tiny_root, "train.total_steps=10", "log.every=4", "train.checkpoint_every=100", "train.val_every=100"
+    )
+    reads = []
+    real_read = window_module.StatsWindow.read
+
+    def counted(self, dist_info, *, timed_out=False):
+        reads.append(self.first_step + len(self._pending))  # steps done at the read
+        return real_read(self, dist_info, timed_out=timed_out)
+
+    monkeypatch.setattr(window_module.StatsWindow, "read", counted)
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert reads == [4, 8, 10]  # log.every, then the last step (log, validation and checkpoint share it)
+    assert len(result.losses) == 10 and all(math.isfinite(loss) for loss in result.losses)
+    assert [row["step"] for row in read_metrics(tmp_path / "run") if "loss" in row] == [4, 8, 10]
+
+
+def test_time_limit_is_checked_at_the_window_sync(tiny_root, tmp_path):
+    cfg = tiny_config(tiny_root, "train.total_steps=20", "log.every=3", "train.val_every=100")
+    result = train(cfg, tmp_path / "run", time_limit=0.0, progress=False)
+    assert result.status == "stopped" and result.step == 3
+    assert load_checkpoint(tmp_path / "run" / LAST)["step"] == 3
 
 
 def test_ctrl_c_saves_a_checkpoint_and_returns(tiny_root, tmp_path, monkeypatch):
     cfg = tiny_config(tiny_root, "train.total_steps=6", "train.checkpoint_every=100", "train.val_every=100")
-    real = train_module.reconstruction_loss
-    calls = []
-
-    def interrupted(recon, features):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(recon, features)
-
-    monkeypatch.setattr(train_module, "reconstruction_loss", interrupted)
+    _poison(monkeypatch, interrupt_at=2)
     result = train(cfg, tmp_path / "run", progress=False)
     assert result.status == "interrupted" and result.step == 2
     checkpoint = load_checkpoint(tmp_path / "run" / LAST)
@@ -181,13 +233,6 @@ def test_compiled_training_follows_the_eager_losses(tiny_root, tmp_path, monkeyp
     assert compiled.step == 3
     torch.testing.assert_close(torch.tensor(compiled.losses), torch.tensor(eager.losses), rtol=1e-4, atol=1e-5)
     assert not any(k.startswith("_orig_mod") for k in load_checkpoint(tmp_path / "compiled" / LAST)["model"])
-
-
-def test_fp16_on_cpu_falls_back_to_bf16(caplog):
-    context, scaled = train_module.autocast_for(torch.device("cpu"), "fp16")
-    assert not scaled and "bf16" in caplog.text
-    with context():
-        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
 
 
 def test_sampler_splits_ranks_and_resumes_mid_epoch():

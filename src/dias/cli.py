@@ -12,6 +12,7 @@ from dias import __version__
 from dias.errors import DiasError
 
 EXIT_CODES = {"interrupted": 130, "terminated": 143}  # the shell's codes for SIGINT and SIGTERM
+DEVICE_HELP = "auto (this process's GPU when CUDA is present, else the CPU), cpu, cuda, cuda:N or mps"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +69,7 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, default=None, help="output folder (default: CHECKPOINT_DIR/eval-SPLIT)")
     evaluate.add_argument("--split", default=None, help="split to score (default: data.val_split)")
     evaluate.add_argument("--viz", type=int, default=0, metavar="N", help="write panels and report.html for N images")
+    _add_device(evaluate, "eval.device")
     evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. eval.mask_source=attn:0")
     evaluate.set_defaults(run=_evaluate)
 
@@ -81,6 +83,7 @@ def _build_parser() -> argparse.ArgumentParser:
     source.add_argument("--config", type=Path, help="YAML file of a new run")
     source.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from last.pt")
     train.add_argument("--out", type=Path, default=None, help="run folder of a new run (default: train.out_dir)")
+    _add_device(train, "train.device")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.total_steps=500")
     train.set_defaults(run=_train)
 
@@ -103,7 +106,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     infer.add_argument("--slot-masks", action="store_true", help="also write one binary PNG per slot")
     infer.add_argument("--seed", type=int, default=0, help="seed of the slot initializer's noise")
-    infer.add_argument("--device", default="cpu")
+    infer.add_argument("--device", default="auto", help=DEVICE_HELP)
     infer.set_defaults(run=_infer)
 
     features = commands.add_parser("features", help="cache the frozen backbone's tokens of a dataset")
@@ -112,7 +115,7 @@ def _build_parser() -> argparse.ArgumentParser:
     features.add_argument("--views", type=int, default=4, help="random training views cached per training image")
     features.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16")
     features.add_argument("--batch-size", type=int, default=32)
-    features.add_argument("--device", default="cpu")
+    features.add_argument("--device", default="auto", help=DEVICE_HELP)
     features.add_argument("--overwrite", action="store_true", help="replace finished cache files")
     features.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     features.set_defaults(run=_features)
@@ -122,6 +125,18 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="output .safetensors file")
     export.set_defaults(run=_export)
     return parser
+
+
+def _add_device(parser: argparse.ArgumentParser, key: str) -> None:
+    """--device, short for the override KEY=DEVICE; without it the config's KEY decides (auto by default)."""
+    parser.add_argument("--device", default=None, help=f"{DEVICE_HELP}; default: the config's {key} (auto)")
+    parser.set_defaults(device_key=key)
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """The KEY=VALUE overrides, with --device as the override of its config key last (so it wins)."""
+    device = [f"{args.device_key}={args.device}"] if args.device is not None else []
+    return [*args.overrides, *device]
 
 
 def _prepare_synthetic(args: argparse.Namespace) -> int:
@@ -155,7 +170,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     from dias.engine.evaluate import format_metrics, run_eval
 
     result = run_eval(
-        args.checkpoint, config=args.config, overrides=args.overrides, out_dir=args.out, viz=args.viz, split=args.split
+        args.checkpoint,
+        config=args.config,
+        overrides=_overrides(args),
+        out_dir=args.out,
+        viz=args.viz,
+        split=args.split,
     )
     print(format_metrics(result["metrics"], result["baselines"]))
     print(f"metrics written to {result['path']}")
@@ -174,7 +194,7 @@ def _report(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from dias.engine.train import run_train
 
-    result = run_train(args.config, args.overrides, resume_dir=args.resume, out_dir=args.out)
+    result = run_train(args.config, _overrides(args), resume_dir=args.resume, out_dir=args.out)
     return EXIT_CODES.get(result.status, 0)
 
 
@@ -273,6 +293,7 @@ def _add_benchmark_commands(commands, datasets) -> None:
     doctor = commands.add_parser("doctor", help="check config, backbone weights and data; estimate memory and time")
     doctor.add_argument("--config", type=Path, default=None, help="YAML file (default: built-in defaults)")
     doctor.add_argument("--no-estimate", action="store_true", help="skip the timed forward + backward")
+    _add_device(doctor, "train.device")
     doctor.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.root=data/coco")
     doctor.set_defaults(run=_doctor)
 
@@ -318,6 +339,6 @@ def _import_official(args: argparse.Namespace) -> int:
 def _doctor(args: argparse.Namespace) -> int:
     from dias.engine.doctor import exit_code, format_checks, run_checks
 
-    checks = run_checks(args.config, args.overrides, estimate=not args.no_estimate)
+    checks = run_checks(args.config, _overrides(args), estimate=not args.no_estimate)
     print(format_checks(checks))
     return exit_code(checks)

@@ -167,8 +167,9 @@ class OptimConfig:
 class TrainConfig:
     total_steps: int = checked(50000, at_least(1))
     seed: int = 42
+    # fp16: autocast + GradScaler on CUDA; elsewhere bf16 or fp32 (dias.engine.device says which)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    device: str = checked("auto", DEVICE)
+    device: str = checked("auto", DEVICE)  # auto: this process's GPU when CUDA is present, else the CPU
     out_dir: str = "runs/dias"
     val_every: int = checked(1250, at_least(1))
     checkpoint_every: int = checked(1000, at_least(1))  # run_dir/last.pt; also written at the end, on Ctrl-C, SIGTERM
@@ -180,6 +181,8 @@ class EvalConfig:
     mask_source: str = checked(DECODER_SOURCE, MASK_SOURCE)  # decoder | attn:0 | attn:-1
     batch_size: int = checked(32, at_least(1))
     seed: int = 0
+    device: str = checked("auto", DEVICE)  # of `dias eval`; validation in training runs on train.device
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # of `dias eval` and of validation in training
 
 
 @dataclass

@@ -70,6 +70,19 @@ def test_eval_command_writes_metrics_card_config_and_report(tiny, tmp_path, caps
     assert (out / "report.html").read_text().count("data:image/png;base64,") == 2
 
 
+def test_eval_reads_its_own_device_and_precision_keys(tiny, tmp_path, monkeypatch):
+    import dias.engine.device as device_module
+
+    _, _, checkpoint, _ = tiny
+    monkeypatch.setattr(device_module, "cpu_has_fast_bf16", lambda: False)
+    cases = [(["train.precision=fp16", "train.device=cuda"], "fp32"), (["eval.precision=bf16"], "bf16")]
+    for overrides, precision in cases:
+        card = run_eval(checkpoint, overrides=overrides, out_dir=tmp_path / precision, progress=False)["card"]
+        assert (card["device"], card["precision"]) == ("cpu", precision)
+    card = run_eval(checkpoint, overrides=["eval.precision=fp16"], out_dir=tmp_path / "fp16", progress=False)["card"]
+    assert card["precision"] == "fp32"  # fp16 off CUDA, on a CPU without bf16 instructions
+
+
 def test_default_out_dir_is_next_to_the_checkpoint(tiny):
     _, _, checkpoint, _ = tiny
     result = run_eval(checkpoint, overrides=["eval.mask_source=attn:0"], progress=False)

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from dias.engine.device import resolve_device
+
 RANK_ENV, WORLD_SIZE_ENV, LOCAL_RANK_ENV = "RANK", "WORLD_SIZE", "LOCAL_RANK"
 
 
@@ -31,16 +33,6 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """ "auto" -> cuda (this process's GPU) when available, else cpu; anything else is passed to torch.device."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
-    return device
 
 
 def init_distributed(device_name: str = "auto") -> DistInfo:
@@ -73,6 +65,13 @@ def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float
     tensor = torch.tensor(list(values.values()), dtype=torch.float64, device=info.device)
     dist.all_reduce(tensor)
     return dict(zip(values, (tensor / info.world_size).tolist(), strict=True))
+
+
+def all_reduce_sum_(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum `tensor` (on this rank's device) over the ranks, in place; a no-op when running alone."""
+    if info.enabled:
+        dist.all_reduce(tensor)
+    return tensor
 
 
 def all_reduce_any(flag: bool, info: DistInfo) -> bool:

@@ -21,7 +21,8 @@ import torch
 from dias.config import Config, load_config
 from dias.data.codec import IGNORE_ID, CorruptRecordError, count_objects
 from dias.data.records import LmdbReader, split_path
-from dias.engine.distributed import WORLD_SIZE_ENV, resolve_device
+from dias.engine.device import DeviceError, Precision, resolve_device, resolve_precision
+from dias.engine.distributed import WORLD_SIZE_ENV
 from dias.io import WeightsMismatchError
 from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
 from dias.model import build_model
@@ -66,7 +67,8 @@ def run_checks(
             f"rank(s) ({WORLD_SIZE_ENV}={os.environ.get(WORLD_SIZE_ENV, 'unset')})",
         )
     )
-    if estimate:
+    checks.append(check_device(cfg))
+    if estimate and checks[-1].status == "OK":
         checks.extend(estimate_cost(cfg))
     return checks
 
@@ -162,19 +164,34 @@ def check_split(cfg: Config, split: str, sample_size: int = DEFAULT_SAMPLE_SIZE)
     return Check("OK", name, summary)
 
 
-def estimate_cost(cfg: Config) -> list[Check]:
-    """Rough memory and step time: one timed forward + backward on a batch of PROBE_BATCH_SIZE, scaled."""
+def check_device(cfg: Config) -> Check:
+    """train.device exists here, and the precision train.precision runs in on it (after any fallback)."""
     try:
         device = resolve_device(cfg.train.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            return [Check("FAIL", "device", f"train.device={cfg.train.device} but no GPU; set train.device=auto")]
+        precision = resolve_precision(cfg.train.precision, device)
+    except DeviceError as exc:
+        return Check("FAIL", "device", f"train.device={cfg.train.device}: {exc}")
+    return Check(
+        "OK",
+        "device",
+        f"{device} in {precision.name} (train.device={cfg.train.device}, train.precision={cfg.train.precision})",
+    )
+
+
+def estimate_cost(cfg: Config) -> list[Check]:
+    """Rough memory and step time: one timed forward + backward on a batch of PROBE_BATCH_SIZE, scaled."""
+    device = resolve_device(cfg.train.device)
+    precision = resolve_precision(cfg.train.precision, device)
+    try:
         model = _build_without_weights(cfg, torch.device("cpu")).to(device).train()
         trainable, frozen = _count_parameters(model)
         size = cfg.data.image_size
         images = torch.randint(0, 256, (PROBE_BATCH_SIZE, 3, size, size), dtype=torch.uint8, device=device)
         saved_bytes, seconds = 0, 0.0
         for _ in range(2):  # the first pass pays one-off costs; time the second
-            saved_bytes, seconds = _probe_step(model, images, cfg.loss.distill_form, device)
+            saved_bytes, seconds = _probe_step(
+                model, images, distill_form=cfg.loss.distill_form, device=device, precision=precision
+            )
     except Exception as exc:
         return [Check("FAIL", "estimate", f"a training step fails: {type(exc).__name__}: {exc}")]
     batch = cfg.data.batch_size
@@ -189,7 +206,7 @@ def estimate_cost(cfg: Config) -> list[Check]:
             "memory",
             f"~{total:.2f} GiB per rank on {device} at batch {batch}: parameters+grads+Adam "
             f"{parameter_bytes / BYTES_PER_GIB:.2f} GiB, activations {activation_bytes / BYTES_PER_GIB:.2f} GiB "
-            "(fp32; a rough estimate)",
+            f"(measured under {precision.name}; a rough estimate)",
         ),
         Check(
             "OK",
@@ -213,7 +230,9 @@ def exit_code(checks: list[Check]) -> int:
     return 1 if any(check.status == "FAIL" for check in checks) else 0
 
 
-def _probe_step(model, images: torch.Tensor, distill_form: str, device: torch.device) -> tuple[int, float]:
+def _probe_step(
+    model, images: torch.Tensor, *, distill_form: str, device: torch.device, precision: Precision
+) -> tuple[int, float]:
     """(bytes autograd saved for backward, seconds) of one forward + backward."""
     saved = 0
 
@@ -225,7 +244,7 @@ def _probe_step(model, images: torch.Tensor, distill_form: str, device: torch.de
     model.zero_grad(set_to_none=True)
     _synchronize(device)
     start = time.perf_counter()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), precision.autocast():
         out = model(images=images)
         student, teacher = select_distillation_pair(out.attn)
         loss = reconstruction_loss(out.recon, out.features) + distillation_loss(student, teacher, distill_form)

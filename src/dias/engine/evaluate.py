@@ -32,7 +32,7 @@ from dias.data.dataset import LmdbDataset, collate
 from dias.data.records import split_path
 from dias.data.transforms import EvalTransform
 from dias.engine.checkpoint import load_model
-from dias.engine.distributed import resolve_device
+from dias.engine.device import resolve_device, resolve_precision
 from dias.engine.features import batch_inputs, open_feature_split
 from dias.engine.gallery import VizCollector, write_visual_report
 from dias.io import atomic_write_bytes, file_sha256
@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE_NAME = "metrics.json"
 EVAL_DIR_PREFIX = "eval-"
-PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 # Called once per batch with (batch, model output, predicted label maps (B,H,W)); the visual report uses it.
 BatchHook = Callable[[dict[str, Any], DIASOutput, torch.Tensor], None]
@@ -123,9 +122,7 @@ def evaluate(
     num_skipped = 0
     mask_size = None
     total = len(loader) if max_batches is None else min(len(loader), max_batches)
-    autocast = torch.autocast(
-        device.type, dtype=PRECISION_DTYPES.get(precision, torch.bfloat16), enabled=precision in PRECISION_DTYPES
-    )
+    autocast = resolve_precision(precision, device, key="eval.precision").autocast()
     cuda_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices), torch.inference_mode(), autocast:
         torch.manual_seed(seed)
@@ -141,7 +138,7 @@ def evaluate(
             out = model(**batch_inputs(batch, device))
             masks = select_masks(out, mask_source).float()  # (B, K, N)
             pred = masks_from_attention(masks, mask_size)  # (B, H, W)
-            gt = gt.to(device)
+            gt = gt.to(device, non_blocking=True)
             for name, values in score(pred, gt).items():
                 scores[name].append(values.cpu().numpy())
             for baseline in baselines:
@@ -177,7 +174,9 @@ def default_out_dir(checkpoint: str | Path, split: str, mask_source: str = DECOD
     return Path(checkpoint).parent / name
 
 
-def eval_card(result: EvalResult, cfg: Config, split: str, checkpoint: str | Path, device: torch.device) -> dict:
+def eval_card(
+    result: EvalResult, cfg: Config, split: str, checkpoint: str | Path, device: torch.device, precision: str
+) -> dict:
     """Everything needed to read or reproduce the numbers: data, resolutions, protocol, code, weights."""
     size = cfg.data.image_size
     num_scored = result.num_scored()
@@ -217,7 +216,7 @@ def eval_card(result: EvalResult, cfg: Config, split: str, checkpoint: str | Pat
         "dias_version": __version__,
         "seed": result.seed,
         "device": str(device),
-        "precision": cfg.train.precision,
+        "precision": precision,  # the one the forward ran in (after any fallback of eval.precision)
         "torch_version": torch.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -241,6 +240,8 @@ def run_eval(
     split = split or cfg.data.val_split
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(checkpoint, split, cfg.eval.mask_source)
     parse_mask_source(cfg.eval.mask_source)
+    device = resolve_device(cfg.eval.device)
+    precision = resolve_precision(cfg.eval.precision, device, key="eval.precision")
     dataset = LmdbDataset(
         split_path(cfg.data.root, split), EvalTransform(cfg.data.image_size), skip_corrupt=cfg.data.skip_corrupt
     )
@@ -252,8 +253,8 @@ def run_eval(
         num_workers=cfg.data.num_workers,
         shuffle=False,
         collate_fn=collate,
+        pin_memory=device.type == "cuda",
     )
-    device = resolve_device(cfg.train.device)
     collector = VizCollector(viz, cfg.eval.mask_source) if viz > 0 else None
     result = evaluate(
         model,
@@ -262,13 +263,13 @@ def run_eval(
         seed=cfg.eval.seed,
         device=device,
         progress=progress,
-        precision=cfg.train.precision,
+        precision=precision.name,
         on_batch=collector,
     )
     report = {
         "metrics": _json_means(result.means()),
         "baselines": {name: _json_means(means) for name, means in result.baseline_means().items()},
-        "card": eval_card(result, cfg, split, checkpoint, device),
+        "card": eval_card(result, cfg, split, checkpoint, device, precision.name),
     }
     path = out_dir / METRICS_FILE_NAME
     atomic_write_bytes(path, (json.dumps(report, indent=2, allow_nan=False) + "\n").encode("utf-8"))

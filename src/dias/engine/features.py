@@ -27,6 +27,7 @@ from dias.data.feature_cache import (
 from dias.data.records import LmdbWriter, load_header, split_path
 from dias.data.sampling import sample_seed
 from dias.data.transforms import EvalTransform, TrainTransform
+from dias.engine.device import resolve_device
 from dias.errors import UsageError
 from dias.io import file_sha256
 from dias.model import backbone_from_config
@@ -79,7 +80,7 @@ def build_feature_cache(
     num_train_views: int = 4,
     dtype: str = "fp16",
     batch_size: int = 32,
-    device: str = "cpu",
+    device: str = "auto",
     seed: int = 0,
     progress: bool = True,
     overwrite: bool = False,
@@ -91,6 +92,7 @@ def build_feature_cache(
     """
     if dtype not in DTYPES:
         raise UsageError(f"feature dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    device = resolve_device(device)
     backbone = backbone_from_config(cfg).to(device)
     splits = splits or (cfg.data.train_split, cfg.data.val_split)
     summary = {}
@@ -119,7 +121,7 @@ def build_feature_cache(
                     with torch.random.fork_rng(devices=[]):
                         torch.manual_seed(sample_seed(seed, view, index))  # fixed per (image, view): resumable
                         images.append(transforms[view](source[index])["image"])
-                tokens = backbone(torch.stack(images).to(device))  # (b, N, C)
+                tokens = backbone(torch.stack(images).to(device)).cpu()  # (b, N, C)
                 for row in tokens:
                     writer.append(encode_features(row, dtype))
                 bar.update(len(records))
@@ -129,7 +131,11 @@ def build_feature_cache(
 
 
 def batch_inputs(batch: dict[str, Any], device: torch.device | str) -> dict[str, torch.Tensor]:
-    """The model's keyword inputs for a batch: cached `features` when present, else `images`."""
+    """The model's keyword inputs for a batch: cached `features` when present, else `images`.
+
+    The copies are asynchronous from pinned memory (the loaders pin batches for CUDA); elsewhere they are
+    ordinary copies.
+    """
     if "features" in batch:
         return {"features": batch["features"].to(device, non_blocking=True)}
     return {"images": batch["image"].to(device, non_blocking=True)}

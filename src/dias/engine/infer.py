@@ -26,6 +26,7 @@ from tqdm import tqdm
 from dias.config import Config
 from dias.data.transforms import resize_image
 from dias.engine.checkpoint import load_model
+from dias.engine.device import AUTO, resolve_device, resolve_precision
 from dias.errors import MissingFileError
 from dias.io import atomic_write_bytes
 from dias.masks import masks_from_attention
@@ -83,10 +84,11 @@ def read_image(path: str | Path) -> torch.Tensor:
 class Segmenter:
     """A trained DIAS model with its config, ready to segment arbitrary images."""
 
-    def __init__(self, model: DIAS, cfg: Config, device: str | torch.device = "cpu"):
-        self.model = model.to(device).eval()
+    def __init__(self, model: DIAS, cfg: Config, device: str | torch.device = AUTO):
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.precision = resolve_precision(cfg.eval.precision, self.device, key="eval.precision")
+        self.model = model.to(self.device).eval()
         self.cfg = cfg
-        self.device = torch.device(device)
 
     @torch.inference_mode()
     def segment(self, images: Any, num_slots: int | None = None, seed: int | None = 0) -> SegmentResult:
@@ -100,7 +102,8 @@ class Segmenter:
         batch = torch.stack([resize_image(p, size) for p in pixels]).to(self.device)  # (B,3,S,S)
         if seed is not None:
             torch.manual_seed(seed)  # the initializer samples slots at inference too
-        out = self.model(images=batch, num_slots=num_slots)
+        with self.precision.autocast():
+            out = self.model(images=batch, num_slots=num_slots)
         grid = self.model.backbone.grid_size(size)
         masks = [
             masks_from_attention(out.decoder_attn[i : i + 1], p.shape[-2:], grid)[0].cpu() for i, p in enumerate(pixels)
@@ -113,7 +116,7 @@ def load(
     *,
     backbone_weights: str | Path | None = None,
     config: str | Path | None = None,
-    device: str = "cpu",
+    device: str = AUTO,
 ) -> Segmenter:
     """A Segmenter from a dias checkpoint, an exported .safetensors, or an official checkpoint (+ config)."""
     overrides = [f"model.backbone.weights={backbone_weights}"] if backbone_weights is not None else []

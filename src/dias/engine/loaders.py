@@ -26,6 +26,7 @@ def build_loaders(cfg: Config, dist_info: distributed.DistInfo) -> tuple[DataLoa
     else:  # the frozen backbone's tokens were cached by `dias features`
         train_set = open_feature_split(cfg, d.train_split, train=True)
         val_set = open_feature_split(cfg, d.val_split, train=False, source=val_set)
+    pin = dist_info.device.type == "cuda"  # page-locked batches: the copies to the GPU run asynchronously
     sampler = EpochSampler(len(train_set), d.batch_size, cfg.train.seed, dist_info.rank, dist_info.world_size)
     train_loader = DataLoader(
         SeededSamples(train_set, cfg.train.seed),
@@ -36,12 +37,13 @@ def build_loaders(cfg: Config, dist_info: distributed.DistInfo) -> tuple[DataLoa
         worker_init_fn=ignore_sigterm,
         drop_last=True,
         persistent_workers=d.num_workers > 0,
+        pin_memory=pin,
         # A private generator: creating an iterator must not draw from the training RNG stream.
         generator=torch.Generator().manual_seed(cfg.train.seed),
     )
     val_loader = DataLoader(
         val_set, batch_size=cfg.eval.batch_size, num_workers=d.num_workers, collate_fn=collate,
-        worker_init_fn=ignore_sigterm,
+        worker_init_fn=ignore_sigterm, pin_memory=pin,
     )  # fmt: skip
     return train_loader, sampler, val_loader
 

@@ -5,9 +5,12 @@
     result = train(cfg, run_dir="runs/demo", resume=checkpoint)
 
 Per step: schedules (lr, distillation weight) -> autocast forward -> objective -> backward -> clip ->
-Adam step -> log -> eval -> checkpoint. run_dir/last.pt holds everything a resumed run needs (trainable
-weights, optimizer, grad scaler, every rank's RNG states, the data position), so on CPU a resumed run's
-losses equal an uninterrupted run's exactly.
+Adam step (step.py) -> log -> eval -> checkpoint. The step's losses stay on the device; the host reads
+them once per `log.every` steps (window.py), and that one sync also checks them for NaN and checks the
+time limit. It comes before every checkpoint and validation, so a non-finite loss stops the run, naming
+its step, before any checkpoint holds the weights it changed. run_dir/last.pt holds everything a resumed
+run needs (trainable weights, optimizer, grad scaler, every rank's RNG states, the data position), so on
+CPU a resumed run's losses equal an uninterrupted run's exactly.
 
 One process writes a run folder at a time (runlock.py). Ctrl-C and SIGTERM (what cluster schedulers such
 as SLURM send before they stop a job) both save last.pt and return, so a requeued job continues with
@@ -33,24 +36,22 @@ from dias import __version__
 from dias.config import CONFIG_FILE_NAME, Config, from_dict, load_config, save_config
 from dias.engine import distributed
 from dias.engine.checkpoint import check_compatible, config_from_checkpoint, load_checkpoint, load_trainable_state
+from dias.engine.device import resolve_precision
 from dias.engine.features import batch_inputs
 from dias.engine.loaders import batches, build_loaders
 from dias.engine.log import METRICS_FILE_NAME, MetricsLogger, truncate_metrics
 from dias.engine.runlock import RunInUseError, RunLock, remove_stale_temp_files
 from dias.engine.state import capture_rng, restore_rng, save_training_checkpoint, seed_everything
+from dias.engine.step import build_optimizer, optimisation_step
 from dias.engine.validate import validate
-from dias.errors import DiasError, FileInTheWayError
-from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
+from dias.engine.window import StatsWindow
+from dias.errors import FileInTheWayError
 from dias.model import DIAS, build_model
 from dias.schedules import distill_weight_at, lr_at, reinit_prob_at
 
 LAST, BEST = "last.pt", "best.pt"
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(DiasError, RuntimeError):
-    """The loss became NaN or infinite; the run stopped before that step changed any weight."""
 
 
 class Terminated(KeyboardInterrupt):
@@ -91,22 +92,6 @@ def draw_reinit(cfg: Config, step: int) -> bool | None:
         return None
     prob = reinit_prob_at(step, cfg.train.total_steps, r.prob, r.prob_schedule)
     return bool(torch.rand(()) < prob)
-
-
-def autocast_for(device: torch.device, precision: str) -> tuple[contextlib.AbstractContextManager, bool]:
-    """(a factory of the forward's autocast context, whether fp16 loss scaling is needed).
-
-    fp16 needs CUDA; on CPU it falls back to bf16 with a warning (CPU fp16 autocast is slow and unscaled).
-    """
-    if precision == "fp16" and device.type != "cuda":
-        log.warning("train.precision=fp16 needs a CUDA device; using bf16 autocast on %s instead", device.type)
-        precision = "bf16"
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError("this GPU does not support bf16; set train.precision=fp16 or fp32")
-    if precision == "fp32":
-        return contextlib.nullcontext, False
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return (lambda: torch.autocast(device.type, dtype=dtype)), precision == "fp16"
 
 
 def train(
@@ -159,9 +144,9 @@ def _train(
     model = build_model(cfg).to(device)
     params = [p for p in model.parameters() if p.requires_grad]  # the frozen backbone is not optimised
     o = cfg.optim
-    optimizer = torch.optim.Adam(params, lr=0.0, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
-    autocast, use_scaler = autocast_for(device, cfg.train.precision)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    optimizer = build_optimizer(params, o, device)
+    precision = resolve_precision(cfg.train.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.scaled)
     train_loader, sampler, val_loader = build_loaders(cfg, dist_info)
     step, epoch, consumed, best = 0, 0, 0, -math.inf
     if resume is not None:
@@ -212,7 +197,15 @@ def _train(
     stop_at = cfg.train.total_steps if max_steps is None else min(cfg.train.total_steps, max_steps)
     bar = tqdm(total=cfg.train.total_steps, initial=step, disable=not (progress and is_main), desc="train")
     start_time = window_time = time.monotonic()
-    window = {"loss": 0.0, "recon": 0.0, "distill": 0.0, "grad_norm": 0.0, "num_steps": 0}
+    window = StatsWindow(first_step=step)
+
+    def read_window() -> bool:
+        """The window's one host sync: NaN check (raises), losses kept, the time limit; True when timed out."""
+        timed_out = time_limit is not None and time.monotonic() - start_time > time_limit
+        losses, timed_out = window.read(dist_info, timed_out=timed_out)
+        result.losses.extend(losses)
+        return timed_out
+
     model.train()
     data = batches(train_loader, sampler, epoch, consumed)
     previous_sigterm = _raise_on_sigterm()
@@ -232,50 +225,40 @@ def _train(
             weight = distill_weight_at(step, cfg.train.total_steps, cfg.loss.distill_weight, cfg.loss.distill_schedule)
             reinit = draw_reinit(cfg, step)  # whether this batch prunes + re-initializes (None: not configured)
 
-            # forward and objective (the losses compute in float32 under autocast)
-            with autocast():
-                out = forward_model(**inputs, reinit=reinit)
-            recon = reconstruction_loss(out.recon, out.features)
-            distill = distillation_loss(*select_distillation_pair(out.attn), form=cfg.loss.distill_form)
-            loss = recon + weight * distill
-            loss_value = loss.item()
-            if distributed.all_reduce_any(not math.isfinite(loss_value), dist_info):
-                raise NonFiniteLossError(
-                    f"loss is {loss_value} at step {step}; stopped before updating the weights. The last good "
-                    f"checkpoint is {run_dir / LAST} (if one was written); lower optim.lr or try train.precision=fp32"
-                )
-
-            # backward, clip, step
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm=o.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+            # forward, objective, backward, clip, Adam: no host sync
+            stats = optimisation_step(
+                forward_model, inputs, optimizer=optimizer, scaler=scaler, params=params, precision=precision,
+                distill_weight=weight, distill_form=cfg.loss.distill_form, grad_clip=o.grad_clip, reinit=reinit,
+            )  # fmt: skip
+            window.add(stats)
             step += 1
             epoch, consumed = next_epoch, next_consumed
-            result.losses.append(loss_value)
-            window["num_steps"] += 1
-            for key, value in (("loss", loss), ("recon", recon), ("distill", distill), ("grad_norm", grad_norm)):
-                window[key] += value.item()
             bar.update()
 
+            # the window's one sync, before anything is logged or saved
+            val_due = step % cfg.train.val_every == 0 or step == cfg.train.total_steps
+            log_due = step % cfg.log.every == 0 or step == stop_at
+            if log_due or val_due or step % cfg.train.checkpoint_every == 0:
+                if read_window():
+                    stop_at = step  # the time limit: log, checkpoint and stop now
+
             # log
-            if step % cfg.log.every == 0 or step == stop_at:
+            if window.num_read and (step % cfg.log.every == 0 or step == stop_at):
                 now = time.monotonic()
-                count = window.pop("num_steps")
-                means = distributed.all_reduce_mean({k: v / count for k, v in window.items()}, dist_info)
-                metrics = {**means, "distill_weight": weight, "lr": lr, "steps_per_s": count / (now - window_time)}
+                count = window.num_read
+                metrics = {**window.take_means(), "distill_weight": weight, "lr": lr}
+                metrics["steps_per_s"] = count / (now - window_time)
                 logger.log(metrics, step)
-                bar.set_postfix(loss=f"{means['loss']:.4f}", steps_per_s=f"{metrics['steps_per_s']:.2f}")
-                window, window_time = dict.fromkeys(window, 0.0) | {"num_steps": 0}, now
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", steps_per_s=f"{metrics['steps_per_s']:.2f}")
+                window_time = now
 
             # eval
-            if step % cfg.train.val_every == 0 or step == cfg.train.total_steps:
+            if val_due:
                 if is_main:
                     result.val = validate(
-                        model, val_loader, cfg.eval.mask_source, cfg.eval.seed, device, cfg.train.precision
-                    )
+                        model, val_loader, mask_source=cfg.eval.mask_source, seed=cfg.eval.seed, device=device,
+                        precision=cfg.eval.precision,
+                    )  # fmt: skip
                     logger.log({f"val/{k}": v for k, v in result.val.items()}, step)
                     log.info("step %d validation: %s", step, _format(result.val))
                 improved = is_main and result.val.get("fg_ari", -math.inf) > best
@@ -285,9 +268,6 @@ def _train(
                 distributed.barrier(dist_info)
 
             # checkpoint
-            timed_out = time_limit is not None and time.monotonic() - start_time > time_limit
-            if distributed.all_reduce_any(timed_out, dist_info):
-                stop_at = step
             if step % cfg.train.checkpoint_every == 0 or step == stop_at:
                 checkpoint_to(LAST)
         result.status = "done" if step >= cfg.train.total_steps else "stopped"
@@ -295,6 +275,7 @@ def _train(
         # The weights, optimizer and data position are those after the last completed step; the RNG has
         # moved on, so a run resumed from an interrupt is not bit-identical to an uninterrupted one.
         result.status = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        result.losses.extend(window.read(None)[0])  # this rank's steps since the last read: NaN-free or raise
         log.warning("%s at step %d; saving %s", result.status, step, run_dir / LAST)
         checkpoint_to(LAST, rng=[capture_rng()] if dist_info.enabled else None)
         if is_main:

@@ -1,0 +1,103 @@
+"""Where a command runs and in which precision: one rule for train, eval, features, infer and doctor.
+
+    device = resolve_device("auto")                 # this process's GPU when CUDA is present, else the CPU
+    precision = resolve_precision("fp16", device)   # fp16 on CUDA; on a CPU: bf16 or fp32, with one warning
+    with precision.autocast():
+        out = model(images=images)
+
+fp16 autocast needs CUDA (with a GradScaler). Elsewhere it falls back, the same way in every command:
+to bf16 on a CPU with bf16 matrix instructions (AVX-512 BF16 or AMX), whose bf16 kernels are fast, and
+to fp32 on any other CPU (or on MPS), where bf16 autocast runs slower than fp32. torch's own CPU
+capability query decides, not /proc/cpuinfo. An explicit `bf16` is honoured wherever torch supports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from dias.errors import DiasError
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # fp32 runs without autocast
+
+_warned: set[tuple[str, str, str]] = set()  # (config key, requested, device type): each fallback warns once
+
+
+class DeviceError(DiasError, ValueError):
+    """The device or precision asked for is not present on this machine."""
+
+
+def resolve_device(name: str = AUTO, local_rank: int = 0) -> torch.device:
+    """ "auto" -> this process's GPU when CUDA is available, else the CPU; "cuda" -> cuda:local_rank.
+
+    A CUDA or MPS device that this machine does not have is a DeviceError naming the fix.
+    """
+    if name == AUTO:
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {name!r}; use {DEVICE_CHOICES}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {name} asked for, but no CUDA GPU is visible; use --device auto or cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"device {name} asked for, but MPS is not available; use --device auto or cpu")
+    return device
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (AVX-512 BF16 or AMX), by torch's own capability query."""
+    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(check is not None and check() for check in checks)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The precision a forward runs in on one device: `name` is the effective one, after any fallback."""
+
+    name: str  # fp32 | bf16 | fp16
+    device_type: str  # cpu | cuda | mps
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return PRECISION_DTYPES.get(self.name, torch.float32)
+
+    @property
+    def scaled(self) -> bool:
+        """Whether the backward needs fp16 loss scaling (a GradScaler)."""
+        return self.name == "fp16"
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """A fresh autocast context for this precision (a no-op for fp32)."""
+        if self.name == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+
+def resolve_precision(requested: str, device: torch.device, *, key: str = "train.precision") -> Precision:
+    """The precision that `requested` (fp32 | bf16 | fp16) runs in on `device`; see the module docstring.
+
+    `key` names the config key in the one warning a fallback gives (once per process and key).
+    """
+    if requested not in ("fp32", *PRECISION_DTYPES):
+        raise DeviceError(f"unknown precision {requested!r}; set {key}=fp32, bf16 or fp16")
+    name = requested
+    if requested == "fp16" and device.type != "cuda":
+        name = "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
+        if (key, requested, device.type) not in _warned:
+            _warned.add((key, requested, device.type))
+            why = "this CPU has bf16 matrix instructions" if name == "bf16" else "bf16 would be slower here"
+            log.warning("%s=fp16 needs a CUDA device; running %s on %s instead (%s)", key, name, device.type, why)
+    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise DeviceError(f"this GPU does not support bf16; set {key}=fp16 or fp32")
+    return Precision(name, device.type)
