@@ -15,6 +15,7 @@ import time
 import numpy as np
 import torch
 
+from dias.baselines import baseline_masks
 from dias.config import load_config
 from dias.data import synthetic
 from dias.engine.demo import demo_config_path
@@ -35,17 +36,11 @@ def render(count: int, seed: int, split_code: int, size: int):
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(np.stack(masks))
 
 
-def kmeans_fg_ari(tokens: torch.Tensor, masks: torch.Tensor, k: int, grid: int) -> tuple[float, float]:
-    from sklearn.cluster import KMeans
-
-    labels = []
-    for t in tokens:
-        lab = KMeans(k, n_init=3, random_state=0).fit_predict(t.numpy())
-        labels.append(torch.from_numpy(lab).long())
-    onehot = torch.nn.functional.one_hot(torch.stack(labels), k).permute(0, 2, 1).float()
-    pred = masks_from_attention(onehot.unflatten(-1, (grid, grid)), masks.shape[-1])
-    s = score(pred, masks)
-    return nanmean(s["fg_ari"].numpy()), nanmean(s["mbo"].numpy())
+def kmeans_fg_ari(tokens: torch.Tensor, masks: torch.Tensor, num_clusters: int, grid: int) -> tuple[float, float]:
+    """FG-ARI and mBO of the evaluation's k-means baseline (dias.baselines) on these tokens."""
+    onehot = baseline_masks("kmeans", tokens, num_slots=num_clusters, grid_size=(grid, grid), seed=0)
+    scores = score(masks_from_attention(onehot, masks.shape[-1]), masks)
+    return nanmean(scores["fg_ari"].numpy()), nanmean(scores["mbo"].numpy())
 
 
 def position_features(grid: int, dim: int, freqs=(1, 2, 4)) -> torch.Tensor:

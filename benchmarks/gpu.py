@@ -41,6 +41,7 @@ from dias.data.records import LmdbWriter
 from dias.data.transforms import TrainTransform
 from dias.engine.device import Precision
 from dias.engine.step import build_optimizer, optimisation_step
+from dias.io import atomic_write_bytes
 from dias.model import build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -283,9 +284,7 @@ def main() -> int:
     text = "\n".join(lines) + "\n"
     out = args.out or REPO / "benchmarks" / "results" / f"gpu-{slug(label)}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(out.name + ".tmp")
-    tmp_out.write_text(text, encoding="utf-8")
-    tmp_out.replace(out)  # atomic: a killed run leaves the previous table
+    atomic_write_bytes(out, text.encode("utf-8"))  # a killed run leaves the previous table
     print(text, end="")
     print(f"written to {out}")
     return 0

@@ -55,8 +55,17 @@ def test_baseline_masks_are_one_hot_on_the_grid_and_blind_ones_ignore_the_image(
         assert masks.shape == (2, 4, 6, 6)
         assert torch.equal(masks.sum(dim=1), torch.ones(2, 6, 6))
     for name in ("grid", "voronoi"):
-        assert torch.equal(baseline_masks(name, tokens, 4, (6, 6)), baseline_masks(name, -tokens, 4, (6, 6)))
+        first = baseline_masks(name, tokens, num_slots=4, grid_size=(6, 6))
+        assert torch.equal(first, baseline_masks(name, -tokens, num_slots=4, grid_size=(6, 6)))
     with pytest.raises(ValueError, match="unknown baseline"):
-        baseline_masks("random", tokens, 4, (6, 6))
+        baseline_masks("random", tokens, num_slots=4, grid_size=(6, 6))
     with pytest.raises(ValueError, match="grid does not hold"):
-        baseline_masks("grid", tokens, 4, (5, 5))
+        baseline_masks("grid", tokens, num_slots=4, grid_size=(5, 5))
+
+
+def test_kmeans_runs_in_float32_under_autocast():
+    generator = torch.Generator().manual_seed(1)
+    tokens = torch.randn(2, 64, 8, generator=generator) * 50 + 1000  # large values: bf16 sums would round
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = kmeans(tokens, 5, seed=0)
+    assert torch.equal(under_autocast, kmeans(tokens, 5, seed=0))

@@ -64,13 +64,32 @@ def test_every_user_facing_error_is_a_dias_error():
     from dias.data.records import CorruptSplitError
     from dias.data.safe_pickle import UnsafePickleError
     from dias.engine.checkpoint import CheckpointError
+    from dias.engine.device import DeviceError
     from dias.engine.runlock import RunInUseError
     from dias.engine.window import NonFiniteLossError
-    from dias.errors import DiasError, FileInTheWayError, MissingFileError, WriteError
+    from dias.errors import DiasError, FileInTheWayError, MissingFileError, MissingPackageError, UsageError, WriteError
     from dias.io import WeightsMismatchError
 
     kinds = (ConfigError, CorruptRecordError, LmdbFormatError, CorruptSplitError, FeatureCacheError, UnsafePickleError)
     kinds += (CheckpointError, RunInUseError, NonFiniteLossError, MissingFileError, FileInTheWayError, WriteError)
-    kinds += (WeightsMismatchError,)
+    kinds += (WeightsMismatchError, UsageError, DeviceError, MissingPackageError)
     assert all(issubclass(kind, DiasError) for kind in kinds)
     assert issubclass(MissingFileError, FileNotFoundError) and issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.decoder.num_heads=7", "model.decoder.num_heads = 7 must divide"),
+        ("data.crop_scale=[0.9,0.5]", "data.crop_scale = [0.9, 0.5] is invalid"),
+        ("data.batch_size=100000", "do not fill one batch"),
+    ],
+)
+def test_config_mistakes_found_when_a_run_starts_are_one_line_errors(
+    override, message, synthetic_root, tmp_path, capsys
+):
+    args = ["train", "--config", "configs/demo.yaml", "--out", str(tmp_path / "run"), f"data.root={synthetic_root}"]
+    assert main([*args, "data.num_workers=0", override]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "last.pt").exists()

@@ -60,7 +60,7 @@ def grid_partition(num_cells: int, grid_size: tuple[int, int]) -> torch.Tensor:
     return _one_hot(offsets[band] + column, num_cells)
 
 
-def voronoi_partition(num_cells: int, grid_size: tuple[int, int], seed: int = 0) -> torch.Tensor:
+def voronoi_partition(num_cells: int, grid_size: tuple[int, int], *, seed: int = 0) -> torch.Tensor:
     """Masks (K, h, w) of the Voronoi cells of K points drawn uniformly in the unit square with `seed`."""
     if num_cells < 1:
         raise ValueError(f"a Voronoi partition needs at least one cell, got {num_cells}")
@@ -73,20 +73,26 @@ def voronoi_partition(num_cells: int, grid_size: tuple[int, int], seed: int = 0)
 def kmeans(
     tokens: torch.Tensor,
     num_clusters: int,
+    *,
     seed: int = 0,
     num_iters: int = KMEANS_ITERS,
     num_restarts: int = KMEANS_RESTARTS,
 ) -> torch.Tensor:
     """Per-image k-means (Lloyd, k-means++ seeding) of tokens (B, N, C) -> labels (B, N) long.
 
-    Runs in float32 on the tokens' device, batched over images; of `num_restarts` seedings per image the
-    one with the lowest within-cluster sum of squares wins. Deterministic for a seed. A cluster that
-    loses all its tokens keeps its centre.
+    Runs in float32 on the tokens' device, with autocast off, batched over images; of `num_restarts`
+    seedings per image the one with the lowest within-cluster sum of squares wins. Deterministic for a
+    seed. A cluster that loses all its tokens keeps its centre.
     """
     b, n, _ = tokens.shape
     if not 1 <= num_clusters <= n:
         raise ValueError(f"k-means needs 1 <= num_clusters <= {n} tokens, got {num_clusters}")
-    x = tokens.detach().float()
+    with torch.autocast(tokens.device.type, enabled=False):
+        return _kmeans(tokens.detach().float(), num_clusters, seed, num_iters, num_restarts)
+
+
+def _kmeans(x: torch.Tensor, num_clusters: int, seed: int, num_iters: int, num_restarts: int) -> torch.Tensor:
+    b, n, _ = x.shape
     generator = torch.Generator(device=x.device).manual_seed(seed)
     best_labels = torch.zeros(b, n, dtype=torch.long, device=x.device)
     best_inertia = torch.full((b,), math.inf, device=x.device)
@@ -123,7 +129,7 @@ def _kmeans_plus_plus(x: torch.Tensor, num_clusters: int, generator: torch.Gener
 
 
 def baseline_masks(
-    name: str, tokens: torch.Tensor, num_slots: int, grid_size: tuple[int, int], seed: int = 0
+    name: str, tokens: torch.Tensor, *, num_slots: int, grid_size: tuple[int, int], seed: int = 0
 ) -> torch.Tensor:
     """The masks (B, K, h, w) of baseline `name` for a batch of tokens (B, N, C) on an h x w grid."""
     b, n, _ = tokens.shape
@@ -132,9 +138,9 @@ def baseline_masks(
     if name == "grid":
         masks = grid_partition(num_slots, grid_size)
     elif name == "voronoi":
-        masks = voronoi_partition(num_slots, grid_size, seed)
+        masks = voronoi_partition(num_slots, grid_size, seed=seed)
     elif name == "kmeans":
-        labels = kmeans(tokens, num_slots, seed).view(b, *grid_size)
+        labels = kmeans(tokens, num_slots, seed=seed).view(b, *grid_size)
         return _one_hot(labels, num_slots)
     else:
         raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINE_NAMES)}")

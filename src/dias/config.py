@@ -87,7 +87,9 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     image_size: int = checked(256, at_least(1))  # square side fed to the model, in pixels
-    crop_scale: tuple[float, float] = (0.75, 1.0)  # random-resized-crop scale, relative to the largest square
+    crop_scale: tuple[float, float] = checked(  # random-resized-crop scale, relative to the largest square
+        (0.75, 1.0), Rule(lambda value: 0 < value[0] <= value[1] <= 1, "two numbers with 0 < low <= high <= 1")
+    )
     flip: bool = True
     batch_size: int = checked(32, at_least(1))
     num_workers: int = checked(4, at_least(0))

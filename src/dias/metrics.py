@@ -2,7 +2,7 @@
 
 Inputs are label maps: `pred` (B,H,W) predicted slot indices and `gt` (B,H,W) instance ids, with
 0 = background and `IGNORE_ID` = pixels that belong to no annotated segment (void, boundary,
-unannotated). The protocol follows the official evaluation (../shared/reference/SPEC.md §10):
+unannotated). The protocol follows the official evaluation code:
 
 - Ignored pixels enter no ground-truth segment: they are left out of the ARI contingency table, but a
   predicted mask still covers them, so they count in the union of an IoU.

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from dias.config import Config
+from dias.config import Config, ConfigError
 from dias.modules.backbone import FrozenBackbone, build_backbone
 from dias.modules.decoders import MLPDecoder, RandomOrderTransformerDecoder
 from dias.modules.initializers import LearnedQueries, NormalShared
@@ -155,6 +155,11 @@ def build_model(cfg: Config) -> DIAS:
     c = backbone.feature_dim
     initializer_cls = {"normal_shared": NormalShared, "learned": LearnedQueries}[m.initializer]
     if m.decoder.name == "random_order_transformer":
+        if c % m.decoder.num_heads:
+            raise ConfigError(
+                f"config key model.decoder.num_heads = {m.decoder.num_heads} must divide the backbone's feature "
+                f"width {c} (the decoder's width)"
+            )
         decoder = RandomOrderTransformerDecoder(
             c,
             m.slot_dim,

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 OFFICIAL_PREFIX = "m."
-OFFICIAL_BACKBONE_PREFIX = "m.encode_backbone.1."
+OFFICIAL_BACKBONE_PREFIX = "m.encode_backbone.1."  # index 0 of the release's Sequential is the resize
 
 # Our parameter names -> the release's (after "m."). Decoder layer entries use "{i}".
 OFFICIAL_NAMES = {

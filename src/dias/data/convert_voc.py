@@ -26,7 +26,7 @@ from PIL import Image
 from dias.data.codec import IGNORE_ID, count_objects, encode_record_from_bytes
 from dias.data.convert_common import write_split
 from dias.data.records import split_path
-from dias.errors import MissingFileError
+from dias.errors import MissingFileError, UsageError
 
 DATASET_NAME = "voc"
 CONVERTER_VERSION = 1
@@ -67,7 +67,7 @@ def encode_sample(job: tuple[str, str, int]) -> bytes:
     image_path, png_path, year = job
     with Image.open(png_path) as picture:
         if picture.mode not in ("P", "L"):
-            raise ValueError(f"{png_path} has mode {picture.mode}; a VOC SegmentationObject PNG is a palette image")
+            raise UsageError(f"{png_path} has mode {picture.mode}; a VOC SegmentationObject PNG is a palette image")
         mask = object_mask(np.asarray(picture, dtype=np.uint8))
     meta = {"id": Path(image_path).stem, "year": year, "num_objects": count_objects(mask)}
     return encode_record_from_bytes(Path(image_path).read_bytes(), mask, meta, "jpeg")

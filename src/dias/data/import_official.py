@@ -33,7 +33,7 @@ from dias.data.codec import IGNORE_ID, count_objects, encode_record_from_bytes, 
 from dias.data.convert_common import write_split
 from dias.data.records import split_path
 from dias.data.safe_pickle import safe_loads
-from dias.errors import MissingFileError
+from dias.errors import MissingFileError, UsageError
 
 KEYS_KEY = b"__keys__"
 DATASETS = ("coco", "voc", "clevrtex")
@@ -57,10 +57,10 @@ def read_keys(env: lmdb.Environment, path: str | Path) -> list[bytes]:
     with env.begin() as txn:
         raw = txn.get(KEYS_KEY)
     if raw is None:
-        raise ValueError(f"{path} has no {KEYS_KEY!r} entry, so it is not an official DIAS LMDB")
+        raise UsageError(f"{path} has no {KEYS_KEY!r} entry, so it is not an official DIAS LMDB")
     keys = safe_loads(raw, key=KEYS_KEY)
     if not isinstance(keys, list) or not all(isinstance(k, bytes) for k in keys):
-        raise ValueError(f"{path}: {KEYS_KEY!r} is not a list of byte-string keys")
+        raise UsageError(f"{path}: {KEYS_KEY!r} is not a list of byte-string keys")
     return keys
 
 
@@ -72,10 +72,10 @@ def read_official_record(path: str, key: bytes) -> dict[str, Any]:
     with _environments[cache_key].begin() as txn:
         raw = txn.get(key)
     if raw is None:
-        raise ValueError(f"{path}: key {key!r} is listed in {KEYS_KEY!r} but missing")
+        raise UsageError(f"{path}: key {key!r} is listed in {KEYS_KEY!r} but missing")
     record = safe_loads(raw, key=key)
     if not isinstance(record, dict) or "image" not in record or "segment" not in record:
-        raise ValueError(f"{path}: record {key!r} is not a dict with 'image' and 'segment'")
+        raise UsageError(f"{path}: record {key!r} is not a dict with 'image' and 'segment'")
     return record
 
 
@@ -94,7 +94,7 @@ def decode_segment(segment: Any) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as picture:
         index = np.asarray(picture)
     if index.ndim != 2 or index.dtype != np.uint8:
-        raise ValueError(f"segment decodes to {index.dtype} {index.shape}, expected a (H,W) uint8 index map")
+        raise UsageError(f"segment decodes to {index.dtype} {index.shape}, expected a (H,W) uint8 index map")
     return index
 
 
@@ -117,7 +117,7 @@ def index_lookup(dataset: str, record: dict[str, Any]) -> tuple[np.ndarray, list
     elif dataset == "clevrtex":
         lookup[:] = np.arange(LOOKUP_SIZE)
     else:
-        raise ValueError(f"unknown official dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+        raise UsageError(f"unknown official dataset {dataset!r}; choose from {', '.join(DATASETS)}")
     return lookup, categories
 
 
@@ -139,7 +139,7 @@ def encode_job(job: tuple[str, bytes, str]) -> bytes:
     try:
         return convert_record(dataset, read_official_record(path, key), key)
     except (ValueError, OSError) as exc:
-        raise ValueError(f"{path}: record {key!r}: {exc}") from None
+        raise UsageError(f"{path}: record {key!r}: {exc}") from None
 
 
 def import_official(
@@ -159,16 +159,16 @@ def import_official(
     finally:
         env.close()
     if not keys:
-        raise ValueError(f"{lmdb_path} lists no samples")
+        raise UsageError(f"{lmdb_path} lists no samples")
     path_text = str(lmdb_path.resolve())
     first = read_official_record(path_text, keys[0])
     dataset = dataset or detect_dataset(first)
     if dataset not in DATASETS:
-        raise ValueError(f"unknown official dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+        raise UsageError(f"unknown official dataset {dataset!r}; choose from {', '.join(DATASETS)}")
     split = split or lmdb_path.name.split(".")[0]
     target = split_path(out, split)
     if target.resolve() == lmdb_path.resolve():
-        raise ValueError(f"--out would overwrite the official file {lmdb_path}; choose another folder")
+        raise UsageError(f"--out would overwrite the official file {lmdb_path}; choose another folder")
     first_image = bytes(first["image"])
     _close_environment(path_text)  # worker processes open their own
     info = {

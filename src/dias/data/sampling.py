@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from dias.errors import UsageError
+
 # Mixes the sample's coordinates into one 63-bit seed (large odd constants, as in splitmix64).
 _SEED_MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
 
@@ -42,7 +44,7 @@ class EpochSampler(Sampler):
         self.epoch = 0
         self.start_batch = 0
         if self.batches_per_epoch == 0:
-            raise ValueError(
+            raise UsageError(
                 f"{num_samples} training samples do not fill one batch of {batch_size} on each of {world_size} "
                 "rank(s); lower data.batch_size or add data"
             )

@@ -1,4 +1,4 @@
-"""Image + mask transforms of the official protocol (../shared/reference/SPEC.md §2), on samples of LmdbDataset.
+"""Image + mask transforms of the official protocol, on samples of LmdbDataset.
 
 A sample is {"image": (3,H,W) uint8, "mask": (H,W) int64 instance ids, ...}; image and mask are
 always cropped and flipped together. Images are resized bilinearly with antialiasing and rounded back

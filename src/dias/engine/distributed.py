@@ -3,7 +3,7 @@
 Without those variables everything here is a no-op for a single process, so the trainer has one code path.
 
     dist_info = init_distributed("auto")  # nccl on GPU, gloo on CPU
-    means = all_reduce_mean({"loss": 0.3}, dist_info)
+    totals = all_reduce_sum_(torch.tensor([0.3, 1.0]), dist_info)  # summed over the ranks, in place
 """
 
 from __future__ import annotations
@@ -56,15 +56,6 @@ def shutdown_distributed(info: DistInfo) -> None:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
-
-
-def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float]:
-    """The mean of each value over the ranks (float64 on the wire)."""
-    if not info.enabled or not values:
-        return dict(values)
-    tensor = torch.tensor(list(values.values()), dtype=torch.float64, device=info.device)
-    dist.all_reduce(tensor)
-    return dict(zip(values, (tensor / info.world_size).tolist(), strict=True))
 
 
 def all_reduce_sum_(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Evaluation: score a model's masks on a split (../shared/reference/SPEC.md §10) and write an eval card.
+"""Evaluation: score a model's masks on a split (the official protocol) and write an eval card.
 
     result = evaluate(model, loader, mask_source="decoder", seed=0)
     result.means()  # {"ari": ..., "fg_ari": ..., "mbo": ..., "miou": ...}, fractions in [0, 1]
@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from dias import __version__
 from dias.baselines import BASELINE_NAMES, BASELINE_TITLES, KMEANS_RESTARTS, baseline_masks
-from dias.config import DECODER_SOURCE, Config, parse_mask_source, save_config
+from dias.config import CONFIG_FILE_NAME, DECODER_SOURCE, Config, parse_mask_source, save_config
 from dias.data.codec import IGNORE_ID
 from dias.data.dataset import LmdbDataset, collate
 from dias.data.records import split_path
@@ -142,7 +142,9 @@ def evaluate(
             for name, values in score(pred, gt).items():
                 scores[name].append(values.cpu().numpy())
             for baseline in baselines:
-                blind = baseline_masks(baseline, out.features, masks.shape[1], square_grid(masks.shape[2]), seed)
+                blind = baseline_masks(
+                    baseline, out.features, num_slots=masks.shape[1], grid_size=square_grid(masks.shape[2]), seed=seed
+                )
                 for name, values in score(masks_from_attention(blind, mask_size), gt).items():
                     baseline_scores[baseline][name].append(values.cpu().numpy())
             indices.append(np.asarray(batch["index"]).reshape(-1))
@@ -273,7 +275,7 @@ def run_eval(
     }
     path = out_dir / METRICS_FILE_NAME
     atomic_write_bytes(path, (json.dumps(report, indent=2, allow_nan=False) + "\n").encode("utf-8"))
-    save_config(cfg, out_dir / "config.yaml")
+    save_config(cfg, out_dir / CONFIG_FILE_NAME)
     if collector is not None:
         per_image = {
             int(index): {n: float(result.scores[n][i]) for n in METRIC_NAMES} for i, index in enumerate(result.indices)

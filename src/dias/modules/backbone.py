@@ -16,15 +16,15 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import nn
 
-from dias.errors import MissingFileError
+from dias.errors import MissingFileError, UsageError
 from dias.io import check_state_dict, read_state_dict
+from dias.official import OFFICIAL_BACKBONE_PREFIX
 
 log = logging.getLogger(__name__)
 
 VIT_NAMES = ("vit_small_patch14_reg4_dinov2", "vit_base_patch14_reg4_dinov2")
 PATCH_STATS = "patch_stats"
 WEIGHTS_OPTION = "model.backbone.weights"
-OFFICIAL_BACKBONE_PREFIX = "m.encode_backbone.1."  # index 0 of the release's Sequential is the resize
 # Present in a full timm checkpoint but deliberately removed here: the features are the raw last-block
 # output (no final norm) and there is no classifier.
 DROPPED_TIMM_PREFIXES = ("norm.", "fc_norm.", "head.")
@@ -171,6 +171,6 @@ def build_backbone(
     """A frozen backbone by name: one of VIT_NAMES (optional local weights) or "patch_stats"."""
     if name == PATCH_STATS:
         if weights is not None:
-            raise ValueError(f"the {PATCH_STATS} backbone has no weights; unset {WEIGHTS_OPTION}")
+            raise UsageError(f"the {PATCH_STATS} backbone has no weights; unset {WEIGHTS_OPTION}")
         return PatchStats(patch_size)
     return ViTBackbone(name, weights, image_size=image_size, input_scale=input_scale)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dias.errors import UsageError
+
 
 class NormalShared(nn.Module):
     """One Gaussian shared by all slots: slots = mean + exp(log_std) * noise, noise i.i.d. per (b, k, d).
@@ -38,5 +40,5 @@ class LearnedQueries(nn.Module):
 
     def forward(self, batch_size: int, num_slots: int | None = None) -> torch.Tensor:
         if num_slots is not None and num_slots != self.num_slots:
-            raise ValueError(f"learned queries hold {self.num_slots} slots; cannot give {num_slots}")
+            raise UsageError(f"learned queries hold {self.num_slots} slots; cannot give {num_slots}")
         return self.queries.expand(batch_size, -1, -1)  # (B, K, D)

@@ -1,4 +1,4 @@
-"""Redundant-slot detection and merging (../shared/reference/METHOD.md (a)); no parameters.
+"""Redundant-slot detection and merging (the paper's method, step (a)); no parameters.
 
 Per sample, slots are clustered by complete-linkage agglomerative clustering on a distance matrix,
 merging while the closest pair of clusters is nearer than `threshold` (sklearn's `distance_threshold`
