@@ -147,6 +147,41 @@ def test_nan_loss_stops_before_a_checkpoint_holds_its_weights(
     assert all(row["step"] <= nan_at and math.isfinite(row["loss"]) for row in logged)
 
 
+def _poison_grad(monkeypatch, nan_at: int) -> None:
+    """Write NaN into one parameter's gradient at step `nan_at`, after backward: the loss itself stays finite."""
+    real = torch.nn.utils.clip_grad_norm_
+    calls = []
+
+    def poisoned(params, *args, **kwargs):
+        params = list(params)
+        if len(calls) == nan_at:
+            params[0].grad.fill_(float("nan"))
+        calls.append(1)
+        return real(params, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", poisoned)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize(("nan_at", "last_step"), [(1, None), (2, 2)])
+def test_nan_gradient_with_a_finite_loss_stops_before_a_checkpoint_holds_its_weights(
+    tiny_root, tmp_path, monkeypatch, precision, nan_at, last_step
+):
+    cfg = tiny_config(
+        tiny_root, "train.total_steps=8", "log.every=4", "train.checkpoint_every=2", "train.val_every=100",
+        f"train.precision={precision}",
+    )  # fmt: skip
+    _poison_grad(monkeypatch, nan_at)
+    with pytest.raises(NonFiniteLossError, match=f"gradient norm is nan .*at step {nan_at};"):
+        train(cfg, tmp_path / "run", progress=False)
+    if last_step is None:
+        assert not (tmp_path / "run" / LAST).exists()
+    else:
+        checkpoint = load_checkpoint(tmp_path / "run" / LAST)
+        assert checkpoint["step"] == last_step
+        assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+
+
 def test_ctrl_c_after_a_nan_in_the_window_does_not_save(tiny_root, tmp_path, monkeypatch):
     cfg = tiny_config(tiny_root, "train.total_steps=8", "log.every=5", "train.checkpoint_every=100")
     _poison(monkeypatch, nan_at=1, interrupt_at=3)

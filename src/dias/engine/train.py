@@ -6,11 +6,12 @@
 
 Per step: schedules (lr, distillation weight) -> autocast forward -> objective -> backward -> clip ->
 Adam step (step.py) -> log -> eval -> checkpoint. The step's losses stay on the device; the host reads
-them once per `log.every` steps (window.py), and that one sync also checks them for NaN and checks the
-time limit. It comes before every checkpoint and validation, so a non-finite loss stops the run, naming
-its step, before any checkpoint holds the weights it changed. run_dir/last.pt holds everything a resumed
-run needs (trainable weights, optimizer, grad scaler, every rank's RNG states, the data position), so on
-CPU a resumed run's losses equal an uninterrupted run's exactly.
+them once per `log.every` steps (window.py), and that one sync also checks them for NaN (the loss, and the
+gradient norm unless fp16 loss scaling skips such steps) and checks the time limit. It comes before every
+checkpoint and validation, so a non-finite step stops the run, naming it, before any checkpoint holds the
+weights it changed. run_dir/last.pt holds everything a resumed run needs (trainable weights, optimizer,
+grad scaler, every rank's RNG states, the data position), so on CPU a resumed run's losses equal an
+uninterrupted run's exactly.
 
 One process writes a run folder at a time (runlock.py). Ctrl-C and SIGTERM (what cluster schedulers such
 as SLURM send before they stop a job) both save last.pt and return, so a requeued job continues with
@@ -197,10 +198,10 @@ def _train(
     stop_at = cfg.train.total_steps if max_steps is None else min(cfg.train.total_steps, max_steps)
     bar = tqdm(total=cfg.train.total_steps, initial=step, disable=not (progress and is_main), desc="train")
     start_time = window_time = time.monotonic()
-    window = StatsWindow(first_step=step)
+    window = StatsWindow(first_step=step, loss_scaled=precision.scaled)
 
     def read_window() -> bool:
-        """The window's one host sync: NaN check (raises), losses kept, the time limit; True when timed out."""
+        """The window's one host sync: NaN check of loss and gradient (raises), losses kept, the time limit."""
         timed_out = time_limit is not None and time.monotonic() - start_time > time_limit
         losses, timed_out = window.read(dist_info, timed_out=timed_out)
         result.losses.extend(losses)
