@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import dias.engine.step as step_module
+import dias.engine.train as train_module
 import dias.engine.window as window_module
 from dias.cli import main
 from dias.config import load_config
@@ -104,14 +105,14 @@ def test_resume_refuses_a_config_with_another_model(tiny_root, tmp_path):
 
 
 def _poison(monkeypatch, *, nan_at: int | None = None, interrupt_at: int | None = None) -> None:
-    """Make the reconstruction loss of step `nan_at` NaN, and raise KeyboardInterrupt at step `interrupt_at`."""
+    """Make the reconstruction loss of step `nan_at` NaN, and press Ctrl-C (SIGINT) mid-forward of `interrupt_at`."""
     real = step_module.reconstruction_loss
     calls = []
 
     def poisoned(recon, features):
         calls.append(1)
         if len(calls) - 1 == interrupt_at:
-            raise KeyboardInterrupt
+            signal.raise_signal(signal.SIGINT)
         loss = real(recon, features)
         return loss * float("nan") if len(calls) - 1 == nan_at else loss
 
@@ -215,13 +216,64 @@ def test_time_limit_is_checked_at_the_window_sync(tiny_root, tmp_path):
     assert load_checkpoint(tmp_path / "run" / LAST)["step"] == 3
 
 
-def test_ctrl_c_saves_a_checkpoint_and_returns(tiny_root, tmp_path, monkeypatch):
+def test_ctrl_c_finishes_the_step_saves_a_checkpoint_and_returns(tiny_root, tmp_path, monkeypatch):
     cfg = tiny_config(tiny_root, "train.total_steps=6", "train.checkpoint_every=100", "train.val_every=100")
     _poison(monkeypatch, interrupt_at=2)
+    before = signal.getsignal(signal.SIGINT)
     result = train(cfg, tmp_path / "run", progress=False)
-    assert result.status == "interrupted" and result.step == 2
+    assert result.status == "interrupted" and result.step == 3 and len(result.losses) == 3
     checkpoint = load_checkpoint(tmp_path / "run" / LAST)
-    assert checkpoint["step"] == 2 and checkpoint["data"] == {"epoch": 0, "batches": 2}
+    assert checkpoint["step"] == 3 and checkpoint["data"] == {"epoch": 0, "batches": 3}
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
+
+
+def _signal_after_adam(monkeypatch, signums: list[int], at: int) -> None:
+    """Deliver `signums` to this process right after the optimizer step of step `at`, before the loop counts it."""
+    real = train_module.optimisation_step
+    calls = []
+
+    def signalled(*args, **kwargs):
+        stats = real(*args, **kwargs)
+        if len(calls) == at:
+            for signum in signums:
+                signal.raise_signal(signum)
+        calls.append(1)
+        return stats
+
+    monkeypatch.setattr(train_module, "optimisation_step", signalled)
+
+
+@pytest.mark.parametrize(
+    ("signum", "status"), [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "terminated")], ids=["ctrl_c", "sigterm"]
+)
+def test_a_stop_between_adam_and_the_step_count_resumes_like_an_uninterrupted_run(
+    tiny_root, tmp_path, monkeypatch, signum, status
+):
+    overrides = ["train.total_steps=6", "optim.warmup_steps=2", "train.val_every=100", "train.checkpoint_every=100"]
+    cfg = tiny_config(tiny_root, *overrides)
+    straight = train(cfg, tmp_path / "straight", progress=False)
+    _signal_after_adam(monkeypatch, [signum], at=2)
+    first = train(cfg, tmp_path / "stopped", progress=False)
+    assert first.status == status and first.step == 3
+    checkpoint = load_checkpoint(tmp_path / "stopped" / LAST)
+    adam_steps = {int(state["step"]) for state in checkpoint["optimizer"]["state"].values()}
+    assert checkpoint["step"] == 3 and adam_steps == {3}  # the step count is the optimizer steps done
+    monkeypatch.undo()
+    second = _resumed(tmp_path / "stopped", progress=False)
+    assert second.status == "done" and second.step == 6
+    assert first.losses + second.losses == straight.losses  # no batch trained twice, none skipped
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, second.model.state_dict()[key]), key
+
+
+def test_a_second_ctrl_c_aborts_at_once(tiny_root, tmp_path, monkeypatch):
+    cfg = tiny_config(tiny_root, "train.total_steps=6", "train.checkpoint_every=2", "train.val_every=100")
+    _signal_after_adam(monkeypatch, [signal.SIGINT, signal.SIGINT], at=2)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "run", progress=False)
+    assert load_checkpoint(tmp_path / "run" / LAST)["step"] == 2  # the last regular checkpoint, intact
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_failed_save_leaves_the_previous_checkpoint_intact(tiny_root, tmp_path, monkeypatch):
