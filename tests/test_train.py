@@ -21,7 +21,7 @@ from dias.config import load_config
 from dias.data.sampling import EpochSampler
 from dias.data.synthetic import prepare_synthetic
 from dias.engine.checkpoint import CheckpointError, load_checkpoint
-from dias.engine.demo import MARKER_FILE_NAME, demo_config_path
+from dias.engine.demo import EVAL_DIR_NAME, MARKER_FILE_NAME, demo_config_path
 from dias.engine.log import read_metrics
 from dias.engine.runlock import RunInUseError
 from dias.engine.train import LAST, draw_reinit, load_resume, run_train, train
@@ -368,6 +368,19 @@ def test_demo_never_replaces_a_run_it_did_not_make(tiny_root, tmp_path, capsys):
     assert main(demo) == 0  # the demo's own, unchanged run is replaced
     assert main(["train", "--resume", str(run), "train.total_steps=3"]) == 0  # now it is no longer the demo's
     assert main(demo) == 1 and load_checkpoint(run / LAST)["step"] == 3
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl_c", "sigterm"])
+def test_a_demo_stopped_by_a_signal_writes_no_marker_skips_the_eval_and_exits_like_train(
+    tiny_root, tmp_path, monkeypatch, capsys, signum, code
+):
+    out = tmp_path / "demo"
+    demo = ["demo", "--out", str(out), *TINY, f"data.root={tiny_root}", "train.total_steps=4", "eval.batch_size=4"]
+    _signal_after_adam(monkeypatch, [signum], at=0)
+    assert main(demo) == code
+    assert "not evaluated" in capsys.readouterr().out
+    assert load_checkpoint(out / LAST)["step"] == 1
+    assert not (out / MARKER_FILE_NAME).exists() and not (out / EVAL_DIR_NAME).exists()
 
 
 def test_sigterm_saves_last_pt_and_the_run_resumes(tiny_root, tmp_path):
