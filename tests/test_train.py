@@ -14,13 +14,14 @@ import pytest
 import torch
 
 import dias.engine.step as step_module
+import dias.engine.train as train_module
 import dias.engine.window as window_module
 from dias.cli import main
 from dias.config import load_config
 from dias.data.sampling import EpochSampler
 from dias.data.synthetic import prepare_synthetic
 from dias.engine.checkpoint import CheckpointError, load_checkpoint
-from dias.engine.demo import MARKER_FILE_NAME, demo_config_path
+from dias.engine.demo import EVAL_DIR_NAME, MARKER_FILE_NAME, demo_config_path
 from dias.engine.log import read_metrics
 from dias.engine.runlock import RunInUseError
 from dias.engine.train import LAST, draw_reinit, load_resume, run_train, train
@@ -104,14 +105,14 @@ def test_resume_refuses_a_config_with_another_model(tiny_root, tmp_path):
 
 
 def _poison(monkeypatch, *, nan_at: int | None = None, interrupt_at: int | None = None) -> None:
-    """Make the reconstruction loss of step `nan_at` NaN, and raise KeyboardInterrupt at step `interrupt_at`."""
+    """Make the reconstruction loss of step `nan_at` NaN, and press Ctrl-C (SIGINT) mid-forward of `interrupt_at`."""
     real = step_module.reconstruction_loss
     calls = []
 
     def poisoned(recon, features):
         calls.append(1)
         if len(calls) - 1 == interrupt_at:
-            raise KeyboardInterrupt
+            signal.raise_signal(signal.SIGINT)
         loss = real(recon, features)
         return loss * float("nan") if len(calls) - 1 == nan_at else loss
 
@@ -147,6 +148,41 @@ def test_nan_loss_stops_before_a_checkpoint_holds_its_weights(
     assert all(row["step"] <= nan_at and math.isfinite(row["loss"]) for row in logged)
 
 
+def _poison_grad(monkeypatch, nan_at: int) -> None:
+    """Write NaN into one parameter's gradient at step `nan_at`, after backward: the loss itself stays finite."""
+    real = torch.nn.utils.clip_grad_norm_
+    calls = []
+
+    def poisoned(params, *args, **kwargs):
+        params = list(params)
+        if len(calls) == nan_at:
+            params[0].grad.fill_(float("nan"))
+        calls.append(1)
+        return real(params, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", poisoned)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize(("nan_at", "last_step"), [(1, None), (2, 2)])
+def test_nan_gradient_with_a_finite_loss_stops_before_a_checkpoint_holds_its_weights(
+    tiny_root, tmp_path, monkeypatch, precision, nan_at, last_step
+):
+    cfg = tiny_config(
+        tiny_root, "train.total_steps=8", "log.every=4", "train.checkpoint_every=2", "train.val_every=100",
+        f"train.precision={precision}",
+    )  # fmt: skip
+    _poison_grad(monkeypatch, nan_at)
+    with pytest.raises(NonFiniteLossError, match=f"gradient norm is nan .*at step {nan_at};"):
+        train(cfg, tmp_path / "run", progress=False)
+    if last_step is None:
+        assert not (tmp_path / "run" / LAST).exists()
+    else:
+        checkpoint = load_checkpoint(tmp_path / "run" / LAST)
+        assert checkpoint["step"] == last_step
+        assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+
+
 def test_ctrl_c_after_a_nan_in_the_window_does_not_save(tiny_root, tmp_path, monkeypatch):
     cfg = tiny_config(tiny_root, "train.total_steps=8", "log.every=5", "train.checkpoint_every=100")
     _poison(monkeypatch, nan_at=1, interrupt_at=3)
@@ -180,13 +216,64 @@ def test_time_limit_is_checked_at_the_window_sync(tiny_root, tmp_path):
     assert load_checkpoint(tmp_path / "run" / LAST)["step"] == 3
 
 
-def test_ctrl_c_saves_a_checkpoint_and_returns(tiny_root, tmp_path, monkeypatch):
+def test_ctrl_c_finishes_the_step_saves_a_checkpoint_and_returns(tiny_root, tmp_path, monkeypatch):
     cfg = tiny_config(tiny_root, "train.total_steps=6", "train.checkpoint_every=100", "train.val_every=100")
     _poison(monkeypatch, interrupt_at=2)
+    before = signal.getsignal(signal.SIGINT)
     result = train(cfg, tmp_path / "run", progress=False)
-    assert result.status == "interrupted" and result.step == 2
+    assert result.status == "interrupted" and result.step == 3 and len(result.losses) == 3
     checkpoint = load_checkpoint(tmp_path / "run" / LAST)
-    assert checkpoint["step"] == 2 and checkpoint["data"] == {"epoch": 0, "batches": 2}
+    assert checkpoint["step"] == 3 and checkpoint["data"] == {"epoch": 0, "batches": 3}
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
+
+
+def _signal_after_adam(monkeypatch, signums: list[int], at: int) -> None:
+    """Deliver `signums` to this process right after the optimizer step of step `at`, before the loop counts it."""
+    real = train_module.optimisation_step
+    calls = []
+
+    def signalled(*args, **kwargs):
+        stats = real(*args, **kwargs)
+        if len(calls) == at:
+            for signum in signums:
+                signal.raise_signal(signum)
+        calls.append(1)
+        return stats
+
+    monkeypatch.setattr(train_module, "optimisation_step", signalled)
+
+
+@pytest.mark.parametrize(
+    ("signum", "status"), [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "terminated")], ids=["ctrl_c", "sigterm"]
+)
+def test_a_stop_between_adam_and_the_step_count_resumes_like_an_uninterrupted_run(
+    tiny_root, tmp_path, monkeypatch, signum, status
+):
+    overrides = ["train.total_steps=6", "optim.warmup_steps=2", "train.val_every=100", "train.checkpoint_every=100"]
+    cfg = tiny_config(tiny_root, *overrides)
+    straight = train(cfg, tmp_path / "straight", progress=False)
+    _signal_after_adam(monkeypatch, [signum], at=2)
+    first = train(cfg, tmp_path / "stopped", progress=False)
+    assert first.status == status and first.step == 3
+    checkpoint = load_checkpoint(tmp_path / "stopped" / LAST)
+    adam_steps = {int(state["step"]) for state in checkpoint["optimizer"]["state"].values()}
+    assert checkpoint["step"] == 3 and adam_steps == {3}  # the step count is the optimizer steps done
+    monkeypatch.undo()
+    second = _resumed(tmp_path / "stopped", progress=False)
+    assert second.status == "done" and second.step == 6
+    assert first.losses + second.losses == straight.losses  # no batch trained twice, none skipped
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, second.model.state_dict()[key]), key
+
+
+def test_a_second_ctrl_c_aborts_at_once(tiny_root, tmp_path, monkeypatch):
+    cfg = tiny_config(tiny_root, "train.total_steps=6", "train.checkpoint_every=2", "train.val_every=100")
+    _signal_after_adam(monkeypatch, [signal.SIGINT, signal.SIGINT], at=2)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "run", progress=False)
+    assert load_checkpoint(tmp_path / "run" / LAST)["step"] == 2  # the last regular checkpoint, intact
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_failed_save_leaves_the_previous_checkpoint_intact(tiny_root, tmp_path, monkeypatch):
@@ -281,6 +368,19 @@ def test_demo_never_replaces_a_run_it_did_not_make(tiny_root, tmp_path, capsys):
     assert main(demo) == 0  # the demo's own, unchanged run is replaced
     assert main(["train", "--resume", str(run), "train.total_steps=3"]) == 0  # now it is no longer the demo's
     assert main(demo) == 1 and load_checkpoint(run / LAST)["step"] == 3
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl_c", "sigterm"])
+def test_a_demo_stopped_by_a_signal_writes_no_marker_skips_the_eval_and_exits_like_train(
+    tiny_root, tmp_path, monkeypatch, capsys, signum, code
+):
+    out = tmp_path / "demo"
+    demo = ["demo", "--out", str(out), *TINY, f"data.root={tiny_root}", "train.total_steps=4", "eval.batch_size=4"]
+    _signal_after_adam(monkeypatch, [signum], at=0)
+    assert main(demo) == code
+    assert "not evaluated" in capsys.readouterr().out
+    assert load_checkpoint(out / LAST)["step"] == 1
+    assert not (out / MARKER_FILE_NAME).exists() and not (out / EVAL_DIR_NAME).exists()
 
 
 def test_sigterm_saves_last_pt_and_the_run_resumes(tiny_root, tmp_path):

@@ -203,6 +203,9 @@ def _demo(args: argparse.Namespace) -> int:
     from dias.engine.evaluate import format_metrics
 
     summary = run_demo(args.out, args.minutes, args.overrides, overwrite=args.overwrite)
+    if summary["status"] in EXIT_CODES:  # stopped by Ctrl-C or SIGTERM, as `dias train` reports it
+        print(f"demo {summary['status']} after {summary['step']} steps, not evaluated; run in {summary['run_dir']}")
+        return EXIT_CODES[summary["status"]]
     print(f"demo {summary['status']} after {summary['step']} steps; val split (x100):")
     print(format_metrics(summary["metrics"], summary["baselines"]))
     print(f"run folder: {summary['run_dir']}" + (f"; visual report: {summary['report']}" if summary["report"] else ""))

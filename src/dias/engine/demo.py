@@ -56,8 +56,10 @@ def run_demo(
     "metrics" and each of "baselines" (see dias.baselines) map metric names to fractions (None: no score).
 
     `minutes` caps the training time: training stops there (checkpointed) and the last weights are scored.
-    An earlier demo run in the same folder is replaced; any other run there raises FileExistsError
-    unless `overwrite`.
+    Ctrl-C or SIGTERM stops training (checkpointed) and the demo with it: "status" is "interrupted" or
+    "terminated", nothing is scored ("metrics" and "baselines" are None) and no marker is written, so a
+    later demo leaves that run alone. An earlier demo run in the same folder is replaced; any other run
+    there raises FileExistsError unless `overwrite`.
     """
     cfg = load_config(demo_config_path(), overrides)
     run_dir = Path(out_dir if out_dir is not None else cfg.train.out_dir)
@@ -83,9 +85,11 @@ def run_demo(
             else:
                 path.unlink(missing_ok=True)
         result = train(cfg, run_dir, time_limit=None if minutes is None else minutes * 60, progress=progress)
+        summary = {"run_dir": str(run_dir), "status": result.status, "step": result.step, "report": None}
+        if result.stopped_by_signal:  # the user (or the scheduler) asked to stop: no marker, no evaluation
+            return {**summary, "metrics": None, "baselines": None}
         marker = {"made_by": MADE_BY, "last_sha256": file_sha256(run_dir / LAST), "step": result.step}
         atomic_write_bytes(run_dir / MARKER_FILE_NAME, json.dumps(marker).encode("utf-8"))
-        summary = {"run_dir": str(run_dir), "status": result.status, "step": result.step, "report": None}
         report = run_eval(run_dir / LAST, out_dir=run_dir / EVAL_DIR_NAME, viz=NUM_VIZ_IMAGES, progress=progress)
     summary["metrics"] = report["metrics"]
     summary["baselines"] = report["baselines"]

@@ -6,15 +6,16 @@
 
 Per step: schedules (lr, distillation weight) -> autocast forward -> objective -> backward -> clip ->
 Adam step (step.py) -> log -> eval -> checkpoint. The step's losses stay on the device; the host reads
-them once per `log.every` steps (window.py), and that one sync also checks them for NaN and checks the
-time limit. It comes before every checkpoint and validation, so a non-finite loss stops the run, naming
-its step, before any checkpoint holds the weights it changed. run_dir/last.pt holds everything a resumed
-run needs (trainable weights, optimizer, grad scaler, every rank's RNG states, the data position), so on
-CPU a resumed run's losses equal an uninterrupted run's exactly.
+them once per `log.every` steps (window.py), and that one sync also checks them for NaN (the loss, and the
+gradient norm unless fp16 loss scaling skips such steps) and checks the time limit. It comes before every
+checkpoint and validation, so a non-finite step stops the run, naming it, before any checkpoint holds the
+weights it changed. run_dir/last.pt holds everything a resumed run needs (trainable weights, optimizer,
+grad scaler, every rank's RNG states, the data position), so on CPU a resumed run's losses equal an
+uninterrupted run's exactly.
 
 One process writes a run folder at a time (runlock.py). Ctrl-C and SIGTERM (what cluster schedulers such
-as SLURM send before they stop a job) both save last.pt and return, so a requeued job continues with
-`dias train --resume RUN_DIR`.
+as SLURM send before they stop a job) ask the loop to stop at the next step boundary: it saves last.pt
+and returns, so a requeued job continues with `dias train --resume RUN_DIR`. A second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -50,12 +52,9 @@ from dias.model import DIAS, build_model
 from dias.schedules import distill_weight_at, lr_at, reinit_prob_at
 
 LAST, BEST = "last.pt", "best.pt"
+STOP_STATUSES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}  # a run stopped by a signal
 
 log = logging.getLogger(__name__)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived; handled like Ctrl-C (save last.pt, return) but reported as "terminated"."""
 
 
 @dataclass
@@ -66,6 +65,11 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # per step of this call, the total objective
     best_fg_ari: float = -math.inf
     val: dict[str, float] = field(default_factory=dict)  # the last validation's means
+
+    @property
+    def stopped_by_signal(self) -> bool:
+        """Whether Ctrl-C or SIGTERM stopped the run (last.pt saved) before it got where it was going."""
+        return self.status in STOP_STATUSES.values()
 
 
 def load_resume(
@@ -197,10 +201,10 @@ def _train(
     stop_at = cfg.train.total_steps if max_steps is None else min(cfg.train.total_steps, max_steps)
     bar = tqdm(total=cfg.train.total_steps, initial=step, disable=not (progress and is_main), desc="train")
     start_time = window_time = time.monotonic()
-    window = StatsWindow(first_step=step)
+    window = StatsWindow(first_step=step, loss_scaled=precision.scaled)
 
     def read_window() -> bool:
-        """The window's one host sync: NaN check (raises), losses kept, the time limit; True when timed out."""
+        """The window's one host sync: NaN check of loss and gradient (raises), losses kept, the time limit."""
         timed_out = time_limit is not None and time.monotonic() - start_time > time_limit
         losses, timed_out = window.read(dist_info, timed_out=timed_out)
         result.losses.extend(losses)
@@ -208,9 +212,12 @@ def _train(
 
     model.train()
     data = batches(train_loader, sampler, epoch, consumed)
-    previous_sigterm = _raise_on_sigterm()
+    stop = StopRequest()
+    stop.install()
     try:
-        while step < stop_at:
+        # A signal only sets stop.status; the loop looks at it here, between steps, so the weights, optimizer,
+        # step count, data position and RNG it saves all belong to the same step.
+        while step < stop_at and stop.status is None:
             batch, next_epoch, next_consumed = next(data)
             if "index" not in batch:  # every record of the batch was corrupt and skipped
                 epoch, consumed = next_epoch, next_consumed
@@ -270,39 +277,59 @@ def _train(
             # checkpoint
             if step % cfg.train.checkpoint_every == 0 or step == stop_at:
                 checkpoint_to(LAST)
-        result.status = "done" if step >= cfg.train.total_steps else "stopped"
-    except KeyboardInterrupt as exc:
-        # The weights, optimizer and data position are those after the last completed step; the RNG has
-        # moved on, so a run resumed from an interrupt is not bit-identical to an uninterrupted one.
-        result.status = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        result.losses.extend(window.read(None)[0])  # this rank's steps since the last read: NaN-free or raise
-        log.warning("%s at step %d; saving %s", result.status, step, run_dir / LAST)
-        checkpoint_to(LAST, rng=[capture_rng()] if dist_info.enabled else None)
-        if is_main:
-            log.warning("continue with `dias train --resume %s`", run_dir)
+        result.status = stop.status or ("done" if step >= cfg.train.total_steps else "stopped")
+        if stop.status is not None and step < stop_at:  # stopped early: last.pt is not yet this step's
+            # The ranks may see the signal at different step boundaries, so nothing here waits for the
+            # others: the window is read without a collective and rank 0 saves its own RNG states.
+            result.losses.extend(window.read(None)[0])  # this rank's steps since the last read: NaN-free or raise
+            log.warning("%s at step %d; saving %s", result.status, step, run_dir / LAST)
+            checkpoint_to(LAST, rng=[capture_rng()] if dist_info.enabled else None)
+            if is_main:
+                log.warning("continue with `dias train --resume %s`", run_dir)
     finally:
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+        stop.restore()
         bar.close()
         logger.close()
     result.step, result.best_fg_ari = step, best
     return result
 
 
-def _raise_on_sigterm():
-    """Make SIGTERM raise Terminated in the training loop; returns the handler to restore (None: not installed).
+class StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM set `status` ("interrupted" / "terminated") instead of raising mid-step.
 
-    Signal handlers can only be set from the main thread; elsewhere SIGTERM keeps its default action.
+    A second Ctrl-C raises KeyboardInterrupt at once, so a user can always abort (last.pt then stays as it
+    was last written: writes are atomic); further SIGTERMs change nothing. DataLoader workers forked later
+    inherit the handlers, so a first Ctrl-C leaves them running too. Handlers can only be set from the main
+    thread; elsewhere both signals keep their usual action.
     """
-    if threading.current_thread() is not threading.main_thread():
-        return None
 
-    def handler(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the save short
-        raise Terminated(f"signal {signum}")
+    def __init__(self):
+        self.status: str | None = None
+        self._ctrl_c = False
+        self._previous: dict[int, object] = {}
+        self._pid = os.getpid()  # the training process; a forked worker stays quiet
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    return signal.SIG_DFL if previous is None else previous  # None: a handler set outside Python
+    def install(self) -> None:
+        """Route SIGINT and SIGTERM here, from the main thread only."""
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_STATUSES:
+                previous = signal.signal(signum, self._handle)
+                self._previous[signum] = signal.SIG_DFL if previous is None else previous  # None: set outside Python
+
+    def restore(self) -> None:
+        """Put back the handlers that install replaced."""
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT:
+            if self._ctrl_c:
+                raise KeyboardInterrupt
+            self._ctrl_c = True
+            if os.getpid() == self._pid:  # os.write: a handler inside a write to sys.stderr must not re-enter it
+                os.write(2, b"\nCtrl-C: stopping after this step and saving last.pt; Ctrl-C again stops at once\n")
+        self.status = self.status or STOP_STATUSES[signum]
 
 
 def _format(metrics: dict[str, float]) -> str:

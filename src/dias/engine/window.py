@@ -1,16 +1,21 @@
 """The training loop's statistics window: per-step stats stay on the device until the host reads them once.
 
-    window = StatsWindow(first_step=0)
+    window = StatsWindow(first_step=0, loss_scaled=precision.scaled)
     window.add(stats)                         # (4,) device tensor from optimisation_step; no sync
     losses, timed_out = window.read(dist_info, timed_out=False)   # the window's one sync
     means = window.take_means()               # {"loss": ..., ...} over the steps read since the last call
 
-`read` is where a non-finite loss is found: it raises NonFiniteLossError naming the first such step. The
-loop reads before anything it saves (a checkpoint, a validation that may become best.pt), so a checkpoint
-never holds weights that a non-finite loss has touched.
+`read` is where a non-finite step is found: it raises NonFiniteLossError naming the first step whose loss,
+or whose gradient norm, is not finite. A finite loss with a NaN gradient still makes Adam write NaN weights,
+so the gradient norm counts too, except under fp16 loss scaling, where the GradScaler skips such a step
+(and lowers its scale) before Adam sees it. The gradient norm is taken after DDP's all-reduce, so every rank
+sees the same one. The loop reads before anything it saves (a checkpoint, a validation that may become
+best.pt), so a checkpoint never holds weights that a non-finite step has touched.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -20,14 +25,18 @@ from dias.errors import DiasError
 
 
 class NonFiniteLossError(DiasError, RuntimeError):
-    """The loss became NaN or infinite; the run stopped before a checkpoint could hold the weights it touched."""
+    """The loss or the gradient became NaN or infinite; the run stopped before a checkpoint held the weights."""
+
+
+LOSS, GRAD_NORM = STAT_NAMES.index("loss"), STAT_NAMES.index("grad_norm")
 
 
 class StatsWindow:
     """Per-step (loss, recon, distill, grad_norm) rows on the device; host-side sums of the rows already read."""
 
-    def __init__(self, first_step: int):
+    def __init__(self, first_step: int, *, loss_scaled: bool):
         self.first_step = first_step  # the step of the first row not yet read
+        self.loss_scaled = loss_scaled  # fp16 + GradScaler: a non-finite gradient is a step the scaler skips
         self._pending: list[torch.Tensor] = []
         self._sums = torch.zeros(len(STAT_NAMES), dtype=torch.float64)
         self._count = 0
@@ -40,7 +49,7 @@ class StatsWindow:
 
         The rows are averaged over the ranks (`dist_info` None: this process only, with no collective, as
         after Ctrl-C when the ranks are not in step). Raises NonFiniteLossError at the first step whose
-        loss is not finite on some rank.
+        loss (or, without loss scaling, gradient norm) is not finite on some rank.
         """
         device = self._pending[0].device if self._pending else torch.device("cpu")
         if dist_info is not None:
@@ -54,19 +63,23 @@ class StatsWindow:
             world_size = dist_info.world_size
         host = packed.double().cpu()  # the sync
         rows = host[:-1].view(-1, len(STAT_NAMES)) / world_size
-        bad = torch.nonzero(~torch.isfinite(rows[:, 0])).flatten()
-        if len(bad):
-            index = int(bad[0])
+        bad = ~torch.isfinite(rows[:, LOSS])
+        if not self.loss_scaled:
+            bad |= ~torch.isfinite(rows[:, GRAD_NORM])
+        if bad.any():
+            index = int(torch.nonzero(bad)[0])
+            loss, grad_norm = float(rows[index, LOSS]), float(rows[index, GRAD_NORM])
+            what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {grad_norm} (loss {loss:.4g})"
             raise NonFiniteLossError(
-                f"loss is {float(rows[index, 0])} at step {self.first_step + index}; the run stopped before any "
-                "checkpoint held the weights it changed. Continue from the last good checkpoint (if one was "
-                "written) with a lower optim.lr, or try train.precision=fp32"
+                f"{what} at step {self.first_step + index}; the run stopped before any checkpoint held the "
+                "weights it changed. Continue from the last good checkpoint (if one was written) with a lower "
+                "optim.lr, or try train.precision=fp32"
             )
         self._sums += rows.sum(dim=0)
         self._count += len(rows)
         self.first_step += len(rows)
         self._pending.clear()
-        return rows[:, 0].tolist(), bool(host[-1] > 0)
+        return rows[:, LOSS].tolist(), bool(host[-1] > 0)
 
     def take_means(self) -> dict[str, float]:
         """The mean of each statistic over the steps read since the last call; starts the next window."""
