@@ -47,3 +47,42 @@ def test_two_gloo_ranks_end_with_equal_weights(tmp_path):
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key
     assert [r["step"] for r in read_metrics(tmp_path / "run") if "loss" in r] == [1, 2, 3]  # rank 0 logs once
+
+
+SIGTERM_WORKER = """import os, signal, sys, torch
+from dias.config import load_config
+from dias.engine import train as train_module
+root, run_dir, out = sys.argv[1:4]
+overrides = ["model.slot_dim=32", "model.slot_mlp_dim=64", "data.image_size=32", "model.backbone.patch_size=8",
+             "data.batch_size=2", "data.num_workers=0", "train.device=cpu", "train.total_steps=12", "log.every=4",
+             "optim.warmup_steps=1", "train.val_every=100", "train.checkpoint_every=100", "log.tensorboard=false",
+             f"data.root={root}"]
+step_function = train_module.optimisation_step
+calls = []
+
+def step_then_signal(*args, **kwargs):  # rank 0 alone is signalled, after its second step
+    stats = step_function(*args, **kwargs)
+    calls.append(1)
+    if os.environ["RANK"] == "0" and len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return stats
+
+train_module.optimisation_step = step_then_signal
+result = train_module.train(load_config(sys.argv[4], overrides), run_dir, progress=False)
+torch.save({"status": result.status, "step": result.step}, f"{out}/rank{os.environ['RANK']}.pt")
+"""
+
+
+def test_sigterm_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    root = tmp_path / "data"
+    prepare_synthetic(root, num_train=16, num_val=4, size=32, num_workers=1, progress=False)
+    script = tmp_path / "worker.py"
+    script.write_text(SIGTERM_WORKER)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    args = [str(script), str(root), str(tmp_path / "run"), str(tmp_path), str(REPO / "configs" / "demo.yaml")]
+    result = subprocess.run([*command, *args], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]  # no rank hangs in a collective the other left
+    ends = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ends == [{"status": "terminated", "step": 4}] * 2  # agreed at the window read of step 4
+    checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert checkpoint["step"] == 4 and len(checkpoint["rng"]) == 2  # both ranks' RNG states: an exact resume

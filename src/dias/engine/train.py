@@ -23,9 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +43,7 @@ from dias.engine.log import METRICS_FILE_NAME, MetricsLogger, truncate_metrics
 from dias.engine.runlock import RunInUseError, RunLock, remove_stale_temp_files
 from dias.engine.state import capture_rng, restore_rng, save_training_checkpoint, seed_everything
 from dias.engine.step import build_optimizer, optimisation_step
+from dias.engine.stop import STOP_STATUSES, StopRequest
 from dias.engine.validate import validate
 from dias.engine.window import StatsWindow
 from dias.errors import FileInTheWayError
@@ -52,7 +51,6 @@ from dias.model import DIAS, build_model
 from dias.schedules import distill_weight_at, lr_at, reinit_prob_at
 
 LAST, BEST = "last.pt", "best.pt"
-STOP_STATUSES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}  # a run stopped by a signal
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +214,9 @@ def _train(
     stop.install()
     try:
         # A signal only sets stop.status; the loop looks at it here, between steps, so the weights, optimizer,
-        # step count, data position and RNG it saves all belong to the same step.
-        while step < stop_at and stop.status is None:
+        # step count, data position and RNG it saves all belong to the same step. Under torchrun the ranks
+        # may see a signal at different steps, so they agree on it at the next window read instead (below).
+        while step < stop_at and (stop.status is None or dist_info.enabled):
             batch, next_epoch, next_consumed = next(data)
             if "index" not in batch:  # every record of the batch was corrupt and skipped
                 epoch, consumed = next_epoch, next_consumed
@@ -248,6 +247,9 @@ def _train(
             if log_due or val_due or step % cfg.train.checkpoint_every == 0:
                 if read_window():
                     stop_at = step  # the time limit: log, checkpoint and stop now
+                if dist_info.enabled and distributed.all_reduce_any(stop.status is not None, dist_info):
+                    stop.status = stop.status or STOP_STATUSES[signal.SIGTERM]  # a signal reached another rank
+                    stop_at = step  # every rank checkpoints this step together, then stops
 
             # log
             if window.num_read and (step % cfg.log.every == 0 or step == stop_at):
@@ -278,58 +280,20 @@ def _train(
             if step % cfg.train.checkpoint_every == 0 or step == stop_at:
                 checkpoint_to(LAST)
         result.status = stop.status or ("done" if step >= cfg.train.total_steps else "stopped")
-        if stop.status is not None and step < stop_at:  # stopped early: last.pt is not yet this step's
-            # The ranks may see the signal at different step boundaries, so nothing here waits for the
-            # others: the window is read without a collective and rank 0 saves its own RNG states.
-            result.losses.extend(window.read(None)[0])  # this rank's steps since the last read: NaN-free or raise
+        if stop.status is not None and step < stop_at:  # one process, stopped early: last.pt is not yet this step's
+            result.losses.extend(window.read(None)[0])  # the steps since the last read: NaN-free or raise
             log.warning("%s at step %d; saving %s", result.status, step, run_dir / LAST)
-            checkpoint_to(LAST, rng=[capture_rng()] if dist_info.enabled else None)
-            if is_main:
-                log.warning("continue with `dias train --resume %s`", run_dir)
+            checkpoint_to(LAST)
+        elif stop.status is not None:
+            log.warning("%s at step %d; saved %s", result.status, step, run_dir / LAST)
+        if stop.status is not None and is_main:
+            log.warning("continue with `dias train --resume %s`", run_dir)
     finally:
         stop.restore()
         bar.close()
         logger.close()
     result.step, result.best_fg_ari = step, best
     return result
-
-
-class StopRequest:
-    """Ctrl-C (SIGINT) and SIGTERM set `status` ("interrupted" / "terminated") instead of raising mid-step.
-
-    A second Ctrl-C raises KeyboardInterrupt at once, so a user can always abort (last.pt then stays as it
-    was last written: writes are atomic); further SIGTERMs change nothing. DataLoader workers forked later
-    inherit the handlers, so a first Ctrl-C leaves them running too. Handlers can only be set from the main
-    thread; elsewhere both signals keep their usual action.
-    """
-
-    def __init__(self):
-        self.status: str | None = None
-        self._ctrl_c = False
-        self._previous: dict[int, object] = {}
-        self._pid = os.getpid()  # the training process; a forked worker stays quiet
-
-    def install(self) -> None:
-        """Route SIGINT and SIGTERM here, from the main thread only."""
-        if threading.current_thread() is threading.main_thread():
-            for signum in STOP_STATUSES:
-                previous = signal.signal(signum, self._handle)
-                self._previous[signum] = signal.SIG_DFL if previous is None else previous  # None: set outside Python
-
-    def restore(self) -> None:
-        """Put back the handlers that install replaced."""
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
-        self._previous.clear()
-
-    def _handle(self, signum, frame) -> None:
-        if signum == signal.SIGINT:
-            if self._ctrl_c:
-                raise KeyboardInterrupt
-            self._ctrl_c = True
-            if os.getpid() == self._pid:  # os.write: a handler inside a write to sys.stderr must not re-enter it
-                os.write(2, b"\nCtrl-C: stopping after this step and saving last.pt; Ctrl-C again stops at once\n")
-        self.status = self.status or STOP_STATUSES[signum]
 
 
 def _format(metrics: dict[str, float]) -> str:

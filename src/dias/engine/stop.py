@@ -1,0 +1,54 @@
+"""Ctrl-C and SIGTERM as a request to stop the training loop at the next step boundary.
+
+stop = StopRequest()
+stop.install()
+while ... and stop.status is None:  # "interrupted" (Ctrl-C) or "terminated" (SIGTERM) once signalled
+    ...
+stop.restore()
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+STOP_STATUSES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}  # a run stopped by a signal
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM set `status` ("interrupted" / "terminated") instead of raising mid-step.
+
+    A second Ctrl-C raises KeyboardInterrupt at once, so a user can always abort (last.pt then stays as it
+    was last written: writes are atomic); further SIGTERMs change nothing. DataLoader workers forked later
+    inherit the handlers, so a first Ctrl-C leaves them running too. Handlers can only be set from the main
+    thread; elsewhere both signals keep their usual action.
+    """
+
+    def __init__(self):
+        self.status: str | None = None
+        self._ctrl_c = False
+        self._previous: dict[int, object] = {}
+        self._pid = os.getpid()  # the training process; a forked worker stays quiet
+
+    def install(self) -> None:
+        """Route SIGINT and SIGTERM here, from the main thread only."""
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_STATUSES:
+                previous = signal.signal(signum, self._handle)
+                self._previous[signum] = signal.SIG_DFL if previous is None else previous  # None: set outside Python
+
+    def restore(self) -> None:
+        """Put back the handlers that install replaced."""
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT:
+            if self._ctrl_c:
+                raise KeyboardInterrupt
+            self._ctrl_c = True
+            if os.getpid() == self._pid:  # os.write: a handler inside a write to sys.stderr must not re-enter it
+                os.write(2, b"\nCtrl-C: stopping after this step and saving last.pt; Ctrl-C again stops at once\n")
+        self.status = self.status or STOP_STATUSES[signum]
