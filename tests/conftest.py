@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from tiny import TINY_DATA
 
 from dias.config import load_config
 from dias.data.synthetic import prepare_synthetic
@@ -20,6 +21,14 @@ def synthetic_root(tmp_path_factory) -> Path:
     """A tiny generated dataset: 24 training and 6 validation images of 48 px. Do not modify it."""
     root = tmp_path_factory.mktemp("synthetic")
     prepare_synthetic(root, num_train=24, num_val=6, size=48, seed=5, num_workers=1, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """The dataset of the tiny runs (tests/tiny.py): 16 training and 4 validation images of 32 px. Do not modify it."""
+    root = tmp_path_factory.mktemp("tiny")
+    prepare_synthetic(root, **TINY_DATA, num_workers=1, progress=False)
     return root
 
 

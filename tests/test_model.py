@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from tiny import TINY
 
 from dias.config import load_config, num_attention_maps
 from dias.io import WeightsMismatchError
@@ -14,10 +15,9 @@ from dias.model import DIAS, build_model
 from dias.official import load_official_weights, official_key_map
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-TINY = [
-    "data.image_size=32",
+MODEL = [  # the suite's tiny run (tests/tiny.py) with a smaller, two-layer model
+    *TINY,
     "model.backbone.name=patch_stats",
-    "model.backbone.patch_size=8",
     "model.num_slots=4",
     "model.slot_dim=16",
     "model.slot_mlp_dim=32",
@@ -30,7 +30,7 @@ B, K, N, C, D = 2, 4, 16, 64, 16
 @pytest.fixture
 def model() -> DIAS:
     torch.manual_seed(0)
-    return build_model(load_config(None, TINY))
+    return build_model(load_config(None, MODEL))
 
 
 def _images(size=32):
@@ -149,7 +149,7 @@ def test_every_shipped_config_builds_and_runs(path):
 
 
 def test_mlp_decoder_model():
-    model = build_model(load_config(None, [*TINY, "model.decoder.name=mlp", "model.decoder.hidden_dim=32"]))
+    model = build_model(load_config(None, [*MODEL, "model.decoder.name=mlp", "model.decoder.hidden_dim=32"]))
     out = model(features=torch.randn(B, N, C))
     assert out.recon.shape == (B, N, C) and out.decoder_query is None
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import TINY, tiny_config
 
 import dias.engine.step as step_module
 import dias.engine.train as train_module
@@ -19,7 +20,6 @@ import dias.engine.window as window_module
 from dias.cli import main
 from dias.config import load_config
 from dias.data.sampling import EpochSampler
-from dias.data.synthetic import prepare_synthetic
 from dias.engine.checkpoint import CheckpointError, load_checkpoint
 from dias.engine.demo import EVAL_DIR_NAME, MARKER_FILE_NAME, demo_config_path
 from dias.engine.log import read_metrics
@@ -31,34 +31,12 @@ from dias.io import file_sha256
 REPO = Path(__file__).resolve().parents[1]
 SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": str(REPO / "src")}
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
-TINY = [
-    "model.slot_dim=32",
-    "model.slot_mlp_dim=64",
-    "data.image_size=32",
-    "model.backbone.patch_size=8",
-    "data.batch_size=4",
-    "data.num_workers=0",
-    "train.device=cpu",
-    "log.every=1",
-    "log.tensorboard=false",
-]
 
 
 def _resumed(run, overrides=(), **kwargs):
     """train() continuing `run` from its last.pt, read once by load_resume."""
     cfg, checkpoint = load_resume(run, overrides)
     return train(cfg, run, resume=checkpoint, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    prepare_synthetic(root, num_train=16, num_val=4, size=32, num_workers=1, progress=False)
-    return root
-
-
-def tiny_config(root: Path, *overrides: str):
-    return load_config(REPO / "configs" / "demo.yaml", [*TINY, f"data.root={root}", *overrides])
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

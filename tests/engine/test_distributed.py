@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 
 import torch
+from tiny import TINY
 
-from dias.data.synthetic import prepare_synthetic
 from dias.engine.distributed import DistInfo, all_reduce_sum_, init_distributed
 from dias.engine.log import read_metrics
 
@@ -18,9 +18,9 @@ import sys, torch
 from dias.config import load_config
 from dias.engine.train import train
 root, run_dir, out = sys.argv[1:4]
-overrides = ["model.slot_dim=32", "model.slot_mlp_dim=64", "data.image_size=32", "model.backbone.patch_size=8",
-             "data.batch_size=2", "data.num_workers=0", "train.device=cpu", "train.total_steps=3", "log.every=1",
-             "optim.warmup_steps=1", "train.val_every=100", "log.tensorboard=false", f"data.root={root}"]
+TINY = TINY_OVERRIDES
+overrides = [*TINY, "data.batch_size=2", "train.total_steps=3", "optim.warmup_steps=1", "train.val_every=100",
+             f"data.root={root}"]
 result = train(load_config(sys.argv[4], overrides), run_dir, progress=False)
 rank = __import__("os").environ["RANK"]
 torch.save({k: v for k, v in result.model.state_dict().items()}, f"{out}/rank{rank}.pt")
@@ -33,11 +33,10 @@ def test_single_process_helpers_are_no_ops():
     assert all_reduce_sum_(torch.tensor([2.0]), info).tolist() == [2.0]
 
 
-def test_two_gloo_ranks_end_with_equal_weights(tmp_path):
-    root = tmp_path / "data"
-    prepare_synthetic(root, num_train=16, num_val=4, size=32, num_workers=1, progress=False)
+def test_two_gloo_ranks_end_with_equal_weights(tiny_root, tmp_path):
+    root = tiny_root
     script = tmp_path / "worker.py"
-    script.write_text(WORKER)
+    script.write_text(WORKER.replace("TINY_OVERRIDES", repr(TINY)))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     args = [str(script), str(root), str(tmp_path / "run"), str(tmp_path), str(REPO / "configs" / "demo.yaml")]
     result = subprocess.run([*command, *args], capture_output=True, text=True, timeout=120)
@@ -53,10 +52,9 @@ SIGTERM_WORKER = """import os, signal, sys, torch
 from dias.config import load_config
 from dias.engine import train as train_module
 root, run_dir, out = sys.argv[1:4]
-overrides = ["model.slot_dim=32", "model.slot_mlp_dim=64", "data.image_size=32", "model.backbone.patch_size=8",
-             "data.batch_size=2", "data.num_workers=0", "train.device=cpu", "train.total_steps=12", "log.every=4",
-             "optim.warmup_steps=1", "train.val_every=100", "train.checkpoint_every=100", "log.tensorboard=false",
-             f"data.root={root}"]
+TINY = TINY_OVERRIDES
+overrides = [*TINY, "data.batch_size=2", "train.total_steps=12", "log.every=4", "optim.warmup_steps=1",
+             "train.val_every=100", "train.checkpoint_every=100", f"data.root={root}"]
 step_function = train_module.optimisation_step
 calls = []
 
@@ -73,11 +71,10 @@ torch.save({"status": result.status, "step": result.step}, f"{out}/rank{os.envir
 """
 
 
-def test_sigterm_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
-    root = tmp_path / "data"
-    prepare_synthetic(root, num_train=16, num_val=4, size=32, num_workers=1, progress=False)
+def test_sigterm_on_one_rank_stops_every_rank_at_the_same_step(tiny_root, tmp_path):
+    root = tiny_root
     script = tmp_path / "worker.py"
-    script.write_text(SIGTERM_WORKER)
+    script.write_text(SIGTERM_WORKER.replace("TINY_OVERRIDES", repr(TINY)))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     args = [str(script), str(root), str(tmp_path / "run"), str(tmp_path), str(REPO / "configs" / "demo.yaml")]
     result = subprocess.run([*command, *args], capture_output=True, text=True, timeout=180)

@@ -2,19 +2,9 @@
 
 from pathlib import Path
 
-import pytest
-
-from dias.data.synthetic import prepare_synthetic
 from dias.engine.doctor import exit_code, format_checks, run_checks
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-
-
-@pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    prepare_synthetic(root, num_train=8, num_val=4, size=64, num_workers=1, progress=False)
-    return root
 
 
 def test_doctor_passes_on_the_demo_config(synthetic_root, monkeypatch):
@@ -25,7 +15,7 @@ def test_doctor_passes_on_the_demo_config(synthetic_root, monkeypatch):
     text = format_checks(checks)
     assert exit_code(checks) == 0, text
     by_name = {check.name: check for check in checks}
-    assert "8 records" in by_name["data train"].message and "4 records" in by_name["data val"].message
+    assert "24 records" in by_name["data train"].message and "6 records" in by_name["data val"].message
     assert "effective 8 = 4 per rank x 2" in by_name["batch size"].message
     assert {"memory", "step time"} <= set(by_name)
     assert "FAIL" not in text

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tiny import TINY
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -19,7 +20,8 @@ from dias.engine.evaluate import evaluate, run_eval
 from dias.metrics import METRIC_NAMES
 from dias.model import DIASOutput, build_model
 
-TINY = [
+EVAL_MODEL = [  # the suite's tiny run (tests/tiny.py) with a finer grid and sampled slots
+    *TINY,
     "model.backbone.patch_size=4",  # 32 px -> an 8x8 token grid
     "model.num_slots=4",
     "model.initializer=normal_shared",  # sampled slots: evaluation depends on the seed
@@ -27,8 +29,6 @@ TINY = [
     "model.slot_mlp_dim=32",
     "model.decoder.num_layers=1",
     "model.decoder.num_heads=2",
-    "data.image_size=32",
-    "data.num_workers=0",
     "eval.batch_size=4",
 ]
 CARD_KEYS = {
@@ -40,7 +40,7 @@ CARD_KEYS = {
 
 @pytest.fixture(scope="module")
 def tiny(synthetic_root, tmp_path_factory):
-    cfg = load_config("configs/demo.yaml", [*TINY, f"data.root={synthetic_root}"])
+    cfg = load_config("configs/demo.yaml", [*EVAL_MODEL, f"data.root={synthetic_root}"])
     torch.manual_seed(0)
     model = build_model(cfg)
     checkpoint = save_checkpoint(tmp_path_factory.mktemp("run") / "last.pt", model, cfg, step=2)

@@ -1,0 +1,33 @@
+"""The test suite's one tiny demo model and run, shared by every test that trains or evaluates one.
+
+    from tiny import TINY, tiny_config   # tests/ is on sys.path through tests/conftest.py
+    cfg = tiny_config(tiny_root, "train.total_steps=2")   # tiny_root: the session dataset of conftest.py
+
+A test that needs another size or model passes its overrides after TINY; later overrides win.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dias.config import Config, load_config
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+TINY = [
+    "model.slot_dim=32",
+    "model.slot_mlp_dim=64",
+    "data.image_size=32",
+    "model.backbone.patch_size=8",  # 32 px -> a 4x4 token grid
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "train.device=cpu",
+    "log.every=1",
+    "log.tensorboard=false",
+]
+TINY_DATA = {"num_train": 16, "num_val": 4, "size": 32}  # tiny_root: 4 batches of 4 per epoch
+
+
+def tiny_config(root: Path | str | None, *overrides: str) -> Config:
+    """The demo config with TINY, data.root=root (when given) and `overrides` applied."""
+    root_override = [] if root is None else [f"data.root={root}"]
+    return load_config(DEMO_CONFIG, [*TINY, *root_override, *overrides])
