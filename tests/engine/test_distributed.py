@@ -27,6 +27,15 @@ torch.save({k: v for k, v in result.model.state_dict().items()}, f"{out}/rank{ra
 """
 
 
+def _run_two_ranks(worker: str, root, tmp_path) -> subprocess.CompletedProcess:
+    """torchrun `worker` (argv: data root, run folder, output folder, demo config) on two gloo ranks."""
+    script = tmp_path / "worker.py"
+    script.write_text(worker.replace("TINY_OVERRIDES", repr(TINY)))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    args = [str(script), str(root), str(tmp_path / "run"), str(tmp_path), str(REPO / "configs" / "demo.yaml")]
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=180)
+
+
 def test_single_process_helpers_are_no_ops():
     info = init_distributed("cpu")
     assert info == DistInfo(0, 1, torch.device("cpu")) and info.is_main and not info.enabled
@@ -34,12 +43,7 @@ def test_single_process_helpers_are_no_ops():
 
 
 def test_two_gloo_ranks_end_with_equal_weights(tiny_root, tmp_path):
-    root = tiny_root
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER.replace("TINY_OVERRIDES", repr(TINY)))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    args = [str(script), str(root), str(tmp_path / "run"), str(tmp_path), str(REPO / "configs" / "demo.yaml")]
-    result = subprocess.run([*command, *args], capture_output=True, text=True, timeout=120)
+    result = _run_two_ranks(WORKER, tiny_root, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "effective batch 4" in result.stderr
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
@@ -72,12 +76,7 @@ torch.save({"status": result.status, "step": result.step}, f"{out}/rank{os.envir
 
 
 def test_sigterm_on_one_rank_stops_every_rank_at_the_same_step(tiny_root, tmp_path):
-    root = tiny_root
-    script = tmp_path / "worker.py"
-    script.write_text(SIGTERM_WORKER.replace("TINY_OVERRIDES", repr(TINY)))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    args = [str(script), str(root), str(tmp_path / "run"), str(tmp_path), str(REPO / "configs" / "demo.yaml")]
-    result = subprocess.run([*command, *args], capture_output=True, text=True, timeout=180)
+    result = _run_two_ranks(SIGTERM_WORKER, tiny_root, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]  # no rank hangs in a collective the other left
     ends = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert ends == [{"status": "terminated", "step": 4}] * 2  # agreed at the window read of step 4
