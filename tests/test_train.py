@@ -115,15 +115,20 @@ def test_nan_loss_stops_before_a_checkpoint_holds_its_weights(
     _poison(monkeypatch, nan_at=nan_at)
     with pytest.raises(NonFiniteLossError, match=f"at step {nan_at};"):
         train(cfg, tmp_path / "run", progress=False)
-    if last_step is None:
-        assert not (tmp_path / "run" / LAST).exists()
-    else:
-        checkpoint = load_checkpoint(tmp_path / "run" / LAST)
-        assert checkpoint["step"] == last_step
-        assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+    _assert_last_checkpoint_is_finite(tmp_path / "run", last_step)
     metrics = tmp_path / "run" / "metrics.jsonl"
     logged = [row for row in read_metrics(tmp_path / "run") if "loss" in row] if metrics.exists() else []
     assert all(row["step"] <= nan_at and math.isfinite(row["loss"]) for row in logged)
+
+
+def _assert_last_checkpoint_is_finite(run, last_step: int | None) -> None:
+    """No last.pt when last_step is None; else last.pt is at last_step and holds only finite weights."""
+    if last_step is None:
+        assert not (run / LAST).exists()
+        return
+    checkpoint = load_checkpoint(run / LAST)
+    assert checkpoint["step"] == last_step
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
 
 
 def _poison_grad(monkeypatch, nan_at: int) -> None:
@@ -153,12 +158,7 @@ def test_nan_gradient_with_a_finite_loss_stops_before_a_checkpoint_holds_its_wei
     _poison_grad(monkeypatch, nan_at)
     with pytest.raises(NonFiniteLossError, match=f"gradient norm is nan .*at step {nan_at};"):
         train(cfg, tmp_path / "run", progress=False)
-    if last_step is None:
-        assert not (tmp_path / "run" / LAST).exists()
-    else:
-        checkpoint = load_checkpoint(tmp_path / "run" / LAST)
-        assert checkpoint["step"] == last_step
-        assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+    _assert_last_checkpoint_is_finite(tmp_path / "run", last_step)
 
 
 def test_ctrl_c_after_a_nan_in_the_window_does_not_save(tiny_root, tmp_path, monkeypatch):
