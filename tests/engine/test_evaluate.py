@@ -190,3 +190,18 @@ def test_metrics_json_card_and_report_carry_the_baselines(tiny, tmp_path):
     assert set(saved["card"]["baselines"]["what"]) == set(BASELINE_NAMES)
     page = (tmp_path / "report.html").read_text()
     assert "k-means on the backbone tokens" in page and "fixed Voronoi cells" in page
+
+
+def test_validation_scores_the_baselines_once_and_reuses_them(tiny, monkeypatch):
+    from dias.engine import evaluate as evaluate_module
+    from dias.engine.validate import baseline_part, validate
+
+    model, _, _, loader = tiny
+    first = validate(model, loader, "decoder", 0, torch.device("cpu"))
+    known = baseline_part(first)
+    assert set(known) == {f"{b}/{m}" for b in BASELINE_NAMES for m in METRIC_NAMES}
+    calls = []
+    real = evaluate_module.baseline_masks
+    monkeypatch.setattr(evaluate_module, "baseline_masks", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert validate(model, loader, "decoder", 0, torch.device("cpu"), baselines=known) == first
+    assert not calls  # nothing scored again

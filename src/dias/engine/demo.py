@@ -23,6 +23,7 @@ from typing import Any
 from dias.config import CONFIG_FILE_NAME, load_config
 from dias.data.records import split_path
 from dias.engine.evaluate import run_eval
+from dias.engine.gallery import REPORT_FILE_NAME
 from dias.engine.log import METRICS_FILE_NAME
 from dias.engine.runlock import RunLock
 from dias.engine.train import BEST, LAST, train
@@ -93,7 +94,7 @@ def run_demo(
         report = run_eval(run_dir / LAST, out_dir=run_dir / EVAL_DIR_NAME, viz=NUM_VIZ_IMAGES, progress=progress)
     summary["metrics"] = report["metrics"]
     summary["baselines"] = report["baselines"]
-    html = run_dir / EVAL_DIR_NAME / "report.html"
+    html = run_dir / EVAL_DIR_NAME / REPORT_FILE_NAME
     summary["report"] = str(html) if html.exists() else report["path"]
     return summary
 

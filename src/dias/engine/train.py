@@ -44,7 +44,7 @@ from dias.engine.runlock import RunInUseError, RunLock, remove_stale_temp_files
 from dias.engine.state import capture_rng, restore_rng, save_training_checkpoint, seed_everything
 from dias.engine.step import build_optimizer, optimisation_step
 from dias.engine.stop import STOP_STATUSES, StopRequest
-from dias.engine.validate import validate
+from dias.engine.validate import baseline_part, validate
 from dias.engine.window import StatsWindow
 from dias.errors import FileInTheWayError
 from dias.model import DIAS, build_model
@@ -210,6 +210,7 @@ def _train(
 
     model.train()
     data = batches(train_loader, sampler, epoch, consumed)
+    val_baselines = None  # validation's baseline means, once scored
     stop = StopRequest()
     stop.install()
     try:
@@ -266,8 +267,9 @@ def _train(
                 if is_main:
                     result.val = validate(
                         model, val_loader, mask_source=cfg.eval.mask_source, seed=cfg.eval.seed, device=device,
-                        precision=cfg.eval.precision,
+                        precision=cfg.eval.precision, baselines=val_baselines,
                     )  # fmt: skip
+                    val_baselines = baseline_part(result.val)  # the same at every validation: scored once
                     logger.log({f"val/{k}": v for k, v in result.val.items()}, step)
                     log.info("step %d validation: %s", step, _format(result.val))
                 improved = is_main and result.val.get("fg_ari", -math.inf) > best
