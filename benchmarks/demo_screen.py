@@ -4,6 +4,11 @@ Not the shipped pipeline (no crops, no LMDB, no trainer): a screen to rank desig
 `benchmarks/demo_curve.py` run. The model, losses and schedules are the package's own.
 
     python benchmarks/demo_screen.py --steps 1500 --position 0.5 --distinct model.decoder.num_layers=1
+    python benchmarks/demo_screen.py --steps 1000 --kmeans --oracle 0.3   # ideal tokens: is it the features?
+
+`--oracle W` replaces the backbone tokens by ideal ones (one random code per object and image, mixed
+by the true masks' area in each patch, + position channels of weight W): an upper bound on what any
+frozen demo backbone could hand the model.
 """
 
 from __future__ import annotations
@@ -54,6 +59,45 @@ def position_features(grid: int, dim: int, freqs=(1, 2, 4)) -> torch.Tensor:
     p = torch.stack(parts, -1).flatten(0, 1)  # (N, F)
     basis, _ = torch.linalg.qr(torch.randn(dim, p.shape[1], generator=torch.Generator().manual_seed(1)))
     return (p @ basis.T * math.sqrt(dim / p.shape[1]))[None]
+
+
+def oracle_tokens(masks: torch.Tensor, grid: int, dim: int, seed: int) -> torch.Tensor:
+    """(B, N, dim): each token the area-weighted mean of random unit-scale codes, one per object and image."""
+    num_ids = int(masks.max()) + 1
+    fractions = torch.nn.functional.one_hot(masks, num_ids).permute(0, 3, 1, 2).float()
+    fractions = torch.nn.functional.adaptive_avg_pool2d(fractions, grid).flatten(2).transpose(1, 2)  # (B, N, M)
+    codes = torch.randn(masks.shape[0], num_ids, dim, generator=torch.Generator().manual_seed(seed))
+    return fractions @ codes
+
+
+def part_tokens(masks: torch.Tensor, grid: int, dim: int) -> torch.Tensor:
+    """(B, N, dim): where in its object each token sits, the same fixed code for every object and image.
+
+    Per object: its pixel centroid and size (sqrt of its area); per token: the Fourier features of its
+    centre relative to them, mixed by area over the objects it covers and spread over dim by a fixed
+    orthogonal map, like the within-object variation of real ViT tokens (parts) that k-means splits on.
+    """
+    b, size, _ = masks.shape
+    num_ids = int(masks.max()) + 1
+    onehot = torch.nn.functional.one_hot(masks, num_ids).float()  # (B, H, W, M)
+    area = onehot.sum((1, 2)).clamp_min(1)  # (B, M)
+    coords = torch.arange(size).float() + 0.5
+    cy = torch.einsum("bhwm,h->bm", onehot, coords) / area
+    cx = torch.einsum("bhwm,w->bm", onehot, coords) / area
+    scale = area.sqrt()
+    centres = (torch.arange(grid).float() + 0.5) * size / grid
+    ty, tx = torch.meshgrid(centres, centres, indexing="ij")
+    ry = (ty.flatten()[None, :, None] - cy[:, None]) / scale[:, None]  # (B, N, M)
+    rx = (tx.flatten()[None, :, None] - cx[:, None]) / scale[:, None]
+    feats = []
+    for f in (1, 2):
+        for r in (rx, ry):
+            feats += [torch.sin(math.pi * f * r), torch.cos(math.pi * f * r)]
+    feats = torch.stack(feats, -1)  # (B, N, M, F)
+    fractions = torch.nn.functional.adaptive_avg_pool2d(onehot.permute(0, 3, 1, 2), grid).flatten(2).transpose(1, 2)
+    mixed = torch.einsum("bnm,bnmf->bnf", fractions, feats)
+    basis, _ = torch.linalg.qr(torch.randn(dim, mixed.shape[-1], generator=torch.Generator().manual_seed(2)))
+    return mixed @ basis.T * math.sqrt(dim / mixed.shape[-1])
 
 
 def patch_scene_options(distinct: bool, plain: bool) -> None:
@@ -107,6 +151,13 @@ def main() -> None:
     parser.add_argument("--palette", type=int, default=0, help="use the first N palette colours")
     parser.add_argument("--objects", type=int, nargs=2, default=None, help="min and max objects per scene")
     parser.add_argument("--shading", type=float, default=None, help="object shading range")
+    parser.add_argument(
+        "--oracle",
+        type=float,
+        default=None,
+        help="replace the tokens by per-object random codes (pooled with the true masks) plus this much position",
+    )
+    parser.add_argument("--parts", type=float, default=0.0, help="with --oracle: weight of within-object codes")
     parser.add_argument("--viz", default=None, help="write a PNG of 6 val images with their masks here")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -121,7 +172,7 @@ def main() -> None:
     if args.shading is not None:
         synthetic.SHADING_RANGE = args.shading
     t0 = time.time()
-    train_images, _ = render(args.num_train, 0, 0, size)
+    train_images, train_masks = render(args.num_train, 0, 0, size)
     val_images, val_masks = render(args.num_val, 0, 1, size)
     torch.manual_seed(args.seed)
     model = build_model(cfg)
@@ -129,6 +180,15 @@ def main() -> None:
         train_tokens = torch.cat([model.backbone(x) for x in train_images.split(256)])
         val_tokens = model.backbone(val_images)
     grid = int(math.isqrt(train_tokens.shape[1]))
+    if args.oracle is not None:
+        dim = train_tokens.shape[-1]
+        train_tokens = oracle_tokens(train_masks, grid, dim, 0) + args.oracle * position_features(grid, dim)
+        val_tokens = oracle_tokens(val_masks, grid, dim, 1) + args.oracle * position_features(grid, dim)
+        if args.parts:
+            train_tokens = train_tokens + args.parts * torch.cat(
+                [part_tokens(m, grid, dim) for m in train_masks.split(500)]
+            )
+            val_tokens = val_tokens + args.parts * part_tokens(val_masks, grid, dim)
     if args.position:
         pos = position_features(grid, train_tokens.shape[-1]) * args.position
         train_tokens, val_tokens = train_tokens + pos, val_tokens + pos
