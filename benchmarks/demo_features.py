@@ -115,7 +115,8 @@ def main() -> None:
     ceiling_masks = [segment_masks(s) for s in (gt, by_colour, by_colour_and_piece)]  # once, pooled per grid
     size = images.shape[-1]
     lines = [
-        f"# Demo features: FG-ARI ceilings on {len(records)} synthetic val images ({size} px), K = {args.num_slots}",
+        f"# Demo features: FG-ARI ceilings (and the oracle's mBO) on {len(records)} synthetic val images "
+        f"({size} px), K = {args.num_slots}",
         "",
         "| patch | grid | oracle | oracle mBO | colour oracle | colour + connectivity oracle | k-means, patch_stats "
         "| k-means, texture stats |",

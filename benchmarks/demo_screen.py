@@ -77,7 +77,7 @@ def part_tokens(masks: torch.Tensor, grid: int, dim: int) -> torch.Tensor:
     centre relative to them, mixed by area over the objects it covers and spread over dim by a fixed
     orthogonal map, like the within-object variation of real ViT tokens (parts) that k-means splits on.
     """
-    b, size, _ = masks.shape
+    size = masks.shape[-1]
     num_ids = int(masks.max()) + 1
     onehot = torch.nn.functional.one_hot(masks, num_ids).float()  # (B, H, W, M)
     area = onehot.sum((1, 2)).clamp_min(1)  # (B, M)
@@ -161,6 +161,8 @@ def main() -> None:
     parser.add_argument("--viz", default=None, help="write a PNG of 6 val images with their masks here")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    if args.parts and args.oracle is None:
+        parser.error("--parts needs --oracle")
     torch.set_num_threads(2)
     cfg = load_config(demo_config_path(), [f"train.seed={args.seed}", *args.overrides])
     size = cfg.data.image_size
