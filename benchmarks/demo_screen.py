@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from dias.baselines import baseline_masks
+from dias.baselines import BASELINE_NAMES, BASELINE_TITLES, baseline_masks
 from dias.config import load_config
 from dias.data import synthetic
 from dias.engine.demo import demo_config_path
@@ -41,9 +41,11 @@ def render(count: int, seed: int, split_code: int, size: int):
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(np.stack(masks))
 
 
-def kmeans_fg_ari(tokens: torch.Tensor, masks: torch.Tensor, num_clusters: int, grid: int) -> tuple[float, float]:
-    """FG-ARI and mBO of the evaluation's k-means baseline (dias.baselines) on these tokens."""
-    onehot = baseline_masks("kmeans", tokens, num_slots=num_clusters, grid_size=(grid, grid), seed=0)
+def baseline_scores(
+    name: str, tokens: torch.Tensor, masks: torch.Tensor, num_clusters: int, grid: int
+) -> tuple[float, float]:
+    """FG-ARI and mBO of one of the evaluation's baselines (dias.baselines) on these tokens and masks."""
+    onehot = baseline_masks(name, tokens, num_slots=num_clusters, grid_size=(grid, grid), seed=0)
     scores = score(masks_from_attention(onehot, masks.shape[-1]), masks)
     return nanmean(scores["fg_ari"].numpy()), nanmean(scores["mbo"].numpy())
 
@@ -61,11 +63,15 @@ def position_features(grid: int, dim: int, freqs=(1, 2, 4)) -> torch.Tensor:
     return (p @ basis.T * math.sqrt(dim / p.shape[1]))[None]
 
 
+def area_fractions(onehot: torch.Tensor, grid: int) -> torch.Tensor:
+    """One-hot instance masks (B, H, W, M) -> (B, N, M): the share of each token's pixels per object."""
+    return torch.nn.functional.adaptive_avg_pool2d(onehot.permute(0, 3, 1, 2), grid).flatten(2).transpose(1, 2)
+
+
 def oracle_tokens(masks: torch.Tensor, grid: int, dim: int, seed: int) -> torch.Tensor:
     """(B, N, dim): each token the area-weighted mean of random unit-scale codes, one per object and image."""
     num_ids = int(masks.max()) + 1
-    fractions = torch.nn.functional.one_hot(masks, num_ids).permute(0, 3, 1, 2).float()
-    fractions = torch.nn.functional.adaptive_avg_pool2d(fractions, grid).flatten(2).transpose(1, 2)  # (B, N, M)
+    fractions = area_fractions(torch.nn.functional.one_hot(masks, num_ids).float(), grid)
     codes = torch.randn(masks.shape[0], num_ids, dim, generator=torch.Generator().manual_seed(seed))
     return fractions @ codes
 
@@ -94,8 +100,7 @@ def part_tokens(masks: torch.Tensor, grid: int, dim: int) -> torch.Tensor:
         for r in (rx, ry):
             feats += [torch.sin(math.pi * f * r), torch.cos(math.pi * f * r)]
     feats = torch.stack(feats, -1)  # (B, N, M, F)
-    fractions = torch.nn.functional.adaptive_avg_pool2d(onehot.permute(0, 3, 1, 2), grid).flatten(2).transpose(1, 2)
-    mixed = torch.einsum("bnm,bnmf->bnf", fractions, feats)
+    mixed = torch.einsum("bnm,bnmf->bnf", area_fractions(onehot, grid), feats)
     basis, _ = torch.linalg.qr(torch.randn(dim, mixed.shape[-1], generator=torch.Generator().manual_seed(2)))
     return mixed @ basis.T * math.sqrt(dim / mixed.shape[-1])
 
@@ -144,7 +149,7 @@ def main() -> None:
     parser.add_argument("--num-val", type=int, default=200)
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--kmeans", action="store_true")
+    parser.add_argument("--kmeans", action="store_true", help="print the baselines (grid, voronoi, k-means) first")
     parser.add_argument("--position", type=float, default=0.0, help="weight of Fourier position channels")
     parser.add_argument("--distinct", action="store_true", help="distinct colours within a scene")
     parser.add_argument("--plain", action="store_true", help="gradient backgrounds only")
@@ -184,8 +189,11 @@ def main() -> None:
     grid = int(math.isqrt(train_tokens.shape[1]))
     if args.oracle is not None:
         dim = train_tokens.shape[-1]
-        train_tokens = oracle_tokens(train_masks, grid, dim, 0) + args.oracle * position_features(grid, dim)
-        val_tokens = oracle_tokens(val_masks, grid, dim, 1) + args.oracle * position_features(grid, dim)
+        pos = args.oracle * position_features(grid, dim)
+        train_tokens, val_tokens = (
+            oracle_tokens(train_masks, grid, dim, 0) + pos,
+            oracle_tokens(val_masks, grid, dim, 1) + pos,
+        )
         if args.parts:
             train_tokens = train_tokens + args.parts * torch.cat(
                 [part_tokens(m, grid, dim) for m in train_masks.split(500)]
@@ -196,8 +204,9 @@ def main() -> None:
         train_tokens, val_tokens = train_tokens + pos, val_tokens + pos
     print(f"data+features {time.time() - t0:.0f}s tokens {tuple(train_tokens.shape)} std {train_tokens.std():.2f}")
     if args.kmeans:
-        fg_ari, mbo = kmeans_fg_ari(val_tokens, val_masks, cfg.model.num_slots, grid)
-        print(f"k-means FG-ARI {fg_ari:.3f} mBO {mbo:.3f}")
+        for name in BASELINE_NAMES:
+            fg_ari, mbo = baseline_scores(name, val_tokens, val_masks, cfg.model.num_slots, grid)
+            print(f"{BASELINE_TITLES[name]}: FG-ARI {fg_ari:.3f} mBO {mbo:.3f}")
     params = [p for p in model.parameters() if p.requires_grad]
     o = cfg.optim
     optimizer = torch.optim.Adam(params, lr=0.0, betas=o.betas, eps=o.eps)
