@@ -1,4 +1,4 @@
-"""The training loop: every shipped config trains, exact resume, bad runs stop cleanly, the CLI and the demo."""
+"""The training loop: every shipped config trains, exact resume, bad runs stop cleanly, the CLI."""
 
 import json
 import logging
@@ -12,21 +12,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import TINY, tiny_config
+from tiny import TINY, signal_after_adam, tiny_config
 
 import dias.engine.step as step_module
-import dias.engine.train as train_module
 import dias.engine.window as window_module
 from dias.cli import main
 from dias.config import load_config
 from dias.data.sampling import EpochSampler
 from dias.engine.checkpoint import CheckpointError, load_checkpoint
-from dias.engine.demo import EVAL_DIR_NAME, MARKER_FILE_NAME, demo_config_path
 from dias.engine.log import read_metrics
 from dias.engine.runlock import RunInUseError
 from dias.engine.train import LAST, draw_reinit, load_resume, run_train, train
 from dias.engine.window import NonFiniteLossError
-from dias.io import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": str(REPO / "src")}
@@ -205,22 +202,6 @@ def test_ctrl_c_finishes_the_step_saves_a_checkpoint_and_returns(tiny_root, tmp_
     assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
 
 
-def _signal_after_adam(monkeypatch, signums: list[int], at: int) -> None:
-    """Deliver `signums` to this process right after the optimizer step of step `at`, before the loop counts it."""
-    real = train_module.optimisation_step
-    calls = []
-
-    def signalled(*args, **kwargs):
-        stats = real(*args, **kwargs)
-        if len(calls) == at:
-            for signum in signums:
-                signal.raise_signal(signum)
-        calls.append(1)
-        return stats
-
-    monkeypatch.setattr(train_module, "optimisation_step", signalled)
-
-
 @pytest.mark.parametrize(
     ("signum", "status"), [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "terminated")], ids=["ctrl_c", "sigterm"]
 )
@@ -230,7 +211,7 @@ def test_a_stop_between_adam_and_the_step_count_resumes_like_an_uninterrupted_ru
     overrides = ["train.total_steps=6", "optim.warmup_steps=2", "train.val_every=100", "train.checkpoint_every=100"]
     cfg = tiny_config(tiny_root, *overrides)
     straight = train(cfg, tmp_path / "straight", progress=False)
-    _signal_after_adam(monkeypatch, [signum], at=2)
+    signal_after_adam(monkeypatch, [signum], at=2)
     first = train(cfg, tmp_path / "stopped", progress=False)
     assert first.status == status and first.step == 3
     checkpoint = load_checkpoint(tmp_path / "stopped" / LAST)
@@ -246,7 +227,7 @@ def test_a_stop_between_adam_and_the_step_count_resumes_like_an_uninterrupted_ru
 
 def test_a_second_ctrl_c_aborts_at_once(tiny_root, tmp_path, monkeypatch):
     cfg = tiny_config(tiny_root, "train.total_steps=6", "train.checkpoint_every=2", "train.val_every=100")
-    _signal_after_adam(monkeypatch, [signal.SIGINT, signal.SIGINT], at=2)
+    signal_after_adam(monkeypatch, [signal.SIGINT, signal.SIGINT], at=2)
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "run", progress=False)
@@ -318,47 +299,6 @@ def test_cli_train_writes_a_run(tiny_root, tmp_path):
     assert [r["step"] for r in read_metrics(tmp_path / "run") if "loss" in r] == [1, 2]
     assert main(["train", "--resume", str(tmp_path / "run"), "train.total_steps=3"]) == 0
     assert load_checkpoint(tmp_path / "run" / LAST)["step"] == 3
-
-
-def test_packaged_demo_config_matches_the_repository_copy():
-    assert demo_config_path().read_bytes() == (REPO / "configs" / "demo.yaml").read_bytes()
-
-
-def test_demo_command_runs_end_to_end(tiny_root, tmp_path, capsys):
-    out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), *TINY, f"data.root={tiny_root}", "train.total_steps=2", "eval.batch_size=4"]
-    assert main(args) == 0
-    printed = capsys.readouterr().out
-    assert "ARI-FG" in printed and "k-means on the backbone tokens" in printed and str(out) in printed
-    assert (out / LAST).is_file()
-
-
-def test_demo_never_replaces_a_run_it_did_not_make(tiny_root, tmp_path, capsys):
-    run = tmp_path / "run"
-    train(tiny_config(tiny_root, "train.total_steps=1", "train.val_every=100"), run, progress=False)
-    before = {name: (run / name).read_bytes() for name in (LAST, "metrics.jsonl")}
-    demo = ["demo", "--out", str(run), *TINY, f"data.root={tiny_root}", "train.total_steps=2", "eval.batch_size=4"]
-    assert main(demo) == 1
-    assert "--overwrite" in capsys.readouterr().err
-    assert {name: (run / name).read_bytes() for name in before} == before
-    assert main([*demo, "--overwrite"]) == 0 and load_checkpoint(run / LAST)["step"] == 2
-    assert json.loads((run / MARKER_FILE_NAME).read_text())["last_sha256"] == file_sha256(run / LAST)
-    assert main(demo) == 0  # the demo's own, unchanged run is replaced
-    assert main(["train", "--resume", str(run), "train.total_steps=3"]) == 0  # now it is no longer the demo's
-    assert main(demo) == 1 and load_checkpoint(run / LAST)["step"] == 3
-
-
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl_c", "sigterm"])
-def test_a_demo_stopped_by_a_signal_writes_no_marker_skips_the_eval_and_exits_like_train(
-    tiny_root, tmp_path, monkeypatch, capsys, signum, code
-):
-    out = tmp_path / "demo"
-    demo = ["demo", "--out", str(out), *TINY, f"data.root={tiny_root}", "train.total_steps=4", "eval.batch_size=4"]
-    _signal_after_adam(monkeypatch, [signum], at=0)
-    assert main(demo) == code
-    assert "not evaluated" in capsys.readouterr().out
-    assert load_checkpoint(out / LAST)["step"] == 1
-    assert not (out / MARKER_FILE_NAME).exists() and not (out / EVAL_DIR_NAME).exists()
 
 
 def test_sigterm_saves_last_pt_and_the_run_resumes(tiny_root, tmp_path):

@@ -2,14 +2,17 @@
 
     from tiny import TINY, tiny_config   # tests/ is on sys.path through tests/conftest.py
     cfg = tiny_config(tiny_root, "train.total_steps=2")   # tiny_root: the session dataset of conftest.py
+    signal_after_adam(monkeypatch, [signal.SIGTERM], at=0)  # as if SIGTERM came during the first step
 
 A test that needs another size or model passes its overrides after TINY; later overrides win.
 """
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
+import dias.engine.train as train_module
 from dias.config import Config, load_config
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
@@ -31,3 +34,19 @@ def tiny_config(root: Path | str | None, *overrides: str) -> Config:
     """The demo config with TINY, data.root=root (when given) and `overrides` applied."""
     root_override = [] if root is None else [f"data.root={root}"]
     return load_config(DEMO_CONFIG, [*TINY, *root_override, *overrides])
+
+
+def signal_after_adam(monkeypatch, signums: list[int], at: int) -> None:
+    """Deliver `signums` to this process right after the optimizer step of step `at`, before the loop counts it."""
+    real = train_module.optimisation_step
+    calls = []
+
+    def signalled(*args, **kwargs):
+        stats = real(*args, **kwargs)
+        if len(calls) == at:
+            for signum in signums:
+                signal.raise_signal(signum)
+        calls.append(1)
+        return stats
+
+    monkeypatch.setattr(train_module, "optimisation_step", signalled)

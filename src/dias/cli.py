@@ -12,6 +12,7 @@ from dias import __version__
 from dias.errors import DiasError
 
 EXIT_CODES = {"interrupted": 130, "terminated": 143}  # the shell's codes for SIGINT and SIGTERM
+DOES_NOT_FOLLOW_EXIT_CODE = 3  # `dias demo`: the fresh training does not follow the reference (or was too short)
 DEVICE_HELP = "auto (this process's GPU when CUDA is present, else the CPU), cpu, cuda, cuda:N or mps"
 
 
@@ -87,11 +88,25 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.total_steps=500")
     train.set_defaults(run=_train)
 
-    demo = commands.add_parser("demo", help="generate the synthetic data, train the CPU demo, evaluate, report")
-    demo.add_argument("--out", type=Path, default=None, help="run folder (default: runs/demo)")
-    demo.add_argument("--minutes", type=float, default=None, help="stop training after this many minutes")
-    demo.add_argument("--overwrite", action="store_true", help="replace a run in --out that the demo did not make")
-    demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the demo config")
+    demo = commands.add_parser(
+        "demo",
+        help="score the bundled demo model, then check that a fresh training follows it (synthetic data, CPU)",
+    )
+    demo.add_argument(
+        "--out", type=Path, default=None, help="folder for everything the demo writes (default: runs/demo)"
+    )
+    demo.add_argument(
+        "--minutes", type=float, default=None, help="time budget of the fresh training (default: 7; 0: no limit)"
+    )
+    halves = demo.add_mutually_exclusive_group()
+    halves.add_argument("--eval-only", action="store_true", help="only score the bundled model")
+    halves.add_argument("--train-only", action="store_true", help="only train afresh and check against the reference")
+    demo.add_argument("--data", type=Path, default=None, help="synthetic dataset folder (default: OUT/data)")
+    demo.add_argument(
+        "--reference", type=Path, default=None, help="a reference folder (default: the bundled one, dias/demo_model)"
+    )
+    demo.add_argument("--overwrite", action="store_true", help="replace a run in OUT/fresh that the demo did not make")
+    demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of the fresh training's config")
     demo.set_defaults(run=_demo)
 
     infer = commands.add_parser("infer", help="segment your own images with a trained model")
@@ -199,16 +214,28 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from dias.engine.demo import run_demo
+    from dias.engine.demo import DEFAULT_MINUTES, run_demo
     from dias.engine.evaluate import format_metrics
 
-    summary = run_demo(args.out, args.minutes, args.overrides, overwrite=args.overwrite)
-    if summary["status"] in EXIT_CODES:  # stopped by Ctrl-C or SIGTERM, as `dias train` reports it
-        print(f"demo {summary['status']} after {summary['step']} steps, not evaluated; run in {summary['run_dir']}")
-        return EXIT_CODES[summary["status"]]
-    print(f"demo {summary['status']} after {summary['step']} steps; val split (x100):")
-    print(format_metrics(summary["metrics"], summary["baselines"]))
-    print(f"run folder: {summary['run_dir']}" + (f"; visual report: {summary['report']}" if summary["report"] else ""))
+    mode = "eval" if args.eval_only else "train" if args.train_only else "all"
+    minutes = DEFAULT_MINUTES if args.minutes is None else (args.minutes or None)
+    summary = run_demo(
+        args.out, minutes, args.overrides, mode=mode, data_dir=args.data, reference=args.reference,
+        overwrite=args.overwrite,
+    )  # fmt: skip
+    bundled, fresh, check = summary["bundled"], summary["fresh"], summary["check"]
+    if bundled is not None:
+        print("bundled demo model, val split (x100):")
+        print(format_metrics(bundled["metrics"], bundled["baselines"]))
+        print(f"visual report: {bundled['report']}")
+    if fresh is not None and fresh["status"] in EXIT_CODES:  # stopped by Ctrl-C or SIGTERM, as `dias train` says
+        print(f"fresh training {fresh['status']} after {fresh['step']} steps, not checked; run in {fresh['run_dir']}")
+        return EXIT_CODES[fresh["status"]]
+    if check is not None:
+        print(f"\nfresh training: {fresh['step']} steps in {fresh['run_dir']}, against the reference runs:")
+        print(check.table())
+        print(check.verdict)
+        return 0 if check.follows else DOES_NOT_FOLLOW_EXIT_CODE
     return 0
 
 

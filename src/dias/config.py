@@ -279,6 +279,17 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return out
 
 
+def flatten(plain: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested plain config data -> {"section.key": value}."""
+    flat = {}
+    for key, value in plain.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML, atomically."""
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,4 +1,10 @@
-"""The built-in multi-object dataset: 2-6 flat-coloured shapes on textured backgrounds, exact masks.
+"""The built-in multi-object dataset: 2-6 shaded shapes of distinct colours on textured backgrounds, exact masks.
+
+Each object is lit from a random side: its brightness falls linearly across it to between DARKEST_SIDE of
+its colour, so its pixels vary a lot in brightness but keep their hue. Grouping by low-level colour then
+splits an object into its bright and dark sides and joins the dark sides of different objects; a
+grouping that discounts brightness (as slot attention's input LayerNorm does with a token's scale)
+sees one colour per object. No two objects of a scene share a colour.
 
 Objects are painted back to front, so later ones occlude earlier ones; the mask keeps each object's
 visible pixels only, and every object keeps at least MIN_VISIBLE_FRACTION of the image. Edges are hard,
@@ -24,7 +30,7 @@ from dias.data.records import split_path
 from dias.errors import UsageError
 
 DATASET_NAME = "synthetic"
-GENERATOR_VERSION = 1  # bump when render_scene changes, so stale partial files are not resumed
+GENERATOR_VERSION = 2  # bump when render_scene changes, so stale partial files are not resumed
 SPLIT_CODES = {"train": 0, "val": 1}
 DEFAULT_NUM_TRAIN = 10_000
 DEFAULT_NUM_VAL = 1_000
@@ -34,7 +40,7 @@ MIN_SIZE = 32
 MIN_OBJECTS, MAX_OBJECTS = 2, 6
 MIN_VISIBLE_FRACTION = 0.015  # of the image area, after occlusion and clipping
 SCALE_RANGE = (0.14, 0.35)  # sqrt(object area) / image side, before occlusion
-SHADING_RANGE = 0.15  # objects brighten linearly by at most this factor from one side to the other
+DARKEST_SIDE = (0.1, 0.3)  # an object's darkest side, as a fraction of its colour; the lit side is 1
 COLOR_JITTER = 20
 MAX_OBJECT_ATTEMPTS = 30
 MAX_SCENE_ATTEMPTS = 50
@@ -77,8 +83,9 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
     image = _render_background(rng, size, background_name)  # (H,W,3) float
     num_objects = int(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1))
     min_area = math.ceil(MIN_VISIBLE_FRACTION * size * size)
+    colors = rng.permutation(len(PALETTE))[:num_objects]  # distinct within the scene
     for _ in range(MAX_SCENE_ATTEMPTS):
-        objects = _place_objects(rng, size, num_objects, min_area)
+        objects = _place_objects(rng, size, colors, min_area)
         if objects is not None:
             break
     else:
@@ -98,13 +105,16 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
     return image, mask, meta
 
 
-def _place_objects(rng: np.random.Generator, size: int, num_objects: int, min_area: int) -> list | None:
-    """Objects back to front, each still showing `min_area` pixels; None if one cannot be placed."""
+def _place_objects(rng: np.random.Generator, size: int, colors: np.ndarray, min_area: int) -> list | None:
+    """Objects (one per palette index in `colors`) back to front, each still showing `min_area` pixels.
+
+    None if one cannot be placed.
+    """
     labels = np.zeros((size, size), dtype=np.uint8)
     objects = []
-    for object_id in range(1, num_objects + 1):
+    for object_id, color_index in enumerate(colors, start=1):
         for _ in range(MAX_OBJECT_ATTEMPTS):
-            candidate = _sample_object(rng, size)
+            candidate = _sample_object(rng, size, int(color_index))
             _, _, rows, cols, inside, _ = candidate
             trial = labels.copy()
             trial[rows, cols][inside] = object_id
@@ -118,7 +128,7 @@ def _place_objects(rng: np.random.Generator, size: int, num_objects: int, min_ar
     return objects
 
 
-def _sample_object(rng: np.random.Generator, size: int):
+def _sample_object(rng: np.random.Generator, size: int, color_index: int):
     """(shape, color, rows, cols, inside (h,w) bool, shading (h,w) float) for one random object."""
     shape = list(SHAPES)[rng.integers(len(SHAPES))]
     points, inner, phase, (aspect_low, aspect_high) = SHAPES[shape]
@@ -127,10 +137,11 @@ def _sample_object(rng: np.random.Generator, size: int):
     radius = rng.uniform(*SCALE_RANGE) * size / math.sqrt(unit_area * aspect)
     center_x, center_y = rng.uniform(0.1 * size, 0.9 * size, size=2)
     angle = rng.uniform(0, 2 * math.pi)
-    color_name = list(PALETTE)[rng.integers(len(PALETTE))]
+    color_name = list(PALETTE)[color_index]
     jitter = rng.integers(-COLOR_JITTER, COLOR_JITTER + 1, size=3)
     color = tuple(int(c) for c in np.clip(np.asarray(PALETTE[color_name]) + jitter, 0, 255))
-    shade = rng.uniform(-SHADING_RANGE, SHADING_RANGE)
+    darkest = rng.uniform(*DARKEST_SIDE)
+    light_angle = rng.uniform(0, 2 * math.pi)  # the direction the light comes from, in the image plane
 
     # Work inside the bounding box only; pixel centres sit at +0.5.
     top, bottom = max(0, int(center_y - radius)), min(size, int(center_y + radius) + 2)
@@ -143,7 +154,9 @@ def _sample_object(rng: np.random.Generator, size: int):
         inside = u * u + v * v <= 1.0
     else:
         inside = _inside_star(u, v, points, inner, phase)
-    shading = (1.0 + shade * np.clip(u, -1.0, 1.0)).astype(np.float32)
+    # brightness: 1 on the lit side, `darkest` on the far side, linear in between
+    toward_light = np.clip((x * math.cos(light_angle) + y * math.sin(light_angle)) / radius, -1.0, 1.0)
+    shading = (darkest + (1.0 - darkest) * (toward_light + 1.0) / 2).astype(np.float32)
     return shape, color, slice(top, bottom), slice(left, right), inside, shading
 
 

@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from dias import __version__
-from dias.config import Config, apply_overrides, from_dict, load_config, to_dict
+from dias.config import Config, apply_overrides, flatten, from_dict, load_config, to_dict
 from dias.errors import DiasError, UsageError
 from dias.io import SAFETENSORS_SUFFIX, atomic_write, atomic_write_bytes, unwrap_state_dict
 from dias.model import DIAS, build_model
@@ -93,7 +93,7 @@ def _check_format(checkpoint: Any, path: str | Path) -> dict[str, Any]:
 
 def config_differences(saved: Config, current: Config) -> list[str]:
     """The model-defining keys on which two configs disagree, as 'key: saved -> current'."""
-    saved_flat, current_flat = _flatten(to_dict(saved)), _flatten(to_dict(current))
+    saved_flat, current_flat = flatten(to_dict(saved)), flatten(to_dict(current))
     return [
         f"{key}: {saved_flat[key]!r} -> {current_flat.get(key)!r}"
         for key in sorted(saved_flat)
@@ -198,13 +198,3 @@ def load_trainable_state(model: DIAS, state: dict[str, torch.Tensor], path: str 
     missing = [k for k in missing if not k.startswith(BACKBONE_PREFIX)]
     if missing or unexpected:
         raise CheckpointError(f"{path} does not fit the model: missing {missing}, unexpected {unexpected}")
-
-
-def _flatten(plain: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in plain.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
