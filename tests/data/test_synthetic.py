@@ -9,11 +9,11 @@ from dias.data.codec import decode_record
 from dias.data.records import load_header, partial_path
 from dias.data.synthetic import (
     BACKGROUNDS,
+    COLOR_JITTER,
+    DARKEST_SIDE,
     MAX_OBJECTS,
     MIN_OBJECTS,
     MIN_VISIBLE_FRACTION,
-    COLOR_JITTER,
-    DARKEST_SIDE,
     PALETTE,
     SHAPES,
     prepare_synthetic,
@@ -66,7 +66,7 @@ def test_masks_agree_with_painted_objects():
         # no two objects of a scene share a palette colour
         palette = np.asarray(list(PALETTE.values()))
         nearest = [int(np.abs(palette - np.asarray(c)).max(1).argmin()) for c in meta["colors"]]
-        assert all(np.abs(palette[n] - c).max() <= COLOR_JITTER for n, c in zip(nearest, meta["colors"]))
+        assert all(np.abs(palette[n] - c).max() <= COLOR_JITTER for n, c in zip(nearest, meta["colors"], strict=True))
         assert len(set(nearest)) == num_objects
         shapes.update(meta["shapes"])
         backgrounds.add(meta["background"])
