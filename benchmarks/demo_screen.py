@@ -3,7 +3,7 @@
 Not the shipped pipeline (no crops, no LMDB, no trainer): a screen to rank designs before a real
 `benchmarks/demo_curve.py` run. The model, losses and schedules are the package's own.
 
-    python benchmarks/demo_screen.py --steps 1500 --position 0.5 --distinct model.decoder.num_layers=1
+    python benchmarks/demo_screen.py --steps 1500 --position 0.5 model.decoder.num_layers=1
     python benchmarks/demo_screen.py --steps 1000 --kmeans --oracle 0.3   # ideal tokens: is it the features?
 
 `--oracle W` replaces the backbone tokens by ideal ones (one random code per object and image, mixed
@@ -105,28 +105,6 @@ def part_tokens(masks: torch.Tensor, grid: int, dim: int) -> torch.Tensor:
     return mixed @ basis.T * math.sqrt(dim / mixed.shape[-1])
 
 
-def patch_scene_options(distinct: bool, plain: bool) -> None:
-    if plain:
-        synthetic.BACKGROUNDS = ("gradient",)
-    if distinct:
-        original = synthetic._place_objects
-
-        def place(rng, size, num_objects, min_area):
-            objects = original(rng, size, num_objects, min_area)
-            if objects is None:
-                return None
-            names = list(synthetic.PALETTE)
-            order = rng.permutation(len(names))
-            recoloured = []
-            for i, (shape, _, rows, cols, inside, shading) in enumerate(objects):
-                jitter = rng.integers(-20, 21, size=3)
-                rgb = np.clip(np.asarray(synthetic.PALETTE[names[order[i]]]) + jitter, 0, 255)
-                recoloured.append((shape, tuple(int(c) for c in rgb), rows, cols, inside, shading))
-            return recoloured
-
-        synthetic._place_objects = place
-
-
 def write_panels(path, images, masks, pred, pred0, decoder_attn) -> None:
     """Rows: image | ground truth | decoder masks | first-iteration masks | decoder attention per slot."""
     from dias.viz import attention_strip, grid, overlay, to_pil
@@ -151,11 +129,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--kmeans", action="store_true", help="print the baselines (grid, voronoi, k-means) first")
     parser.add_argument("--position", type=float, default=0.0, help="weight of Fourier position channels")
-    parser.add_argument("--distinct", action="store_true", help="distinct colours within a scene")
     parser.add_argument("--plain", action="store_true", help="gradient backgrounds only")
     parser.add_argument("--palette", type=int, default=0, help="use the first N palette colours")
     parser.add_argument("--objects", type=int, nargs=2, default=None, help="min and max objects per scene")
-    parser.add_argument("--shading", type=float, default=None, help="object shading range")
+    parser.add_argument(
+        "--shading", type=float, nargs=2, default=None, help="range of the darkest side (synthetic.DARKEST_SIDE)"
+    )
     parser.add_argument(
         "--oracle",
         type=float,
@@ -171,13 +150,14 @@ def main() -> None:
     torch.set_num_threads(2)
     cfg = load_config(demo_config_path(), [f"train.seed={args.seed}", *args.overrides])
     size = cfg.data.image_size
-    patch_scene_options(args.distinct, args.plain)
+    if args.plain:
+        synthetic.BACKGROUNDS = ("gradient",)
     if args.palette:
         synthetic.PALETTE = dict(list(synthetic.PALETTE.items())[: args.palette])
     if args.objects:
         synthetic.MIN_OBJECTS, synthetic.MAX_OBJECTS = args.objects
     if args.shading is not None:
-        synthetic.SHADING_RANGE = args.shading
+        synthetic.DARKEST_SIDE = tuple(args.shading)
     t0 = time.time()
     train_images, train_masks = render(args.num_train, 0, 0, size)
     val_images, val_masks = render(args.num_val, 0, 1, size)
@@ -207,6 +187,10 @@ def main() -> None:
         for name in BASELINE_NAMES:
             fg_ari, mbo = baseline_scores(name, val_tokens, val_masks, cfg.model.num_slots, grid)
             print(f"{BASELINE_TITLES[name]}: FG-ARI {fg_ari:.3f} mBO {mbo:.3f}")
+        # what slot attention's input LayerNorm sees: each token's scale (its brightness) divided out
+        normed = torch.nn.functional.layer_norm(val_tokens, val_tokens.shape[-1:])
+        fg_ari, mbo = baseline_scores("kmeans", normed, val_masks, cfg.model.num_slots, grid)
+        print(f"k-means on the layer-normalised tokens (not an evaluation baseline): FG-ARI {fg_ari:.3f} mBO {mbo:.3f}")
     params = [p for p in model.parameters() if p.requires_grad]
     o = cfg.optim
     optimizer = torch.optim.Adam(params, lr=0.0, betas=o.betas, eps=o.eps)

@@ -20,8 +20,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders; the first one's weights are packaged")
     parser.add_argument("--out", type=Path, required=True, help="reference folder to write")
+    parser.add_argument("--trained-on", help="where the runs trained, for the card (default: this machine)")
     args = parser.parse_args()
-    card = package_reference(args.runs, args.out)
+    card = package_reference(args.runs, args.out, trained_on=args.trained_on)
     print(json.dumps(card, indent=2))
 
 

@@ -47,7 +47,7 @@ def test_every_readme_python_block_runs_as_written(index, tmp_path, monkeypatch,
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
     torch.manual_seed(0)
     cfg = small_demo_config()
-    save_checkpoint(tmp_path / "runs" / "demo" / "last.pt", build_model(cfg), cfg, step=0)
+    save_checkpoint(tmp_path / "runs" / "demo" / "fresh" / "last.pt", build_model(cfg), cfg, step=0)
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (45, 70, 3), dtype=np.uint8)).save(tmp_path / "photo.jpg")
     monkeypatch.chdir(tmp_path)
     exec(compile(_python_blocks()[index], f"README.md python block {index}", "exec"), {"__name__": "__readme__"})

@@ -83,6 +83,14 @@ def test_a_run_shorter_than_one_block_has_no_verdict(tiny_reference):
     assert check.follows is None and check.verdict.startswith("too few steps to compare")
 
 
+def test_a_resumed_reference_log_counts_the_later_record_of_a_step(tiny_reference):
+    """A resumed run logs the steps after its last checkpoint twice; the repeated windows must not void a block."""
+    logs = load_reference(tiny_reference).logs
+    resumed = {seed: [*log[:3], *log] for seed, log in logs.items()}  # the first windows logged twice
+    fresh = logs[REFERENCE_SEEDS[0]]
+    assert compare_to_reference(fresh, resumed).points == compare_to_reference(fresh, logs).points
+
+
 def test_cli_demo_prints_both_tables_and_exits_3_when_the_training_does_not_follow(
     tmp_path, tiny_root, tiny_reference, capsys
 ):

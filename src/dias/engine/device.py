@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import platform
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -101,3 +103,18 @@ def resolve_precision(requested: str, device: torch.device, *, key: str = "train
     if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise DeviceError(f"this GPU does not support bf16; set {key}=fp16 or fp32")
     return Precision(name, device.type)
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), plus whether it has AVX-512 BF16; else the platform's name.
+
+    For the record of where a figure was measured (benchmarks, the demo model's card); no rule reads it.
+    """
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    bf16 = "AVX-512 BF16" if "avx512_bf16" in flags else "no AVX-512 BF16"
+    return f"{model or platform.machine()} ({bf16})"

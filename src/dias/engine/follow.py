@@ -134,11 +134,14 @@ def _loss_points(records: list[dict[str, Any]], logs: list[list[dict[str, Any]]]
 
 
 def _block_means(records: list[dict[str, Any]], window: int) -> dict[int, float]:
-    """{block index: mean loss} over the blocks whose every window was logged (a last, shorter window is not)."""
+    """{block index: mean loss} over the blocks whose every window was logged (a last, shorter window is not).
+
+    A resumed run logs again the steps after its last checkpoint; the later record of a step counts.
+    """
+    by_step = {r["step"]: r[LOSS_KEY] for r in records if LOSS_KEY in r and r["step"] % window == 0}
     losses: dict[int, list[float]] = {}
-    for record in records:
-        if LOSS_KEY in record and record["step"] % window == 0:
-            losses.setdefault((record["step"] - 1) // (BLOCK_WINDOWS * window), []).append(record[LOSS_KEY])
+    for step, loss in by_step.items():
+        losses.setdefault((step - 1) // (BLOCK_WINDOWS * window), []).append(loss)
     return {block: sum(v) / len(v) for block, v in losses.items() if len(v) == BLOCK_WINDOWS}
 
 

@@ -10,7 +10,7 @@
     model.safetensors    the first run's weights
     config.yaml          that run's config, readable
     log-seed42.jsonl     each run's metrics.jsonl, one file per seed
-    card.json            per run: seed, steps, training time, val metrics beside the baselines; the machine
+    card.json            per run: seed, steps, training time, val metrics beside the baselines; the machines
 
 All runs must share one config but for the seed; the weights are the first run's.
 """
@@ -18,7 +18,6 @@ All runs must share one config but for the seed; the weights are the first run's
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 from dataclasses import dataclass
 from importlib import resources
@@ -30,6 +29,7 @@ import torch
 from dias import __version__
 from dias.config import CONFIG_FILE_NAME, Config, apply_overrides, flatten, from_dict, load_config, save_config, to_dict
 from dias.engine.checkpoint import export_weights, load_checkpoint
+from dias.engine.device import cpu_name
 from dias.engine.log import METRICS_FILE_NAME, read_metrics
 from dias.errors import MissingFileError, UsageError
 from dias.io import atomic_write_bytes, file_sha256
@@ -78,8 +78,10 @@ def load_reference(root: str | Path | None = None) -> Reference:
     return Reference(root, root / WEIGHTS_FILE_NAME, load_config(root / CONFIG_FILE_NAME), logs, card)
 
 
-def package_reference(run_dirs: list[str | Path], out: str | Path) -> dict[str, Any]:
+def package_reference(run_dirs: list[str | Path], out: str | Path, *, trained_on: str | None = None) -> dict[str, Any]:
     """Write a reference folder `out` from training runs (the first one's weights); returns the card.
+
+    `trained_on` says where the runs trained (the card's record of it); by default, this machine.
 
     Each run folder holds what `dias train` writes (config.yaml, metrics.jsonl, last.pt) and, when the run
     was scored with `dias eval RUN/last.pt`, eval-val/metrics.json, whose metrics and baselines go in the card.
@@ -125,7 +127,8 @@ def package_reference(run_dirs: list[str | Path], out: str | Path) -> dict[str, 
         "weights": {"file": WEIGHTS_FILE_NAME, "seed": seeds[0], "sha256": file_sha256(out / WEIGHTS_FILE_NAME)},
         "runs": runs,
         "mean_over_scored_runs": _mean_scores([r["eval"] for r in runs if r["eval"] is not None]),
-        "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__},
+        "trained_on": trained_on or f"{cpu_name()}, {torch.get_num_threads()} threads",
+        "packaged_on": {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__},
     }
     atomic_write_bytes(out / CARD_FILE_NAME, (json.dumps(card, indent=2) + "\n").encode("utf-8"))
     return card
@@ -155,18 +158,6 @@ def training_minutes(records: list[dict[str, Any]]) -> float:
             seconds += (record["step"] - last_step) / record["steps_per_s"]
             last_step = record["step"]
     return seconds / 60
-
-
-def cpu_name() -> str:
-    """The processor's model name (Linux /proc/cpuinfo), else what platform reports."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _eval_summary(evaluation: dict[str, Any]) -> dict[str, Any]:
