@@ -1,13 +1,15 @@
-"""What each part of DIAS does, on the synthetic data: three variants x three seeds, one step budget.
+"""The method family side by side on the synthetic data: four methods x three seeds, one step budget.
 
     python benchmarks/ablation.py [--steps 300] [--seeds 42 43 44]
 
-Variants (all on configs/demo.yaml, schedules compressed to --steps):
+Methods (all on configs/demo.yaml, schedules compressed to --steps):
 - slot attention: no distillation (loss.distill_weight=0);
 - dias_r: the release (distillation of the first iteration towards the last);
-- full DIAS: dias_r plus redundant-slot pruning and a re-initialized iteration.
+- full DIAS: dias_r plus redundant-slot pruning and a re-initialized iteration;
+- SmoothSA: the preheater, bi-level truncated slot attention, recon + 100 * preheat (model.method=smoothsa).
 Prints FG-ARI, mBO and mIoU as mean ± std over seeds (decoder masks, val split), and the number of
-slots that own pixels per image against the true number of segments (objects + background).
+slots that own pixels per image against the true number of segments (objects + background), then the
+three baselines on the same images (the same for every method: same K, token grid and tokens).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from dias.baselines import BASELINE_NAMES, BASELINE_TITLES
 from dias.config import load_config
 from dias.engine.demo import demo_config_path
 from dias.engine.distributed import DistInfo
@@ -35,6 +38,12 @@ VARIANTS = {
         "model.reinit.enabled=true",
         "model.reinit.min_clusters=3",  # as in configs/dias-full-*.yaml
         "model.reinit.prob_schedule=linear",
+    ],
+    "SmoothSA": [
+        "model.method=smoothsa",
+        "model.initializer=preheated",
+        "model.slot_attention.truncate=bi-level",
+        "loss={}",  # SmoothSA's objective: its own loss keys, at their defaults (preheat weight 100)
     ],
 }
 
@@ -55,6 +64,7 @@ def run(overrides: list[str], run_dir: Path) -> dict[str, float]:
         result.model, val_loader, mask_source=cfg.eval.mask_source, seed=cfg.eval.seed, progress=False, on_batch=count
     )
     scores = {k: float(v) for k, v in means.means().items()}
+    scores |= {f"{b}/{k}": float(v) for b, values in means.baseline_means().items() for k, v in values.items()}
     scores["active"] = statistics.mean(counts["active"])
     scores["segments"] = statistics.mean(counts["segments"])
     return scores
@@ -86,6 +96,9 @@ def main() -> None:
             segments = statistics.mean(row["segments"] for row in rows)
             cells = " | ".join(_cell(rows, key) for key in ("fg_ari", "mbo", "miou"))
             print(f"| {name} | {cells} | {active:.2f} / {segments:.2f} |", flush=True)
+        for baseline in BASELINE_NAMES:
+            cells = " | ".join(_cell(rows, f"{baseline}/{key}") for key in ("fg_ari", "mbo", "miou"))
+            print(f"| {BASELINE_TITLES[baseline]} | {cells} | |")
 
 
 def _cell(rows: list[dict[str, float]], key: str) -> str:

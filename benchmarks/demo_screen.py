@@ -21,15 +21,15 @@ import numpy as np
 import torch
 
 from dias.baselines import BASELINE_NAMES, BASELINE_TITLES, baseline_masks
-from dias.config import load_config
+from dias.config import load_config, warmup_steps
 from dias.data import synthetic
 from dias.engine.demo import demo_config_path
 from dias.engine.evaluate import select_masks
-from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
+from dias.losses import reconstruction_loss
 from dias.masks import masks_from_attention
+from dias.methods import build_model, method_of
 from dias.metrics import nanmean, score
-from dias.model import build_model
-from dias.schedules import distill_weight_at, lr_at
+from dias.schedules import lr_at
 
 
 def render(count: int, seed: int, split_code: int, size: int):
@@ -196,6 +196,7 @@ def main() -> None:
     optimizer = torch.optim.Adam(params, lr=0.0, betas=o.betas, eps=o.eps)
     b = cfg.data.batch_size
     total = cfg.train.total_steps
+    warmup, method = warmup_steps(cfg), method_of(cfg)
     start = time.time()
     generator = torch.Generator().manual_seed(args.seed)
     for step in range(args.steps + 1):
@@ -235,12 +236,9 @@ def main() -> None:
             flipped = tokens.unflatten(1, (grid, grid)).flip(2).flatten(1, 2)
             tokens = torch.where(flip[:, None, None], flipped, tokens)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, o.lr, o.warmup_steps, total, o.lr * o.final_lr_ratio)
-        weight = distill_weight_at(step, total, cfg.loss.distill_weight, cfg.loss.distill_schedule)
-        out = model(features=tokens)
-        loss = reconstruction_loss(out.recon, out.features) + weight * distillation_loss(
-            *select_distillation_pair(out.attn), form=cfg.loss.distill_form
-        )
+            group["lr"] = lr_at(step, o.lr, warmup, total, o.lr * o.final_lr_ratio)
+        plan = method.plan(cfg, step)
+        loss = method.objective(model(features=tokens, **plan.forward_options), plan, cfg).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, o.grad_clip)

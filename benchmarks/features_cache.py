@@ -27,7 +27,7 @@ from dias.data.synthetic import prepare_synthetic
 from dias.data.transforms import EvalTransform
 from dias.engine.evaluate import evaluate
 from dias.engine.features import build_feature_cache, open_feature_split
-from dias.model import build_model
+from dias.methods import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 

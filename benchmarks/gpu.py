@@ -42,7 +42,7 @@ from dias.data.transforms import TrainTransform
 from dias.engine.device import Precision
 from dias.engine.step import build_optimizer, optimisation_step
 from dias.io import atomic_write_bytes
-from dias.model import build_model
+from dias.methods import build_model, method_of
 
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL_ENV = "DIAS_OFFICIAL"  # a checkout of the official code
@@ -77,10 +77,13 @@ def step_child(args: argparse.Namespace, variant: str) -> dict:
         inputs = {"images": torch.randint(0, 256, (b, 3, size, size), dtype=torch.uint8, device=device)}
     runner = torch.compile(model) if mode == "compiled" else model
 
+    method = method_of(cfg)
+    plan = method.final_plan(cfg)  # the loss weights at the end of training (DIAS: distillation weight 1)
+
     def step():
         optimisation_step(
-            runner, inputs, optimizer=optimizer, scaler=scaler, params=params, precision=precision,
-            distill_weight=1.0, distill_form=cfg.loss.distill_form, grad_clip=cfg.optim.grad_clip,
+            runner, inputs, method=method, plan=plan, cfg=cfg, optimizer=optimizer, scaler=scaler, params=params,
+            precision=precision,
         )  # fmt: skip
 
     reset_peak_memory(device)

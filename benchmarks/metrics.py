@@ -79,7 +79,7 @@ def model_eval_seconds(num_images: int, batch_size: int) -> float:
     import logging
 
     from dias.config import load_config
-    from dias.model import build_model
+    from dias.methods import build_model
 
     logging.disable(logging.WARNING)  # the random-backbone warning
     model = build_model(load_config(CONFIG)).eval()

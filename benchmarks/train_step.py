@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dias.config import load_config
 from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
-from dias.model import build_model
+from dias.methods import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("baseline fp32", "dias fp32", "dias fp32 compiled", "dias bf16", "dias fp32 + backbone")

@@ -10,7 +10,7 @@ DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 SMALL_DEMO = [
     "model.initializer=normal_shared",  # sampled slots: any K, and pinned initial slots
     "model.slot_dim=32",
-    "model.slot_mlp_dim=64",
+    "model.slot_attention.mlp_dim=64",
     "model.decoder.num_layers=1",
     "data.image_size=64",
 ]

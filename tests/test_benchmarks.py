@@ -10,7 +10,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO / "src"), "CUDA_VISIBLE_DEVICES": ""}
 # the coco config (a ViT backbone) made small; the demo-based tests/tiny.py does not apply to it
-BENCHMARK_MODEL = ["data.image_size=32", "model.slot_dim=32", "model.slot_mlp_dim=64", "model.decoder.num_layers=1"]
+BENCHMARK_MODEL = [
+    "data.image_size=32",
+    "model.slot_dim=32",
+    "model.slot_attention.mlp_dim=64",
+    "model.decoder.num_layers=1",
+]
 
 
 def _gpu_benchmark(*argv: str) -> subprocess.CompletedProcess:

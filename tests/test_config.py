@@ -12,6 +12,8 @@ from dias.config import (
     save_config,
     to_dict,
 )
+from dias.config import val_every as config_val_every
+from dias.config import warmup_steps as config_warmup_steps
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 SHIPPED_CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
@@ -38,14 +40,15 @@ def test_official_hyperparameters(name, num_slots, total_steps, warmup_steps):
     cfg = load_config(CONFIG_DIR / f"dias-{name}.yaml")
     assert cfg.model.num_slots == num_slots
     assert cfg.train.total_steps == total_steps
-    assert cfg.optim.warmup_steps == warmup_steps == total_steps // 20
-    assert cfg.train.val_every == total_steps // 40
+    assert cfg.optim.warmup_steps is None and cfg.train.val_every is None  # derived from total_steps, as the release
+    assert config_warmup_steps(cfg) == warmup_steps == total_steps // 20
+    assert config_val_every(cfg) == total_steps // 40
     assert cfg.optim.lr == pytest.approx(2e-4)
     assert cfg.optim.final_lr_ratio == pytest.approx(1e-3)
     assert cfg.optim.grad_clip == 1.0
     assert cfg.data.batch_size == 32
     assert cfg.data.image_size == 256
-    assert cfg.model.slot_dim == 256 and cfg.model.num_iters == 3
+    assert cfg.model.slot_dim == 256 and cfg.model.slot_attention.num_iters == 3
     assert cfg.model.backbone.name == "vit_small_patch14_reg4_dinov2"
     assert cfg.loss.distill_form == "prob" and cfg.loss.distill_schedule == "cosine"
 
@@ -91,7 +94,7 @@ def test_bad_overrides_name_the_key(override, message):
     [
         ("model.num_slots=-3", ">= 1"),
         ("model.num_slots=0", ">= 1"),
-        ("model.num_iters=0", ">= 1"),
+        ("model.slot_attention.num_iters=0", ">= 1"),
         ("model.slot_dim=0", ">= 1"),
         ("data.batch_size=0", ">= 1"),
         ("data.num_workers=-1", ">= 0"),
@@ -169,10 +172,10 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         ("eval.mask_source=attn0", "eval.mask_source = 'attn0' is invalid: it must be decoder"),
         ("eval.mask_source=decodr", "did you mean eval.mask_source=decoder?"),
         ("eval.mask_source=attn0", "did you mean eval.mask_source=attn:0?"),
-        ("eval.mask_source=attn:3", "the model runs 3 slot-attention iterations (model.num_iters=3)"),
+        ("eval.mask_source=attn:3", "the model runs 3 slot-attention iterations (model.slot_attention.num_iters=3)"),
         ("eval.mask_source=attn:-4", "did you mean eval.mask_source=attn:-3?"),
         ("model.decoder.name=transformer", "model.decoder.name = 'transformer' is not one of"),
-        ("model.initializer=learnt", "did you mean model.initializer=learned?"),
+        ("model.initializer=learnt", "did you mean model.initializer.name=learned?"),
         ("model.reinit.distance=attn", "did you mean model.reinit.distance=attention?"),
         ("loss.distill_form=logits", "loss.distill_form = 'logits' is not one of 'prob', 'log'"),
         ("train.precision=fp61", "did you mean train.precision=fp16?"),
@@ -188,7 +191,7 @@ def test_attn_iteration_counts_the_reinitialized_ones():
     full = ["model.reinit.enabled=true", "model.reinit.num_iters=2"]
     assert load_config(CONFIG_DIR / "demo.yaml", [*full, "eval.mask_source=attn:4"]).eval.mask_source == "attn:4"
     with pytest.raises(
-        ConfigError, match=r"5 slot-attention iterations \(model.num_iters=3 \+ model.reinit.num_iters=2"
+        ConfigError, match=r"5 slot-attention iterations \(model.slot_attention.num_iters=3 \+ model.reinit.num_iters=2"
     ):
         load_config(CONFIG_DIR / "demo.yaml", [*full, "eval.mask_source=attn:5"])
 
@@ -198,3 +201,67 @@ def test_doctor_reports_a_misspelt_option_before_anything_runs():
 
     checks = run_checks(CONFIG_DIR / "demo.yaml", ["eval.mask_source=attn0"], estimate=False)
     assert [c.status for c in checks] == ["FAIL"] and "did you mean eval.mask_source=attn:0" in checks[0].message
+
+
+def test_a_variant_file_is_its_base_plus_its_differences():
+    full, base = load_config(CONFIG_DIR / "dias-full-coco.yaml"), load_config(CONFIG_DIR / "dias-coco.yaml")
+    assert full.model.reinit.enabled and not base.model.reinit.enabled
+    assert full.train.out_dir == "runs/dias-full-coco"
+    full.model.reinit, full.train.out_dir = base.model.reinit, base.train.out_dir
+    assert full == base  # nothing else differs
+    voc = load_config(CONFIG_DIR / "dias-full-voc.yaml")  # a base of a base
+    assert voc.model.num_slots == 6 and voc.model.reinit.enabled and voc.data.name == "voc"
+
+
+def test_base_files_merge_key_by_key_and_a_role_naming_another_class_replaces_its_section(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "model:\n  num_slots: 5\n  decoder:\n    name: random_order_transformer\n    num_layers: 2\n"
+    )
+    (tmp_path / "same.yaml").write_text("base: base.yaml\nmodel:\n  decoder:\n    num_heads: 2\n")
+    (tmp_path / "other.yaml").write_text("base: base.yaml\nmodel:\n  decoder:\n    name: mlp\n    hidden_dim: 16\n")
+    same = load_config(tmp_path / "same.yaml")
+    assert same.model.num_slots == 5 and same.model.decoder.num_layers == 2 and same.model.decoder.num_heads == 2
+    other = load_config(tmp_path / "other.yaml")  # num_layers is not an MLP decoder key: not carried over
+    assert other.model.decoder.name == "mlp" and other.model.decoder.hidden_dim == 16
+
+
+def test_base_file_mistakes_are_named(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="bases form a loop"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ConfigError, match=r"config file not found: .*missing.yaml \(the base of .*c.yaml\)"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_derived_values_follow_total_steps_and_an_explicit_value_wins():
+    cfg = load_config(CONFIG_DIR / "dias-coco.yaml", ["train.total_steps=60"])
+    assert config_warmup_steps(cfg) == 3 and config_val_every(cfg) == 1
+    cfg = load_config(CONFIG_DIR / "dias-coco.yaml", ["train.total_steps=60", "optim.warmup_steps=7"])
+    assert config_warmup_steps(cfg) == 7
+    saved = from_dict(to_dict(load_config(CONFIG_DIR / "dias-coco.yaml")))  # as a run folder keeps it
+    resumed = from_dict({**to_dict(saved), "train": {**to_dict(saved)["train"], "total_steps": 2000}})
+    assert config_warmup_steps(resumed) == 100  # not the stale 5,000 of the 100,000-step run
+
+
+def test_a_role_section_holds_exactly_its_class_keys():
+    with pytest.raises(ConfigError, match=r"unknown config key model.decoder.hidden_dim.*random_order_transformer"):
+        load_config(CONFIG_DIR / "dias-coco.yaml", ["model.decoder.hidden_dim=32"])
+    with pytest.raises(ConfigError, match="unknown config key model.initializer.num_heads"):
+        load_config(CONFIG_DIR / "dias-coco.yaml", ["model.initializer.num_heads=2"])
+    with pytest.raises(
+        ConfigError, match=r"model.decoder.name = 'mpl' is not one of .*did you mean model.decoder.name=mlp"
+    ):
+        load_config(CONFIG_DIR / "dias-coco.yaml", ["model.decoder={name: mpl}"])
+
+
+def test_a_config_saved_by_dias_0_1_loads_in_the_current_layout():
+    legacy = to_dict(load_config(CONFIG_DIR / "dias-coco.yaml"))
+    model = legacy["model"]
+    slot_attention = model.pop("slot_attention")
+    model |= {"num_iters": slot_attention["num_iters"], "slot_mlp_dim": slot_attention["mlp_dim"]}
+    model["initializer"] = model["initializer"]["name"]
+    model["decoder"] |= {"hidden_dim": 1024, "num_hidden_layers": 3}  # dias 0.1 saved every decoder's keys
+    del model["method"]
+    assert from_dict(legacy) == load_config(CONFIG_DIR / "dias-coco.yaml")

@@ -11,7 +11,8 @@ from dias.config import load_config, num_attention_maps
 from dias.io import WeightsMismatchError
 from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
 from dias.masks import masks_from_attention
-from dias.model import DIAS, build_model
+from dias.methods import build_model
+from dias.model import DIAS
 from dias.official import load_official_weights, official_key_map
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -20,7 +21,7 @@ MODEL = [  # the suite's tiny run (tests/tiny.py) with a smaller, two-layer mode
     "model.backbone.name=patch_stats",
     "model.num_slots=4",
     "model.slot_dim=16",
-    "model.slot_mlp_dim=32",
+    "model.slot_attention.mlp_dim=32",
     "model.decoder.num_layers=2",
     "model.decoder.mlp_ratio=2.0",
 ]
@@ -149,7 +150,7 @@ def test_every_shipped_config_builds_and_runs(path):
 
 
 def test_mlp_decoder_model():
-    model = build_model(load_config(None, [*MODEL, "model.decoder.name=mlp", "model.decoder.hidden_dim=32"]))
+    model = build_model(load_config(None, [*MODEL, "model.decoder={name: mlp, hidden_dim: 32}"]))
     out = model(features=torch.randn(B, N, C))
     assert out.recon.shape == (B, N, C) and out.decoder_query is None
 

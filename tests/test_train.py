@@ -22,8 +22,9 @@ from dias.data.sampling import EpochSampler
 from dias.engine.checkpoint import CheckpointError, load_checkpoint
 from dias.engine.log import read_metrics
 from dias.engine.runlock import RunInUseError
-from dias.engine.train import LAST, draw_reinit, load_resume, run_train, train
+from dias.engine.train import LAST, load_resume, run_train, train
 from dias.engine.window import NonFiniteLossError
+from dias.methods.dias import draw_reinit
 
 REPO = Path(__file__).resolve().parents[1]
 SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": str(REPO / "src")}

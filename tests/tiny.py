@@ -18,7 +18,7 @@ from dias.config import Config, load_config
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 TINY = [
     "model.slot_dim=32",
-    "model.slot_mlp_dim=64",
+    "model.slot_attention.mlp_dim=64",
     "data.image_size=32",
     "model.backbone.patch_size=8",  # 32 px -> a 4x4 token grid
     "data.batch_size=4",

@@ -10,7 +10,7 @@ __all__ = ["Config", "ConfigError", "__version__", "build_model", "load", "load_
 def __getattr__(name):
     # The model pulls in torch and timm; import it only when asked for.
     if name == "build_model":
-        from dias.model import build_model
+        from dias.methods import build_model
 
         return build_model
     if name == "load_official_weights":

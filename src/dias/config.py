@@ -44,7 +44,12 @@ class Rule(NamedTuple):
 
 
 RULE = "rule"  # the dataclass field metadata key of a Rule
+# The field metadata key of a section whose class another key picks: (section, key) -> LOSS_CONFIGS[value].
+CHOSEN_BY = "chosen_by"
+BASE_KEY = "base"  # a config file's base file (relative to it); the file holds only its differences
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+DIAS_INITIALIZERS = ("normal_shared", "learned")
+PREHEATED = ("preheated",)
 
 
 def at_least(low: int) -> Rule:
@@ -108,15 +113,57 @@ class BackboneConfig:
 
 
 @dataclass
-class DecoderConfig:
-    name: Literal["random_order_transformer", "mlp"] = "random_order_transformer"
+class NormalSharedInitializerConfig:
+    """One Gaussian shared by all slots (the DIAS release)."""
+
+    name: Literal["normal_shared"] = "normal_shared"
+
+
+@dataclass
+class LearnedInitializerConfig:
+    """One learned query per slot, the same for every image."""
+
+    name: Literal["learned"] = "learned"
+
+
+@dataclass
+class PreheatedInitializerConfig:
+    """SmoothSA's preheater: the shared Gaussian refined by attention over the image's tokens."""
+
+    name: Literal["preheated"] = "preheated"
+    num_heads: int = checked(4, at_least(1))
+    ffn_dim: int = checked(1024, at_least(1))
+
+
+InitializerConfig = NormalSharedInitializerConfig | LearnedInitializerConfig | PreheatedInitializerConfig
+
+
+@dataclass
+class SlotAttentionConfig:
+    num_iters: int = checked(3, at_least(1))
+    mlp_dim: int = checked(1024, at_least(1))  # hidden width of the residual MLP after the GRU
+    # "bi-level": only the last iteration back-propagates, its input straight-through to the first slots (BO-QSA)
+    truncate: Literal["bi-level"] | None = None
+
+
+@dataclass
+class TransformerDecoderConfig:
+    name: Literal["random_order_transformer"] = "random_order_transformer"
     num_layers: int = checked(4, at_least(1))
     num_heads: int = checked(4, at_least(1))
     mlp_ratio: float = checked(4.0, POSITIVE)  # transformer FFN width = mlp_ratio * feature_dim
     visible_short_prob: float = checked(0.5, FRACTION)  # probability of the short visible prefix in training
     visible_short_fraction: float = checked(0.1, FRACTION)  # short prefix length = int(N * fraction) - 1
-    hidden_dim: int = checked(1024, at_least(1))  # mlp decoder only
-    num_hidden_layers: int = checked(3, at_least(0))  # mlp decoder only
+
+
+@dataclass
+class MLPDecoderConfig:
+    name: Literal["mlp"] = "mlp"
+    hidden_dim: int = checked(1024, at_least(1))
+    num_hidden_layers: int = checked(3, at_least(0))
+
+
+DecoderConfig = TransformerDecoderConfig | MLPDecoderConfig
 
 
 @dataclass
@@ -137,21 +184,37 @@ class ReinitConfig:
 
 @dataclass
 class ModelConfig:
+    method: Literal["dias", "smoothsa"] = "dias"  # dias.methods.METHODS: the model's wiring and its objective
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     num_slots: int = checked(7, at_least(1))
     slot_dim: int = checked(256, at_least(1))
-    num_iters: int = checked(3, at_least(1))
-    slot_mlp_dim: int = checked(1024, at_least(1))
-    initializer: Literal["normal_shared", "learned"] = "normal_shared"
-    decoder: DecoderConfig = field(default_factory=DecoderConfig)
-    reinit: ReinitConfig = field(default_factory=ReinitConfig)
+    initializer: InitializerConfig = field(default_factory=NormalSharedInitializerConfig)
+    slot_attention: SlotAttentionConfig = field(default_factory=SlotAttentionConfig)
+    decoder: DecoderConfig = field(default_factory=TransformerDecoderConfig)
+    reinit: ReinitConfig = field(default_factory=ReinitConfig)  # DIAS only
 
 
 @dataclass
-class LossConfig:
+class DIASLossConfig:
+    """DIAS's objective: mse(recon, features) + w(step) * ce(first iteration's attention, last one's)."""
+
     distill_form: Literal["prob", "log"] = "prob"  # "prob" reproduces the release: probabilities used as logits
     distill_weight: float = checked(1.0, at_least(0))  # final weight of the distillation term
     distill_schedule: Literal["cosine", "constant"] = "cosine"  # cosine ramps 0 -> distill_weight
+
+
+@dataclass
+class SmoothSALossConfig:
+    """SmoothSA's objective: mse(recon, features) + preheat_weight * mse(preheated queries, final slots)."""
+
+    preheat_weight: float = checked(100.0, at_least(0))
+    # the preheater reads detached tokens for the first detach_steps steps; None: train.total_steps // 10
+    detach_steps: int | None = checked(None, at_least(0))
+
+
+# The objective's keys depend on the method: `loss` holds those of model.method's.
+LOSS_CONFIGS: dict[str, type] = {"dias": DIASLossConfig, "smoothsa": SmoothSALossConfig}
+LossConfig = DIASLossConfig | SmoothSALossConfig
 
 
 @dataclass
@@ -160,7 +223,7 @@ class OptimConfig:
     betas: tuple[float, float] = checked((0.9, 0.999), BETAS)
     eps: float = checked(1e-8, POSITIVE)
     weight_decay: float = checked(0.0, at_least(0))
-    warmup_steps: int = checked(2500, at_least(0))
+    warmup_steps: int | None = checked(None, at_least(0))  # None: train.total_steps // 20, as the release
     final_lr_ratio: float = checked(1e-3, at_least(0))  # lr at the last step = lr * final_lr_ratio
     grad_clip: float = checked(1.0, POSITIVE)
 
@@ -173,7 +236,7 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: str = checked("auto", DEVICE)  # auto: this process's GPU when CUDA is present, else the CPU
     out_dir: str = "runs/dias"
-    val_every: int = checked(1250, at_least(1))
+    val_every: int | None = checked(None, at_least(1))  # None: train.total_steps // 40, as the release
     checkpoint_every: int = checked(1000, at_least(1))  # run_dir/last.pt; also written at the end, on Ctrl-C, SIGTERM
     compile: bool = False  # torch.compile the training forward (compiles on the first step)
 
@@ -198,18 +261,30 @@ class LogConfig:
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    loss: LossConfig = field(default_factory=DIASLossConfig, metadata={CHOSEN_BY: ("model", "method")})
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
+        m = self.model
+        wanted = PREHEATED if m.method == "smoothsa" else DIAS_INITIALIZERS
+        if m.initializer.name not in wanted:
+            raise ConfigError(
+                f"config key model.initializer.name = {m.initializer.name!r} does not fit model.method = {m.method!r}; "
+                f"use one of {', '.join(wanted)}"
+            )
+        if m.reinit.enabled and m.method != "dias":
+            raise ConfigError(
+                "config key model.reinit.enabled = true: pruning and re-initialization are part of the DIAS method; "
+                f"set model.reinit.enabled=false for model.method={m.method}"
+            )
         # eval.mask_source=attn:I must name an iteration the model runs (in eval, re-initialization always runs).
         iteration = parse_mask_source(self.eval.mask_source)
         num_maps = num_attention_maps(self.model)
         if iteration is not None and not -num_maps <= iteration < num_maps:
-            runs = f"model.num_iters={self.model.num_iters}"
+            runs = f"model.slot_attention.num_iters={self.model.slot_attention.num_iters}"
             if self.model.reinit.enabled:
                 runs += f" + model.reinit.num_iters={self.model.reinit.num_iters}"
             closest = max(-num_maps, min(iteration, num_maps - 1))
@@ -221,25 +296,70 @@ class Config:
 
 
 def num_attention_maps(model: ModelConfig) -> int:
-    """T, the slot-attention maps an evaluation forward returns: model.num_iters, + model.reinit.num_iters if on."""
-    return model.num_iters + (model.reinit.num_iters if model.reinit.enabled else 0)
+    """T, the slot-attention maps an evaluation forward returns: the iterations, + model.reinit.num_iters if on."""
+    return model.slot_attention.num_iters + (model.reinit.num_iters if model.reinit.enabled else 0)
+
+
+def warmup_steps(cfg: Config) -> int:
+    """The LR warm-up: optim.warmup_steps, or 5 % of train.total_steps (total_steps // 20, as the release)."""
+    given = cfg.optim.warmup_steps
+    return cfg.train.total_steps // 20 if given is None else given
+
+
+def val_every(cfg: Config) -> int:
+    """Steps between validations: train.val_every, or 2.5 % of train.total_steps (// 40, as the release)."""
+    given = cfg.train.val_every
+    return max(cfg.train.total_steps // 40, 1) if given is None else given
+
+
+def detach_steps(cfg: Config) -> int:
+    """SmoothSA: the first steps in which the preheater reads detached tokens; 10 % of train.total_steps."""
+    given = cfg.loss.detach_steps
+    return cfg.train.total_steps // 10 if given is None else given
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a YAML config (or the defaults when `path` is None) and apply `key=value` overrides."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        with open(path, encoding="utf-8") as f:
-            try:
-                raw = yaml.safe_load(f) or {}
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{path}{_yaml_position(exc)}: not valid YAML: {_yaml_problem(exc)}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    """Read a YAML config (or the defaults when `path` is None) and apply `key=value` overrides.
+
+    A file may name a base file (`base: dias-coco.yaml`, relative to the file) and hold only what differs
+    from it: its sections are merged key by key into the base's, except a role section that names another
+    class (`name:`), which replaces the base's section.
+    """
+    raw = _read_with_bases(Path(path), ()) if path is not None else {}
     return from_dict(apply_overrides(raw, overrides))
+
+
+def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    if not path.is_file():
+        where = f" (the base of {chain[-1]})" if chain else ""
+        raise ConfigError(f"config file not found: {path}{where}")
+    if path.resolve() in chain:
+        raise ConfigError(f"{path}: its bases form a loop ({' -> '.join(str(p) for p in (*chain, path))})")
+    with open(path, encoding="utf-8") as f:
+        try:
+            raw = yaml.safe_load(f) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}{_yaml_position(exc)}: not valid YAML: {_yaml_problem(exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    base = raw.pop(BASE_KEY, None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: config key {BASE_KEY} must name a file, got {base!r}")
+    return merge_config(_read_with_bases(path.parent / base, (*chain, path.resolve())), raw)
+
+
+def merge_config(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` merged in, key by key; a section naming another class (`name:`) replaces base's."""
+    merged = copy.deepcopy(base)
+    for key, value in changes.items():
+        old = merged.get(key)
+        if isinstance(value, dict) and isinstance(old, dict) and value.get("name", old.get("name")) == old.get("name"):
+            merged[key] = merge_config(old, value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
 
 
 def _yaml_position(exc: yaml.YAMLError) -> str:
@@ -262,8 +382,37 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
 
 
 def from_dict(raw: dict[str, Any]) -> Config:
-    """Build a validated Config from nested plain data; unknown keys and wrong types raise ConfigError."""
-    return _build(Config, raw, prefix="")
+    """Build a validated Config from nested plain data; unknown keys and wrong types raise ConfigError.
+
+    Configs saved before the role sections (dias 0.1: `model.num_iters`, `model.slot_mlp_dim`, a decoder
+    section holding every decoder's keys) are read in the current layout (`upgrade_layout`).
+    """
+    return _build(Config, upgrade_layout(raw), prefix="", root=raw)
+
+
+LEGACY_SLOT_ATTENTION_KEYS = {"num_iters": "num_iters", "slot_mlp_dim": "mlp_dim"}  # dias 0.1's model.* names
+
+
+def upgrade_layout(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config saved by dias 0.1 (runs, checkpoints, the bundled demo model) in the current layout.
+
+    dias 0.1 wrote model.num_iters and model.slot_mlp_dim (now model.slot_attention.*), the initializer as
+    a name and every decoder's keys in one section; only a section in that layout is changed.
+    """
+    model = raw.get("model") if isinstance(raw, dict) else None
+    if not isinstance(model, dict) or not any(key in model for key in LEGACY_SLOT_ATTENTION_KEYS):
+        return raw
+    raw = copy.deepcopy(raw)
+    model = raw["model"]
+    section = model.setdefault("slot_attention", {})
+    for old, new in LEGACY_SLOT_ATTENTION_KEYS.items():
+        if old in model:
+            section.setdefault(new, model.pop(old))  # a value given in the current layout wins
+    decoder = model.get("decoder")
+    if isinstance(decoder, dict):
+        cls = _tagged_class(DecoderConfig, decoder.get("name", TransformerDecoderConfig.name), "model.decoder.")
+        model["decoder"] = {k: v for k, v in decoder.items() if k in {f.name for f in dataclasses.fields(cls)}}
+    return raw
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -318,7 +467,8 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _build(cls: type, raw: Any, prefix: str) -> Any:
+def _build(cls: type, raw: Any, prefix: str, root: dict[str, Any], owner: str = "") -> Any:
+    """`cls` from `raw`; `owner` names the key that picked `cls` (for the unknown-key message)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
@@ -327,22 +477,55 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     for key in raw:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(names)}"
+            of = f" (of {prefix}name={raw['name']})" if "name" in raw and "name" in names else owner
+            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys{of}: {', '.join(names)}"
             raise ConfigError(f"unknown config key {prefix}{key}{hint}")
     kwargs = {}
     for name in names:
+        kind, chooser = hints[name], fields[name].metadata.get(CHOSEN_BY)
+        if chooser is not None:  # a section whose class another key picks (loss <- model.method)
+            section, key = chooser
+            choice = (root.get(section) or {}).get(key, getattr(_default(cls, section), key))
+            owner = f" (of {section}.{key}={choice})"
+            kwargs[name] = _build(LOSS_CONFIGS[choice], raw.get(name, {}), f"{prefix}{name}.", root, owner)
+            continue
         if name not in raw:
             continue
-        kind = hints[name]
-        if dataclasses.is_dataclass(kind):
-            kwargs[name] = _build(kind, raw[name], prefix=f"{prefix}{name}.")
+        if _is_tagged_union(kind):  # a role section: its `name` picks the class, whose keys it holds
+            value = {"name": raw[name]} if isinstance(raw[name], str) else raw[name]  # a bare name: the defaults
+            default_name = _default(cls, name).name
+            tag = value.get("name", default_name) if isinstance(value, dict) else default_name
+            kwargs[name] = _build(_tagged_class(kind, tag, f"{prefix}{name}."), value, f"{prefix}{name}.", root)
+        elif dataclasses.is_dataclass(kind):
+            kwargs[name] = _build(kind, raw[name], f"{prefix}{name}.", root)
         else:
             kwargs[name] = _coerce(raw[name], kind, f"{prefix}{name}")
             rule = fields[name].metadata.get(RULE)
-            if rule is not None and not rule.holds(kwargs[name]):
+            if rule is not None and kwargs[name] is not None and not rule.holds(kwargs[name]):
                 hint = _did_you_mean(f"{prefix}{name}", raw[name], rule.examples)
                 raise ConfigError(f"config key {prefix}{name} = {raw[name]!r} is invalid: it must be {rule.text}{hint}")
     return cls(**kwargs)
+
+
+def _default(cls: type, name: str) -> Any:
+    """The default value of field `name` of dataclass `cls`."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def _is_tagged_union(kind: Any) -> bool:
+    args = typing.get_args(kind)
+    return typing.get_origin(kind) in (Union, types.UnionType) and all(dataclasses.is_dataclass(a) for a in args)
+
+
+def _tagged_class(kind: Any, tag: Any, prefix: str) -> type:
+    """The member of a union of dataclasses whose `name` is `tag`; another tag raises ConfigError."""
+    classes = {typing.get_args(typing.get_type_hints(c)["name"])[0]: c for c in typing.get_args(kind)}
+    if tag not in classes:
+        choices = ", ".join(repr(c) for c in classes)
+        hint = _did_you_mean(f"{prefix}name", tag, tuple(classes))
+        raise ConfigError(f"config key {prefix}name = {tag!r} is not one of {choices}{hint}")
+    return classes[tag]
 
 
 def _did_you_mean(key: str, value: Any, valid: tuple[Any, ...]) -> str:

@@ -40,3 +40,12 @@ def distillation_loss(
     if form == "log":
         return -(teacher * (student + LOG_EPS).log()).sum(dim=1).mean()
     raise ValueError(f"unknown distillation form {form!r}; choose 'prob' or 'log'")
+
+
+def preheat_loss(qinit: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """SmoothSA's self-distillation of the preheater: mse(qinit, slots), both (B, K, D), mean over B*K*D.
+
+    The final slots are the teacher and get no gradient; slot attention starts from a detached copy of
+    qinit, so this is the only loss that trains the preheater.
+    """
+    return F.mse_loss(qinit.float(), slots.detach().float())

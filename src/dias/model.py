@@ -79,10 +79,14 @@ class DIAS(nn.Module):
         visible: torch.Tensor | None = None,
         slot_mask: torch.Tensor | None = None,
         reinit: bool | None = None,
+        init_noise: torch.Tensor | None = None,
     ) -> DIASOutput:
         """Give exactly one of images (B, 3, H, W) uint8 or features (B, N, C) (e.g. from a feature cache).
 
-        init_slots (B, K, D) replaces the initializer's sample; num_slots overrides K for the sample.
+        init_slots (B, K, D) replaces the initializer's sample, as a constant: the initializer gets no gradient.
+        init_noise (B, K, D) replaces only the sampling initializer's standard-normal draw, so the slots stay
+        mean + init_noise * exp(log_std) and the initializer trains (a replay of recorded draws needs this).
+        Give at most one of the two. num_slots overrides K for the sample.
         perm (B, N) long / visible (B, N) bool (permuted order) pin the decoder's training mask.
         slot_mask (B, K) bool switches slots off (False) in slot attention and the decoder.
         reinit switches pruning + re-initialization on or off for this call (the trainer draws it per batch
@@ -90,12 +94,17 @@ class DIAS(nn.Module):
         """
         if (images is None) == (features is None):
             raise ValueError("pass exactly one of images or features")
+        if init_slots is not None and init_noise is not None:
+            raise ValueError(
+                "pass at most one of init_slots (replaces the initial slots) or init_noise (replaces only the "
+                "initializer's noise)"
+            )
         if features is None:
             features = self.backbone(images)
         features = features.detach()  # (B, N, C)
         inputs = self.project(features)  # (B, N, C)
         if init_slots is None:
-            init_slots = self.initializer(features.shape[0], num_slots)  # (B, K, D)
+            init_slots = self.initializer(features.shape[0], num_slots, noise=init_noise)  # (B, K, D)
         slots, attn = self.slot_attention(inputs, init_slots, slot_mask)  # (B, K, D), (T, B, K, N)
         keep = None
         if self._reinit_now(reinit):
@@ -148,12 +157,14 @@ class DIAS(nn.Module):
 
 
 def build_model(cfg: Config) -> DIAS:
-    """DIAS from cfg.model; cfg.data.image_size sets the token grid."""
+    """DIAS from cfg.model; cfg.data.image_size sets the token grid. (dias.methods.build_model builds any method.)"""
     m = cfg.model
+    if m.method != "dias":
+        raise ConfigError(f"this builds DIAS, not model.method={m.method}; use dias.methods.build_model(cfg)")
     backbone = backbone_from_config(cfg)
     h, w = backbone.grid_size(cfg.data.image_size)
     c = backbone.feature_dim
-    initializer_cls = {"normal_shared": NormalShared, "learned": LearnedQueries}[m.initializer]
+    initializer_cls = {"normal_shared": NormalShared, "learned": LearnedQueries}[m.initializer.name]
     if m.decoder.name == "random_order_transformer":
         if c % m.decoder.num_heads:
             raise ConfigError(
@@ -192,7 +203,13 @@ def build_model(cfg: Config) -> DIAS:
         backbone=backbone,
         project=PreNormMLP(c, c),
         initializer=initializer_cls(m.num_slots, m.slot_dim),
-        slot_attention=SlotAttention(c, m.slot_dim, mlp_hidden_dim=m.slot_mlp_dim, num_iters=m.num_iters),
+        slot_attention=SlotAttention(
+            c,
+            m.slot_dim,
+            mlp_hidden_dim=m.slot_attention.mlp_dim,
+            num_iters=m.slot_attention.num_iters,
+            truncate=m.slot_attention.truncate,
+        ),
         decoder=decoder,
         reinit=reinit,
     )

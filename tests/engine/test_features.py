@@ -144,7 +144,7 @@ def test_training_and_evaluation_read_the_cache(cache, tmp_path):
     overrides = [
         f"data.root={cfg.data.root}", "data.image_size=64", f"data.features={out}", "data.batch_size=4",
         "data.num_workers=0", "train.total_steps=2", "train.val_every=2", "log.tensorboard=false",
-        "model.slot_dim=32", "model.slot_mlp_dim=64", "model.decoder.num_layers=1", "eval.batch_size=3",
+        "model.slot_dim=32", "model.slot_attention.mlp_dim=64", "model.decoder.num_layers=1", "eval.batch_size=3",
     ]  # fmt: skip
     result = train(load_config(DEMO, overrides), tmp_path / "run", progress=False)
     assert result.step == 2 and {"ari", "fg_ari", "mbo", "miou", "kmeans/fg_ari", "grid/mbo"} <= set(result.val)

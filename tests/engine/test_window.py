@@ -4,12 +4,15 @@ import pytest
 import torch
 
 from dias.engine.window import NonFiniteLossError, StatsWindow
+from dias.methods.dias import METHOD
+
+DIAS_STATS = METHOD.stat_names
 
 NAN = float("nan")
 
 
 def _window(rows: list[list[float]], *, loss_scaled: bool, first_step: int = 5) -> StatsWindow:
-    window = StatsWindow(first_step=first_step, loss_scaled=loss_scaled)
+    window = StatsWindow(DIAS_STATS, first_step=first_step, loss_scaled=loss_scaled)
     for row in rows:  # (loss, recon, distill, grad_norm)
         window.add(torch.tensor(row))
     return window

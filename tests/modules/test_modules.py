@@ -6,6 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from dias.io import WeightsMismatchError
+from dias.model import build_model
 from dias.modules.backbone import PatchStats, ViTBackbone, build_backbone
 from dias.modules.decoders import (
     MLPDecoder,
@@ -271,3 +272,36 @@ def test_vit_base_backbone():
     backbone = build_backbone("vit_base_patch14_reg4_dinov2", image_size=256)
     assert (backbone.feature_dim, backbone.grid_size(256)) == (768, (16, 16))
     assert backbone.vit.pos_embed.shape == (1, 256, 768)
+
+
+def test_normal_shared_noise_equals_the_draw_and_keeps_the_gradient():
+    init = NormalShared(K, D)
+    torch.manual_seed(1)
+    drawn = init(B)
+    torch.manual_seed(1)
+    noise = torch.randn(B, K, D)
+    given = init(B, noise=noise)
+    assert torch.equal(given, drawn)
+    given.sum().backward()  # d/d mean = B * K; d/d log_std = sum over (b, k) of noise * exp(log_std)
+    torch.testing.assert_close(init.mean.grad, torch.full((1, 1, D), float(B * K)))
+    torch.testing.assert_close(init.log_std.grad, (noise * init.log_std.exp()).sum((0, 1), keepdim=True).detach())
+    with pytest.raises(ValueError, match="slot noise has shape"):
+        init(B, noise=torch.randn(B, K + 1, D))
+    with pytest.raises(ValueError, match="draw no noise"):
+        LearnedQueries(K, D)(B, noise=noise)
+
+
+def test_dias_init_noise_trains_the_initializer_where_init_slots_does_not(small_demo_config):
+    model = build_model(small_demo_config())
+    images = torch.randint(0, 256, (B, 3, 64, 64), dtype=torch.uint8)
+    initializer = model.initializer
+    noise = torch.randn(B, initializer.num_slots, initializer.mean.shape[-1])  # (B, K, D)
+    out = model(images=images, init_noise=noise)
+    torch.testing.assert_close(out.init_slots, initializer.mean + noise * initializer.log_std.exp())
+    out.recon.square().mean().backward()
+    assert initializer.mean.grad.abs().sum() > 0 and initializer.log_std.grad.abs().sum() > 0
+    model.zero_grad(set_to_none=True)
+    model(images=images, init_slots=out.init_slots.detach()).recon.square().mean().backward()
+    assert initializer.mean.grad is None and initializer.log_std.grad is None  # a constant: no gradient
+    with pytest.raises(ValueError, match="at most one of init_slots"):
+        model(images=images, init_slots=out.init_slots, init_noise=noise)

@@ -22,11 +22,12 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from dias import __version__
-from dias.config import Config, apply_overrides, flatten, from_dict, load_config, to_dict
+from dias.config import Config, apply_overrides, flatten, from_dict, load_config, to_dict, upgrade_layout
 from dias.errors import DiasError, UsageError
 from dias.io import SAFETENSORS_SUFFIX, atomic_write, atomic_write_bytes, unwrap_state_dict
-from dias.model import DIAS, build_model
-from dias.official import is_official_state_dict, load_official_weights
+from dias.methods import build_model, method_of
+from dias.model import DIAS
+from dias.official import is_official_state_dict
 
 CHECKPOINT_FORMAT = "dias-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -127,12 +128,16 @@ def load_model(
         return _rebuild(checkpoint["config"], checkpoint["model"], path, config, overrides)
     if isinstance(raw, dict) and is_official_state_dict(raw):
         if config is None:
-            raise CheckpointError(f"{path} is an official DIAS checkpoint, which holds no config; pass --config")
+            raise CheckpointError(
+                f"{path} is an official release checkpoint (DIAS or SmoothSA), which holds no config; pass --config "
+                "with the config of its method and dataset"
+            )
         cfg = load_config(config, overrides)
-        model = build_model(cfg)
-        load_official_weights(model, unwrap_state_dict(raw))
+        method = method_of(cfg)
+        model = method.build_model(cfg)
+        method.load_official(model, unwrap_state_dict(raw))
         return model, cfg
-    raise CheckpointError(f"{path} is neither a dias checkpoint nor an official DIAS checkpoint")
+    raise CheckpointError(f"{path} is neither a dias checkpoint nor an official DIAS or SmoothSA checkpoint")
 
 
 def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
@@ -187,6 +192,7 @@ def config_from_checkpoint(
     Either way it must define the same model as the saved config (CheckpointError naming the keys otherwise).
     Resumed training, evaluation, inference and export all come through here.
     """
+    saved_plain = upgrade_layout(saved_plain)  # before the overrides, which use the current layout
     cfg = load_config(config, overrides) if config is not None else from_dict(apply_overrides(saved_plain, overrides))
     check_compatible(from_dict(saved_plain), cfg, path)
     return cfg

@@ -24,8 +24,7 @@ from dias.data.records import LmdbReader, split_path
 from dias.engine.device import DeviceError, Precision, resolve_device, resolve_precision
 from dias.engine.distributed import WORLD_SIZE_ENV
 from dias.io import WeightsMismatchError
-from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
-from dias.model import build_model
+from dias.methods import build_model, method_of
 from dias.modules.backbone import VIT_NAMES, WEIGHTS_OPTION, ViTBackbone
 
 Status = Literal["OK", "WARN", "FAIL"]
@@ -189,9 +188,7 @@ def estimate_cost(cfg: Config) -> list[Check]:
         images = torch.randint(0, 256, (PROBE_BATCH_SIZE, 3, size, size), dtype=torch.uint8, device=device)
         saved_bytes, seconds = 0, 0.0
         for _ in range(2):  # the first pass pays one-off costs; time the second
-            saved_bytes, seconds = _probe_step(
-                model, images, distill_form=cfg.loss.distill_form, device=device, precision=precision
-            )
+            saved_bytes, seconds = _probe_step(model, images, cfg=cfg, device=device, precision=precision)
     except Exception as exc:
         return [Check("FAIL", "estimate", f"a training step fails: {type(exc).__name__}: {exc}")]
     batch = cfg.data.batch_size
@@ -231,9 +228,14 @@ def exit_code(checks: list[Check]) -> int:
 
 
 def _probe_step(
-    model, images: torch.Tensor, *, distill_form: str, device: torch.device, precision: Precision
+    model, images: torch.Tensor, *, cfg: Config, device: torch.device, precision: Precision
 ) -> tuple[int, float]:
-    """(bytes autograd saved for backward, seconds) of one forward + backward."""
+    """(bytes autograd saved for backward, seconds) of one forward + backward of the method's objective.
+
+    With the plan of the last training step: DIAS's re-initialization, when configured, is then most likely.
+    """
+    method = method_of(cfg)
+    plan = method.final_plan(cfg)
     saved = 0
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
@@ -245,9 +247,8 @@ def _probe_step(
     _synchronize(device)
     start = time.perf_counter()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), precision.autocast():
-        out = model(images=images)
-        student, teacher = select_distillation_pair(out.attn)
-        loss = reconstruction_loss(out.recon, out.features) + distillation_loss(student, teacher, distill_form)
+        out = model(images=images, **plan.forward_options)
+        loss = method.objective(out, plan, cfg).loss
     loss.backward()
     _synchronize(device)
     return saved, time.perf_counter() - start

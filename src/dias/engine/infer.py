@@ -82,7 +82,7 @@ def read_image(path: str | Path) -> torch.Tensor:
 
 
 class Segmenter:
-    """A trained DIAS model with its config, ready to segment arbitrary images."""
+    """A trained model (DIAS or SmoothSA) with its config, ready to segment arbitrary images."""
 
     def __init__(self, model: DIAS, cfg: Config, device: str | torch.device = AUTO):
         self.device = device if isinstance(device, torch.device) else resolve_device(device)

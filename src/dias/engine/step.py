@@ -1,8 +1,10 @@
-"""One optimisation step of DIAS, without a host sync: autocast forward -> objective -> backward -> clip -> Adam.
+"""One optimisation step, without a host sync: autocast forward -> the method's objective -> backward -> clip -> Adam.
 
-    stats = optimisation_step(model, {"images": images}, optimizer=optimizer, scaler=scaler, params=params,
-                              precision=precision, distill_weight=0.5, distill_form="prob", grad_clip=1.0)
-    stats  # (4,) float32 on the model's device: loss, recon, distill, grad_norm (STAT_NAMES)
+    method = method_of(cfg)
+    plan = method.plan(cfg, step)
+    stats = optimisation_step(model, {"images": images}, method=method, plan=plan, cfg=cfg, optimizer=optimizer,
+                              scaler=scaler, params=params, precision=precision)
+    stats  # (S,) float32 on the model's device: method.stat_names (loss, each term, grad_norm)
 
 The statistics stay on the device; the training loop reads them once per log window (window.py), so a GPU
 never waits for the host inside a window. `benchmarks/` times this same function.
@@ -12,11 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from dias.config import OptimConfig
+from dias.config import Config, OptimConfig
 from dias.engine.device import Precision
-from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
-
-STAT_NAMES = ("loss", "recon", "distill", "grad_norm")
+from dias.methods.base import Method, StepPlan
 
 
 def build_optimizer(params: list[torch.nn.Parameter], optim: OptimConfig, device: torch.device) -> torch.optim.Adam:
@@ -39,29 +39,26 @@ def optimisation_step(
     model: torch.nn.Module,
     inputs: dict[str, torch.Tensor],
     *,
+    method: Method,
+    plan: StepPlan,
+    cfg: Config,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     params: list[torch.nn.Parameter],
     precision: Precision,
-    distill_weight: float,
-    distill_form: str,
-    grad_clip: float,
-    reinit: bool | None = None,
 ) -> torch.Tensor:
-    """Forward, reconstruction + weighted distillation loss, backward, clip, Adam step; (4,) stats on the device.
+    """Forward with the plan's options, the method's objective, backward, clip, Adam step; (S,) stats on the device.
 
-    `inputs` are the model's keyword inputs (images or cached features); `reinit` whether this batch prunes
-    and re-initializes (None: the model does not). The losses compute in float32 under autocast.
+    `inputs` are the model's keyword inputs (images or cached features, and any pinned draws). The losses
+    compute in float32 under autocast; the gradient is clipped to cfg.optim.grad_clip.
     """
     with precision.autocast():
-        out = model(**inputs, reinit=reinit)
-    recon = reconstruction_loss(out.recon, out.features)
-    distill = distillation_loss(*select_distillation_pair(out.attn), form=distill_form)
-    loss = recon + distill_weight * distill
+        out = model(**inputs, **plan.forward_options)
+    objective = method.objective(out, plan, cfg)
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    scaler.scale(objective.loss).backward()
     scaler.unscale_(optimizer)
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm=grad_clip)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm=cfg.optim.grad_clip)
     scaler.step(optimizer)
     scaler.update()
-    return torch.stack([loss.detach(), recon.detach(), distill.detach(), grad_norm.detach()]).float()
+    return torch.cat([objective.loss.detach().float()[None], objective.terms, grad_norm.detach().float()[None]])

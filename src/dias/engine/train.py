@@ -4,7 +4,7 @@
     cfg, checkpoint = load_resume("runs/demo")
     result = train(cfg, run_dir="runs/demo", resume=checkpoint)
 
-Per step: schedules (lr, distillation weight) -> autocast forward -> objective -> backward -> clip ->
+Per step: schedules (lr, the method's plan) -> autocast forward -> the method's objective -> backward -> clip ->
 Adam step (step.py) -> log -> eval -> checkpoint. The step's losses stay on the device; the host reads
 them once per `log.every` steps (window.py), and that one sync also checks them for NaN (the loss, and the
 gradient norm unless fp16 loss scaling skips such steps) and checks the time limit. It comes before every
@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from dias import __version__
-from dias.config import CONFIG_FILE_NAME, Config, from_dict, load_config, save_config
+from dias.config import CONFIG_FILE_NAME, Config, from_dict, load_config, save_config, val_every, warmup_steps
 from dias.engine import distributed
 from dias.engine.checkpoint import check_compatible, config_from_checkpoint, load_checkpoint, load_trainable_state
 from dias.engine.device import resolve_precision
@@ -47,8 +47,9 @@ from dias.engine.stop import STOP_STATUSES, StopRequest
 from dias.engine.validate import baseline_part, validate
 from dias.engine.window import StatsWindow
 from dias.errors import FileInTheWayError
-from dias.model import DIAS, build_model
-from dias.schedules import distill_weight_at, lr_at, reinit_prob_at
+from dias.methods import method_of
+from dias.model import DIAS
+from dias.schedules import lr_at
 
 LAST, BEST = "last.pt", "best.pt"
 
@@ -81,19 +82,6 @@ def load_resume(
     path = Path(run_dir) / LAST
     checkpoint = load_checkpoint(path)
     return config_from_checkpoint(checkpoint["config"], path, config=config, overrides=overrides), checkpoint
-
-
-def draw_reinit(cfg: Config, step: int) -> bool | None:
-    """Whether a training batch at `step` prunes and re-initializes: a coin with the scheduled probability.
-
-    Drawn from torch's global RNG here, outside the model, so the forward stays free of Python-side
-    randomness (a graph break under torch.compile). None when model.reinit is off.
-    """
-    r = cfg.model.reinit
-    if not r.enabled:
-        return None
-    prob = reinit_prob_at(step, cfg.train.total_steps, r.prob, r.prob_schedule)
-    return bool(torch.rand(()) < prob)
 
 
 def train(
@@ -143,9 +131,11 @@ def _train(
     if is_main:  # holding the lock: no save of this run is in flight, so these are a killed process's
         remove_stale_temp_files(run_dir, (LAST, BEST, CONFIG_FILE_NAME, METRICS_FILE_NAME))
     seed_everything(cfg.train.seed)  # every rank builds the same model (a random ViT backbone included)
-    model = build_model(cfg).to(device)
+    method = method_of(cfg)
+    model = method.build_model(cfg).to(device)
     params = [p for p in model.parameters() if p.requires_grad]  # the frozen backbone is not optimised
     o = cfg.optim
+    warmup, validate_every = warmup_steps(cfg), val_every(cfg)
     optimizer = build_optimizer(params, o, device)
     precision = resolve_precision(cfg.train.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.scaled)
@@ -158,7 +148,7 @@ def _train(
         if is_main and saved.train.total_steps != cfg.train.total_steps:
             log.warning(
                 "train.total_steps changes from %d (in %s) to %d: the LR schedule (warm-up, cosine decay) and "
-                "the distillation-weight and re-initialization-probability ramps are now spread over %d steps, "
+                "the method's schedules (dias.methods) are now spread over %d steps, "
                 "so from step %d on they differ from those of an uninterrupted run of either length",
                 saved.train.total_steps, run_dir / LAST, cfg.train.total_steps, cfg.train.total_steps,
                 checkpoint["step"],
@@ -199,7 +189,7 @@ def _train(
     stop_at = cfg.train.total_steps if max_steps is None else min(cfg.train.total_steps, max_steps)
     bar = tqdm(total=cfg.train.total_steps, initial=step, disable=not (progress and is_main), desc="train")
     start_time = window_time = time.monotonic()
-    window = StatsWindow(first_step=step, loss_scaled=precision.scaled)
+    window = StatsWindow(method.stat_names, first_step=step, loss_scaled=precision.scaled)
 
     def read_window() -> bool:
         """The window's one host sync: NaN check of loss and gradient (raises), losses kept, the time limit."""
@@ -225,17 +215,17 @@ def _train(
                 continue
             inputs = batch_inputs(batch, device)  # images (B, 3, H, W) uint8, or cached features (B, N, C)
 
-            # schedules: set before the step, so step 0 trains with lr 0 (as in the release)
-            lr = lr_at(step, o.lr, o.warmup_steps, cfg.train.total_steps, o.lr * o.final_lr_ratio)
+            # schedules: set before the step, so step 0 trains with lr 0 (as in the release); the method's plan
+            # holds its loss weights and forward options (DIAS: the distillation ramp, the re-initialization coin)
+            lr = lr_at(step, o.lr, warmup, cfg.train.total_steps, o.lr * o.final_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            weight = distill_weight_at(step, cfg.train.total_steps, cfg.loss.distill_weight, cfg.loss.distill_schedule)
-            reinit = draw_reinit(cfg, step)  # whether this batch prunes + re-initializes (None: not configured)
+            plan = method.plan(cfg, step)
 
             # forward, objective, backward, clip, Adam: no host sync
             stats = optimisation_step(
-                forward_model, inputs, optimizer=optimizer, scaler=scaler, params=params, precision=precision,
-                distill_weight=weight, distill_form=cfg.loss.distill_form, grad_clip=o.grad_clip, reinit=reinit,
+                forward_model, inputs, method=method, plan=plan, cfg=cfg, optimizer=optimizer, scaler=scaler,
+                params=params, precision=precision,
             )  # fmt: skip
             window.add(stats)
             step += 1
@@ -243,7 +233,7 @@ def _train(
             bar.update()
 
             # the window's one sync, before anything is logged or saved
-            val_due = step % cfg.train.val_every == 0 or step == cfg.train.total_steps
+            val_due = step % validate_every == 0 or step == cfg.train.total_steps
             log_due = step % cfg.log.every == 0 or step == stop_at
             if log_due or val_due or step % cfg.train.checkpoint_every == 0:
                 if read_window():
@@ -256,7 +246,7 @@ def _train(
             if window.num_read and (step % cfg.log.every == 0 or step == stop_at):
                 now = time.monotonic()
                 count = window.num_read
-                metrics = {**window.take_means(), "distill_weight": weight, "lr": lr}
+                metrics = {**window.take_means(), **plan.logged, "lr": lr}
                 metrics["steps_per_s"] = count / (now - window_time)
                 logger.log(metrics, step)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", steps_per_s=f"{metrics['steps_per_s']:.2f}")

@@ -1,7 +1,7 @@
 """The training loop's statistics window: per-step stats stay on the device until the host reads them once.
 
-    window = StatsWindow(first_step=0, loss_scaled=precision.scaled)
-    window.add(stats)                         # (4,) device tensor from optimisation_step; no sync
+    window = StatsWindow(method.stat_names, first_step=0, loss_scaled=precision.scaled)
+    window.add(stats)                         # (S,) device tensor from optimisation_step; no sync
     losses, timed_out = window.read(dist_info, timed_out=False)   # the window's one sync
     means = window.take_means()               # {"loss": ..., ...} over the steps read since the last call
 
@@ -20,25 +20,23 @@ import math
 import torch
 
 from dias.engine import distributed
-from dias.engine.step import STAT_NAMES
 from dias.errors import DiasError
+from dias.methods.base import GRAD_NORM_STAT, LOSS_STAT
 
 
 class NonFiniteLossError(DiasError, RuntimeError):
     """The loss or the gradient became NaN or infinite; the run stopped before a checkpoint held the weights."""
 
 
-LOSS, GRAD_NORM = STAT_NAMES.index("loss"), STAT_NAMES.index("grad_norm")
-
-
 class StatsWindow:
-    """Per-step (loss, recon, distill, grad_norm) rows on the device; host-side sums of the rows already read."""
+    """Per-step rows of `names` (loss, the method's terms, grad_norm) on the device; host-side sums of those read."""
 
-    def __init__(self, first_step: int, *, loss_scaled: bool):
+    def __init__(self, names: tuple[str, ...], *, first_step: int, loss_scaled: bool):
+        self.names = names
         self.first_step = first_step  # the step of the first row not yet read
         self.loss_scaled = loss_scaled  # fp16 + GradScaler: a non-finite gradient is a step the scaler skips
         self._pending: list[torch.Tensor] = []
-        self._sums = torch.zeros(len(STAT_NAMES), dtype=torch.float64)
+        self._sums = torch.zeros(len(self.names), dtype=torch.float64)
         self._count = 0
 
     def add(self, stats: torch.Tensor) -> None:
@@ -54,7 +52,7 @@ class StatsWindow:
         device = self._pending[0].device if self._pending else torch.device("cpu")
         if dist_info is not None:
             device = dist_info.device
-        rows = torch.stack(self._pending) if self._pending else torch.zeros(0, len(STAT_NAMES), device=device)
+        rows = torch.stack(self._pending) if self._pending else torch.zeros(0, len(self.names), device=device)
         flag = torch.tensor([float(timed_out)], device=rows.device)
         packed = torch.cat([rows.flatten(), flag])
         world_size = 1
@@ -62,13 +60,14 @@ class StatsWindow:
             distributed.all_reduce_sum_(packed, dist_info)  # NaN on any rank stays NaN in the sum
             world_size = dist_info.world_size
         host = packed.double().cpu()  # the sync
-        rows = host[:-1].view(-1, len(STAT_NAMES)) / world_size
-        bad = ~torch.isfinite(rows[:, LOSS])
+        rows = host[:-1].view(-1, len(self.names)) / world_size
+        loss_col, grad_col = self.names.index(LOSS_STAT), self.names.index(GRAD_NORM_STAT)
+        bad = ~torch.isfinite(rows[:, loss_col])
         if not self.loss_scaled:
-            bad |= ~torch.isfinite(rows[:, GRAD_NORM])
+            bad |= ~torch.isfinite(rows[:, grad_col])
         if bad.any():
             index = int(torch.nonzero(bad)[0])
-            loss, grad_norm = float(rows[index, LOSS]), float(rows[index, GRAD_NORM])
+            loss, grad_norm = float(rows[index, loss_col]), float(rows[index, grad_col])
             what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {grad_norm} (loss {loss:.4g})"
             raise NonFiniteLossError(
                 f"{what} at step {self.first_step + index}; the run stopped before any checkpoint held the "
@@ -79,11 +78,11 @@ class StatsWindow:
         self._count += len(rows)
         self.first_step += len(rows)
         self._pending.clear()
-        return rows[:, LOSS].tolist(), bool(host[-1] > 0)
+        return rows[:, loss_col].tolist(), bool(host[-1] > 0)
 
     def take_means(self) -> dict[str, float]:
         """The mean of each statistic over the steps read since the last call; starts the next window."""
-        means = dict(zip(STAT_NAMES, (self._sums / max(self._count, 1)).tolist(), strict=True))
+        means = dict(zip(self.names, (self._sums / max(self._count, 1)).tolist(), strict=True))
         self._sums.zero_()
         self._count = 0
         return means

@@ -11,8 +11,9 @@ from dias.errors import UsageError
 class NormalShared(nn.Module):
     """One Gaussian shared by all slots: slots = mean + exp(log_std) * noise, noise i.i.d. per (b, k, d).
 
-    As in the release, the noise is drawn in eval mode too, so evaluation is stochastic; pass the
-    initial slots explicitly (DIAS.forward's `init_slots`) to pin them. Any number of slots can be drawn.
+    As in the release, the noise is drawn in eval mode too, so evaluation is stochastic. To pin it, pass
+    `noise` (DIAS.forward's `init_noise`): the slots then stay a function of `mean` and `log_std`, which
+    keep their gradient, unlike a constant `init_slots`. Any number of slots can be drawn.
     """
 
     def __init__(self, num_slots: int, slot_dim: int):
@@ -23,9 +24,17 @@ class NormalShared(nn.Module):
         nn.init.xavier_uniform_(self.mean)
         nn.init.xavier_uniform_(self.log_std)
 
-    def forward(self, batch_size: int, num_slots: int | None = None) -> torch.Tensor:
+    def forward(
+        self, batch_size: int, num_slots: int | None = None, *, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Slots (B, K, D); `noise` (B, K, D) replaces the standard-normal draw (e.g. one recorded elsewhere)."""
         shape = (batch_size, num_slots or self.num_slots, self.mean.shape[-1])
-        noise = torch.randn(shape, device=self.mean.device, dtype=self.mean.dtype)
+        if noise is None:
+            noise = torch.randn(shape, device=self.mean.device, dtype=self.mean.dtype)
+        elif tuple(noise.shape) != shape:
+            raise UsageError(
+                f"slot noise has shape {tuple(noise.shape)}; expected (B, K, D) = {shape} (num_slots sets K)"
+            )
         return self.mean + noise * self.log_std.exp()  # (B, K, D)
 
 
@@ -38,7 +47,12 @@ class LearnedQueries(nn.Module):
         self.queries = nn.Parameter(torch.empty(1, num_slots, slot_dim))
         nn.init.xavier_uniform_(self.queries)
 
-    def forward(self, batch_size: int, num_slots: int | None = None) -> torch.Tensor:
+    def forward(
+        self, batch_size: int, num_slots: int | None = None, *, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The queries (B, K, D); `noise` is accepted for the initializers' common signature, and must be None."""
+        if noise is not None:
+            raise UsageError("learned queries draw no noise; pass init_noise only with model.initializer=normal_shared")
         if num_slots is not None and num_slots != self.num_slots:
             raise UsageError(f"learned queries hold {self.num_slots} slots; cannot give {num_slots}")
         return self.queries.expand(batch_size, -1, -1)  # (B, K, D)

@@ -1,4 +1,4 @@
-"""Slot attention with the release's per-iteration attention record (SPEC §6)."""
+"""Slot attention with the release's per-iteration attention record (SPEC §6), optionally truncated."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ import torch
 from torch import nn
 
 from dias.modules.layers import MLP
+
+# How far back gradients reach through the iterations: None = every iteration; "bi-level" = only the last one,
+# with a straight-through path to the initial slots (BO-QSA, Jia et al. 2023, https://arxiv.org/abs/2210.08990).
+TRUNCATIONS = (None, "bi-level")
 
 
 class SlotAttentionOutput(NamedTuple):
@@ -19,7 +23,10 @@ class SlotAttention(nn.Module):
     """Iterative attention in which slots compete for tokens (softmax over the slot axis).
 
     Keys and values are computed once; each iteration updates the slots with a GRU cell and a residual
-    pre-norm MLP. Gradients flow through every iteration.
+    pre-norm MLP. Gradients flow through every iteration, unless `truncate="bi-level"`: then the slots
+    entering the last iteration are `slots.detach() + init - init.detach()` (init = the slots given to
+    forward), so the earlier iterations are constants for autograd and the last iteration's input gradient
+    passes straight through to `init`. That holds in eval too, as in the SmoothSA release.
     """
 
     def __init__(
@@ -30,8 +37,12 @@ class SlotAttention(nn.Module):
         mlp_hidden_dim: int = 1024,
         num_iters: int = 3,
         eps: float = 1e-5,
+        truncate: str | None = None,
     ):
         super().__init__()
+        if truncate not in TRUNCATIONS:
+            raise ValueError(f"unknown slot-attention truncation {truncate!r}; choose None or 'bi-level'")
+        self.truncate = truncate
         self.num_iters = num_iters
         self.eps = eps
         self.scale = slot_dim**-0.5
@@ -56,8 +67,14 @@ class SlotAttention(nn.Module):
         keys = self.key_proj(inputs)  # (B, N, D)
         values = self.value_proj(inputs)  # (B, N, D)
         b, k, d = slots.shape
+        init = slots
+        num_iters = num_iters or self.num_iters
         attns = []
-        for _ in range(num_iters or self.num_iters):
+        for t in range(num_iters):
+            if self.truncate == "bi-level" and t == num_iters - 1:
+                # Value of `slots`, gradient of `init`. Summed left to right as the release does: (s + i) - i
+                # equals s only up to float rounding, and matching the release means rounding the same way.
+                slots = slots.detach() + init - init.detach()
             attn = self.attention(slots, keys, slot_mask)  # (B, K, N)
             attns.append(attn)
             weights = attn / (attn.sum(dim=2, keepdim=True) + self.eps)  # weighted mean over tokens

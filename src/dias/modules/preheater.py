@@ -1,0 +1,107 @@
+"""SmoothSA's query "preheater": a shared-Gaussian sample refined by attention to the features.
+
+SmoothSA (Zhao et al., "Smoothing Slot Attention Iterations and Recurrences", https://arxiv.org/abs/2508.05417;
+code https://github.com/Genera1Z/SmoothSA) starts slot attention from queries that have already looked at
+the image, so its first iteration does not have to undo a random start:
+
+    sample = mean + noise * exp(log_std)                       (B, K, D), one Gaussian shared by all slots
+    memory = memory_proj(inputs)                               (B, N, D), not normalised
+    x = sample + CrossAttn(x, memory)                          cross-attention first, on the raw sample
+    x = x + SelfAttn(self_attn_norm(x))                        pre-norm self-attention among the slots
+    qinit = x + mlp(mlp_norm(x))                               pre-norm GELU MLP
+    query = qinit.detach() + query_noise * exp(query_log_std)  in training
+    query = qinit.detach()                                     in eval
+
+The preheater is trained only by regressing `qinit` onto the final slots (dias.losses.preheat_loss): slot
+attention starts from a detached copy, so it sends no gradient into `qinit`. While `detach_flag` is set
+(the release's first tenth of training) the preheater also reads detached inputs, so that loss does not
+reach the feature projection either.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from dias.errors import UsageError
+from dias.modules.layers import MLP, MultiHeadAttention
+
+
+class PreheaterOutput(NamedTuple):
+    sample: torch.Tensor  # (B, K, D) mean + noise * exp(log_std): the refinement's starting point
+    qinit: torch.Tensor  # (B, K, D) refined queries; their only gradient comes from the preheat loss
+    query: torch.Tensor  # (B, K, D) what slot attention starts from: qinit.detach() (+ noise in training)
+
+
+class Preheater(nn.Module):
+    """Shared-Gaussian sample -> cross-attention to the inputs -> self-attention -> MLP, bias-free inside.
+
+    Any number of slots can be drawn. As in the release, `noise` is drawn in eval mode too; `query_noise`
+    only in training, after `noise`. The persistent bool buffer `detach_flag` (default True) says whether
+    the preheater reads `inputs.detach()`; a training schedule writes it with `detach_flag.fill_(value)`.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        slot_dim: int,
+        *,
+        num_slots: int,
+        num_heads: int = 4,
+        mlp_hidden_dim: int = 1024,
+    ):
+        super().__init__()
+        self.num_slots = num_slots
+        # Zero init, as released: the first samples are plain N(0, 1) noise.
+        self.mean = nn.Parameter(torch.zeros(1, 1, slot_dim))
+        self.log_std = nn.Parameter(torch.zeros(1, 1, slot_dim))
+        self.query_log_std = nn.Parameter(torch.zeros(1, 1, slot_dim))
+        self.memory_proj = nn.Linear(in_features, slot_dim)  # with bias, unlike everything after it
+        self.cross_attn = MultiHeadAttention(slot_dim, num_heads)
+        self.self_attn_norm = nn.LayerNorm(slot_dim, bias=False)
+        self.self_attn = MultiHeadAttention(slot_dim, num_heads)
+        self.mlp_norm = nn.LayerNorm(slot_dim, bias=False)
+        self.mlp = MLP(slot_dim, mlp_hidden_dim, bias=False)
+        self.register_buffer("detach_flag", torch.tensor(True))
+
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        num_slots: int | None = None,
+        *,
+        noise: torch.Tensor | None = None,
+        query_noise: torch.Tensor | None = None,
+        detach_inputs: bool | None = None,
+    ) -> PreheaterOutput:
+        """inputs (B, N, C) projected features -> sample, qinit, query (B, K, D).
+
+        noise / query_noise (B, K, D) replace the two standard-normal draws (e.g. recorded ones; query_noise
+        is used in training only). detach_inputs overrides the `detach_flag` buffer for this call.
+        """
+        shape = (inputs.shape[0], num_slots or self.num_slots, self.mean.shape[-1])
+        noise = self._standard_normal(noise, shape, "noise")
+        sample = self.mean + noise * self.log_std.exp()  # (B, K, D)
+        detach = bool(self.detach_flag) if detach_inputs is None else detach_inputs
+        memory = self.memory_proj(inputs.detach() if detach else inputs)  # (B, N, D)
+        # The release swaps the decoder layer's blocks: cross-attention first, and its pre-norm is the
+        # identity, so neither the raw sample nor the memory is normalised before it.
+        x = sample + self.cross_attn.cross_attention(sample, memory)[0]
+        x = x + self.self_attn.self_attention(self.self_attn_norm(x))
+        qinit = x + self.mlp(self.mlp_norm(x))  # (B, K, D)
+        query = qinit.detach()  # slot attention must not train the preheater
+        if self.training:
+            query_noise = self._standard_normal(query_noise, shape, "query_noise")
+            query = query + query_noise * self.query_log_std.exp()
+        return PreheaterOutput(sample, qinit, query)
+
+    def _standard_normal(self, given: torch.Tensor | None, shape: tuple[int, int, int], name: str) -> torch.Tensor:
+        if given is None:
+            return torch.randn(shape, device=self.mean.device, dtype=self.mean.dtype)
+        if tuple(given.shape) != shape:
+            raise UsageError(
+                f"preheater {name} has shape {tuple(given.shape)}; expected (B, K, D) = {shape} "
+                "(pass num_slots for another K)"
+            )
+        return given
