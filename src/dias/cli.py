@@ -74,6 +74,17 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. eval.mask_source=attn:0")
     evaluate.set_defaults(run=_evaluate)
 
+    probe = commands.add_parser("probe", help="object recognition: train an MLP on a frozen model's matched slots")
+    probe.add_argument("--checkpoint", type=Path, required=True, help="dias or official release checkpoint")
+    probe.add_argument("--config", type=Path, default=None, help="YAML file (required for release checkpoints)")
+    probe.add_argument("--out", type=Path, default=None, help="run folder (default: CHECKPOINT_DIR/probe)")
+    probe.add_argument(
+        "--official-cap", action="store_true", help="match only objects 0 and 1 per image, as the published numbers"
+    )
+    probe.add_argument("--resume", action="store_true", help="continue the run in --out from its probe.pt")
+    probe.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. probe.attribute=shape")
+    probe.set_defaults(run=_probe)
+
     report = commands.add_parser("report", help="mean ± std tables over the metrics.json of several runs")
     report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="eval folders, run folders or files")
     report.add_argument("--out", type=Path, default=Path("summary"), help="writes OUT.md and OUT.csv")
@@ -194,6 +205,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     print(format_metrics(result["metrics"], result["baselines"]))
     print(f"metrics written to {result['path']}")
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from dias.engine.probe import RESULT_FILE, format_probe, run_probe
+
+    out = args.out if args.out is not None else args.checkpoint.parent / "probe"
+    overrides = [*args.overrides, *(["probe.official_cap=true"] if args.official_cap else [])]
+    result = run_probe(args.checkpoint, out, config=args.config, overrides=overrides, resume=args.resume)
+    if result.status != "done":
+        return EXIT_CODES[result.status]
+    print(format_probe(result.metrics, result.matching))
+    print(f"metrics written to {out / RESULT_FILE}")
     return 0
 
 

@@ -250,6 +250,29 @@ class EvalConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # of `dias eval` and of validation in training
 
 
+# probe.attribute: the label a recognition probe predicts; which a dataset has is dias.probe.labels' business
+PROBE_ATTRIBUTES = ("category", "shape", "color", "material", "size")
+
+
+@dataclass
+class ProbeConfig:
+    """`dias probe`: an MLP trained on a frozen model's slots, matched to objects (dias.probe)."""
+
+    total_steps: int = checked(10000, at_least(1))
+    batch_size: int = checked(32, at_least(1))  # images per step; the probe sees every matched slot of them
+    lr: float = checked(1e-3, POSITIVE)  # Adam, no weight decay, no clipping
+    warmup_steps: int | None = checked(None, at_least(0))  # None: probe.total_steps // 20
+    iou_threshold: float = checked(0.1, FRACTION)  # a slot and an object match when their IoU is above this
+    attribute: str = checked(
+        "category",
+        Rule(lambda value: value in PROBE_ATTRIBUTES, "one of " + ", ".join(PROBE_ATTRIBUTES), PROBE_ATTRIBUTES),
+    )
+    mask_source: str = checked("attn:-1", MASK_SOURCE)  # the protocol: the last slot-attention iteration
+    official_cap: bool = False  # keep only objects 0 and 1 of each image, as the published numbers do
+    seed: int = 0
+    checkpoint_every: int = checked(1000, at_least(1))
+
+
 @dataclass
 class LogConfig:
     every: int = checked(50, at_least(1))
@@ -266,6 +289,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     def __post_init__(self) -> None:
         m = self.model

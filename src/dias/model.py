@@ -140,20 +140,26 @@ class DIAS(nn.Module):
         # The teacher of self-distillation is the last map produced: the re-initialized one.
         return slots, torch.cat([attn, extra_attn]), merged.keep
 
-    @torch.no_grad()
     def init_weights(self) -> None:
         """The release's initialisation (SPEC §14): zero biases; decoder layers start as identical copies."""
-        for part in (self.project, self.slot_attention, self.decoder):
-            for module in part.modules():
-                if isinstance(module, nn.Linear) and module.bias is not None:
-                    module.bias.zero_()
-                if isinstance(module, nn.GRUCell):
-                    module.bias_ih.zero_()
-                    module.bias_hh.zero_()
-        if isinstance(self.decoder, RandomOrderTransformerDecoder):
-            first = self.decoder.layers[0].state_dict()
-            for layer in self.decoder.layers[1:]:
-                layer.load_state_dict(first, strict=False)  # layer 0 has no self_attn_norm: keep default ones
+        release_init(project=self.project, slot_attention=self.slot_attention, decoder=self.decoder)
+
+
+@torch.no_grad()
+def release_init(*, project: nn.Module, slot_attention: nn.Module, decoder: nn.Module) -> None:
+    """The official code's reset of the shared modules (DIAS and SmoothSA): every Linear and GRU bias zeroed,
+    and the transformer decoder's layers made identical copies of the first (as nn.TransformerDecoder does)."""
+    for part in (project, slot_attention, decoder):
+        for module in part.modules():
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                module.bias.zero_()
+            if isinstance(module, nn.GRUCell):
+                module.bias_ih.zero_()
+                module.bias_hh.zero_()
+    if isinstance(decoder, RandomOrderTransformerDecoder):
+        first = decoder.layers[0].state_dict()
+        for layer in decoder.layers[1:]:
+            layer.load_state_dict(first, strict=False)  # layer 0 has no self_attn_norm: keep default ones
 
 
 def build_model(cfg: Config) -> DIAS:
@@ -229,4 +235,4 @@ def backbone_from_config(cfg: Config) -> FrozenBackbone:
     )
 
 
-__all__ = ["DIAS", "DIASOutput", "Reinit", "backbone_from_config", "build_model"]
+__all__ = ["DIAS", "DIASOutput", "Reinit", "backbone_from_config", "build_model", "release_init"]

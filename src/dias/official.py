@@ -84,18 +84,33 @@ def _official_name(ours: str) -> str | None:
 
 
 def load_official_weights(model: nn.Module, source: str | Path | dict[str, torch.Tensor]) -> None:
-    """Load a release checkpoint ("m."-prefixed keys; a path to .pth/.safetensors, or a state dict).
+    """Load a DIAS release checkpoint ("m."-prefixed keys; a path to .pth/.safetensors, or a state dict).
 
     Without any backbone key the backbone is left as it is. Any other missing, unexpected or wrongly
     shaped key raises WeightsMismatchError listing them.
     """
+    load_with_key_map(model, source, official_key_map(model), release="DIAS")
+
+
+def load_with_key_map(
+    model: nn.Module,
+    source: str | Path | dict[str, torch.Tensor],
+    key_map: dict[str, str],
+    *,
+    release: str,
+    optional: tuple[str, ...] = (),
+) -> None:
+    """Load release keys into `model` through `key_map` (release key -> ours), checking every key and shape.
+
+    The backbone's keys, and the `optional` ones, may be absent: those entries keep their values.
+    """
     state = read_state_dict(source) if isinstance(source, (str, Path)) else unwrap_state_dict(source)
-    key_map = official_key_map(model)
     if not any(k.startswith(OFFICIAL_BACKBONE_PREFIX) for k in state):
         key_map = {k: v for k, v in key_map.items() if not k.startswith(OFFICIAL_BACKBONE_PREFIX)}
+    key_map = {k: v for k, v in key_map.items() if k in state or k not in optional}
     ours = model.state_dict()
     expected = {official: ours[name] for official, name in key_map.items()}
-    option = "the checkpoint path (is it a DIAS release checkpoint?)"
+    option = f"the checkpoint path (is it a {release} release checkpoint, and the config of that method?)"
     check_state_dict(expected, state, what="checkpoint", option=option)
     model.load_state_dict({key_map[k]: v for k, v in state.items()}, strict=False)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from tiny import signal_after_adam, tiny_config
 
-import dias.engine.step as step_module
+import dias.methods.dias as dias_method
 from dias.cli import main
 from dias.config import load_config
 from dias.engine.checkpoint import load_checkpoint
@@ -71,8 +71,8 @@ def test_a_learning_rate_a_million_times_too_small_does_not_follow(tmp_path, tin
 
 
 def test_a_training_with_the_loss_sign_flipped_does_not_follow(tmp_path, tiny_root, tiny_reference, monkeypatch):
-    real = step_module.reconstruction_loss
-    monkeypatch.setattr(step_module, "reconstruction_loss", lambda recon, features: -real(recon, features))
+    real = dias_method.reconstruction_loss
+    monkeypatch.setattr(dias_method, "reconstruction_loss", lambda recon, features: -real(recon, features))
     check = _fresh(tmp_path, tiny_root, tiny_reference)["check"]
     assert check.follows is False and check.failure.key == "loss"
     assert check.failure.value < check.failure.reference - check.failure.tolerance  # the loss went the wrong way

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from tiny import TINY
 
@@ -20,19 +21,19 @@ from dias.engine.train import train
 root, run_dir, out = sys.argv[1:4]
 TINY = TINY_OVERRIDES
 overrides = [*TINY, "data.batch_size=2", "train.total_steps=3", "optim.warmup_steps=1", "train.val_every=100",
-             f"data.root={root}"]
+             f"data.root={root}", *sys.argv[5:]]
 result = train(load_config(sys.argv[4], overrides), run_dir, progress=False)
 rank = __import__("os").environ["RANK"]
 torch.save({k: v for k, v in result.model.state_dict().items()}, f"{out}/rank{rank}.pt")
 """
 
 
-def _run_two_ranks(worker: str, root, tmp_path) -> subprocess.CompletedProcess:
-    """torchrun `worker` (argv: data root, run folder, output folder, demo config) on two gloo ranks."""
+def _run_two_ranks(worker: str, root, tmp_path, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """torchrun `worker` (argv: data root, run folder, output folder, demo config, `extra`) on two gloo ranks."""
     script = tmp_path / "worker.py"
     script.write_text(worker.replace("TINY_OVERRIDES", repr(TINY)))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    args = [str(script), str(root), str(tmp_path / "run"), str(tmp_path), str(REPO / "configs" / "demo.yaml")]
+    args = [str(script), str(root), str(tmp_path / "run"), str(tmp_path), str(REPO / "configs" / "demo.yaml"), *extra]
     return subprocess.run([*command, *args], capture_output=True, text=True, timeout=180)
 
 
@@ -42,8 +43,12 @@ def test_single_process_helpers_are_no_ops():
     assert all_reduce_sum_(torch.tensor([2.0]), info).tolist() == [2.0]
 
 
-def test_two_gloo_ranks_end_with_equal_weights(tiny_root, tmp_path):
-    result = _run_two_ranks(WORKER, tiny_root, tmp_path)
+SMOOTHSA = ("model.method=smoothsa", "model.initializer=preheated", "model.slot_attention.truncate=bi-level", "loss={}")
+
+
+@pytest.mark.parametrize("method", [(), SMOOTHSA], ids=["dias", "smoothsa"])
+def test_two_gloo_ranks_end_with_equal_weights(method, tiny_root, tmp_path):
+    result = _run_two_ranks(WORKER, tiny_root, tmp_path, method)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "effective batch 4" in result.stderr
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))

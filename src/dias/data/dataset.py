@@ -26,7 +26,8 @@ Sample = dict[str, Any]
 
 
 class LmdbDataset(Dataset):
-    """Samples {"image": (3,H,W) uint8, "mask": (H,W) int64 instance ids, "index": int} of one split.
+    """Samples {"image": (3,H,W) uint8, "mask": (H,W) int64 instance ids, "index": int} of one split
+    (with_meta: also "meta", the record's metadata dict).
 
     The LMDB file is opened lazily in each DataLoader worker, so the dataset pickles without it.
     Mask ids: 0 background, 1..M objects, 65535 ignore. With skip_corrupt=True a damaged record is
@@ -38,10 +39,13 @@ class LmdbDataset(Dataset):
         path: str | Path,
         transform: Callable[[Sample], Sample] | None = None,
         skip_corrupt: bool = False,
+        *,
+        with_meta: bool = False,
     ):
         self.path = Path(path)
         self.transform = transform
         self.skip_corrupt = skip_corrupt
+        self.with_meta = with_meta  # samples also carry the record's metadata (e.g. object labels)
         with LmdbReader(self.path) as reader:
             self.header = reader.header
         self._reader: LmdbReader | None = None
@@ -53,7 +57,7 @@ class LmdbDataset(Dataset):
 
     def __getitem__(self, index: int) -> Sample | None:
         try:
-            image, mask, _ = self._open().read(index)
+            image, mask, meta = self._open().read(index)
         except CorruptRecordError as exc:
             if not self.skip_corrupt:
                 raise
@@ -66,6 +70,8 @@ class LmdbDataset(Dataset):
             "mask": torch.from_numpy(mask.astype(np.int64)),  # (H,W)
             "index": index,
         }
+        if self.with_meta:
+            sample["meta"] = meta
         return self.transform(sample) if self.transform is not None else sample
 
     def _open(self) -> LmdbReader:

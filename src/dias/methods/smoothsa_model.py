@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from dias.model import DIAS
+from dias.model import release_init
 from dias.modules.backbone import FrozenBackbone
 from dias.modules.decoders import RandomOrderTransformerDecoder
 from dias.modules.layers import PreNormMLP
@@ -111,7 +111,7 @@ class SmoothSA(nn.Module):
         """The release's initialisation: the shared modules exactly as DIAS's (zero Linear and GRU biases,
         decoder layers as identical copies); the preheater keeps PyTorch's defaults except its zero Gaussians.
         """
-        DIAS.init_weights(self)  # one home for that rule; it reads only project, slot_attention and decoder
+        release_init(project=self.project, slot_attention=self.slot_attention, decoder=self.decoder)
         for parameter in (self.preheater.mean, self.preheater.log_std, self.preheater.query_log_std):
             parameter.zero_()
 

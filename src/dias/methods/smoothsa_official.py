@@ -14,8 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dias.io import check_state_dict, read_state_dict, unwrap_state_dict
-from dias.official import OFFICIAL_BACKBONE_PREFIX, OFFICIAL_PREFIX, official_key_map
+from dias.official import OFFICIAL_PREFIX, load_with_key_map, official_key_map
 
 if TYPE_CHECKING:
     import torch
@@ -62,14 +61,5 @@ def load_official_smoothsa_weights(model: nn.Module, source: str | Path | dict[s
     preheater's flag. Any other missing, unexpected or wrongly shaped key (e.g. a DIAS checkpoint, which
     lacks the preheater) raises WeightsMismatchError listing them.
     """
-    state = read_state_dict(source) if isinstance(source, (str, Path)) else unwrap_state_dict(source)
     key_map = smoothsa_official_key_map(model)
-    if not any(k.startswith(OFFICIAL_BACKBONE_PREFIX) for k in state):
-        key_map = {k: v for k, v in key_map.items() if not k.startswith(OFFICIAL_BACKBONE_PREFIX)}
-    if DETACH_FLAG_KEY not in state:
-        key_map.pop(DETACH_FLAG_KEY)
-    ours = model.state_dict()
-    expected = {official: ours[name] for official, name in key_map.items()}
-    option = "the checkpoint path (is it a SmoothSA release checkpoint? DIAS ones load with dias.official)"
-    check_state_dict(expected, state, what="checkpoint", option=option)
-    model.load_state_dict({key_map[k]: v for k, v in state.items()}, strict=False)
+    load_with_key_map(model, source, key_map, release="SmoothSA", optional=(DETACH_FLAG_KEY,))
