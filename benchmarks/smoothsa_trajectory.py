@@ -19,14 +19,15 @@ its path is an argument. Two phases, in one process:
   permutation, `randint` and `rand`), the LR and detach flag in effect, each loss term, the gradient norm
   before clipping, the step-0 weights and full weight snapshots after steps // 2 and steps steps. The file
   holds plain tensors and dicts only (`torch.load(FILE, weights_only=True)`).
-- **compare**: the package's SmoothSA from configs/smoothsa-coco.yaml (train.total_steps=60, fp32, batch
-  4, K = 7) with the recorded step-0 weights, stepped by dias.engine.step.optimisation_step with the
-  package's optimiser, LR schedule and method plan, the recorded features and draws injected. It writes
-  benchmarks/results/smoothsa_trajectory.md: the worst difference of each quantity over the steps.
+- **compare**: the package's SmoothSA from configs/smoothsa-coco.yaml (train.total_steps = the recorded
+  steps, fp32, the recorded batch size, K and LR) with the recorded step-0 weights, stepped by
+  dias.engine.step.optimisation_step with the package's optimiser, LR schedule and method plan, the
+  recorded features and draws injected. It writes benchmarks/results/smoothsa_trajectory.md: the worst
+  difference of each quantity over the steps.
 
 The official model needs einops (pure Python; `pip install einops` into the venv). Its package imports cv2,
 pycocotools and wandb for datasets and logging that this run does not use: where they are missing, empty
-stand-in modules are put in sys.modules before the import. The 60 + 60 steps take a few minutes on 2 cores.
+stand-in modules are put in sys.modules before the import. The 60 + 60 steps take about 5 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -67,7 +68,6 @@ POOL_SIZE, GRID, FEATURE_DIM = 16, (16, 16), 384
 # The draws of one official training step, in the order the release makes them (preheater ε, ε2; decoder).
 DRAW_ORDER = ("randn_like", "randn_like", "vmap", "randint", "rand")
 ZERO_GRADIENT = "m.aggregat.norm1q.bias"  # its gradient is zero in exact arithmetic (softmax over slots)
-LOSSES = {"loss": "loss_total", "recon": "loss_recon", "preheat": "loss_preheat"}  # stat_names -> record
 
 
 # --- record: the release's training loop, observed ---------------------------------------------------------

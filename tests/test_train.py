@@ -14,8 +14,8 @@ import pytest
 import torch
 from tiny import TINY, signal_after_adam, tiny_config
 
-import dias.engine.step as step_module
 import dias.engine.window as window_module
+import dias.methods.dias as dias_method
 from dias.cli import main
 from dias.config import load_config
 from dias.data.sampling import EpochSampler
@@ -82,7 +82,7 @@ def test_resume_refuses_a_config_with_another_model(tiny_root, tmp_path):
 
 def _poison(monkeypatch, *, nan_at: int | None = None, interrupt_at: int | None = None) -> None:
     """Make the reconstruction loss of step `nan_at` NaN, and press Ctrl-C (SIGINT) mid-forward of `interrupt_at`."""
-    real = step_module.reconstruction_loss
+    real = dias_method.reconstruction_loss
     calls = []
 
     def poisoned(recon, features):
@@ -92,7 +92,7 @@ def _poison(monkeypatch, *, nan_at: int | None = None, interrupt_at: int | None 
         loss = real(recon, features)
         return loss * float("nan") if len(calls) - 1 == nan_at else loss
 
-    monkeypatch.setattr(step_module, "reconstruction_loss", poisoned)
+    monkeypatch.setattr(dias_method, "reconstruction_loss", poisoned)
 
 
 @pytest.mark.parametrize(
@@ -373,7 +373,7 @@ def test_resuming_with_other_total_steps_warns_naming_the_schedules(tiny_root, t
         assert "train.total_steps changes" not in caplog.text
         _resumed(run, ["train.total_steps=5"], max_steps=1, progress=False)
     assert "train.total_steps changes from 2" in caplog.text and "to 5" in caplog.text
-    assert "LR schedule" in caplog.text and "distillation-weight" in caplog.text
+    assert "LR schedule" in caplog.text and "the method's schedules" in caplog.text
 
 
 def test_the_trainer_draws_the_reinit_coin_from_the_scheduled_probability():

@@ -272,6 +272,24 @@ def test_voc_train_2012_val_2007_with_void_ignored(tmp_path):
     assert load_header(tmp_path / "out" / "val.lmdb")["info"]["year"] == 2007
 
 
+def test_voc_stores_each_objects_class_from_segmentation_class(tmp_path):
+    devkit = tmp_path / "raw" / "VOCdevkit"
+    make_voc(devkit, 2012, ["a", "b"], {"train": ["a", "b"], "val": ["a", "b"]})
+    classes = np.zeros((H, W), np.uint8)
+    classes[2:6, 2:6] = 15  # object 1: a person
+    classes[7:10, 8:12] = 12  # object 2: a dog ...
+    classes[7, 8] = 7  # ... with one stray car pixel: the most common class wins
+    classes[1, :] = 255
+    (devkit / "VOC2012" / "SegmentationClass").mkdir()
+    png = Image.fromarray(classes, "P")
+    png.putpalette([value for index in range(256) for value in (index, 255 - index, index // 2)])
+    png.save(devkit / "VOC2012" / "SegmentationClass" / "a.png")  # b has none
+    prepare_voc(tmp_path / "raw", tmp_path / "out", val_year=2012, num_workers=1, progress=False)
+    _, records, _ = read_all(tmp_path / "out" / "train.lmdb")
+    assert records[0].meta["categories"] == [15, 12]
+    assert "categories" not in records[1].meta  # no SegmentationClass PNG: no labels (the probe says so)
+
+
 def test_voc_trainaug_skips_images_without_object_masks(tmp_path):
     devkit = tmp_path / "VOCdevkit"
     make_voc(devkit, 2012, ["a", "b"], {"trainaug": ["a", "b", "c"], "val": ["b"]})

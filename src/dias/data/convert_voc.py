@@ -2,6 +2,7 @@
 
     RAW/VOCdevkit/VOC2012/JPEGImages/*.jpg
     RAW/VOCdevkit/VOC2012/SegmentationObject/*.png        palette PNG: 0 background, 1..M objects, 255 void
+    RAW/VOCdevkit/VOC2012/SegmentationClass/*.png         palette PNG: each pixel's class, 1..20 (optional)
     RAW/VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val,trainval}.txt  (trainaug.txt if added)
     RAW/VOCdevkit/VOC2007/...                             the same layout, for the validation split
 
@@ -11,7 +12,9 @@ Palette index 0 is the background (0), 1..M the objects (kept), 255 (void / obje
 ignored (65535). A list names a file in ImageSets/Segmentation (`train`, `val`, `trainval`, `trainaug`),
 a path to a text file of image ids, or `all`: every image that has a SegmentationObject PNG. Listed
 images without an object PNG (most of trainaug, whose extra images only have SBD class masks) are
-skipped and counted. The original JPEG bytes are stored as they are.
+skipped and counted. The original JPEG bytes are stored as they are. When the image's SegmentationClass
+PNG is there, each object's class (1..20, the most common class index under the object; 0 for an id the
+image does not use) is stored in mask-id order as `categories` (what `dias probe` predicts).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from dias.data.records import split_path
 from dias.errors import MissingFileError, UsageError
 
 DATASET_NAME = "voc"
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2  # 2: object classes (`categories`) from SegmentationClass
 VOID_INDEX = 255
 TRAIN_YEAR = 2012
 VAL_YEARS = (2007, 2012)
@@ -62,6 +65,15 @@ def object_mask(palette_indices: np.ndarray) -> np.ndarray:
     return mask
 
 
+def object_categories(mask: np.ndarray, classes: np.ndarray) -> list[int]:
+    """The class of objects 1..max id: the most common SegmentationClass index (void left out) under each."""
+    categories = []
+    for object_id in range(1, int(mask[mask != IGNORE_ID].max(initial=0)) + 1):
+        under = classes[(mask == object_id) & (classes != VOID_INDEX)]
+        categories.append(int(np.bincount(under).argmax()) if under.size else 0)
+    return categories
+
+
 def encode_sample(job: tuple[str, str, int]) -> bytes:
     """One record from (JPEG path, SegmentationObject PNG path, year). Runs in worker processes."""
     image_path, png_path, year = job
@@ -70,6 +82,10 @@ def encode_sample(job: tuple[str, str, int]) -> bytes:
             raise UsageError(f"{png_path} has mode {picture.mode}; a VOC SegmentationObject PNG is a palette image")
         mask = object_mask(np.asarray(picture, dtype=np.uint8))
     meta = {"id": Path(image_path).stem, "year": year, "num_objects": count_objects(mask)}
+    class_path = Path(png_path).parent.parent / "SegmentationClass" / Path(png_path).name
+    if class_path.is_file():
+        with Image.open(class_path) as picture:
+            meta["categories"] = object_categories(mask, np.asarray(picture, dtype=np.uint8))
     return encode_record_from_bytes(Path(image_path).read_bytes(), mask, meta, "jpeg")
 
 
