@@ -1,6 +1,7 @@
-"""Typed run configuration: a dataclass schema, YAML files and dotted `key=value` overrides.
+"""Typed run configuration: YAML files (with bases), dotted `key=value` overrides, validation, saving.
 
-Only `build_model(cfg)` and the engine read a config; modules take plain arguments.
+Only `build_model(cfg)` and the engine read a config; modules take plain arguments. The schema (sections,
+rules, derived values) lives in dias.schema; its names are importable from here too.
 
     cfg = load_config("configs/dias-coco.yaml", ["model.num_slots=11", "train.seed=43"])
     save_config(cfg, run_dir / "config.yaml")
@@ -12,334 +13,34 @@ import copy
 import dataclasses
 import difflib
 import os
-import re
 import types
 import typing
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Union
+from typing import Any, Literal, Union
 
 import yaml
 
-from dias.errors import DiasError
 from dias.io import atomic_write_bytes
-
-CONFIG_FILE_NAME = "config.yaml"
-
-
-class ConfigError(DiasError, ValueError):
-    """A config file or override names an unknown key, holds a value of the wrong type or out of its range."""
-
-
-class Rule(NamedTuple):
-    """A check a value must pass when a config is loaded, and the words that describe a valid value.
-
-    `examples` are valid values offered as "did you mean" when a refused value is close to one.
-    """
-
-    holds: Callable[[Any], bool]
-    text: str
-    examples: tuple[str, ...] = ()
-
-
-RULE = "rule"  # the dataclass field metadata key of a Rule
-# The field metadata key of a section whose class another key picks: (section, key) -> LOSS_CONFIGS[value].
-CHOSEN_BY = "chosen_by"
-BASE_KEY = "base"  # a config file's base file (relative to it); the file holds only its differences
-DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-DIAS_INITIALIZERS = ("normal_shared", "learned")
-PREHEATED = ("preheated",)
-
-
-def at_least(low: int) -> Rule:
-    return Rule(lambda value: value >= low, f">= {low}")
-
-
-POSITIVE = Rule(lambda value: value > 0, "> 0")
-FRACTION = Rule(lambda value: 0 <= value <= 1, "in [0, 1]")
-DEVICE = Rule(lambda value: DEVICE_PATTERN.fullmatch(value) is not None, "one of auto, cpu, cuda, cuda:N, mps")
-BETAS = Rule(lambda value: all(0 <= beta < 1 for beta in value), "two numbers in [0, 1)")
-
-# eval.mask_source: the decoder's last cross-attention, or slot-attention iteration I (from 0; negative from the end)
-DECODER_SOURCE = "decoder"
-ATTN_SOURCE_PREFIX = "attn:"
-MASK_SOURCE_PATTERN = re.compile(r"decoder|attn:-?\d+")
-MASK_SOURCE_HELP = "decoder (the decoder's last cross-attention) or attn:I (slot-attention iteration I, e.g. attn:-1)"
-MASK_SOURCE = Rule(
-    lambda value: MASK_SOURCE_PATTERN.fullmatch(value) is not None,
-    MASK_SOURCE_HELP,
-    examples=(DECODER_SOURCE, "attn:0", "attn:1", "attn:2", "attn:-1", "attn:-2"),
+from dias.schema import (
+    CHOSEN_BY,
+    DECODER_SOURCE,
+    LOSS_CONFIGS,
+    RULE,
+    Config,
+    ConfigError,
+    DecoderConfig,
+    ModelConfig,
+    OptimConfig,
+    TransformerDecoderConfig,
+    detach_steps,
+    num_attention_maps,
+    parse_mask_source,
+    val_every,
+    warmup_steps,
 )
 
-
-def parse_mask_source(mask_source: str) -> int | None:
-    """None for "decoder", the iteration index I for "attn:I"; anything else raises ConfigError."""
-    if MASK_SOURCE_PATTERN.fullmatch(mask_source) is None:
-        raise ConfigError(f"unknown mask source {mask_source!r}; use {MASK_SOURCE_HELP}, e.g. eval.mask_source=attn:0")
-    return None if mask_source == DECODER_SOURCE else int(mask_source[len(ATTN_SOURCE_PREFIX) :])
-
-
-def checked(default: Any, rule: Rule) -> Any:
-    """A dataclass field whose value `from_dict` checks against `rule`."""
-    return field(default=default, metadata={RULE: rule})
-
-
-@dataclass
-class DataConfig:
-    name: Literal["synthetic", "clevrtex", "coco", "voc"] = "synthetic"
-    root: str = "data/synthetic"  # folder holding {split}.lmdb
-    train_split: str = "train"
-    val_split: str = "val"
-    image_size: int = checked(256, at_least(1))  # square side fed to the model, in pixels
-    crop_scale: tuple[float, float] = checked(  # random-resized-crop scale, relative to the largest square
-        (0.75, 1.0), Rule(lambda value: 0 < value[0] <= value[1] <= 1, "two numbers with 0 < low <= high <= 1")
-    )
-    flip: bool = True
-    batch_size: int = checked(32, at_least(1))
-    num_workers: int = checked(4, at_least(0))
-    skip_corrupt: bool = False  # skip and count corrupt records instead of raising
-    features: str | None = None  # a feature cache folder from `dias features`: train and eval skip the backbone
-
-
-@dataclass
-class BackboneConfig:
-    name: Literal["vit_small_patch14_reg4_dinov2", "vit_base_patch14_reg4_dinov2", "patch_stats"] = (
-        "vit_small_patch14_reg4_dinov2"
-    )
-    weights: str | None = None  # local .safetensors/.pth file; never downloaded
-    input_scale: float = checked(0.875, POSITIVE)  # bicubic rescale before the ViT: 256 -> 224
-    patch_size: int = checked(8, at_least(1))  # patch_stats only; the ViTs use 14
-
-
-@dataclass
-class NormalSharedInitializerConfig:
-    """One Gaussian shared by all slots (the DIAS release)."""
-
-    name: Literal["normal_shared"] = "normal_shared"
-
-
-@dataclass
-class LearnedInitializerConfig:
-    """One learned query per slot, the same for every image."""
-
-    name: Literal["learned"] = "learned"
-
-
-@dataclass
-class PreheatedInitializerConfig:
-    """SmoothSA's preheater: the shared Gaussian refined by attention over the image's tokens."""
-
-    name: Literal["preheated"] = "preheated"
-    num_heads: int = checked(4, at_least(1))
-    ffn_dim: int = checked(1024, at_least(1))
-
-
-InitializerConfig = NormalSharedInitializerConfig | LearnedInitializerConfig | PreheatedInitializerConfig
-
-
-@dataclass
-class SlotAttentionConfig:
-    num_iters: int = checked(3, at_least(1))
-    mlp_dim: int = checked(1024, at_least(1))  # hidden width of the residual MLP after the GRU
-    # "bi-level": only the last iteration back-propagates, its input straight-through to the first slots (BO-QSA)
-    truncate: Literal["bi-level"] | None = None
-
-
-@dataclass
-class TransformerDecoderConfig:
-    name: Literal["random_order_transformer"] = "random_order_transformer"
-    num_layers: int = checked(4, at_least(1))
-    num_heads: int = checked(4, at_least(1))
-    mlp_ratio: float = checked(4.0, POSITIVE)  # transformer FFN width = mlp_ratio * feature_dim
-    visible_short_prob: float = checked(0.5, FRACTION)  # probability of the short visible prefix in training
-    visible_short_fraction: float = checked(0.1, FRACTION)  # short prefix length = int(N * fraction) - 1
-
-
-@dataclass
-class MLPDecoderConfig:
-    name: Literal["mlp"] = "mlp"
-    hidden_dim: int = checked(1024, at_least(1))
-    num_hidden_layers: int = checked(3, at_least(0))
-
-
-DecoderConfig = TransformerDecoderConfig | MLPDecoderConfig
-
-
-@dataclass
-class ReinitConfig:
-    """Redundant-slot pruning and re-initialized aggregation (the paper's method; not in the release)."""
-
-    enabled: bool = False
-    distance: Literal["slots", "attention"] = "slots"  # cosine distance of slot vectors or of attention maps
-    # merge while the complete-linkage cosine distance is below this
-    threshold: float = checked(0.1, Rule(lambda value: 0 <= value <= 2, "in [0, 2]"))
-    min_clusters: int = checked(1, at_least(1))  # a sample left with fewer clusters keeps all its slots (group code: 3)
-    num_iters: int = checked(1, at_least(1))  # extra slot-attention iterations from the merged slots
-    # probability of pruning + re-initialization per training batch; always on in eval
-    prob: float = checked(1.0, FRACTION)
-    prob_schedule: Literal["constant", "linear"] = "constant"  # linear ramps 0 -> prob over training
-    mask_pruned: bool = True  # False: pruned slots are zero vectors that stay valid queries (the group's code)
-
-
-@dataclass
-class ModelConfig:
-    method: Literal["dias", "smoothsa"] = "dias"  # dias.methods.METHODS: the model's wiring and its objective
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    num_slots: int = checked(7, at_least(1))
-    slot_dim: int = checked(256, at_least(1))
-    initializer: InitializerConfig = field(default_factory=NormalSharedInitializerConfig)
-    slot_attention: SlotAttentionConfig = field(default_factory=SlotAttentionConfig)
-    decoder: DecoderConfig = field(default_factory=TransformerDecoderConfig)
-    reinit: ReinitConfig = field(default_factory=ReinitConfig)  # DIAS only
-
-
-@dataclass
-class DIASLossConfig:
-    """DIAS's objective: mse(recon, features) + w(step) * ce(first iteration's attention, last one's)."""
-
-    distill_form: Literal["prob", "log"] = "prob"  # "prob" reproduces the release: probabilities used as logits
-    distill_weight: float = checked(1.0, at_least(0))  # final weight of the distillation term
-    distill_schedule: Literal["cosine", "constant"] = "cosine"  # cosine ramps 0 -> distill_weight
-
-
-@dataclass
-class SmoothSALossConfig:
-    """SmoothSA's objective: mse(recon, features) + preheat_weight * mse(preheated queries, final slots)."""
-
-    preheat_weight: float = checked(100.0, at_least(0))
-    # the preheater reads detached tokens for the first detach_steps steps; None: train.total_steps // 10
-    detach_steps: int | None = checked(None, at_least(0))
-
-
-# The objective's keys depend on the method: `loss` holds those of model.method's.
-LOSS_CONFIGS: dict[str, type] = {"dias": DIASLossConfig, "smoothsa": SmoothSALossConfig}
-LossConfig = DIASLossConfig | SmoothSALossConfig
-
-
-@dataclass
-class OptimConfig:
-    lr: float = checked(2e-4, POSITIVE)
-    betas: tuple[float, float] = checked((0.9, 0.999), BETAS)
-    eps: float = checked(1e-8, POSITIVE)
-    weight_decay: float = checked(0.0, at_least(0))
-    warmup_steps: int | None = checked(None, at_least(0))  # None: train.total_steps // 20, as the release
-    final_lr_ratio: float = checked(1e-3, at_least(0))  # lr at the last step = lr * final_lr_ratio
-    grad_clip: float = checked(1.0, POSITIVE)
-
-
-@dataclass
-class TrainConfig:
-    total_steps: int = checked(50000, at_least(1))
-    seed: int = 42
-    # fp16: autocast + GradScaler on CUDA; elsewhere bf16 or fp32 (dias.engine.device says which)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    device: str = checked("auto", DEVICE)  # auto: this process's GPU when CUDA is present, else the CPU
-    out_dir: str = "runs/dias"
-    val_every: int | None = checked(None, at_least(1))  # None: train.total_steps // 40, as the release
-    checkpoint_every: int = checked(1000, at_least(1))  # run_dir/last.pt; also written at the end, on Ctrl-C, SIGTERM
-    compile: bool = False  # torch.compile the training forward (compiles on the first step)
-
-
-@dataclass
-class EvalConfig:
-    mask_source: str = checked(DECODER_SOURCE, MASK_SOURCE)  # decoder | attn:0 | attn:-1
-    batch_size: int = checked(32, at_least(1))
-    seed: int = 0
-    device: str = checked("auto", DEVICE)  # of `dias eval`; validation in training runs on train.device
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # of `dias eval` and of validation in training
-
-
-# probe.attribute: the label a recognition probe predicts; which a dataset has is dias.probe.labels' business
-PROBE_ATTRIBUTES = ("category", "shape", "color", "material", "size")
-
-
-@dataclass
-class ProbeConfig:
-    """`dias probe`: an MLP trained on a frozen model's slots, matched to objects (dias.probe)."""
-
-    total_steps: int = checked(10000, at_least(1))
-    batch_size: int = checked(32, at_least(1))  # images per step; the probe sees every matched slot of them
-    lr: float = checked(1e-3, POSITIVE)  # Adam, no weight decay, no clipping
-    warmup_steps: int | None = checked(None, at_least(0))  # None: probe.total_steps // 20
-    iou_threshold: float = checked(0.1, FRACTION)  # a slot and an object match when their IoU is above this
-    attribute: str = checked(
-        "category",
-        Rule(lambda value: value in PROBE_ATTRIBUTES, "one of " + ", ".join(PROBE_ATTRIBUTES), PROBE_ATTRIBUTES),
-    )
-    mask_source: str = checked("attn:-1", MASK_SOURCE)  # the protocol: the last slot-attention iteration
-    official_cap: bool = False  # keep only objects 0 and 1 of each image, as the published numbers do
-    seed: int = 0
-    checkpoint_every: int = checked(1000, at_least(1))
-
-
-@dataclass
-class LogConfig:
-    every: int = checked(50, at_least(1))
-    tensorboard: bool = True
-    wandb: bool = False
-
-
-@dataclass
-class Config:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=DIASLossConfig, metadata={CHOSEN_BY: ("model", "method")})
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    log: LogConfig = field(default_factory=LogConfig)
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
-
-    def __post_init__(self) -> None:
-        m = self.model
-        wanted = PREHEATED if m.method == "smoothsa" else DIAS_INITIALIZERS
-        if m.initializer.name not in wanted:
-            raise ConfigError(
-                f"config key model.initializer.name = {m.initializer.name!r} does not fit model.method = {m.method!r}; "
-                f"use one of {', '.join(wanted)}"
-            )
-        if m.reinit.enabled and m.method != "dias":
-            raise ConfigError(
-                "config key model.reinit.enabled = true: pruning and re-initialization are part of the DIAS method; "
-                f"set model.reinit.enabled=false for model.method={m.method}"
-            )
-        # eval.mask_source=attn:I must name an iteration the model runs (in eval, re-initialization always runs).
-        iteration = parse_mask_source(self.eval.mask_source)
-        num_maps = num_attention_maps(self.model)
-        if iteration is not None and not -num_maps <= iteration < num_maps:
-            runs = f"model.slot_attention.num_iters={self.model.slot_attention.num_iters}"
-            if self.model.reinit.enabled:
-                runs += f" + model.reinit.num_iters={self.model.reinit.num_iters}"
-            closest = max(-num_maps, min(iteration, num_maps - 1))
-            raise ConfigError(
-                f"config key eval.mask_source = {self.eval.mask_source!r} is invalid: the model runs {num_maps} "
-                f"slot-attention iterations ({runs}), so I must be in {-num_maps} .. {num_maps - 1}; "
-                f"did you mean eval.mask_source={ATTN_SOURCE_PREFIX}{closest}?"
-            )
-
-
-def num_attention_maps(model: ModelConfig) -> int:
-    """T, the slot-attention maps an evaluation forward returns: the iterations, + model.reinit.num_iters if on."""
-    return model.slot_attention.num_iters + (model.reinit.num_iters if model.reinit.enabled else 0)
-
-
-def warmup_steps(cfg: Config) -> int:
-    """The LR warm-up: optim.warmup_steps, or 5 % of train.total_steps (total_steps // 20, as the release)."""
-    given = cfg.optim.warmup_steps
-    return cfg.train.total_steps // 20 if given is None else given
-
-
-def val_every(cfg: Config) -> int:
-    """Steps between validations: train.val_every, or 2.5 % of train.total_steps (// 40, as the release)."""
-    given = cfg.train.val_every
-    return max(cfg.train.total_steps // 40, 1) if given is None else given
-
-
-def detach_steps(cfg: Config) -> int:
-    """SmoothSA: the first steps in which the preheater reads detached tokens; 10 % of train.total_steps."""
-    given = cfg.loss.detach_steps
-    return cfg.train.total_steps // 10 if given is None else given
+CONFIG_FILE_NAME = "config.yaml"
+BASE_KEY = "base"  # a config file's base file (relative to it); the file holds only its differences
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -602,3 +303,11 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
             raise ConfigError(f"config key {key} expects a string, got {value!r}")
         return value
     raise TypeError(f"unsupported config type {kind} for {key}")
+
+
+__all__ = [
+    "BASE_KEY", "CONFIG_FILE_NAME", "DECODER_SOURCE", "LOSS_CONFIGS", "Config", "ConfigError", "ModelConfig",
+    "OptimConfig", "apply_overrides", "detach_steps", "flatten", "from_dict", "load_config", "merge_config",
+    "num_attention_maps", "parse_mask_source", "save_config", "to_dict", "upgrade_layout", "val_every",
+    "warmup_steps",
+]  # fmt: skip

@@ -2,11 +2,10 @@
 
 SmoothSA (Zhao et al., "Smoothing Slot Attention Iterations and Recurrences", https://arxiv.org/abs/2508.05417;
 code https://github.com/Genera1Z/SmoothSA) is the DIAS authors' successor method. This file is the wiring;
-the preheater lives in dias.modules.preheater and the loss terms in dias.losses:
+the preheater lives in dias.modules.preheater, the objective and schedule in dias.methods.smoothsa:
 
     model = build_smoothsa(backbone, image_size=256, num_slots=7, slot_dim=256, num_iters=3, ...)
-    out = model(features=features)  # features (B, N, C) from the frozen backbone
-    loss = reconstruction_loss(out.recon, out.features) + 100 * preheat_loss(out.qinit, out.slots)
+    out = model(features=features, detach_preheat=True)  # features (B, N, C) from the frozen backbone
 
 SmoothSA has no pruning, no re-initialisation and no attention distillation.
 """

@@ -40,7 +40,9 @@ class Preheater(nn.Module):
 
     Any number of slots can be drawn. As in the release, `noise` is drawn in eval mode too; `query_noise`
     only in training, after `noise`. The persistent bool buffer `detach_flag` (default True) says whether
-    the preheater reads `inputs.detach()`; a training schedule writes it with `detach_flag.fill_(value)`.
+    the preheater reads `inputs.detach()` when a call does not say; it holds an official checkpoint's value
+    (the release's schedule writes it). `dias train` passes the scheduled flag to every call instead
+    (`detach_inputs`, from dias.methods.smoothsa's plan), so the forward reads no state that changes.
     """
 
     def __init__(
