@@ -2,12 +2,14 @@
 
 import importlib.util
 import json
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 from tiny import tiny_config
 
+import dias.engine.probe as probe_module
 from dias.cli import main
 from dias.data.convert_coco import prepare_coco
 from dias.engine.checkpoint import save_checkpoint
@@ -48,6 +50,11 @@ def test_probe_on_synthetic_shapes_prints_the_baselines_and_both_modes(checkpoin
         uncapped, capped = results["uncapped"][source]["num_matches"], results["capped"][source]["num_matches"]
         assert 0 < capped <= uncapped and capped <= 2 * 4  # 4 val images, at most two objects each
     assert results["uncapped"]["model"]["top3"] >= results["uncapped"]["model"]["top1"]
+    uncapped = str(tmp_path / "uncapped")
+    assert main(["report", uncapped, uncapped, str(tmp_path / "capped"), "--out", str(tmp_path / "summary")]) == 0
+    table = (tmp_path / "summary.md").read_text()
+    assert "| synthetic shape, model (uncapped) | 1 |" in table  # given twice, counted once
+    assert "| synthetic shape, kmeans (official cap) | 1 |" in table and "majority" in table
 
 
 def test_a_dataset_without_the_attribute_is_one_line_naming_what_it_has(checkpoint, tmp_path, capsys):
@@ -88,3 +95,22 @@ def test_probe_on_a_coco_format_tree_predicts_category_ids(tmp_path):
     assert result.status == "done" and result.metrics["model"]["num_matches"] >= 1
     card = json.loads((tmp_path / "probe" / RESULT_FILE).read_text())["card"]
     assert card["num_classes"] == 91 and card["dataset"] == "coco"
+
+
+def test_sigterm_saves_the_probe_and_a_resume_finishes_it(checkpoint, tmp_path, monkeypatch):
+    real, calls = probe_module._train_step, []
+
+    def step_then_sigterm(*args):
+        calls.append(1)
+        if len(calls) == 3:  # the first step's three probes are done
+            signal.raise_signal(signal.SIGTERM)
+        return real(*args)
+
+    monkeypatch.setattr(probe_module, "_train_step", step_then_sigterm)
+    out, overrides = tmp_path / "run", [*PROBE_RUN, "probe.attribute=shape"]
+    stopped = run_probe(checkpoint, out, overrides=overrides)
+    assert stopped.status == "terminated" and stopped.step == 1 and not (out / RESULT_FILE).exists()
+    assert torch.load(out / PROBE_FILE, weights_only=True)["step"] == 1
+    monkeypatch.setattr(probe_module, "_train_step", real)
+    finished = run_probe(checkpoint, out, overrides=overrides, resume=True)
+    assert finished.status == "done" and finished.step == 3 and (out / RESULT_FILE).is_file()

@@ -133,13 +133,58 @@ def to_csv(rows: list[SummaryRow]) -> str:
     return buffer.getvalue()
 
 
+PROBE_METRICS = ("top1", "top3", "box_iou")
+PROBE_TITLES = {"top1": "top-1", "top3": "top-3", "box_iou": "box IoU"}
+
+
+def is_probe_report(report: dict[str, Any]) -> bool:
+    """Whether a metrics.json was written by `dias probe` (its card names the probed attribute)."""
+    return "attribute" in report.get("card", {})
+
+
+def probe_markdown(reports: list[dict[str, Any]]) -> str:
+    """Mean ± std over probe runs, per (dataset, attribute, matching mode) and source, ×100; matches summed."""
+    groups: dict[tuple[str, str, str, str], list[dict[str, float]]] = {}
+    for report in reports:
+        card = report["card"]
+        for source, metrics in report["metrics"].items():
+            key = (card["dataset"], card["attribute"], card["matching"], source)
+            groups.setdefault(key, []).append(metrics)
+    lines = ["| probe | runs | top-1 | top-3 | box IoU | matches per run |", "|---|---:|---:|---:|---:|---:|"]
+    for (dataset, attribute, matching, source), runs in groups.items():
+        cells = []
+        for name in PROBE_METRICS:
+            values = 100 * np.array([_number(run.get(name)) for run in runs])
+            cells.append(format_cell(float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else math.nan))
+        matches = np.mean([run.get("num_matches", 0) for run in runs])
+        label = f"{dataset} {attribute}, {source} ({matching.split(':')[0]})"
+        lines.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + f" | {matches:.0f} |")
+    return "\n".join([*lines, "", "Recognition probes: mean ± sample standard deviation over runs, ×100."]) + "\n"
+
+
 def run_report(paths: list[str | Path], out_prefix: str | Path = DEFAULT_PREFIX) -> tuple[str, Path, Path]:
-    """Aggregate the runs in `paths`; write PREFIX.md and PREFIX.csv. Returns (markdown, md path, csv path)."""
-    reports = [json.loads(path.read_text(encoding="utf-8")) for path in find_metrics(paths)]
-    rows = aggregate(reports)
-    markdown = to_markdown(rows)
+    """Aggregate the runs in `paths`; write PREFIX.md and PREFIX.csv. Returns (markdown, md path, csv path).
+
+    Probe runs (`dias probe`'s metrics.json) get their own table in PREFIX.md, after the discovery one.
+    """
+    reports = [json.loads(path.read_text(encoding="utf-8")) for path in _unique(find_metrics(paths))]
+    probes = [report for report in reports if is_probe_report(report)]
+    rows = aggregate([report for report in reports if not is_probe_report(report)])
+    markdown = "\n".join(
+        part for part in (to_markdown(rows) if rows else "", probe_markdown(probes) if probes else "") if part
+    )
     prefix = Path(out_prefix)
     md_path, csv_path = prefix.with_name(prefix.name + ".md"), prefix.with_name(prefix.name + ".csv")
     atomic_write_bytes(md_path, markdown.encode("utf-8"))
     atomic_write_bytes(csv_path, to_csv(rows).encode("utf-8"))
     return markdown, md_path, csv_path
+
+
+def _unique(paths: list[Path]) -> list[Path]:
+    """The paths with repeats (the same file given twice) left out, in order."""
+    seen, unique = set(), []
+    for path in paths:
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            unique.append(path)
+    return unique
