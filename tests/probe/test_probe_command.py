@@ -114,3 +114,12 @@ def test_sigterm_saves_the_probe_and_a_resume_finishes_it(checkpoint, tmp_path, 
     monkeypatch.setattr(probe_module, "_train_step", real)
     finished = run_probe(checkpoint, out, overrides=overrides, resume=True)
     assert finished.status == "done" and finished.step == 3 and (out / RESULT_FILE).is_file()
+
+
+def test_a_new_probe_never_replaces_a_probe_run(checkpoint, tmp_path, capsys):
+    out = tmp_path / "run"
+    run_probe(checkpoint, out, overrides=[*PROBE_RUN, "probe.attribute=shape", "probe.total_steps=1"])
+    before = (out / PROBE_FILE).read_bytes()
+    args = ["probe", "--checkpoint", str(checkpoint), "--out", str(out), *PROBE_RUN, "probe.attribute=shape"]
+    assert main(args) == 1
+    assert "already holds a probe run" in capsys.readouterr().err and (out / PROBE_FILE).read_bytes() == before

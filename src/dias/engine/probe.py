@@ -11,8 +11,9 @@ then cosine to lr / 1000. Then the val split (centre crop) is scored: class top-
 the number of matches, micro-averaged over the matched objects, beside the majority class.
 
 The run folder holds probe.pt (the probes, their optimizers, the step: saved atomically every
-probe.checkpoint_every steps, at the end and on Ctrl-C / SIGTERM; `resume=True` continues it), config.yaml,
-metrics.jsonl and metrics.json with the eval card. One process writes a run folder at a time.
+probe.checkpoint_every steps, at the end and on Ctrl-C / SIGTERM; `resume=True` continues it, with a fresh
+data order seeded by the step), config.yaml, metrics.jsonl and metrics.json with the eval card. One process
+writes a run folder at a time, and a new run never replaces one already there.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from dias.engine.checkpoint import load_model
 from dias.engine.log import METRICS_FILE_NAME, MetricsLogger
 from dias.engine.runlock import RunLock
 from dias.engine.stop import StopRequest
+from dias.errors import FileInTheWayError
 from dias.io import atomic_write_bytes, file_sha256
 from dias.probe.labels import label_vocabulary
 from dias.probe.matching import box_iou
@@ -82,6 +84,11 @@ def run_probe(
     )  # fmt: skip
     log.info("matching: %s, IoU > %s, masks %s", MATCHING[p.official_cap], p.iou_threshold, p.mask_source)
     with RunLock(out_dir):
+        if not resume and (out_dir / PROBE_FILE).exists():
+            raise FileInTheWayError(
+                f"{out_dir} already holds a probe run; continue it with `dias probe --resume --out {out_dir} ...` "
+                "or pass another --out"
+            )
         torch.manual_seed(p.seed)
         dims = {s: model.backbone.feature_dim for s in SOURCES} | {MODEL_SOURCE: cfg.model.slot_dim}
         probes = {s: Probe(dims[s], len(vocabulary)) for s in SOURCES}
