@@ -7,6 +7,7 @@ from dias.cli import main
 from dias.config import (
     Config,
     ConfigError,
+    detach_steps,
     from_dict,
     load_config,
     save_config,
@@ -265,3 +266,23 @@ def test_a_config_saved_by_dias_0_1_loads_in_the_current_layout():
     model["decoder"] |= {"hidden_dim": 1024, "num_hidden_layers": 3}  # dias 0.1 saved every decoder's keys
     del model["method"]
     assert from_dict(legacy) == load_config(CONFIG_DIR / "dias-coco.yaml")
+
+
+@pytest.mark.parametrize(
+    ("name", "num_slots", "total_steps"), [("coco", 7, 100000), ("voc", 6, 50000), ("clevrtex", 11, 50000)]
+)
+def test_smoothsa_configs_hold_the_official_values(name, num_slots, total_steps):
+    cfg = load_config(CONFIG_DIR / f"smoothsa-{name}.yaml")
+    assert (cfg.model.method, cfg.model.num_slots, cfg.train.total_steps) == ("smoothsa", num_slots, total_steps)
+    assert config_warmup_steps(cfg) == total_steps // 20 and config_val_every(cfg) == total_steps // 40
+    assert detach_steps(cfg) == total_steps // 10  # the preheater reads detached tokens for the first tenth
+    assert cfg.optim.lr == pytest.approx(2e-4) and cfg.optim.final_lr_ratio == pytest.approx(1e-3)
+    assert cfg.optim.grad_clip == 1.0 and cfg.data.batch_size == 32 and cfg.eval.batch_size == 32
+    assert cfg.loss.preheat_weight == 100.0 and cfg.model.slot_attention.truncate == "bi-level"
+    assert (cfg.model.initializer.name, cfg.model.initializer.num_heads, cfg.model.initializer.ffn_dim) == (
+        "preheated",
+        4,
+        1024,
+    )
+    dias = load_config(CONFIG_DIR / f"dias-{name}.yaml")  # the rest is DIAS's
+    assert (cfg.data, cfg.model.backbone, cfg.model.decoder) == (dias.data, dias.model.backbone, dias.model.decoder)
