@@ -14,6 +14,7 @@ from dias.cli import main
 from dias.data.convert_coco import prepare_coco
 from dias.engine.checkpoint import save_checkpoint
 from dias.engine.probe import MAJORITY, PROBE_FILE, RESULT_FILE, SOURCES, run_probe
+from dias.errors import MissingFileError
 from dias.methods import build_model
 from dias.probe.labels import ProbeLabelError
 
@@ -123,3 +124,5 @@ def test_a_new_probe_never_replaces_a_probe_run(checkpoint, tmp_path, capsys):
     args = ["probe", "--checkpoint", str(checkpoint), "--out", str(out), *PROBE_RUN, "probe.attribute=shape"]
     assert main(args) == 1
     assert "already holds a probe run" in capsys.readouterr().err and (out / PROBE_FILE).read_bytes() == before
+    with pytest.raises(MissingFileError, match="no probe.pt in .* to resume"):
+        run_probe(checkpoint, tmp_path / "empty", overrides=[*PROBE_RUN, "probe.attribute=shape"], resume=True)

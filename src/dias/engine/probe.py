@@ -38,7 +38,7 @@ from dias.engine.checkpoint import load_model
 from dias.engine.log import METRICS_FILE_NAME, MetricsLogger
 from dias.engine.runlock import RunLock
 from dias.engine.stop import StopRequest
-from dias.errors import FileInTheWayError
+from dias.errors import FileInTheWayError, MissingFileError
 from dias.io import atomic_write_bytes, file_sha256
 from dias.probe.labels import label_vocabulary
 from dias.probe.matching import box_iou
@@ -69,7 +69,6 @@ def run_probe(
     config: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     resume: bool = False,
-    progress: bool = True,
 ) -> ProbeResult:
     """Train the probes on `checkpoint`'s frozen slots into `out_dir`, then score them on the val split."""
     out_dir = Path(out_dir)
@@ -95,6 +94,8 @@ def run_probe(
         optimizers = {s: torch.optim.Adam(probes[s].parameters(), lr=0.0, weight_decay=0.0) for s in SOURCES}
         step, majority, box_sum = 0, Counter(), torch.zeros(4, dtype=torch.float64)  # the training targets seen
         if resume:
+            if not (out_dir / PROBE_FILE).is_file():
+                raise MissingFileError(f"no {PROBE_FILE} in {out_dir} to resume; leave out --resume to start a run")
             state = torch.load(out_dir / PROBE_FILE, map_location="cpu", weights_only=True)
             for s in SOURCES:
                 probes[s].load_state_dict(state["probes"][s])
