@@ -150,7 +150,8 @@ def probe_markdown(reports: list[dict[str, Any]]) -> str:
         for source, metrics in report["metrics"].items():
             key = (card["dataset"], card["attribute"], card["matching"], source)
             groups.setdefault(key, []).append(metrics)
-    lines = ["| probe | runs | top-1 | top-3 | box IoU | matches per run |", "|---|---:|---:|---:|---:|---:|"]
+    header = "| probe | runs | " + " | ".join(PROBE_TITLES[name] for name in PROBE_METRICS) + " | matches per run |"
+    lines = [header, "|---|---:|" + "---:|" * len(PROBE_METRICS) + "---:|"]
     for (dataset, attribute, matching, source), runs in groups.items():
         cells = []
         for name in PROBE_METRICS:
