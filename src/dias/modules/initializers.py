@@ -8,6 +8,20 @@ from torch import nn
 from dias.errors import UsageError
 
 
+def standard_normal(
+    given: torch.Tensor | None, shape: tuple[int, int, int], *, like: torch.Tensor, name: str
+) -> torch.Tensor:
+    """A standard-normal draw of `shape` on `like`'s device and dtype, or `given` (a recorded draw) in its place.
+
+    A given draw of another shape is a UsageError naming `name`: the expected shape is (B, K, D).
+    """
+    if given is None:
+        return torch.randn(shape, device=like.device, dtype=like.dtype)
+    if tuple(given.shape) != shape:
+        raise UsageError(f"{name} has shape {tuple(given.shape)}; expected (B, K, D) = {shape} (num_slots sets K)")
+    return given
+
+
 class NormalShared(nn.Module):
     """One Gaussian shared by all slots: slots = mean + exp(log_std) * noise, noise i.i.d. per (b, k, d).
 
@@ -29,12 +43,7 @@ class NormalShared(nn.Module):
     ) -> torch.Tensor:
         """Slots (B, K, D); `noise` (B, K, D) replaces the standard-normal draw (e.g. one recorded elsewhere)."""
         shape = (batch_size, num_slots or self.num_slots, self.mean.shape[-1])
-        if noise is None:
-            noise = torch.randn(shape, device=self.mean.device, dtype=self.mean.dtype)
-        elif tuple(noise.shape) != shape:
-            raise UsageError(
-                f"slot noise has shape {tuple(noise.shape)}; expected (B, K, D) = {shape} (num_slots sets K)"
-            )
+        noise = standard_normal(noise, shape, like=self.mean, name="slot noise")
         return self.mean + noise * self.log_std.exp()  # (B, K, D)
 
 

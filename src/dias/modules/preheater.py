@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from dias.errors import UsageError
+from dias.modules.initializers import standard_normal
 from dias.modules.layers import MLP, MultiHeadAttention
 
 
@@ -83,7 +83,7 @@ class Preheater(nn.Module):
         is used in training only). detach_inputs overrides the `detach_flag` buffer for this call.
         """
         shape = (inputs.shape[0], num_slots or self.num_slots, self.mean.shape[-1])
-        noise = self._standard_normal(noise, shape, "noise")
+        noise = standard_normal(noise, shape, like=self.mean, name="preheater noise")
         sample = self.mean + noise * self.log_std.exp()  # (B, K, D)
         detach = bool(self.detach_flag) if detach_inputs is None else detach_inputs
         memory = self.memory_proj(inputs.detach() if detach else inputs)  # (B, N, D)
@@ -94,16 +94,6 @@ class Preheater(nn.Module):
         qinit = x + self.mlp(self.mlp_norm(x))  # (B, K, D)
         query = qinit.detach()  # slot attention must not train the preheater
         if self.training:
-            query_noise = self._standard_normal(query_noise, shape, "query_noise")
+            query_noise = standard_normal(query_noise, shape, like=self.mean, name="preheater query_noise")
             query = query + query_noise * self.query_log_std.exp()
         return PreheaterOutput(sample, qinit, query)
-
-    def _standard_normal(self, given: torch.Tensor | None, shape: tuple[int, int, int], name: str) -> torch.Tensor:
-        if given is None:
-            return torch.randn(shape, device=self.mean.device, dtype=self.mean.dtype)
-        if tuple(given.shape) != shape:
-            raise UsageError(
-                f"preheater {name} has shape {tuple(given.shape)}; expected (B, K, D) = {shape} "
-                "(pass num_slots for another K)"
-            )
-        return given
