@@ -1,3 +1,4 @@
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,18 @@ def tiny_root(tmp_path_factory) -> Path:
 def small_demo_config():
     """load_config(*overrides) of a small demo model (64 px, one decoder layer, sampled slots)."""
     return lambda *overrides: load_config(DEMO_CONFIG, [*SMALL_DEMO, *overrides])
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Path:
+    """A real 4 MiB filesystem (tmpfs) to fill up; skipped where this process may not mount one (needs root)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill (needs root): {done.stderr.strip() or done.returncode}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+

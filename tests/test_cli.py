@@ -65,13 +65,13 @@ def test_every_user_facing_error_is_a_dias_error():
     from dias.data.safe_pickle import UnsafePickleError
     from dias.engine.checkpoint import CheckpointError
     from dias.engine.device import DeviceError
-    from dias.engine.runlock import RunInUseError
     from dias.engine.window import NonFiniteLossError
     from dias.errors import DiasError, FileInTheWayError, MissingFileError, MissingPackageError, UsageError, WriteError
     from dias.io import WeightsMismatchError
+    from dias.lock import FolderInUseError
 
     kinds = (ConfigError, CorruptRecordError, LmdbFormatError, CorruptSplitError, FeatureCacheError, UnsafePickleError)
-    kinds += (CheckpointError, RunInUseError, NonFiniteLossError, MissingFileError, FileInTheWayError, WriteError)
+    kinds += (CheckpointError, FolderInUseError, NonFiniteLossError, MissingFileError, FileInTheWayError, WriteError)
     kinds += (WeightsMismatchError, UsageError, DeviceError, MissingPackageError)
     assert all(issubclass(kind, DiasError) for kind in kinds)
     assert issubclass(MissingFileError, FileNotFoundError) and issubclass(ConfigError, ValueError)

@@ -21,9 +21,9 @@ from dias.config import load_config
 from dias.data.sampling import EpochSampler
 from dias.engine.checkpoint import CheckpointError, load_checkpoint
 from dias.engine.log import read_metrics
-from dias.engine.runlock import RunInUseError
 from dias.engine.train import LAST, load_resume, run_train, train
 from dias.engine.window import NonFiniteLossError
+from dias.lock import FolderInUseError
 from dias.methods.dias import draw_reinit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -249,7 +249,7 @@ def test_failed_save_leaves_the_previous_checkpoint_intact(tiny_root, tmp_path, 
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(OSError, match="previous checkpoint there is intact"):
+    with pytest.raises(OSError, match="could not save the step 4 checkpoint: .* the previous last.pt is intact"):
         train(cfg, tmp_path / "run", progress=False)
     monkeypatch.setattr(torch, "save", real_save)
     assert load_checkpoint(tmp_path / "run" / LAST)["step"] == 2
@@ -331,14 +331,14 @@ def test_a_second_writer_of_a_run_folder_is_refused_naming_the_holder(tiny_root,
     run = tmp_path / "run"
     train(tiny_config(tiny_root, "train.total_steps=1", "train.val_every=100"), run, progress=False)
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from dias.engine.runlock import RunLock\nwith RunLock({str(run)!r}):\n"
+        [sys.executable, "-c", f"from dias.lock import FolderLock\nwith FolderLock({str(run)!r}):\n"
          "    print('locked', flush=True)\n    input()"],
         env=SUBPROCESS_ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "locked"
         log_before = (run / "metrics.jsonl").read_bytes()
-        with pytest.raises(RunInUseError, match=f"PID {holder.pid}"):
+        with pytest.raises(FolderInUseError, match=f"PID {holder.pid}"):
             _resumed(run, progress=False)
         assert main(["train", "--resume", str(run), "train.total_steps=2"]) == 1
         assert f"in use by another dias process (PID {holder.pid})" in capsys.readouterr().err

@@ -8,10 +8,12 @@ state = read_state_dict("dinov2.safetensors")          # .safetensors or .pth, u
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -66,11 +68,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> P
     a WriteError says which file could not be written and why.
     """
     path = Path(path)
+    existed = path.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent)
     except OSError as exc:
-        raise WriteError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
+        raise write_error(path, exc, kept=existed) from exc
     try:
         os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as f:
@@ -80,10 +83,57 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> P
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and not isinstance(exc, DiasError):  # a full disk: name the file, in words
-            raise WriteError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
+        cause = _os_error_in(exc)
+        if cause is not None and not isinstance(exc, DiasError):  # a full disk: name the file, in words
+            raise write_error(path, cause, kept=existed) from exc
         raise
     return path
+
+
+def write_error(path: Path, exc: OSError | None, *, kept: bool, resumes: str = "") -> WriteError:
+    """A one-line WriteError: which file, why (with the free space when the disk is full), what is left.
+
+    `exc` is the OSError behind the failure, or None where the library hides it (LMDB reports a full disk
+    as EIO); then the free space decides whether to say the disk is full. `resumes` says how to go on.
+    """
+    free = _free_bytes(path.parent)
+    full = (exc is not None and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (free is not None and free < LOW_SPACE)
+    if full:
+        reason = f"no space left on the disk holding {path.parent} ({_mebibytes(free)} free); free some space"
+    else:
+        reason = (exc.strerror or str(exc)) if exc is not None else "the write failed"
+    left = f"the previous {path.name} is intact" if kept else "nothing was written"
+    return WriteError(
+        exc.errno if exc is not None else errno.EIO,
+        f"could not write {path}: {reason}; {resumes or left}",
+    )
+
+
+LOW_SPACE = 16 << 20  # with less free than this after a failed write, the disk is taken to be full
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError that caused `exc`: itself, or one in its cause/context chain (torch.save wraps ENOSPC)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _free_bytes(folder: Path) -> int | None:
+    for candidate in (folder, *folder.parents):
+        try:
+            return shutil.disk_usage(candidate).free
+        except OSError:
+            continue
+    return None
+
+
+def _mebibytes(num_bytes: int | None) -> str:
+    return "unknown" if num_bytes is None else f"{num_bytes / (1 << 20):.1f} MiB"
 
 
 def temp_files(path: str | os.PathLike) -> list[Path]:

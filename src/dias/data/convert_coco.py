@@ -30,6 +30,7 @@ from dias.data.codec import IGNORE_ID, encode_record_from_bytes
 from dias.data.convert_common import write_split
 from dias.data.records import split_path
 from dias.errors import MissingFileError, MissingPackageError
+from dias.lock import MIXED_DATASET, FolderLock
 
 DATASET_NAME = "coco"
 CONVERTER_VERSION = 1
@@ -180,26 +181,32 @@ def prepare_coco(
     if mode not in MODES:
         raise ValueError(f"unknown COCO mode {mode!r}; choose from {', '.join(MODES)}")
     raw, out = Path(raw), Path(out)
-    summary = {}
-    for split in splits:
-        if split not in SPLITS:
-            raise ValueError(f"unknown COCO split {split!r}; choose from {', '.join(SPLITS)}")
-        jobs = panoptic_jobs(raw, split) if mode == "panoptic" else instance_jobs(raw, split)
-        encode = encode_panoptic if mode == "panoptic" else encode_instance
-        info = {"converter_version": CONVERTER_VERSION, "mode": mode, "source": f"{split}2017", "num_images": len(jobs)}
-        summary[split] = write_split(
-            split_path(out, split),
-            dataset=DATASET_NAME,
-            split=split,
-            info=info,
-            jobs=jobs,
-            encode=encode,
-            image_format="jpeg",
-            num_workers=num_workers,
-            overwrite=overwrite,
-            progress=progress,
-        )
-    return summary
+    with FolderLock(out, why=MIXED_DATASET):  # one writer: two would mix their splits
+        summary = {}
+        for split in splits:
+            if split not in SPLITS:
+                raise ValueError(f"unknown COCO split {split!r}; choose from {', '.join(SPLITS)}")
+            jobs = panoptic_jobs(raw, split) if mode == "panoptic" else instance_jobs(raw, split)
+            encode = encode_panoptic if mode == "panoptic" else encode_instance
+            info = {
+                "converter_version": CONVERTER_VERSION,
+                "mode": mode,
+                "source": f"{split}2017",
+                "num_images": len(jobs),
+            }
+            summary[split] = write_split(
+                split_path(out, split),
+                dataset=DATASET_NAME,
+                split=split,
+                info=info,
+                jobs=jobs,
+                encode=encode,
+                image_format="jpeg",
+                num_workers=num_workers,
+                overwrite=overwrite,
+                progress=progress,
+            )
+        return summary
 
 
 def _image_path(raw: Path, split: str, file_name: str) -> Path:

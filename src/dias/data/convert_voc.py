@@ -30,6 +30,7 @@ from dias.data.codec import IGNORE_ID, count_objects, encode_record_from_bytes
 from dias.data.convert_common import write_split
 from dias.data.records import split_path
 from dias.errors import MissingFileError, UsageError
+from dias.lock import MIXED_DATASET, FolderLock
 
 DATASET_NAME = "voc"
 CONVERTER_VERSION = 2  # 2: object classes (`categories`) from SegmentationClass
@@ -139,30 +140,31 @@ def prepare_voc(
     if val_year not in VAL_YEARS:
         raise ValueError(f"val_year must be one of {VAL_YEARS}, got {val_year}")
     val_list = val_list or DEFAULT_VAL_LISTS[val_year]
-    summary = {}
-    for split, year, list_name in (("train", TRAIN_YEAR, train_list), ("val", val_year, val_list)):
-        jobs, num_skipped = split_jobs(devkit / f"VOC{year}", list_name, year)
-        if not jobs:
-            raise MissingFileError(f"VOC{year} list {list_name!r} has no image with a SegmentationObject PNG")
-        info = {
-            "converter_version": CONVERTER_VERSION,
-            "year": year,
-            "list": list_name,
-            "num_images": len(jobs),
-            "num_skipped_unannotated": num_skipped,
-        }
-        log.info("VOC %s split: VOC%d, list %r, %d images", split, year, list_name, len(jobs))
-        summary[split] = write_split(
-            split_path(out, split),
-            dataset=DATASET_NAME,
-            split=split,
-            info=info,
-            jobs=jobs,
-            encode=encode_sample,
-            image_format="jpeg",
-            num_workers=num_workers,
-            overwrite=overwrite,
-            progress=progress,
-        )
-        summary[split]["year"] = year
-    return summary
+    with FolderLock(out, why=MIXED_DATASET):  # one writer: two would mix their splits
+        summary = {}
+        for split, year, list_name in (("train", TRAIN_YEAR, train_list), ("val", val_year, val_list)):
+            jobs, num_skipped = split_jobs(devkit / f"VOC{year}", list_name, year)
+            if not jobs:
+                raise MissingFileError(f"VOC{year} list {list_name!r} has no image with a SegmentationObject PNG")
+            info = {
+                "converter_version": CONVERTER_VERSION,
+                "year": year,
+                "list": list_name,
+                "num_images": len(jobs),
+                "num_skipped_unannotated": num_skipped,
+            }
+            log.info("VOC %s split: VOC%d, list %r, %d images", split, year, list_name, len(jobs))
+            summary[split] = write_split(
+                split_path(out, split),
+                dataset=DATASET_NAME,
+                split=split,
+                info=info,
+                jobs=jobs,
+                encode=encode_sample,
+                image_format="jpeg",
+                num_workers=num_workers,
+                overwrite=overwrite,
+                progress=progress,
+            )
+            summary[split]["year"] = year
+        return summary

@@ -34,6 +34,7 @@ from dias.data.convert_common import write_split
 from dias.data.records import split_path
 from dias.data.safe_pickle import safe_loads
 from dias.errors import MissingFileError, UsageError
+from dias.lock import MIXED_DATASET, FolderLock
 
 KEYS_KEY = b"__keys__"
 DATASETS = ("coco", "voc", "clevrtex")
@@ -177,21 +178,22 @@ def import_official(
         "source_file": lmdb_path.name,
         "num_images": len(keys),
     }
-    try:
-        return write_split(
-            target,
-            dataset=dataset,
-            split=split,
-            info=info,
-            jobs=[(path_text, key, dataset) for key in keys],
-            encode=encode_job,
-            image_format=image_format_of(first_image),
-            num_workers=num_workers,
-            overwrite=overwrite,
-            progress=progress,
-        )
-    finally:
-        _close_environment(path_text)
+    with FolderLock(out, why=MIXED_DATASET):  # one writer: two would mix their splits
+        try:
+            return write_split(
+                target,
+                dataset=dataset,
+                split=split,
+                info=info,
+                jobs=[(path_text, key, dataset) for key in keys],
+                encode=encode_job,
+                image_format=image_format_of(first_image),
+                num_workers=num_workers,
+                overwrite=overwrite,
+                progress=progress,
+            )
+        finally:
+            _close_environment(path_text)
 
 
 def _close_environment(path: str) -> None:

@@ -48,7 +48,8 @@ from dias.data.codec import (
     encode_record,
     record_key,
 )
-from dias.errors import FileInTheWayError, MissingFileError
+from dias.errors import FileInTheWayError, MissingFileError, WriteError
+from dias.io import write_error
 
 FORMAT_NAME = "dias-lmdb"
 HEADER_KEY = b"__header__"
@@ -199,9 +200,10 @@ class LmdbWriter:
         if kind is None:
             self.finish()
             return
-        # Keep what was encoded so far; the partial file is resumed by the next writer.
+        # Keep what was encoded so far (unless writing is what failed); the next writer resumes the partial file.
         try:
-            self.flush()
+            if not isinstance(value, WriteError):
+                self.flush()
         finally:
             self._close_env()
 
@@ -217,6 +219,10 @@ class LmdbWriter:
             except lmdb.MapFullError:
                 # The aborted transaction left nothing behind; grow the map and retry.
                 self._env.set_mapsize(2 * self._env.info()["map_size"])
+            except lmdb.Error as exc:  # a full disk shows as EIO: the aborted transaction wrote nothing
+                done = self.num_written - len(self._pending)
+                resumes = f"{done} records are safe in it, and the same command run again resumes after them"
+                raise write_error(self.partial_path, None, kept=False, resumes=resumes) from exc
 
     def _close_env(self) -> None:
         if not self._closed:

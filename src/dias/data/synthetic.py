@@ -28,6 +28,7 @@ from dias.data.codec import encode_record
 from dias.data.convert_common import write_split
 from dias.data.records import split_path
 from dias.errors import UsageError
+from dias.lock import MIXED_DATASET, FolderLock
 
 DATASET_NAME = "synthetic"
 GENERATOR_VERSION = 2  # bump when render_scene changes, so stale partial files are not resumed
@@ -235,11 +236,12 @@ def prepare_synthetic(
         raise UsageError(f"size must be at least {MIN_SIZE} pixels, got {size}")
     num_workers = num_workers or os.cpu_count() or 1
     out = Path(out)
-    summary = {}
-    for split, count in (("train", num_train), ("val", num_val)):
-        info = {"generator_version": GENERATOR_VERSION, "seed": seed, "size": size, "num_images": count}
-        summary[split] = _prepare_split(split_path(out, split), split, info, num_workers, overwrite, progress)
-    return summary
+    with FolderLock(out, why=MIXED_DATASET):  # one writer: two would mix their splits
+        summary = {}
+        for split, count in (("train", num_train), ("val", num_val)):
+            info = {"generator_version": GENERATOR_VERSION, "seed": seed, "size": size, "num_images": count}
+            summary[split] = _prepare_split(split_path(out, split), split, info, num_workers, overwrite, progress)
+        return summary
 
 
 def _prepare_split(

@@ -33,10 +33,10 @@ from dias.engine.follow import FollowCheck, compare_to_reference
 from dias.engine.gallery import REPORT_FILE_NAME
 from dias.engine.log import METRICS_FILE_NAME, read_metrics
 from dias.engine.reference import Reference, fresh_config, load_reference
-from dias.engine.runlock import RunLock
 from dias.engine.train import BEST, LAST, train
 from dias.errors import FileInTheWayError, UsageError
 from dias.io import atomic_write_bytes, file_sha256
+from dias.lock import FolderLock
 
 DEMO_CONFIG = "demo.yaml"
 DEFAULT_OUT_DIR = Path("runs/demo")
@@ -132,7 +132,7 @@ def train_and_check(
 ) -> tuple[dict[str, Any], FollowCheck | None]:
     """Train the reference config (+ overrides) from scratch in run_dir, then compare its log with the reference's."""
     cfg = fresh_config(ref, overrides, data_root)
-    with RunLock(run_dir):  # no other process may write the folder while it is replaced
+    with FolderLock(run_dir):  # no other process may write the folder while it is replaced
         if holds_run(run_dir) and not made_by_demo(run_dir):
             if not overwrite:
                 raise FileInTheWayError(

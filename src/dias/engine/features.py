@@ -30,6 +30,7 @@ from dias.data.transforms import EvalTransform, TrainTransform
 from dias.engine.device import resolve_device
 from dias.errors import UsageError
 from dias.io import file_sha256
+from dias.lock import MIXED_DATASET, FolderLock
 from dias.model import backbone_from_config
 from dias.modules.backbone import PATCH_STATS, PatchStats
 
@@ -95,39 +96,40 @@ def build_feature_cache(
     device = resolve_device(device)
     backbone = backbone_from_config(cfg).to(device)
     splits = splits or (cfg.data.train_split, cfg.data.val_split)
-    summary = {}
-    for split in splits:
-        views = num_train_views if split == cfg.data.train_split else 0
-        info = {
-            **expected_info(cfg, split),
-            "grid": list(backbone.grid_size(cfg.data.image_size)),
-            "feature_dim": backbone.feature_dim,
-            "dtype": dtype,
-            "num_views": views + 1,
-            "seed": seed,
-        }
-        source = LmdbDataset(split_path(cfg.data.root, split), skip_corrupt=False)
-        path = split_path(out_dir, split)
-        transforms = [EvalTransform(cfg.data.image_size)]
-        transforms += [TrainTransform(cfg.data.image_size, cfg.data.crop_scale, cfg.data.flip)] * views
-        total = len(source) * (views + 1)
-        with LmdbWriter(path, dataset=cfg.data.name, split=split, info=info, overwrite=overwrite) as writer:
-            bar = tqdm(total=total, initial=writer.num_written, desc=f"features {split}", disable=not progress)
-            for start in range(writer.num_written, total, batch_size):
-                records = range(start, min(start + batch_size, total))
-                images = []
-                for record in records:
-                    index, view = divmod(record, views + 1)
-                    with torch.random.fork_rng(devices=[]):
-                        torch.manual_seed(sample_seed(seed, view, index))  # fixed per (image, view): resumable
-                        images.append(transforms[view](source[index])["image"])
-                tokens = backbone(torch.stack(images).to(device)).cpu()  # (b, N, C)
-                for row in tokens:
-                    writer.append(encode_features(row, dtype))
-                bar.update(len(records))
-            bar.close()
-        summary[split] = {"path": str(path), "num_images": len(source), "num_views": views + 1}
-    return summary
+    with FolderLock(out_dir, why=MIXED_DATASET):  # one writer: two would mix their splits
+        summary = {}
+        for split in splits:
+            views = num_train_views if split == cfg.data.train_split else 0
+            info = {
+                **expected_info(cfg, split),
+                "grid": list(backbone.grid_size(cfg.data.image_size)),
+                "feature_dim": backbone.feature_dim,
+                "dtype": dtype,
+                "num_views": views + 1,
+                "seed": seed,
+            }
+            source = LmdbDataset(split_path(cfg.data.root, split), skip_corrupt=False)
+            path = split_path(out_dir, split)
+            transforms = [EvalTransform(cfg.data.image_size)]
+            transforms += [TrainTransform(cfg.data.image_size, cfg.data.crop_scale, cfg.data.flip)] * views
+            total = len(source) * (views + 1)
+            with LmdbWriter(path, dataset=cfg.data.name, split=split, info=info, overwrite=overwrite) as writer:
+                bar = tqdm(total=total, initial=writer.num_written, desc=f"features {split}", disable=not progress)
+                for start in range(writer.num_written, total, batch_size):
+                    records = range(start, min(start + batch_size, total))
+                    images = []
+                    for record in records:
+                        index, view = divmod(record, views + 1)
+                        with torch.random.fork_rng(devices=[]):
+                            torch.manual_seed(sample_seed(seed, view, index))  # fixed per (image, view): resumable
+                            images.append(transforms[view](source[index])["image"])
+                    tokens = backbone(torch.stack(images).to(device)).cpu()  # (b, N, C)
+                    for row in tokens:
+                        writer.append(encode_features(row, dtype))
+                    bar.update(len(records))
+                bar.close()
+            summary[split] = {"path": str(path), "num_images": len(source), "num_views": views + 1}
+        return summary
 
 
 def batch_inputs(batch: dict[str, Any], device: torch.device | str) -> dict[str, torch.Tensor]:

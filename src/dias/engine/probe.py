@@ -36,10 +36,10 @@ from dias.data.records import split_path
 from dias.data.transforms import EvalTransform, TrainTransform
 from dias.engine.checkpoint import load_model
 from dias.engine.log import METRICS_FILE_NAME, MetricsLogger
-from dias.engine.runlock import RunLock
 from dias.engine.stop import StopRequest
 from dias.errors import FileInTheWayError, MissingFileError
 from dias.io import atomic_write_bytes, file_sha256
+from dias.lock import FolderLock
 from dias.probe.labels import label_vocabulary
 from dias.probe.matching import box_iou
 from dias.probe.objects import MODEL_SOURCE, Matched, match_batch
@@ -82,7 +82,7 @@ def run_probe(
         iou_threshold=p.iou_threshold, official_cap=p.official_cap, seed=p.seed,
     )  # fmt: skip
     log.info("matching: %s, IoU > %s, masks %s", MATCHING[p.official_cap], p.iou_threshold, p.mask_source)
-    with RunLock(out_dir):
+    with FolderLock(out_dir):
         if not resume and (out_dir / PROBE_FILE).exists():
             raise FileInTheWayError(
                 f"{out_dir} already holds a probe run; continue it with `dias probe --resume --out {out_dir} ...` "

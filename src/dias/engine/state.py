@@ -77,13 +77,9 @@ def restore_rng(states: list[dict[str, Any]], dist_info: distributed.DistInfo, f
 
 
 def save_training_checkpoint(path: Path, model: DIAS, cfg: Config, step: int, **state: Any) -> None:
-    """save_checkpoint, with a failure reported in words: the previous file at `path` is left intact."""
+    """save_checkpoint, with a failure that names the step; the previous file at `path` is left intact."""
     try:
         save_checkpoint(path, model, cfg, step, **state)
-    except OSError as exc:
-        raise WriteError(
-            exc.errno,
-            f"could not save the step {step} checkpoint ({exc.strerror or exc}); "
-            "the previous checkpoint there is intact",
-        ) from exc
+    except WriteError as exc:  # its words say which file, why, and that the previous one is intact
+        raise WriteError(exc.errno, f"could not save the step {step} checkpoint: {exc.strerror}") from exc
     log.info("saved %s (step %d)", path, step)

@@ -13,7 +13,7 @@ weights it changed. run_dir/last.pt holds everything a resumed run needs (traina
 grad scaler, every rank's RNG states, the data position), so on CPU a resumed run's losses equal an
 uninterrupted run's exactly.
 
-One process writes a run folder at a time (runlock.py). Ctrl-C and SIGTERM (what cluster schedulers such
+One process writes a run folder at a time (dias/lock.py). Ctrl-C and SIGTERM (what cluster schedulers such
 as SLURM send before they stop a job) ask the loop to stop at the next step boundary: it saves last.pt
 and returns, so a requeued job continues with `dias train --resume RUN_DIR`. A second Ctrl-C stops at once.
 """
@@ -40,13 +40,13 @@ from dias.engine.device import resolve_precision
 from dias.engine.features import batch_inputs
 from dias.engine.loaders import batches, build_loaders
 from dias.engine.log import METRICS_FILE_NAME, MetricsLogger, truncate_metrics
-from dias.engine.runlock import RunInUseError, RunLock, remove_stale_temp_files
 from dias.engine.state import capture_rng, restore_rng, save_training_checkpoint, seed_everything
 from dias.engine.step import build_optimizer, optimisation_step
 from dias.engine.stop import STOP_STATUSES, StopRequest
 from dias.engine.validate import baseline_part, validate
 from dias.engine.window import StatsWindow
 from dias.errors import FileInTheWayError
+from dias.lock import FolderInUseError, FolderLock, remove_stale_temp_files
 from dias.methods import method_of
 from dias.model import DIAS
 from dias.schedules import lr_at
@@ -98,7 +98,7 @@ def train(
     `resume` continues run_dir from its last.pt: pass the checkpoint as `load_resume` read it, or True to
     read it here. Either way it is read once.
 
-    Holds run_dir's lock throughout: a second writer of the same folder is refused with RunInUseError.
+    Holds run_dir's lock throughout: a second writer of the same folder is refused with FolderInUseError.
     """
     run_dir = Path(run_dir)
     checkpoint = load_checkpoint(run_dir / LAST) if resume is True else resume or None
@@ -108,11 +108,11 @@ def train(
             refused = None
             if dist_info.is_main:  # only rank 0 writes the run folder
                 try:
-                    stack.enter_context(RunLock(run_dir))
-                except RunInUseError as exc:
+                    stack.enter_context(FolderLock(run_dir))
+                except FolderInUseError as exc:
                     refused = exc
             if distributed.all_reduce_any(refused is not None, dist_info):  # every rank stops together
-                raise refused or RunInUseError(f"rank 0 could not lock {run_dir}; see its error")
+                raise refused or FolderInUseError(f"rank 0 could not lock {run_dir}; see its error")
             return _train(cfg, run_dir, dist_info, checkpoint, max_steps, time_limit, progress)
     finally:
         distributed.shutdown_distributed(dist_info)
