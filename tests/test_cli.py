@@ -1,11 +1,20 @@
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
 
 from dias.cli import main
 from dias.data.dataset import LmdbDataset
+from dias.data.records import partial_path, split_path
+from dias.lock import MIXED_DATASET, FolderLock
+
+REPO = Path(__file__).resolve().parents[1]
+SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": str(REPO / "src")}
 
 
 def test_python_m_dias_version():
@@ -93,3 +102,78 @@ def test_config_mistakes_found_when_a_run_starts_are_one_line_errors(
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "status"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_prepare_stopped_by_a_signal_is_one_line_keeps_its_partial_split_and_quiet_workers(
+    tmp_path, signum, code, status
+):
+    out = tmp_path / "data"
+    args = ["prepare", "synthetic", "--out", str(out), "--num-train", "100000", "--num-val", "4", "--size", "32"]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "dias", *args, "--workers", "2"],
+        env=SUBPROCESS_ENV, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        partial = partial_path(split_path(out, "train"))
+        deadline = time.monotonic() + 60
+        while not partial.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # the workers are busy encoding
+        # Ctrl-C reaches the whole foreground group, workers included; SIGTERM only the main process
+        if signum == signal.SIGINT:
+            os.killpg(child.pid, signum)
+        else:
+            child.send_signal(signum)
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    assert child.returncode == code
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == f"dias: {status}; the same command run again resumes where it stopped"
+    assert partial.exists() and not split_path(out, "train").exists()
+    with FolderLock(out, why=MIXED_DATASET):  # released: a re-run may write the folder
+        pass
+
+
+@pytest.mark.parametrize("command", ["eval", "features", "infer"])
+def test_ctrl_c_in_other_commands_is_one_line(command, monkeypatch, tmp_path, capsys):
+    targets = {"eval": "dias.engine.evaluate.run_eval", "features": "dias.engine.features.build_feature_cache",
+               "infer": "dias.engine.infer.load"}  # fmt: skip
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(targets[command], ctrl_c)
+    argv = {
+        "eval": ["eval", "--checkpoint", str(tmp_path / "last.pt")],
+        "features": ["features", "--config", "configs/demo.yaml", "--out", str(tmp_path / "cache")],
+        "infer": ["infer", str(tmp_path), "--checkpoint", str(tmp_path / "last.pt"), "--out", str(tmp_path / "o")],
+    }[command]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    resumes = "; the same command run again resumes where it stopped" if command == "features" else ""
+    assert "Traceback" not in err and err.strip() == f"dias: interrupted{resumes}"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["infer", "x.png", "--checkpoint", "c.pt", "--out", "o", "--batch-size", "0"],
+        ["infer", "x.png", "--checkpoint", "c.pt", "--out", "o", "--batch-size", "-2"],
+        ["features", "--config", "c.yaml", "--out", "o", "--views", "-1"],
+        ["features", "--config", "c.yaml", "--out", "o", "--views", "0"],
+        ["features", "--config", "c.yaml", "--out", "o", "--batch-size", "0"],
+        ["prepare", "synthetic", "--out", "o", "--workers", "0"],
+        ["prepare", "coco", "--raw", "r", "--out", "o", "--workers", "-1"],
+    ],
+    ids=lambda argv: " ".join(argv[:1] + argv[-2:]),
+)
+def test_counts_below_one_are_refused_at_parse_time(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "must be at least 1" in capsys.readouterr().err

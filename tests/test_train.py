@@ -4,20 +4,25 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import lmdb
 import pytest
 import torch
 from tiny import TINY, signal_after_adam, tiny_config
 
+import dias.engine.evaluate as evaluate_module
 import dias.engine.window as window_module
 import dias.methods.dias as dias_method
+from dias.baselines import BASELINE_NAMES
 from dias.cli import main
 from dias.config import load_config
+from dias.data.codec import record_key
 from dias.data.sampling import EpochSampler
 from dias.engine.checkpoint import CheckpointError, load_checkpoint
 from dias.engine.log import read_metrics
@@ -395,3 +400,40 @@ def test_compile_trains_a_full_dias_config(tiny_root, tmp_path):
     overrides += ["eval.batch_size=2", "optim.warmup_steps=0", "model.reinit.prob=0.5", "train.compile=true"]
     result = train(load_config(REPO / "configs" / "dias-full-coco.yaml", overrides), tmp_path / "run", progress=False)
     assert result.status == "done" and result.step == 3 and all(map(math.isfinite, result.losses))
+
+
+def test_skipped_corrupt_records_are_counted_and_warned(tiny_root, tmp_path, caplog):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("train.lmdb", "val.lmdb"):
+        shutil.copy(tiny_root / name, data / name)
+    env = lmdb.open(str(data / "train.lmdb"), subdir=False, lock=False)
+    with env.begin(write=True) as txn:  # flip a payload byte of record 3: its CRC no longer matches
+        value = bytearray(txn.get(record_key(3)))
+        value[-3] ^= 0xFF
+        txn.put(record_key(3), bytes(value))
+    env.close()
+    cfg = tiny_config(data, "train.total_steps=4", "train.val_every=100", "data.skip_corrupt=true")
+    with caplog.at_level(logging.WARNING, logger="dias.engine.train"):
+        result = train(cfg, tmp_path / "run", progress=False)  # 4 batches of 4: one epoch, record 3 included
+    assert result.status == "done" and result.num_skipped == 1
+    assert "skipped 1 corrupt records of this batch (data.skip_corrupt=true); 1 so far" in caplog.text
+
+
+def test_sigterm_during_validation_stops_it_between_batches(tiny_root, tmp_path, monkeypatch):
+    scored = []
+
+    def score_then_sigterm(*args, **kwargs):
+        if not scored:
+            signal.raise_signal(signal.SIGTERM)
+        scored.append(1)
+        return real_score(*args, **kwargs)
+
+    real_score = evaluate_module.score
+    monkeypatch.setattr(evaluate_module, "score", score_then_sigterm)
+    cfg = tiny_config(tiny_root, "train.total_steps=2", "train.val_every=2", "eval.batch_size=1")  # 4 val batches
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.status == "terminated" and result.val == {}
+    assert len(scored) == 1 + len(BASELINE_NAMES)  # the first batch only: the model and each baseline
+    assert load_checkpoint(tmp_path / "run" / LAST)["step"] == 2
+    assert not [r for r in read_metrics(tmp_path / "run") if "val/fg_ari" in r]

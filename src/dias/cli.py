@@ -9,11 +9,24 @@ import traceback
 from pathlib import Path
 
 from dias import __version__
+from dias.engine.stop import Terminated, terminate_raises
 from dias.errors import DiasError
 
 EXIT_CODES = {"interrupted": 130, "terminated": 143}  # the shell's codes for SIGINT and SIGTERM
 DOES_NOT_FOLLOW_EXIT_CODE = 3  # `dias demo`: the fresh training does not follow the reference (or was too short)
 DEVICE_HELP = "auto (this process's GPU when CUDA is present, else the CPU), cpu, cuda, cuda:N or mps"
+RESUMES = "; the same command run again resumes where it stopped"  # what a stopped prepare or features says
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (a batch size, a count), refused at parse time otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.run(args) or 0
+        with terminate_raises():  # SIGTERM unwinds like Ctrl-C: open files close, partial splits stay resumable
+            return args.run(args) or 0
     except DiasError as exc:
         # A user's mistake (a bad value, a missing or damaged file, a full disk) carries its own fix: one line.
         # Anything else is a bug and keeps its traceback.
@@ -32,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"dias: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, Terminated) as exc:  # `dias train` saves and returns; the others stop here
+        status = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\ndias: {status}{args.on_stop}", file=sys.stderr)
+        return EXIT_CODES[status]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -44,6 +62,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dias", description=__doc__)
     parser.add_argument("--version", action="version", version=f"dias {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of user errors too")
+    parser.set_defaults(on_stop="")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     prepare = commands.add_parser("prepare", help="convert a dataset into dias LMDB records")
@@ -54,9 +73,9 @@ def _build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--num-val", type=int, default=None, help="validation images")
     synthetic.add_argument("--size", type=int, default=None, help="image side in pixels")
     synthetic.add_argument("--seed", type=int, default=None, help="generator seed")
-    synthetic.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    synthetic.add_argument("--workers", type=positive_int, default=None, help="worker processes (default: all cores)")
     synthetic.add_argument("--overwrite", action="store_true", help="replace finished splits in --out")
-    synthetic.set_defaults(run=_prepare_synthetic)
+    synthetic.set_defaults(run=_prepare_synthetic, on_stop=RESUMES)
     _add_benchmark_commands(commands, datasets)
 
     config = commands.add_parser("config", help="print a resolved config")
@@ -126,9 +145,9 @@ def _build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--out", type=Path, required=True, help="output folder")
     infer.add_argument("--config", type=Path, default=None, help="YAML file (required for release checkpoints)")
     infer.add_argument("--backbone-weights", type=Path, default=None, help="local backbone weights file")
-    infer.add_argument("--batch-size", type=int, default=8)
+    infer.add_argument("--batch-size", type=positive_int, default=8)
     infer.add_argument(
-        "--num-slots", type=int, default=None, metavar="K", help="sample K slots instead of the config's"
+        "--num-slots", type=positive_int, default=None, metavar="K", help="sample K slots instead of the config's"
     )
     infer.add_argument("--slot-masks", action="store_true", help="also write one binary PNG per slot")
     infer.add_argument("--seed", type=int, default=0, help="seed of the slot initializer's noise")
@@ -138,13 +157,15 @@ def _build_parser() -> argparse.ArgumentParser:
     features = commands.add_parser("features", help="cache the frozen backbone's tokens of a dataset")
     features.add_argument("--config", type=Path, required=True, help="YAML file naming the data and backbone")
     features.add_argument("--out", type=Path, required=True, help="cache folder; then train with data.features=OUT")
-    features.add_argument("--views", type=int, default=4, help="random training views cached per training image")
+    features.add_argument(
+        "--views", type=positive_int, default=4, help="random training views cached per training image (>= 1)"
+    )
     features.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16")
-    features.add_argument("--batch-size", type=int, default=32)
+    features.add_argument("--batch-size", type=positive_int, default=32)
     features.add_argument("--device", default="auto", help=DEVICE_HELP)
     features.add_argument("--overwrite", action="store_true", help="replace finished cache files")
     features.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    features.set_defaults(run=_features)
+    features.set_defaults(run=_features, on_stop=RESUMES)
 
     export = commands.add_parser("export", help="write trained weights without the backbone as safetensors")
     export.add_argument("--checkpoint", type=Path, required=True, help="dias checkpoint (last.pt or best.pt)")
@@ -316,8 +337,9 @@ def _add_benchmark_commands(commands, datasets) -> None:
         if raw:
             parser.add_argument("--raw", type=Path, required=True, help="the unpacked download")
         parser.add_argument("--out", type=Path, required=True, help="folder for SPLIT.lmdb")
-        parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+        parser.add_argument("--workers", type=positive_int, default=None, help="worker processes (default: all cores)")
         parser.add_argument("--overwrite", action="store_true", help="replace finished splits in --out")
+        parser.set_defaults(on_stop=RESUMES)
 
     clevrtex = datasets.add_parser("clevrtex", help="ClevrTex: clevrtex_full -> train, clevrtex_outd -> val")
     add_common(clevrtex)

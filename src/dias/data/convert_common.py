@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -87,5 +88,11 @@ def _run(encode: Callable[[Any], bytes], jobs: Iterable[Any], num_workers: int, 
     if num_workers == 1:
         yield from map(encode, jobs)
         return
-    with multiprocessing.Pool(num_workers) as pool:
+    with multiprocessing.Pool(num_workers, initializer=_quiet_worker) as pool:
         yield from pool.imap(encode, jobs, chunksize=chunk_size)
+
+
+def _quiet_worker() -> None:
+    """Workers leave Ctrl-C to the parent (which stops the pool) and die quietly when it terminates them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler, inherited by fork

@@ -103,6 +103,7 @@ def evaluate(
     precision: str = "fp32",
     on_batch: BatchHook | None = None,
     baselines: tuple[str, ...] = BASELINE_NAMES,
+    should_stop: Callable[[], bool] | None = None,
 ) -> EvalResult:
     """Per-image ARI, FG-ARI, mBO and mIoU over `loader` (batches from `dias.data.dataset.collate`).
 
@@ -112,6 +113,8 @@ def evaluate(
     The ground truth is scored at its own size (EvalTransform gives it the model's input size).
     The initializer's noise is drawn in eval too (as in the release), from a generator seeded with `seed`,
     so a seed gives the same numbers for the same batch size; the caller's RNG state is left untouched.
+    `should_stop` is asked before each batch (training's validation passes its Ctrl-C / SIGTERM request);
+    once it says True, the result holds the batches scored so far.
     """
     parse_mask_source(mask_source)
     device = torch.device(device)
@@ -128,7 +131,7 @@ def evaluate(
         torch.manual_seed(seed)
         batches = tqdm(loader, total=total, desc="eval", disable=not progress, dynamic_ncols=True)
         for batch_index, batch in enumerate(batches):
-            if max_batches is not None and batch_index >= max_batches:
+            if (max_batches is not None and batch_index >= max_batches) or (should_stop is not None and should_stop()):
                 break
             num_skipped += int(batch.get("num_skipped", 0))
             if "index" not in batch:  # every record of this batch was skipped

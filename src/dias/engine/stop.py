@@ -9,9 +9,11 @@ stop.restore()
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+from collections.abc import Iterator
 
 STOP_STATUSES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}  # a run stopped by a signal
 
@@ -52,3 +54,28 @@ class StopRequest:
             if os.getpid() == self._pid:  # os.write: a handler inside a write to sys.stderr must not re-enter it
                 os.write(2, b"\nCtrl-C: stopping after this step and saving last.pt; Ctrl-C again stops at once\n")
         self.status = self.status or STOP_STATUSES[signum]
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread by `terminate_raises`; a BaseException, as KeyboardInterrupt is."""
+
+
+@contextlib.contextmanager
+def terminate_raises() -> Iterator[None]:
+    """Within the block SIGTERM raises Terminated, so `with` blocks and `finally` clauses run, as on Ctrl-C.
+
+    `dias train` installs its own StopRequest inside and puts this back when it returns. Outside the main
+    thread (where no handler can be set) SIGTERM keeps its usual action.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -64,6 +64,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # per step of this call, the total objective
     best_fg_ari: float = -math.inf
     val: dict[str, float] = field(default_factory=dict)  # the last validation's means
+    num_skipped: int = 0  # corrupt training records dropped by data.skip_corrupt in this call
 
     @property
     def stopped_by_signal(self) -> bool:
@@ -209,9 +210,14 @@ def _train(
         # may see a signal at different steps, so they agree on it at the next window read instead (below).
         while step < stop_at and (stop.status is None or dist_info.enabled):
             batch, next_epoch, next_consumed = next(data)
+            if batch.get("num_skipped"):  # data.skip_corrupt: corrupt records are dropped, and counted aloud
+                result.num_skipped += batch["num_skipped"]
+                log.warning(
+                    "step %d: skipped %d corrupt records of this batch (data.skip_corrupt=true); %d so far",
+                    step, batch["num_skipped"], result.num_skipped,
+                )  # fmt: skip
             if "index" not in batch:  # every record of the batch was corrupt and skipped
                 epoch, consumed = next_epoch, next_consumed
-                log.warning("step %d: skipped a batch of %d corrupt records", step, batch["num_skipped"])
                 continue
             inputs = batch_inputs(batch, device)  # images (B, 3, H, W) uint8, or cached features (B, N, C)
 
@@ -254,15 +260,21 @@ def _train(
 
             # eval
             if val_due:
-                if is_main:
-                    result.val = validate(
+                val = None
+                if is_main:  # a signal stops validation between batches (val None): the checkpoint comes first
+                    val = validate(
                         model, val_loader, mask_source=cfg.eval.mask_source, seed=cfg.eval.seed, device=device,
                         precision=cfg.eval.precision, baselines=val_baselines,
+                        should_stop=lambda: stop.status is not None,
                     )  # fmt: skip
-                    val_baselines = baseline_part(result.val)  # the same at every validation: scored once
-                    logger.log({f"val/{k}": v for k, v in result.val.items()}, step)
-                    log.info("step %d validation: %s", step, _format(result.val))
-                improved = is_main and result.val.get("fg_ari", -math.inf) > best
+                if val is not None:
+                    result.val = val
+                    val_baselines = baseline_part(val)  # the same at every validation: scored once
+                    logger.log({f"val/{k}": v for k, v in val.items()}, step)
+                    log.info("step %d validation: %s", step, _format(val))
+                elif is_main:
+                    log.warning("step %d: validation stopped part-way by %s; not scored", step, stop.status)
+                improved = val is not None and val.get("fg_ari", -math.inf) > best
                 if distributed.all_reduce_any(improved, dist_info):
                     best = result.val["fg_ari"] if is_main else best
                     checkpoint_to(BEST)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.utils.data import DataLoader
 
@@ -19,19 +21,23 @@ def validate(
     precision: str = "fp32",
     *,
     baselines: dict[str, float] | None = None,
-) -> dict[str, float]:
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, float] | None:
     """Dataset means {"ari", "fg_ari", "mbo", "miou"} and the baselines' as "BASELINE/METRIC" (dias.baselines).
 
     The baselines depend on the data, the frozen backbone and the seed, never on the trained weights: pass
     `baselines` (the `baseline_part` of an earlier call on the same loader and seed) to reuse them instead
-    of scoring them again. The model returns to its mode, the caller's RNG is untouched.
+    of scoring them again. The model returns to its mode, the caller's RNG is untouched. None when
+    `should_stop` (asked between batches) stopped it part-way: part of the split is no score.
     """
     was_training = model.training
     try:
         result = evaluate(
             model, loader, mask_source=mask_source, seed=seed, device=device, progress=False, precision=precision,
-            baselines=BASELINE_NAMES if baselines is None else (),
+            baselines=BASELINE_NAMES if baselines is None else (), should_stop=should_stop,
         )  # fmt: skip  # evaluate forks the RNG itself
+        if should_stop is not None and should_stop():
+            return None
         means = {name: float(value) for name, value in result.means().items()}
         for baseline, values in result.baseline_means().items():
             means |= {f"{baseline}/{name}": float(value) for name, value in values.items()}
