@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny import TINY
 
 from dias.cli import main
 from dias.data.dataset import LmdbDataset
@@ -177,3 +178,14 @@ def test_counts_below_one_are_refused_at_parse_time(argv, capsys):
         main(argv)
     assert info.value.code == 2
     assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_train_with_unreadable_backbone_weights_is_one_line(tiny_root, tmp_path, capsys):
+    garbage = tmp_path / "dinov2.pth"
+    garbage.write_bytes(b"\x00" * 100)
+    args = ["train", "--config", "configs/demo.yaml", "--out", str(tmp_path / "run"), *TINY, f"data.root={tiny_root}"]
+    vit = ["model.backbone.name=vit_small_patch14_reg4_dinov2", f"model.backbone.weights={garbage}"]
+    assert main([*args, *vit, "train.total_steps=1"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"cannot read {garbage}" in err and "model.backbone.weights=PATH" in err

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 
 class WeightsMismatchError(DiasError, ValueError):
-    """A weights file does not fit the model: missing, unexpected or wrongly shaped entries."""
+    """A weights file does not fit the model (missing, unexpected or wrongly shaped entries), or is unreadable."""
 
 
 def _read_umask() -> int:
@@ -155,15 +155,29 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors from a .safetensors or .pth file (loaded with weights_only), unwrapped (see unwrap_state_dict)."""
+def read_state_dict(path: str | os.PathLike, *, option: str) -> dict[str, torch.Tensor]:
+    """Tensors from a .safetensors or .pth file (loaded with weights_only), unwrapped (see unwrap_state_dict).
+
+    A file that is not one (garbage, a truncated download, a pickle with code in it) is a
+    WeightsMismatchError naming the file and `option`, the setting that points at it.
+    """
     import torch  # here, not at the top: config.py writes through this module without importing torch
     from safetensors.torch import load_file
 
     path = Path(path)
-    if path.suffix == SAFETENSORS_SUFFIX:
-        return load_file(str(path))
-    return unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    try:
+        if path.suffix == SAFETENSORS_SUFFIX:
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # safetensors, zipfile and the unpickler each raise their own types
+        kind = "a .safetensors file" if path.suffix == SAFETENSORS_SUFFIX else "a torch .pth/.pt file"
+        raise WeightsMismatchError(
+            f"cannot read {path} as {kind} ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+            f"is it a complete download? Pass {option}=PATH to a good file"
+        ) from None
+    if not isinstance(state, dict):
+        raise WeightsMismatchError(f"{path} holds a {type(state).__name__}, not a state dict; check {option}")
+    return unwrap_state_dict(state)
 
 
 def unwrap_state_dict(state: dict[str, Any]) -> dict[str, Any]:

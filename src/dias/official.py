@@ -104,13 +104,16 @@ def load_with_key_map(
 
     The backbone's keys, and the `optional` ones, may be absent: those entries keep their values.
     """
-    state = read_state_dict(source) if isinstance(source, (str, Path)) else unwrap_state_dict(source)
+    option = f"the checkpoint path (is it a {release} release checkpoint, and the config of that method?)"
+    if isinstance(source, (str, Path)):
+        state = read_state_dict(source, option=option)
+    else:
+        state = unwrap_state_dict(source)
     if not any(k.startswith(OFFICIAL_BACKBONE_PREFIX) for k in state):
         key_map = {k: v for k, v in key_map.items() if not k.startswith(OFFICIAL_BACKBONE_PREFIX)}
     key_map = {k: v for k, v in key_map.items() if k in state or k not in optional}
     ours = model.state_dict()
     expected = {official: ours[name] for official, name in key_map.items()}
-    option = f"the checkpoint path (is it a {release} release checkpoint, and the config of that method?)"
     check_state_dict(expected, state, what="checkpoint", option=option)
     model.load_state_dict({key_map[k]: v for k, v in state.items()}, strict=False)
 

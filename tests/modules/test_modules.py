@@ -268,6 +268,19 @@ def test_vit_backbone_weight_errors(vit, tmp_path):
         vit.load_weights(tmp_path / "bad.pth")
 
 
+def test_unreadable_backbone_weights_name_the_file_and_the_option(vit, tmp_path):
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"<html>404 Not Found</html>")  # what a failed download leaves
+    good = tmp_path / "good.safetensors"
+    save_file({k: v.contiguous() for k, v in vit.vit.state_dict().items()}, str(good))
+    truncated = tmp_path / "truncated.safetensors"  # an interrupted download
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    for path, kind in ((garbage, "torch .pth/.pt file"), (truncated, ".safetensors file")):
+        with pytest.raises(WeightsMismatchError, match=f"cannot read {path} as a {kind} .*model.backbone.weights=PATH"):
+            vit.load_weights(path)
+    vit.load_weights(good)
+
+
 def test_vit_base_backbone():
     backbone = build_backbone("vit_base_patch14_reg4_dinov2", image_size=256)
     assert (backbone.feature_dim, backbone.grid_size(256)) == (768, (16, 16))

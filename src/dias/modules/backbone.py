@@ -83,7 +83,7 @@ class ViTBackbone(FrozenBackbone):
         path = Path(path)
         if not path.is_file():
             raise MissingFileError(f"backbone weights not found at {path}; pass {WEIGHTS_OPTION}=PATH")
-        state = read_state_dict(path)
+        state = read_state_dict(path, option=WEIGHTS_OPTION)
         if any(k.startswith(OFFICIAL_BACKBONE_PREFIX) for k in state):
             n = len(OFFICIAL_BACKBONE_PREFIX)
             state = {k[n:]: v for k, v in state.items() if k.startswith(OFFICIAL_BACKBONE_PREFIX)}
