@@ -437,3 +437,25 @@ def test_sigterm_during_validation_stops_it_between_batches(tiny_root, tmp_path,
     assert len(scored) == 1 + len(BASELINE_NAMES)  # the first batch only: the model and each baseline
     assert load_checkpoint(tmp_path / "run" / LAST)["step"] == 2
     assert not [r for r in read_metrics(tmp_path / "run") if "val/fg_ari" in r]
+
+
+def test_resume_names_the_run_folder_when_given_a_file_or_a_folder_without_last_pt(tiny_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(tiny_config(tiny_root, "train.total_steps=1", "train.val_every=100"), run, progress=False)
+    assert main(["train", "--resume", str(run / LAST)]) == 1
+    assert f"--resume takes a run folder, not a file: pass --resume {run}" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path)]) == 1
+    assert f"{tmp_path} holds no last.pt" in capsys.readouterr().err
+
+
+def test_hand_edits_to_a_runs_config_yaml_are_named_on_resume(tiny_root, tmp_path, caplog):
+    run = tmp_path / "run"
+    train(tiny_config(tiny_root, "train.total_steps=1", "train.val_every=100"), run, progress=False)
+    config = run / "config.yaml"
+    text = config.read_text()
+    config.write_text(text.replace("lr: 0.0004", "lr: 0.01").replace("every: 1\n", "every: 7\n"))
+    with caplog.at_level(logging.WARNING, logger="dias.engine.train"):
+        _resumed(run, ["log.every=7", "train.total_steps=2"], progress=False)  # log.every: also an override
+    assert "config.yaml was edited by hand (optim.lr=0.01)" in caplog.text
+    assert f"`dias train --resume {run} optim.lr=0.01`" in caplog.text
+    assert "lr: 0.0004" in config.read_text()

@@ -26,8 +26,10 @@ def test_auto_is_cuda_when_present_else_cpu(monkeypatch):
 
 def test_a_missing_gpu_or_an_unknown_device_is_a_user_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(DeviceError, match="no CUDA GPU is visible; use --device auto or cpu"):
+    with pytest.raises(DeviceError, match="no CUDA GPU is visible; pass --device auto or cpu$"):
         resolve_device("cuda")
+    with pytest.raises(DeviceError, match=r"pass --device auto or cpu \(or the override train.device=cpu\)"):
+        resolve_device("cuda", key="train.device")
     with pytest.raises(DeviceError, match="unknown device 'gpu'"):
         resolve_device("gpu")
 

@@ -85,3 +85,12 @@ def test_report_command_writes_markdown_and_csv(tmp_path, capsys):
     assert (tmp_path / "out" / "table.md").read_text().startswith("| dataset |")
     assert (tmp_path / "out" / "table.csv").read_text().startswith("dataset,split,mask_source,segmentation,num_runs")
     assert main(["report", str(tmp_path / "nowhere")]) == 1
+
+
+def test_a_run_given_twice_or_by_folder_and_file_is_counted_once(tmp_path, capsys):
+    metrics_file(tmp_path / "a", 0.2, 0.4, 0.3, 0.3)
+    metrics_file(tmp_path / "b", 0.4, 0.6, 0.3, 0.3)
+    a = tmp_path / "a"
+    runs = [str(a), str(a / "metrics.json"), f"{a}/", str(tmp_path / "b")]
+    assert main(["report", *runs, "--out", str(tmp_path / "summary")]) == 0
+    assert "| coco | 2 | 30.0 ± 14.1 |" in capsys.readouterr().out

@@ -36,11 +36,13 @@ class DeviceError(DiasError, ValueError):
     """The device or precision asked for is not present on this machine."""
 
 
-def resolve_device(name: str = AUTO, local_rank: int = 0) -> torch.device:
+def resolve_device(name: str = AUTO, local_rank: int = 0, *, key: str | None = None) -> torch.device:
     """ "auto" -> this process's GPU when CUDA is available, else the CPU; "cuda" -> cuda:local_rank.
 
-    A CUDA or MPS device that this machine does not have is a DeviceError naming the fix.
+    A CUDA or MPS device that this machine does not have is a DeviceError naming the fix: --device, and
+    the config `key` the name came from (an override works in every command, `dias demo` included).
     """
+    fix = "pass --device auto or cpu" + (f" (or the override {key}=cpu)" if key else "")
     if name == AUTO:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -49,11 +51,11 @@ def resolve_device(name: str = AUTO, local_rank: int = 0) -> torch.device:
         raise DeviceError(f"unknown device {name!r}; use {DEVICE_CHOICES}") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f"device {name} asked for, but no CUDA GPU is visible; use --device auto or cpu")
+            raise DeviceError(f"device {name} asked for, but no CUDA GPU is visible; {fix}")
         if device.index is None:
             device = torch.device("cuda", local_rank)
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError(f"device {name} asked for, but MPS is not available; use --device auto or cpu")
+        raise DeviceError(f"device {name} asked for, but MPS is not available; {fix}")
     return device
 
 

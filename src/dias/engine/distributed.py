@@ -40,7 +40,7 @@ def init_distributed(device_name: str = "auto") -> DistInfo:
     world_size = int(os.environ.get(WORLD_SIZE_ENV, "1"))
     rank = int(os.environ.get(RANK_ENV, "0"))
     local_rank = int(os.environ.get(LOCAL_RANK_ENV, "0"))
-    device = resolve_device(device_name, local_rank)
+    device = resolve_device(device_name, local_rank, key="train.device")
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)

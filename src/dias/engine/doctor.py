@@ -159,7 +159,7 @@ def check_split(cfg: Config, split: str, sample_size: int = DEFAULT_SAMPLE_SIZE)
 def check_device(cfg: Config) -> Check:
     """train.device exists here, and the precision train.precision runs in on it (after any fallback)."""
     try:
-        device = resolve_device(cfg.train.device)
+        device = resolve_device(cfg.train.device, key="train.device")
         precision = resolve_precision(cfg.train.precision, device)
     except DeviceError as exc:
         return Check("FAIL", "device", f"train.device={cfg.train.device}: {exc}")
@@ -172,7 +172,7 @@ def check_device(cfg: Config) -> Check:
 
 def estimate_cost(cfg: Config) -> list[Check]:
     """Rough memory and step time: one timed forward + backward on a batch of PROBE_BATCH_SIZE, scaled."""
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, key="train.device")
     precision = resolve_precision(cfg.train.precision, device)
     try:
         model = _build_without_weights(cfg, torch.device("cpu")).to(device).train()

@@ -245,7 +245,7 @@ def run_eval(
     split = split or cfg.data.val_split
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(checkpoint, split, cfg.eval.mask_source)
     parse_mask_source(cfg.eval.mask_source)
-    device = resolve_device(cfg.eval.device)
+    device = resolve_device(cfg.eval.device, key="eval.device")
     precision = resolve_precision(cfg.eval.precision, device, key="eval.precision")
     dataset = LmdbDataset(
         split_path(cfg.data.root, split), EvalTransform(cfg.data.image_size), skip_corrupt=cfg.data.skip_corrupt

@@ -82,11 +82,11 @@ def run_probe(
         iou_threshold=p.iou_threshold, official_cap=p.official_cap, seed=p.seed,
     )  # fmt: skip
     log.info("matching: %s, IoU > %s, masks %s", MATCHING[p.official_cap], p.iou_threshold, p.mask_source)
+    resume_command = f"dias probe --checkpoint {checkpoint} --out {out_dir} --resume"  # + the same overrides
     with FolderLock(out_dir):
         if not resume and (out_dir / PROBE_FILE).exists():
             raise FileInTheWayError(
-                f"{out_dir} already holds a probe run; continue it with `dias probe --resume --out {out_dir} ...` "
-                "or pass another --out"
+                f"{out_dir} already holds a probe run; continue it with `{resume_command}` or pass another --out"
             )
         torch.manual_seed(p.seed)
         dims = {s: model.backbone.feature_dim for s in SOURCES} | {MODEL_SOURCE: cfg.model.slot_dim}
@@ -137,7 +137,7 @@ def run_probe(
                     save()
             if stop.status is not None:
                 save()
-                log.warning("%s at step %d; continue with `dias probe --resume ...`", stop.status, step)
+                log.warning("%s at step %d; continue with `%s`", stop.status, step, resume_command)
                 return ProbeResult(step, stop.status, MATCHING[p.official_cap])
         finally:
             stop.restore()

@@ -60,7 +60,7 @@ def find_metrics(paths: Iterable[str | Path]) -> list[Path]:
             if not matches:
                 raise MissingFileError(
                     f"no {METRICS_FILE_NAME} in {path} or {path}/{EVAL_DIR_GLOB}/; "
-                    f"run `dias eval --checkpoint {path}/CHECKPOINT` first"
+                    f"score a run first with `dias eval --checkpoint {path}/last.pt`"
                 )
             found.extend(matches)
     return found

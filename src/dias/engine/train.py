@@ -33,7 +33,17 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from dias import __version__
-from dias.config import CONFIG_FILE_NAME, Config, from_dict, load_config, save_config, val_every, warmup_steps
+from dias.config import (
+    CONFIG_FILE_NAME,
+    Config,
+    flatten,
+    from_dict,
+    load_config,
+    save_config,
+    to_dict,
+    val_every,
+    warmup_steps,
+)
 from dias.engine import distributed
 from dias.engine.checkpoint import check_compatible, config_from_checkpoint, load_checkpoint, load_trainable_state
 from dias.engine.device import resolve_precision
@@ -45,7 +55,7 @@ from dias.engine.step import build_optimizer, optimisation_step
 from dias.engine.stop import STOP_STATUSES, StopRequest
 from dias.engine.validate import baseline_part, validate
 from dias.engine.window import StatsWindow
-from dias.errors import FileInTheWayError
+from dias.errors import DiasError, FileInTheWayError, MissingFileError, UsageError
 from dias.lock import FolderInUseError, FolderLock, remove_stale_temp_files
 from dias.methods import method_of
 from dias.model import DIAS
@@ -80,7 +90,15 @@ def load_resume(
     The config is the checkpoint's (or the YAML `config`), with `overrides`; one that changes the model is
     refused with CheckpointError. Pass both to `train(cfg, run_dir, resume=checkpoint)`.
     """
-    path = Path(run_dir) / LAST
+    run_dir = Path(run_dir)
+    if run_dir.is_file():
+        raise UsageError(f"--resume takes a run folder, not a file: pass --resume {run_dir.parent}")
+    path = run_dir / LAST
+    if not path.is_file():
+        raise MissingFileError(
+            f"{run_dir} holds no {LAST}, so it is not a run of `dias train` that can be resumed; "
+            "pass --resume the folder a run wrote, or start a new run with --config FILE"
+        )
     checkpoint = load_checkpoint(path)
     return config_from_checkpoint(checkpoint["config"], path, config=config, overrides=overrides), checkpoint
 
@@ -166,6 +184,8 @@ def _train(
     else:
         seed_everything(cfg.train.seed + dist_info.rank)  # each rank draws its own noise
     if is_main:
+        if resume is not None:
+            _warn_of_hand_edits(run_dir / CONFIG_FILE_NAME, saved, cfg)
         save_config(cfg, run_dir / CONFIG_FILE_NAME)
         log.info(
             "training on %s, %d rank(s) x batch %d = effective batch %d, %d trainable parameters, dias %s",
@@ -302,6 +322,31 @@ def _train(
 
 def _format(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+def _warn_of_hand_edits(path: Path, saved: Config, cfg: Config) -> None:
+    """Warn, naming the keys, when the run's config.yaml holds values that neither last.pt nor `cfg` has.
+
+    A resumed run takes its config from last.pt and the command's overrides, and then rewrites config.yaml:
+    an edit made to the file by hand would otherwise vanish without a word.
+    """
+    if not path.is_file():
+        return
+    try:
+        on_disk = flatten(to_dict(load_config(path)))
+    except DiasError as exc:
+        log.warning("%s cannot be read (%s); it is rewritten from %s", path, exc, LAST)
+        return
+    kept, used = flatten(to_dict(saved)), flatten(to_dict(cfg))
+    edits = [
+        f"{key}={on_disk[key]!r}" for key in on_disk if on_disk[key] != kept.get(key) and on_disk[key] != used.get(key)
+    ]
+    if edits:
+        log.warning(
+            "%s was edited by hand (%s); a resumed run takes its config from %s and the command's key=value "
+            "overrides, so these edits are replaced: pass them as overrides, e.g. `dias train --resume %s %s`",
+            path, ", ".join(edits), LAST, path.parent, " ".join(edit.replace("'", "") for edit in edits),
+        )  # fmt: skip
 
 
 def run_train(
