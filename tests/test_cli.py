@@ -189,3 +189,53 @@ def test_train_with_unreadable_backbone_weights_is_one_line(tiny_root, tmp_path,
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert f"cannot read {garbage}" in err and "model.backbone.weights=PATH" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--config", "configs/demo.yaml", "--out", "{file}"],
+        ["prepare", "synthetic", "--out", "{file}"],
+        ["features", "--config", "configs/demo.yaml", "--out", "{file}"],
+        ["demo", "--out", "{file}", "--eval-only"],
+        ["eval", "--checkpoint", "{checkpoint}", "--out", "{file}"],
+        ["probe", "--checkpoint", "{checkpoint}", "--out", "{file}", "probe.attribute=shape"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_out_naming_an_existing_file_is_one_line_and_the_file_stays(argv, tiny_root, tmp_path, capsys):
+    file = tmp_path / "notes.txt"
+    file.write_text("keep me")
+    checkpoint = tmp_path / "run" / "last.pt"
+    if "{checkpoint}" in argv:
+        train_args = ["train", "--config", "configs/demo.yaml", "--out", str(checkpoint.parent), *TINY]
+        assert main([*train_args, f"data.root={tiny_root}", "train.total_steps=1", "train.val_every=100"]) == 0
+        capsys.readouterr()
+    argv = [arg.format(file=file, checkpoint=checkpoint) for arg in argv]
+    extra = [f"data.root={tiny_root}", *TINY] if argv[0] in ("train", "features") else []
+    assert main([*argv, *extra]) == 1
+    err = capsys.readouterr().err
+    assert f"{file} is a file; --out must name a folder" in err and "Traceback" not in err
+    assert file.read_text() == "keep me"
+
+
+def test_a_second_prepare_into_a_folder_being_written_is_refused_even_with_overwrite(tmp_path, capsys):
+    out = tmp_path / "data"
+    args = ["prepare", "synthetic", "--out", str(out), "--num-train", "6", "--num-val", "2", "--size", "32"]
+    assert main([*args, "--seed", "1", "--workers", "1"]) == 0
+    before = {name: (out / name).read_bytes() for name in ("train.lmdb", "val.lmdb")}
+    holder = subprocess.Popen(  # as a first `dias prepare` still writing the folder
+        [sys.executable, "-c", "from dias.lock import MIXED_DATASET, FolderLock\n"
+         f"with FolderLock({str(out)!r}, why=MIXED_DATASET):\n    print('locked', flush=True)\n    input()"],
+        env=SUBPROCESS_ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        capsys.readouterr()
+        assert main([*args, "--seed", "2", "--workers", "1", "--overwrite"]) == 1
+        err = capsys.readouterr().err
+        assert f"{out} is in use by another dias process (PID {holder.pid}); two writers would mix" in err
+    finally:
+        holder.communicate("\n", timeout=60)
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert main([*args, "--seed", "2", "--workers", "1", "--overwrite"]) == 0  # free once the first one ends

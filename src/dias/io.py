@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from dias.errors import DiasError, WriteError
+from dias.errors import DiasError, UsageError, WriteError
 
 TEMP_SUFFIX = ".tmp"  # atomic_write's temporary files are .NAME.XXXXXXXX.tmp beside NAME
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -134,6 +134,16 @@ def _free_bytes(folder: Path) -> int | None:
 
 def _mebibytes(num_bytes: int | None) -> str:
     return "unknown" if num_bytes is None else f"{num_bytes / (1 << 20):.1f} MiB"
+
+
+def require_folder(path: str | os.PathLike) -> None:
+    """An output folder must be a folder, or not exist yet: a file there (or above it) is a UsageError."""
+    path = Path(path)
+    for candidate in (path, *path.parents):  # the nearest one that exists must be a folder
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise UsageError(f"{candidate} is a file; --out must name a folder (a new one, or one dias wrote)")
+            return
 
 
 def temp_files(path: str | os.PathLike) -> list[Path]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO
 
 from dias.errors import DiasError
-from dias.io import temp_files, write_error
+from dias.io import require_folder, temp_files, write_error
 
 LOCK_FILE_NAME = ".dias.lock"
 # Why a second writer is refused, in the refusal's words.
@@ -48,6 +48,7 @@ class FolderLock:
         self._key: Path | None = None
 
     def __enter__(self) -> FolderLock:
+        require_folder(self.folder)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -35,7 +35,7 @@ from dias.engine.checkpoint import load_model
 from dias.engine.device import resolve_device, resolve_precision
 from dias.engine.features import batch_inputs, open_feature_split
 from dias.engine.gallery import VizCollector, write_visual_report
-from dias.io import atomic_write_bytes, file_sha256
+from dias.io import atomic_write_bytes, file_sha256, require_folder
 from dias.masks import masks_from_attention, square_grid
 from dias.metrics import METRIC_NAMES, METRIC_TITLES, nanmean, score
 from dias.model import DIAS, DIASOutput
@@ -244,6 +244,7 @@ def run_eval(
     model, cfg = load_model(checkpoint, config=config, overrides=overrides)
     split = split or cfg.data.val_split
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(checkpoint, split, cfg.eval.mask_source)
+    require_folder(out_dir)  # before the evaluation, not after it
     parse_mask_source(cfg.eval.mask_source)
     device = resolve_device(cfg.eval.device, key="eval.device")
     precision = resolve_precision(cfg.eval.precision, device, key="eval.precision")
