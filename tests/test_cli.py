@@ -184,7 +184,11 @@ def test_train_with_unreadable_backbone_weights_is_one_line(tiny_root, tmp_path,
     garbage = tmp_path / "dinov2.pth"
     garbage.write_bytes(b"\x00" * 100)
     args = ["train", "--config", "configs/demo.yaml", "--out", str(tmp_path / "run"), *TINY, f"data.root={tiny_root}"]
-    vit = ["model.backbone.name=vit_small_patch14_reg4_dinov2", f"model.backbone.weights={garbage}"]
+    vit = [
+        "model.backbone.name=vit_small_patch14_reg4_dinov2",
+        f"model.backbone.weights={garbage}",
+        "data.image_size=64",
+    ]
     assert main([*args, *vit, "train.total_steps=1"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1

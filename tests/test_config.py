@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from dias.config import warmup_steps as config_warmup_steps
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 SHIPPED_CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
+STEPS = "in 1 .. 1000000000 (a step count; 10**9 steps would take years)"
 
 
 def test_shipped_configs_exist():
@@ -96,27 +98,29 @@ def test_bad_overrides_name_the_key(override, message):
         ("model.num_slots=-3", ">= 1"),
         ("model.num_slots=0", ">= 1"),
         ("model.slot_attention.num_iters=0", ">= 1"),
-        ("model.slot_dim=0", ">= 1"),
+        (
+            "model.slot_dim=0",
+            "in 1 .. 4096 (a layer width; published OCL models use 256-1024 and memory grows with its square)",
+        ),
         ("data.batch_size=0", ">= 1"),
         ("data.num_workers=-1", ">= 0"),
-        ("data.image_size=0", ">= 1"),
+        ("data.image_size=0", "in 1 .. 4096 (pixels per side; a ViT's memory grows with its 4th power)"),
         ("train.device=gpu", "one of auto, cpu, cuda, cuda:N, mps"),
         ("train.device=cuda:x", "one of auto, cpu, cuda, cuda:N, mps"),
-        ("train.total_steps=0", ">= 1"),
-        ("train.val_every=0", ">= 1"),
-        ("train.checkpoint_every=0", ">= 1"),
+        ("train.total_steps=0", STEPS),
+        ("train.val_every=0", STEPS),
+        ("train.checkpoint_every=0", STEPS),
         ("optim.lr=-1", "> 0"),
         ("optim.lr=0", "> 0"),
-        ("optim.lr=.nan", "> 0"),
         ("optim.betas=[0.9,1.0]", "two numbers in [0, 1)"),
-        ("optim.warmup_steps=-1", ">= 0"),
+        ("optim.warmup_steps=-1", STEPS.replace("in 1", "in 0")),
         ("optim.grad_clip=0", "> 0"),
         ("loss.distill_weight=-0.5", ">= 0"),
         ("model.reinit.prob=1.5", "in [0, 1]"),
         ("model.reinit.threshold=3", "in [0, 2]"),
         ("model.decoder.num_heads=0", ">= 1"),
         ("eval.batch_size=0", ">= 1"),
-        ("log.every=0", ">= 1"),
+        ("log.every=0", STEPS),
     ],
 )
 def test_out_of_range_values_are_refused_at_load_naming_the_key(override, valid):
@@ -286,3 +290,79 @@ def test_smoothsa_configs_hold_the_official_values(name, num_slots, total_steps)
     )
     dias = load_config(CONFIG_DIR / f"dias-{name}.yaml")  # the rest is DIAS's
     assert (cfg.data, cfg.model.backbone, cfg.model.decoder) == (dias.data, dias.model.backbone, dias.model.decoder)
+
+
+def test_an_empty_config_file_is_refused_not_read_as_the_defaults(tmp_path):
+    for text in ("", "# only a comment\n", "null\n"):
+        path = tmp_path / "empty.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=f"config file {path} is empty; .* leave out --config"):
+            load_config(path)
+
+
+def test_a_key_given_twice_names_the_key_and_both_lines(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("model:\n  num_slots: 5\n  decoder:\n    num_layers: 2\n    num_heads: 4\n    num_layers: 3\n")
+    with pytest.raises(ConfigError, match=r"base.yaml: key model.decoder.num_layers appears twice, on lines 4 and 6"):
+        load_config(base)
+    base.write_text("train:\n  seed: 1\nmodel:\n  num_slots: 5\ntrain:\n  seed: 2\n")
+    with pytest.raises(ConfigError, match="key train appears twice, on lines 1 and 5; keep one"):
+        load_config(base)
+    base.write_text("model:\n  num_slots: 5\n")  # the same key in a file and its base is a change, not a repeat
+    variant = tmp_path / "variant.yaml"
+    variant.write_text("base: base.yaml\nmodel:\n  num_slots: 9\n")
+    assert load_config(variant).model.num_slots == 9
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", ".inf", ".nan"])
+def test_non_finite_floats_are_refused_in_every_float_key(value):
+    for key in ("optim.lr", "optim.grad_clip", "loss.distill_weight", "probe.lr", "optim.betas"):
+        given = f"[0.9, {value}]" if key == "optim.betas" else value
+        with pytest.raises(ConfigError, match=r"is not a finite number"):
+            load_config(None, [f"{key}={given}"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.total_steps=1e20", "train.total_steps = '1e20' is invalid: it must be in 1 .. 1000000000"),
+        ("train.total_steps=100000000000000000000", "it must be in 1 .. 1000000000 (a step count"),
+        ("model.slot_dim=1e7", "model.slot_dim = '1e7' is invalid: it must be in 1 .. 4096 (a layer width"),
+        ("model.slot_dim=10000000", "it must be in 1 .. 4096"),
+        ("model.slot_attention.mlp_dim=100000", "model.slot_attention.mlp_dim = 100000 is invalid"),
+        ("model.slot_dim=2.5", "model.slot_dim expects an integer, got 2.5"),
+        ("model.num_slots=100000", "model.num_slots = 100000 is more than the 256 tokens"),
+        ("data.image_size=100000", "data.image_size = 100000 is invalid: it must be in 1 .. 4096"),
+    ],
+)
+def test_absurd_sizes_are_refused_at_load_with_the_bound_and_why(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(CONFIG_DIR / "dias-coco.yaml", [override])
+
+
+def test_an_integer_written_as_a_float_is_taken():
+    cfg = load_config(None, ["train.total_steps=2e4", "model.slot_dim=128.0"])
+    assert (cfg.train.total_steps, cfg.model.slot_dim) == (20000, 128)
+    assert isinstance(cfg.train.total_steps, int)
+
+
+@pytest.mark.parametrize(
+    ("config", "size", "message"),
+    [
+        ("demo.yaml", 13, "8-pixel patches: it must be a multiple of model.backbone.patch_size=8; "
+                          "the nearest valid size is data.image_size=24"),  # 8 and 16 give under 7 tokens
+        ("demo.yaml", 12, "the nearest valid size is data.image_size=24"),
+        ("demo.yaml", 60, "the nearest valid sizes are 56 and 64, e.g. data.image_size=64"),
+        ("dias-coco.yaml", 13, "14-pixel patches: it must be a size whose rescale by model.backbone.input_scale="
+                               "0.875 is a multiple of 14; the nearest valid size is data.image_size=48"),
+        ("dias-coco.yaml", 250, "the nearest valid sizes are 241 and 256, e.g. data.image_size=256"),
+    ],
+)  # fmt: skip
+def test_an_image_size_the_backbone_cannot_patch_is_refused_naming_the_patch_and_the_nearest_sizes(
+    config, size, message
+):
+    with pytest.raises(ConfigError, match=re.escape(f"data.image_size = {size} does not split into the")) as info:
+        load_config(CONFIG_DIR / config, [f"data.image_size={size}"])
+    assert message in str(info.value)
+    for suggested in re.findall(r"data.image_size=(\d+)", str(info.value)):
+        load_config(CONFIG_DIR / config, [f"data.image_size={suggested}"])  # the suggested fix loads

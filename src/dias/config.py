@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -62,9 +63,14 @@ def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         raise ConfigError(f"{path}: its bases form a loop ({' -> '.join(str(p) for p in (*chain, path))})")
     with open(path, encoding="utf-8") as f:
         try:
-            raw = yaml.safe_load(f) or {}
+            raw = yaml.load(f, Loader=UniqueKeyLoader)  # a SafeLoader: no Python objects
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}{_yaml_position(exc)}: not valid YAML: {_yaml_problem(exc)}") from None
+    if raw is None:  # an empty file, or comments only: a mistake, not a wish for the defaults
+        raise ConfigError(
+            f"config file {path} is empty; write at least one section into it, "
+            "or leave out --config for the built-in defaults"
+        )
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
     base = raw.pop(BASE_KEY, None)
@@ -73,6 +79,45 @@ def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     if not isinstance(base, str):
         raise ConfigError(f"{path}: config key {BASE_KEY} must name a file, got {base!r}")
     return merge_config(_read_with_bases(path.parent / base, (*chain, path.resolve())), raw)
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML would keep the last silently)."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._root = node
+        return super().construct_document(node)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                where = ".".join(str(part) for part in (*_path_to(self._root, node), key))
+                raise ConfigError(
+                    f"{key_node.start_mark.name}: key {where} appears twice, on lines {lines[key]} and {line}; "
+                    "keep one"
+                )
+            lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _path_to(root: yaml.Node, node: yaml.Node) -> list[Any]:
+    """The keys that lead from the document's root to `node`, e.g. ["model", "decoder"]."""
+    if root is node:
+        return []
+    if isinstance(root, yaml.MappingNode):
+        for key_node, value_node in root.value:
+            if _contains(value_node, node):
+                return [key_node.value, *_path_to(value_node, node)]
+    return []
+
+
+def _contains(root: yaml.Node, node: yaml.Node) -> bool:
+    if root is node:
+        return True
+    return isinstance(root, yaml.MappingNode) and any(_contains(value, node) for _, value in root.value)
 
 
 def merge_config(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -286,23 +331,34 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
             raise ConfigError(f"config key {key} expects true or false, got {value!r}")
         return value
     if kind is int:
+        number = _number(value)  # 1e7 and 1000.0 are integers written as floats: take them, then check range
+        if isinstance(number, float) and math.isfinite(number) and number.is_integer():
+            return int(number)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"config key {key} expects an integer, got {value!r}")
         return value
     if kind is float:
-        if isinstance(value, str):  # YAML 1.1 reads "2e-4" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
+        value = _number(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key {key} expects a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"config key {key} = {value!r} is not a finite number; give a finite value")
         return float(value)
     if kind is str:
         if not isinstance(value, str):
             raise ConfigError(f"config key {key} expects a string, got {value!r}")
         return value
     raise TypeError(f"unsupported config type {kind} for {key}")
+
+
+def _number(value: Any) -> Any:
+    """A string that spells a number as a float (YAML 1.1 reads "2e-4", with no dot, as a string)."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 __all__ = [

@@ -7,6 +7,7 @@ classes told apart by their `name`; `loss` holds the keys of `model.method`'s ob
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,19 @@ PREHEATED = ("preheated",)
 
 def at_least(low: int) -> Rule:
     return Rule(lambda value: value >= low, f">= {low}")
+
+
+def between(low: int, high: int, why: str) -> Rule:
+    """low <= value <= high; `why` says where the upper bound comes from, in the refusal's words."""
+    return Rule(lambda value: low <= value <= high, f"in {low} .. {high} ({why})")
+
+
+MAX_STEPS = 10**9
+MAX_WIDTH = 4096
+MAX_IMAGE_SIZE = 4096
+STEPS = between(1, MAX_STEPS, "a step count; 10**9 steps would take years")
+STEPS_OR_NONE = between(0, MAX_STEPS, "a step count; 10**9 steps would take years")
+WIDTH = between(1, MAX_WIDTH, "a layer width; published OCL models use 256-1024 and memory grows with its square")
 
 
 POSITIVE = Rule(lambda value: value > 0, "> 0")
@@ -77,7 +91,10 @@ class DataConfig:
     root: str = "data/synthetic"  # folder holding {split}.lmdb
     train_split: str = "train"
     val_split: str = "val"
-    image_size: int = checked(256, at_least(1))  # square side fed to the model, in pixels
+    # square side fed to the model, in pixels; the backbone must split it into patches (patch_input)
+    image_size: int = checked(
+        256, between(1, MAX_IMAGE_SIZE, "pixels per side; a ViT's memory grows with its 4th power")
+    )
     crop_scale: tuple[float, float] = checked(  # random-resized-crop scale, relative to the largest square
         (0.75, 1.0), Rule(lambda value: 0 < value[0] <= value[1] <= 1, "two numbers with 0 < low <= high <= 1")
     )
@@ -95,7 +112,8 @@ class BackboneConfig:
     )
     weights: str | None = None  # local .safetensors/.pth file; never downloaded
     input_scale: float = checked(0.875, POSITIVE)  # bicubic rescale before the ViT: 256 -> 224
-    patch_size: int = checked(8, at_least(1))  # patch_stats only; the ViTs use 14
+    # patch_stats only (the ViTs use VIT_PATCH_SIZE); even: each patch is described by its 2x2 sub-patches
+    patch_size: int = checked(8, Rule(lambda value: value >= 2 and value % 2 == 0, "an even number >= 2"))
 
 
 @dataclass
@@ -118,7 +136,7 @@ class PreheatedInitializerConfig:
 
     name: Literal["preheated"] = "preheated"
     num_heads: int = checked(4, at_least(1))
-    ffn_dim: int = checked(1024, at_least(1))
+    ffn_dim: int = checked(1024, WIDTH)
 
 
 InitializerConfig = NormalSharedInitializerConfig | LearnedInitializerConfig | PreheatedInitializerConfig
@@ -127,7 +145,7 @@ InitializerConfig = NormalSharedInitializerConfig | LearnedInitializerConfig | P
 @dataclass
 class SlotAttentionConfig:
     num_iters: int = checked(3, at_least(1))
-    mlp_dim: int = checked(1024, at_least(1))  # hidden width of the residual MLP after the GRU
+    mlp_dim: int = checked(1024, WIDTH)  # hidden width of the residual MLP after the GRU
     # "bi-level": only the last iteration back-propagates, its input straight-through to the first slots (BO-QSA)
     truncate: Literal["bi-level"] | None = None
 
@@ -145,7 +163,7 @@ class TransformerDecoderConfig:
 @dataclass
 class MLPDecoderConfig:
     name: Literal["mlp"] = "mlp"
-    hidden_dim: int = checked(1024, at_least(1))
+    hidden_dim: int = checked(1024, WIDTH)
     num_hidden_layers: int = checked(3, at_least(0))
 
 
@@ -173,7 +191,7 @@ class ModelConfig:
     method: Literal["dias", "smoothsa"] = "dias"  # dias.methods.METHODS: the model's wiring and its objective
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     num_slots: int = checked(7, at_least(1))
-    slot_dim: int = checked(256, at_least(1))
+    slot_dim: int = checked(256, WIDTH)
     initializer: InitializerConfig = field(default_factory=NormalSharedInitializerConfig)
     slot_attention: SlotAttentionConfig = field(default_factory=SlotAttentionConfig)
     decoder: DecoderConfig = field(default_factory=TransformerDecoderConfig)
@@ -195,7 +213,7 @@ class SmoothSALossConfig:
 
     preheat_weight: float = checked(100.0, at_least(0))
     # the preheater reads detached tokens for the first detach_steps steps; None: train.total_steps // 10
-    detach_steps: int | None = checked(None, at_least(0))
+    detach_steps: int | None = checked(None, STEPS_OR_NONE)
 
 
 # The objective's keys depend on the method: `loss` holds those of model.method's.
@@ -209,21 +227,21 @@ class OptimConfig:
     betas: tuple[float, float] = checked((0.9, 0.999), BETAS)
     eps: float = checked(1e-8, POSITIVE)
     weight_decay: float = checked(0.0, at_least(0))
-    warmup_steps: int | None = checked(None, at_least(0))  # None: train.total_steps // 20, as the release
+    warmup_steps: int | None = checked(None, STEPS_OR_NONE)  # None: train.total_steps // 20, as the release
     final_lr_ratio: float = checked(1e-3, at_least(0))  # lr at the last step = lr * final_lr_ratio
     grad_clip: float = checked(1.0, POSITIVE)
 
 
 @dataclass
 class TrainConfig:
-    total_steps: int = checked(50000, at_least(1))
+    total_steps: int = checked(50000, STEPS)
     seed: int = 42
     # fp16: autocast + GradScaler on CUDA; elsewhere bf16 or fp32 (dias.engine.device says which)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: str = checked("auto", DEVICE)  # auto: this process's GPU when CUDA is present, else the CPU
     out_dir: str = "runs/dias"
-    val_every: int | None = checked(None, at_least(1))  # None: train.total_steps // 40, as the release
-    checkpoint_every: int = checked(1000, at_least(1))  # run_dir/last.pt; also written at the end, on Ctrl-C, SIGTERM
+    val_every: int | None = checked(None, STEPS)  # None: train.total_steps // 40, as the release
+    checkpoint_every: int = checked(1000, STEPS)  # run_dir/last.pt; also written at the end, on Ctrl-C, SIGTERM
     compile: bool = False  # torch.compile the training forward (compiles on the first step)
 
 
@@ -244,10 +262,10 @@ PROBE_ATTRIBUTES = ("category", "shape", "color", "material", "size")
 class ProbeConfig:
     """`dias probe`: an MLP trained on a frozen model's slots, matched to objects (dias.probe)."""
 
-    total_steps: int = checked(10000, at_least(1))
+    total_steps: int = checked(10000, STEPS)
     batch_size: int = checked(32, at_least(1))  # images per step; the probe sees every matched slot of them
     lr: float = checked(1e-3, POSITIVE)  # Adam, no weight decay, no clipping
-    warmup_steps: int | None = checked(None, at_least(0))  # None: probe.total_steps // 20
+    warmup_steps: int | None = checked(None, STEPS_OR_NONE)  # None: probe.total_steps // 20
     iou_threshold: float = checked(0.1, FRACTION)  # a slot and an object match when their IoU is above this
     attribute: str = checked(
         "category",
@@ -256,12 +274,12 @@ class ProbeConfig:
     mask_source: str = checked("attn:-1", MASK_SOURCE)  # the protocol: the last slot-attention iteration
     official_cap: bool = False  # keep only objects 0 and 1 of each image, as the published numbers do
     seed: int = 0
-    checkpoint_every: int = checked(1000, at_least(1))
+    checkpoint_every: int = checked(1000, STEPS)
 
 
 @dataclass
 class LogConfig:
-    every: int = checked(50, at_least(1))
+    every: int = checked(50, STEPS)
     tensorboard: bool = True
     wandb: bool = False
 
@@ -290,6 +308,7 @@ class Config:
                 "config key model.reinit.enabled = true: pruning and re-initialization are part of the DIAS method; "
                 f"set model.reinit.enabled=false for model.method={m.method}"
             )
+        self._check_patches()
         # eval.mask_source=attn:I must name an iteration the model runs (in eval, re-initialization always runs).
         iteration = parse_mask_source(self.eval.mask_source)
         num_maps = num_attention_maps(self.model)
@@ -303,6 +322,56 @@ class Config:
                 f"slot-attention iterations ({runs}), so I must be in {-num_maps} .. {num_maps - 1}; "
                 f"did you mean eval.mask_source={ATTN_SOURCE_PREFIX}{closest}?"
             )
+
+    def _check_patches(self) -> None:
+        """data.image_size must tile into the backbone's patches, and each slot needs a token to hold."""
+        b, size = self.model.backbone, self.data.image_size
+        side, patch = patch_input(b, size)
+        if side < patch or side % patch:
+            # the nearest sizes that tile and give every slot a token, so the suggestion loads
+            below = next((n for n in range(size - 1, 0, -1) if self._fits(n)), None)
+            above = next((n for n in range(size + 1, MAX_IMAGE_SIZE + 1) if self._fits(n)), None)
+            nearest = [n for n in (below, above) if n is not None]
+            suggestion = min(nearest, key=lambda n: (abs(n - size), -n))
+            how = (
+                f"a multiple of model.backbone.patch_size={patch}"
+                if b.name == PATCH_STATS
+                else f"a size whose rescale by model.backbone.input_scale={b.input_scale} is a multiple of {patch}"
+            )
+            raise ConfigError(
+                f"config key data.image_size = {size} does not split into the {b.name} backbone's {patch}-pixel "
+                f"patches: it must be {how}; the nearest valid "
+                + (f"sizes are {nearest[0]} and {nearest[1]}, e.g. " if len(nearest) == 2 else "size is ")
+                + f"data.image_size={suggestion}"
+            )
+        num_tokens = (side // patch) ** 2
+        if self.model.num_slots > num_tokens:
+            raise ConfigError(
+                f"config key model.num_slots = {self.model.num_slots} is more than the {num_tokens} tokens the "
+                f"backbone gives for data.image_size={size}: a slot holds tokens, so at most {num_tokens} can hold "
+                "any (published models use 7-24); lower model.num_slots"
+            )
+
+    def _fits(self, image_size: int) -> bool:
+        """Whether the backbone tiles image_size into patches, with at least one token per slot."""
+        side, patch = patch_input(self.model.backbone, image_size)
+        return side >= patch and side % patch == 0 and (side // patch) ** 2 >= self.model.num_slots
+
+
+PATCH_STATS = "patch_stats"
+VIT_PATCH_SIZE = 14  # the DINOv2 ViTs' patch (the "patch14" of their names)
+
+
+def scaled_side(image_size: int, input_scale: float) -> int:
+    """The side in pixels a ViT sees: the image rescaled by input_scale before it (256 x 0.875 -> 224)."""
+    return math.floor(image_size * input_scale)
+
+
+def patch_input(backbone: BackboneConfig, image_size: int) -> tuple[int, int]:
+    """(the side in pixels the backbone cuts into patches, its patch size) for an image of image_size."""
+    if backbone.name == PATCH_STATS:
+        return image_size, backbone.patch_size
+    return scaled_side(image_size, backbone.input_scale), VIT_PATCH_SIZE
 
 
 def num_attention_maps(model: ModelConfig) -> int:

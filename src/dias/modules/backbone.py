@@ -19,11 +19,11 @@ from torch import nn
 from dias.errors import MissingFileError, UsageError
 from dias.io import check_state_dict, read_state_dict
 from dias.official import OFFICIAL_BACKBONE_PREFIX
+from dias.schema import PATCH_STATS, scaled_side
 
 log = logging.getLogger(__name__)
 
 VIT_NAMES = ("vit_small_patch14_reg4_dinov2", "vit_base_patch14_reg4_dinov2")
-PATCH_STATS = "patch_stats"
 WEIGHTS_OPTION = "model.backbone.weights"
 # Present in a full timm checkpoint but deliberately removed here: the features are the raw last-block
 # output (no final norm) and there is no classifier.
@@ -63,7 +63,7 @@ class ViTBackbone(FrozenBackbone):
             raise ValueError(f"unknown ViT backbone {name!r}; choose one of {', '.join(VIT_NAMES)}")
         self.input_scale = input_scale
         self.vit = timm.create_model(
-            name, pretrained=False, img_size=math.floor(image_size * input_scale), num_classes=0
+            name, pretrained=False, img_size=scaled_side(image_size, input_scale), num_classes=0
         )
         self.vit.norm = nn.Identity()
         self.feature_dim = self.vit.embed_dim
@@ -94,7 +94,7 @@ class ViTBackbone(FrozenBackbone):
         self.vit.load_state_dict(state)
 
     def grid_size(self, image_size: int) -> tuple[int, int]:
-        side = math.floor(image_size * self.input_scale) // self.patch_size
+        side = scaled_side(image_size, self.input_scale) // self.patch_size
         return side, side
 
     @torch.no_grad()
