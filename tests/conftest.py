@@ -51,4 +51,3 @@ def small_disk(tmp_path) -> Path:
         pytest.skip(f"cannot mount a tmpfs to fill (needs root): {done.stderr.strip() or done.returncode}")
     yield mount_point
     subprocess.run(["umount", "-l", str(mount_point)], check=False)
-

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import dias
 from dias.cli import main
 from dias.config import (
     Config,
@@ -18,8 +19,10 @@ from dias.config import val_every as config_val_every
 from dias.config import warmup_steps as config_warmup_steps
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-SHIPPED_CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
+PACKAGED_DEMO = Path(dias.__file__).parent / "configs" / "demo.yaml"  # `dias demo`'s config
+SHIPPED_CONFIGS = [*sorted(CONFIG_DIR.glob("*.yaml")), PACKAGED_DEMO]
 STEPS = "in 1 .. 1000000000 (a step count; 10**9 steps would take years)"
+SLOTS = "in 1 .. 256 (published models use 7-24; memory grows with it)"
 
 
 def test_shipped_configs_exist():
@@ -27,7 +30,7 @@ def test_shipped_configs_exist():
     assert {"dias-clevrtex.yaml", "dias-coco.yaml", "dias-voc.yaml", "demo.yaml"} <= names
 
 
-@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_shipped_config_round_trip(path, tmp_path):
     cfg = load_config(path)
     save_config(cfg, tmp_path / "config.yaml")
@@ -77,8 +80,8 @@ def test_defaults_without_file():
         ("model.num_slot=3", "did you mean model.num_slots"),
         ("modle.num_slots=3", "did you mean model"),
         ("model.backbone.weight=x", "did you mean model.backbone.weights"),
-        ("model.num_slots=3.5", "model.num_slots expects an integer"),
-        ("model.num_slots=true", "model.num_slots expects an integer"),
+        ("model.num_slots=3.5", "model.num_slots = 3.5 is not an integer"),
+        ("model.num_slots=true", "model.num_slots = True is not an integer"),
         ("data.flip=1", "data.flip expects true or false"),
         ("optim.lr=fast", "optim.lr expects a number"),
         ("data.crop_scale=[1]", "data.crop_scale expects a list of 2"),
@@ -95,8 +98,8 @@ def test_bad_overrides_name_the_key(override, message):
 @pytest.mark.parametrize(
     ("override", "valid"),
     [
-        ("model.num_slots=-3", ">= 1"),
-        ("model.num_slots=0", ">= 1"),
+        ("model.num_slots=-3", SLOTS),
+        ("model.num_slots=0", SLOTS),
         ("model.slot_attention.num_iters=0", ">= 1"),
         (
             "model.slot_dim=0",
@@ -123,11 +126,19 @@ def test_bad_overrides_name_the_key(override, message):
         ("log.every=0", STEPS),
     ],
 )
-def test_out_of_range_values_are_refused_at_load_naming_the_key(override, valid):
+def test_out_of_range_values_are_refused_at_load_naming_the_key_the_range_and_a_fix_that_loads(override, valid):
     key = override.partition("=")[0]
     with pytest.raises(ConfigError) as info:
         load_config(CONFIG_DIR / "demo.yaml", [override])
-    assert str(info.value).startswith(f"config key {key} = ") and str(info.value).endswith(f"it must be {valid}")
+    message = str(info.value)
+    assert message.startswith(f"config key {key} = ") and f"it must be {valid}; e.g. {key}=" in message
+    assert_fix_loads(message, CONFIG_DIR / "demo.yaml")
+
+
+def assert_fix_loads(message, path, overrides=()):
+    """The message's last "KEY=VALUE" loads after `overrides`: the fix it names works."""
+    fix = re.findall(r"[a-z_]+(?:\.[a-z_]+)+=\S+", message)[-1].rstrip(",;?")
+    load_config(path, [*overrides, fix])
 
 
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps"])
@@ -308,6 +319,9 @@ def test_a_key_given_twice_names_the_key_and_both_lines(tmp_path):
     base.write_text("train:\n  seed: 1\nmodel:\n  num_slots: 5\ntrain:\n  seed: 2\n")
     with pytest.raises(ConfigError, match="key train appears twice, on lines 1 and 5; keep one"):
         load_config(base)
+    base.write_text("model:\n  ? [num_slots]\n  : 5\n")  # a key that is a list: refused as YAML, no traceback
+    with pytest.raises(ConfigError, match=r"base.yaml, line 2, column 5: not valid YAML: found unhashable key"):
+        load_config(base)
     base.write_text("model:\n  num_slots: 5\n")  # the same key in a file and its base is a change, not a repeat
     variant = tmp_path / "variant.yaml"
     variant.write_text("base: base.yaml\nmodel:\n  num_slots: 9\n")
@@ -318,26 +332,76 @@ def test_a_key_given_twice_names_the_key_and_both_lines(tmp_path):
 def test_non_finite_floats_are_refused_in_every_float_key(value):
     for key in ("optim.lr", "optim.grad_clip", "loss.distill_weight", "probe.lr", "optim.betas"):
         given = f"[0.9, {value}]" if key == "optim.betas" else value
-        with pytest.raises(ConfigError, match=r"is not a finite number"):
+        with pytest.raises(ConfigError, match=r"is not a finite number; e.g. ") as info:
             load_config(None, [f"{key}={given}"])
+        assert_fix_loads(str(info.value), None)
+    with pytest.raises(
+        ConfigError, match=re.escape("optim.betas[1] = inf is not a finite number; e.g. optim.betas=[0.9,0.999]")
+    ):
+        load_config(None, ["optim.betas=[0.9, .inf]"])
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("train.total_steps=1e20", "train.total_steps = '1e20' is invalid: it must be in 1 .. 1000000000"),
+        ("train.total_steps=1e20", "train.total_steps = 1e+20 (a whole number, read as 100000000000000000000) is "
+                                   "invalid: it must be in 1 .. 1000000000 (a step count; 10**9 steps would take "
+                                   "years); e.g. train.total_steps=50000"),
         ("train.total_steps=100000000000000000000", "it must be in 1 .. 1000000000 (a step count"),
-        ("model.slot_dim=1e7", "model.slot_dim = '1e7' is invalid: it must be in 1 .. 4096 (a layer width"),
+        ("probe.total_steps=2e9", "probe.total_steps = 2000000000.0 (a whole number, read as 2000000000) is invalid"),
+        ("model.slot_dim=1e7", "model.slot_dim = 10000000.0 (a whole number, read as 10000000) is invalid: it must "
+                               "be in 1 .. 4096 (a layer width"),
         ("model.slot_dim=10000000", "it must be in 1 .. 4096"),
         ("model.slot_attention.mlp_dim=100000", "model.slot_attention.mlp_dim = 100000 is invalid"),
-        ("model.slot_dim=2.5", "model.slot_dim expects an integer, got 2.5"),
-        ("model.num_slots=100000", "model.num_slots = 100000 is more than the 256 tokens"),
+        ("model.slot_dim=2.5", "model.slot_dim = 2.5 is not an integer (a float is taken only when whole, like 2e4); "
+                               "e.g. model.slot_dim=256"),
+        ("train.total_steps=inf", "train.total_steps = inf is not an integer"),
+        ("model.num_slots=100000", f"model.num_slots = 100000 is invalid: it must be {SLOTS}; e.g. model.num_slots=7"),
+        ("model.num_slots=257", "model.num_slots = 257 is invalid"),
         ("data.image_size=100000", "data.image_size = 100000 is invalid: it must be in 1 .. 4096"),
+        ("model.decoder.mlp_ratio=1e9", "model.decoder.mlp_ratio = 1000000000.0 is invalid: it must be in (0, 8]"),
+        ("model.backbone.patch_size=4096", "patch_size = 4096 is invalid: it must be an even number in 2 .. 64"),
+        ("model.backbone.input_scale=100", "input_scale = 100 is invalid: it must be in 0.0625 .. 1 (an enlarged"),
+        ("model.backbone.input_scale=0.001", "input_scale = 0.001 is invalid: it must be in 0.0625 .. 1"),
     ],
-)
-def test_absurd_sizes_are_refused_at_load_with_the_bound_and_why(override, message):
-    with pytest.raises(ConfigError, match=re.escape(message)):
+)  # fmt: skip
+def test_absurd_sizes_are_refused_at_load_with_the_bound_why_and_a_fix_that_loads(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
         load_config(CONFIG_DIR / "dias-coco.yaml", [override])
+    assert_fix_loads(str(info.value), CONFIG_DIR / "dias-coco.yaml")
+
+
+def test_more_slots_than_the_backbone_s_tokens_are_refused_with_a_fix_that_loads():
+    small = ["data.image_size=64", "model.num_slots=200"]  # patch_stats, 8-pixel patches: 8 x 8 tokens
+    with pytest.raises(ConfigError) as info:
+        load_config(PACKAGED_DEMO, small)
+    assert str(info.value) == (
+        "config key model.num_slots = 200 is more than the 64 tokens the backbone gives for data.image_size=64: "
+        "a slot holds tokens, so at most 64 can hold any; use model.num_slots=64 or fewer, or a larger data.image_size"
+    )
+    assert_fix_loads(str(info.value), PACKAGED_DEMO, small)
+
+
+def test_a_backbone_that_tiles_no_image_size_is_refused_on_its_own_key_not_with_a_traceback():
+    """No image size up to 4096 tiles into 1e6-pixel patches: the patch size is the mistake to name."""
+    for override in ("model.backbone.patch_size=1e6", "model.backbone.input_scale=0.01"):
+        with pytest.raises(ConfigError, match=f"config key {re.escape(override.partition('=')[0])} = "):
+            load_config(PACKAGED_DEMO, [override, "data.image_size=13"])
+    for scale in (1 / 16, 0.3, 1.0):  # within the bounds some image size up to 4096 gives 256 tokens
+        vit = ["model.backbone.name=vit_small_patch14_reg4_dinov2", f"model.backbone.input_scale={scale}"]
+        with pytest.raises(ConfigError, match="the nearest valid size") as info:
+            load_config(PACKAGED_DEMO, [*vit, "model.num_slots=256", "data.image_size=13"])
+        assert_fix_loads(str(info.value), PACKAGED_DEMO, [*vit, "model.num_slots=256"])
+
+
+def test_yaml_merge_keys_still_work_and_the_mapping_s_own_key_wins(tmp_path):
+    path = tmp_path / "anchors.yaml"
+    path.write_text("train: &run\n  seed: 3\n  device: cpu\neval:\n  <<: *run\n  device: auto\n")
+    cfg = load_config(path)
+    assert (cfg.eval.seed, cfg.eval.device, cfg.train.device) == (3, "auto", "cpu")
+    path.write_text("train: &run\n  seed: 3\neval:\n  <<: *run\n  seed: 4\n  seed: 5\n")
+    with pytest.raises(ConfigError, match="key eval.seed appears twice, on lines 5 and 6"):
+        load_config(path)
 
 
 def test_an_integer_written_as_a_float_is_taken():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import json
 import math
 import os
 import types
@@ -42,6 +43,7 @@ from dias.schema import (
 
 CONFIG_FILE_NAME = "config.yaml"
 BASE_KEY = "base"  # a config file's base file (relative to it); the file holds only its differences
+YAML_MERGE_TAG = "tag:yaml.org,2002:merge"  # the `<<: *anchor` key
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -91,13 +93,14 @@ class UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         lines: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == YAML_MERGE_TAG:
+                continue  # SafeLoader merges `<<:` keys (the mapping's own keys win) and refuses unhashable ones
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if key in lines:
                 where = ".".join(str(part) for part in (*_path_to(self._root, node), key))
                 raise ConfigError(
-                    f"{key_node.start_mark.name}: key {where} appears twice, on lines {lines[key]} and {line}; "
-                    "keep one"
+                    f"{key_node.start_mark.name}: key {where} appears twice, on lines {lines[key]} and {line}; keep one"
                 )
             lines[key] = line
         return super().construct_mapping(node, deep=deep)
@@ -269,12 +272,22 @@ def _build(cls: type, raw: Any, prefix: str, root: dict[str, Any], owner: str = 
         elif dataclasses.is_dataclass(kind):
             kwargs[name] = _build(kind, raw[name], f"{prefix}{name}.", root)
         else:
-            kwargs[name] = _coerce(raw[name], kind, f"{prefix}{name}")
-            rule = fields[name].metadata.get(RULE)
-            if rule is not None and kwargs[name] is not None and not rule.holds(kwargs[name]):
-                hint = _did_you_mean(f"{prefix}{name}", raw[name], rule.examples)
-                raise ConfigError(f"config key {prefix}{name} = {raw[name]!r} is invalid: it must be {rule.text}{hint}")
+            key, rule = f"{prefix}{name}", fields[name].metadata.get(RULE)
+            fix = f"; e.g. {key}={_as_override(_default(cls, name))}"  # the default: a value that loads
+            value = kwargs[name] = _coerce(raw[name], kind, key, fix)
+            if rule is not None and value is not None and not rule.holds(value):
+                given = _number(raw[name])
+                shown = repr(given)
+                if isinstance(given, float) and isinstance(value, int):
+                    shown += f" (a whole number, read as {value})"
+                hint = _did_you_mean(key, raw[name], rule.examples) or fix
+                raise ConfigError(f"config key {key} = {shown} is invalid: it must be {rule.text}{hint}")
     return cls(**kwargs)
+
+
+def _as_override(value: Any) -> str:
+    """The text after `key=` that gives `value`, with no space a shell would split: 0.0002, [0.9,0.999], null."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
 def _default(cls: type, name: str) -> Any:
@@ -304,7 +317,8 @@ def _did_you_mean(key: str, value: Any, valid: tuple[Any, ...]) -> str:
     return f"; did you mean {key}={close[0]}?" if close else ""
 
 
-def _coerce(value: Any, kind: Any, key: str) -> Any:
+def _coerce(value: Any, kind: Any, key: str, fix: str) -> Any:
+    """`value` as type `kind`; a refusal ends with `fix`, a "; e.g. KEY=VALUE" that loads."""
     origin = typing.get_origin(kind)
     args = typing.get_args(kind)
     if origin in (Union, types.UnionType):
@@ -313,40 +327,43 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
-                return _coerce(value, arg, key)
+                return _coerce(value, arg, key, fix)
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0])
     if origin is Literal:
         if value not in args:
             choices = ", ".join(repr(a) for a in args)
-            raise ConfigError(f"config key {key} = {value!r} is not one of {choices}{_did_you_mean(key, value, args)}")
+            hint = _did_you_mean(key, value, args) or fix
+            raise ConfigError(f"config key {key} = {value!r} is not one of {choices}{hint}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ConfigError(f"config key {key} expects a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+            raise ConfigError(f"config key {key} expects a list of {len(args)} values, got {value!r}{fix}")
+        return tuple(_coerce(v, a, f"{key}[{i}]", fix) for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if kind is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"config key {key} expects true or false, got {value!r}")
+            raise ConfigError(f"config key {key} expects true or false, got {value!r}{fix}")
         return value
     if kind is int:
-        number = _number(value)  # 1e7 and 1000.0 are integers written as floats: take them, then check range
-        if isinstance(number, float) and math.isfinite(number) and number.is_integer():
+        number = _number(value)  # 1e7 and 1000.0 are integers written as floats: taken, then range-checked
+        if isinstance(number, float) and number.is_integer():
             return int(number)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key {key} expects an integer, got {value!r}")
-        return value
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise ConfigError(
+                f"config key {key} = {number!r} is not an integer (a float is taken only when whole, like 2e4){fix}"
+            )
+        return number
     if kind is float:
         value = _number(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key {key} expects a number, got {value!r}")
+            raise ConfigError(f"config key {key} expects a number, got {value!r}{fix}")
         if not math.isfinite(value):
-            raise ConfigError(f"config key {key} = {value!r} is not a finite number; give a finite value")
+            raise ConfigError(f"config key {key} = {value!r} is not a finite number{fix}")
         return float(value)
     if kind is str:
         if not isinstance(value, str):
-            raise ConfigError(f"config key {key} expects a string, got {value!r}")
+            raise ConfigError(f"config key {key} expects a string, got {value!r}{fix}")
         return value
     raise TypeError(f"unsupported config type {kind} for {key}")
 

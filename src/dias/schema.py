@@ -43,7 +43,7 @@ def at_least(low: int) -> Rule:
     return Rule(lambda value: value >= low, f">= {low}")
 
 
-def between(low: int, high: int, why: str) -> Rule:
+def between(low: float, high: float, why: str) -> Rule:
     """low <= value <= high; `why` says where the upper bound comes from, in the refusal's words."""
     return Rule(lambda value: low <= value <= high, f"in {low} .. {high} ({why})")
 
@@ -51,6 +51,7 @@ def between(low: int, high: int, why: str) -> Rule:
 MAX_STEPS = 10**9
 MAX_WIDTH = 4096
 MAX_IMAGE_SIZE = 4096
+MAX_SLOTS = 256
 STEPS = between(1, MAX_STEPS, "a step count; 10**9 steps would take years")
 STEPS_OR_NONE = between(0, MAX_STEPS, "a step count; 10**9 steps would take years")
 WIDTH = between(1, MAX_WIDTH, "a layer width; published OCL models use 256-1024 and memory grows with its square")
@@ -111,9 +112,13 @@ class BackboneConfig:
         "vit_small_patch14_reg4_dinov2"
     )
     weights: str | None = None  # local .safetensors/.pth file; never downloaded
-    input_scale: float = checked(0.875, POSITIVE)  # bicubic rescale before the ViT: 256 -> 224
+    input_scale: float = checked(  # bicubic rescale before the ViT: 256 -> 224
+        0.875, between(1 / 16, 1, "an enlarged image adds no detail, only memory; raise data.image_size instead")
+    )
     # patch_stats only (the ViTs use VIT_PATCH_SIZE); even: each patch is described by its 2x2 sub-patches
-    patch_size: int = checked(8, Rule(lambda value: value >= 2 and value % 2 == 0, "an even number >= 2"))
+    patch_size: int = checked(
+        8, Rule(lambda value: 2 <= value <= 64 and value % 2 == 0, "an even number in 2 .. 64 (ViTs use 14-16)")
+    )
 
 
 @dataclass
@@ -155,7 +160,9 @@ class TransformerDecoderConfig:
     name: Literal["random_order_transformer"] = "random_order_transformer"
     num_layers: int = checked(4, at_least(1))
     num_heads: int = checked(4, at_least(1))
-    mlp_ratio: float = checked(4.0, POSITIVE)  # transformer FFN width = mlp_ratio * feature_dim
+    mlp_ratio: float = checked(  # transformer FFN width = mlp_ratio * feature_dim
+        4.0, Rule(lambda value: 0 < value <= 8, "in (0, 8] (transformers use 4; memory grows with it)")
+    )
     visible_short_prob: float = checked(0.5, FRACTION)  # probability of the short visible prefix in training
     visible_short_fraction: float = checked(0.1, FRACTION)  # short prefix length = int(N * fraction) - 1
 
@@ -190,7 +197,8 @@ class ReinitConfig:
 class ModelConfig:
     method: Literal["dias", "smoothsa"] = "dias"  # dias.methods.METHODS: the model's wiring and its objective
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    num_slots: int = checked(7, at_least(1))
+    # at most the backbone's tokens too (Config._check_patches)
+    num_slots: int = checked(7, between(1, MAX_SLOTS, "published models use 7-24; memory grows with it"))
     slot_dim: int = checked(256, WIDTH)
     initializer: InitializerConfig = field(default_factory=NormalSharedInitializerConfig)
     slot_attention: SlotAttentionConfig = field(default_factory=SlotAttentionConfig)
@@ -328,7 +336,8 @@ class Config:
         b, size = self.model.backbone, self.data.image_size
         side, patch = patch_input(b, size)
         if side < patch or side % patch:
-            # the nearest sizes that tile and give every slot a token, so the suggestion loads
+            # the nearest sizes that tile and give every slot a token, so the suggestion loads; the bounds on
+            # num_slots (16 x 16 tokens at most), patch_size and input_scale make one exist below MAX_IMAGE_SIZE
             below = next((n for n in range(size - 1, 0, -1) if self._fits(n)), None)
             above = next((n for n in range(size + 1, MAX_IMAGE_SIZE + 1) if self._fits(n)), None)
             nearest = [n for n in (below, above) if n is not None]
@@ -349,7 +358,7 @@ class Config:
             raise ConfigError(
                 f"config key model.num_slots = {self.model.num_slots} is more than the {num_tokens} tokens the "
                 f"backbone gives for data.image_size={size}: a slot holds tokens, so at most {num_tokens} can hold "
-                "any (published models use 7-24); lower model.num_slots"
+                f"any; use model.num_slots={num_tokens} or fewer, or a larger data.image_size"
             )
 
     def _fits(self, image_size: int) -> bool:

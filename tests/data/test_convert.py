@@ -13,6 +13,7 @@ from dias.data.convert_clevrtex import prepare_clevrtex
 from dias.data.convert_coco import prepare_coco, rasterize
 from dias.data.convert_voc import prepare_voc
 from dias.data.records import LmdbReader, load_header, partial_path
+from dias.errors import DiasError
 
 H, W = 12, 16
 
@@ -39,28 +40,55 @@ def save_jpeg(path, seed):
 # --- ClevrTex ------------------------------------------------------------------------------------------
 
 
-def make_clevrtex(raw, variant, count):
+# The generator's flat-mask palette (clevrtex-gen/img_utils.py): raw index k is the JSON object with index k.
+CLEVRTEX_PALETTE = [(0, 0, 0), (255, 0, 0), (0, 128, 0), (0, 0, 255), (255, 255, 0)]
+CLEVRTEX_BOXES = {1: (slice(1, 4), slice(1, 5)), 2: (slice(1, 4), slice(8, 12)), 3: (slice(6, 9), slice(1, 5)),
+                  4: (slice(6, 9), slice(8, 12))}  # fmt: skip
+# Our ids follow the RGB codes r + 256g + 65536b: red 255 < green 32768 < yellow 65535 < blue 16711680.
+CLEVRTEX_ID_ORDER = (1, 2, 4, 3)  # the JSON index of our ids 1..4
+CLEVRTEX_SHAPES = {"full": ("cube", "sphere", "cylinder", "monkey"), "outd": ("cone", "icosahedron", "torus", "teapot")}
+CLEVRTEX_MATERIALS = {"full": ("poliigonbricks01", "whitemarble"), "outd": ("whitemarble", "poliigonbrickoldred001")}
+
+
+def clevrtex_object(variant, image, index):
+    """The attributes of JSON object `index` of fake scene `image`."""
+    return {
+        "shape": CLEVRTEX_SHAPES[variant][(image + index) % 4],
+        "material": CLEVRTEX_MATERIALS[variant][(image * index) % 2],
+        "color": ("red", "blue", "gray", "yellow")[index - 1],
+        "size": ("large", "small", "medium", "large")[index - 1],
+    }
+
+
+def make_clevrtex(raw, variant, count, scenes=True):
+    """A fake release folder: four objects per scene, palette flat masks and (optionally) scene JSONs."""
     masks = []
-    for index in range(count):
-        folder = raw / f"clevrtex_{variant}" / str(index // 2)
+    for image in range(count):
+        folder = raw / f"clevrtex_{variant}" / str(image // 2)
         folder.mkdir(parents=True, exist_ok=True)
-        stem = f"CLEVRTEX_{variant}_{index:06d}"
-        rgba = np.concatenate([image_array(index), np.full((H, W, 1), 255, np.uint8)], axis=-1)
+        stem = f"CLEVRTEX_{variant}_{image:06d}"
+        rgba = np.concatenate([image_array(image), np.full((H, W, 1), 255, np.uint8)], axis=-1)
         Image.fromarray(rgba, "RGBA").save(folder / f"{stem}.png")
-        flat = np.zeros((H, W, 3), np.uint8)  # black background
-        flat[2:5, 2:6] = (0, 0, 200)  # code 200*65536: the largest
-        flat[6:9, 8:12] = (30, 0, 0)  # code 30: the smallest object
-        Image.fromarray(flat).save(folder / f"{stem}_flat.png")
-        Image.fromarray(np.zeros((H, W), np.uint8)).save(folder / f"{stem}_depth_0001.png")
-        (folder / f"{stem}.json").write_text(json.dumps({"objects": [{}, {}]}))
+        indices = np.zeros((H, W), np.uint8)  # palette index 0: the black background
         expected = np.zeros((H, W), np.uint16)
-        expected[2:5, 2:6] = 2
-        expected[6:9, 8:12] = 1
+        for index, box in CLEVRTEX_BOXES.items():
+            indices[box] = index
+            expected[box] = CLEVRTEX_ID_ORDER.index(index) + 1
+        flat = Image.fromarray(indices, "P")
+        flat.putpalette([channel for colour in CLEVRTEX_PALETTE for channel in colour])
+        flat.save(folder / f"{stem}_flat.png")
+        Image.fromarray(np.zeros((H, W), np.uint8)).save(folder / f"{stem}_depth_0001.png")
+        objects = [{"index": k, "rotation": 0.5, **clevrtex_object(variant, image, k)} for k in CLEVRTEX_BOXES]
+        if image % 2:
+            objects.reverse()  # the objects are found by `index`, not by their place in the list
+        if scenes:
+            scene = {"num_objects": len(objects), "ground_material": "whitemarble", "objects": objects}
+            (folder / f"{stem}.json").write_text(json.dumps(scene))
         masks.append(expected)
     return masks
 
 
-def test_clevrtex_ids_follow_colour_codes(tmp_path):
+def test_clevrtex_ids_follow_colour_codes_and_attributes_follow_the_ids(tmp_path):
     raw, out = tmp_path / "raw", tmp_path / "out"
     masks = make_clevrtex(raw, "full", 3)
     make_clevrtex(raw, "outd", 2)
@@ -69,11 +97,56 @@ def test_clevrtex_ids_follow_colour_codes(tmp_path):
     header, records, _ = read_all(out / "train.lmdb")
     assert header["dataset"] == "clevrtex" and header["image_format"] == "png"
     assert header["info"]["source"] == "clevrtex_full"
-    for index, record in enumerate(records):
-        np.testing.assert_array_equal(record.image, image_array(index))  # RGBA -> RGB, lossless
-        np.testing.assert_array_equal(record.mask, masks[index])
-        assert record.meta == {"id": f"CLEVRTEX_full_{index:06d}", "num_objects": 2}
-    assert load_header(out / "val.lmdb")["info"]["source"] == "clevrtex_outd"
+    for image, record in enumerate(records):
+        np.testing.assert_array_equal(record.image, image_array(image))  # RGBA -> RGB, lossless
+        np.testing.assert_array_equal(record.mask, masks[image])
+        objects = [clevrtex_object("full", image, index) for index in CLEVRTEX_ID_ORDER]
+        assert record.meta == {
+            "id": f"CLEVRTEX_full_{image:06d}", "num_objects": 4,
+            "shapes": [o["shape"] for o in objects], "materials": [o["material"] for o in objects],
+            "colors": [o["color"] for o in objects], "sizes": [o["size"] for o in objects],
+        }  # fmt: skip
+    assert header["info"]["classes"] == {
+        "shape": ["cube", "cylinder", "monkey", "sphere"], "material": ["poliigonbricks01", "whitemarble"],
+        "color": ["blue", "gray", "red", "yellow"], "size": ["large", "medium", "small"],
+    }  # fmt: skip
+    val = load_header(out / "val.lmdb")["info"]
+    assert val["source"] == "clevrtex_outd" and val["classes"]["shape"] == ["cone", "icosahedron", "teapot", "torus"]
+
+
+def test_clevrtex_without_scene_jsons_converts_without_attributes(tmp_path):
+    masks = make_clevrtex(tmp_path / "raw", "full", 2, scenes=False)
+    prepare_clevrtex(tmp_path / "raw", tmp_path / "out", splits=("train",), num_workers=1, progress=False)
+    header, records, _ = read_all(tmp_path / "out" / "train.lmdb")
+    assert "classes" not in header["info"]
+    for image, record in enumerate(records):
+        np.testing.assert_array_equal(record.mask, masks[image])
+        assert record.meta == {"id": f"CLEVRTEX_full_{image:06d}", "num_objects": 4}
+
+
+@pytest.mark.parametrize("damage", ["missing", "unreadable", "object not listed", "not a palette png"])
+def test_clevrtex_scene_that_does_not_fit_is_one_error_naming_the_file(tmp_path, damage):
+    raw = tmp_path / "raw"
+    make_clevrtex(raw, "full", 3)
+    stem = raw / "clevrtex_full" / "0" / "CLEVRTEX_full_000001"
+    scene_file = stem.with_name(stem.name + ".json")
+    if damage == "missing":
+        scene_file.unlink()
+    elif damage == "unreadable":
+        scene_file.write_text('{"objects": [')
+    elif damage == "object not listed":
+        scene = json.loads(scene_file.read_text())
+        scene["objects"] = [o for o in scene["objects"] if o["index"] != 3]
+        scene_file.write_text(json.dumps(scene))
+    else:
+        flat = stem.with_name(stem.name + "_flat.png")
+        with Image.open(flat) as picture:
+            picture.convert("RGB").save(flat)
+    with pytest.raises(DiasError, match="CLEVRTEX_full_000001") as error:
+        prepare_clevrtex(raw, tmp_path / "out", splits=("train",), num_workers=1, progress=False)
+    assert "\n" not in str(error.value)
+    if damage == "object not listed":
+        assert "palette index 3" in str(error.value)
 
 
 def test_clevrtex_missing_split_names_the_folder(tmp_path):

@@ -3,8 +3,11 @@
 import json
 import os
 import resource
+import struct
 import subprocess
 import sys
+import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +18,10 @@ from safetensors.torch import load_file
 
 import dias
 from dias.cli import main
+from dias.data.images import read_image, to_image_tensor
 from dias.engine.checkpoint import CheckpointError, save_checkpoint
-from dias.engine.infer import to_image_tensor
+from dias.engine.infer import Segmenter, run_infer
+from dias.errors import UsageError
 from dias.model import build_model
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -106,7 +111,7 @@ def test_a_failed_save_is_one_line_naming_the_file(checkpoint, tmp_path):
     argv = [sys.executable, "-m", "dias", "export", "--checkpoint", str(checkpoint), "--out", str(out)]
     done = subprocess.run(argv, capture_output=True, text=True, env=env, preexec_fn=limit_file_size, timeout=120)
     assert done.returncode == 1
-    assert done.stderr.splitlines() == [f"dias: error: could not write {out}: File too large"]
+    assert done.stderr.splitlines() == [f"dias: error: could not write {out}: File too large; nothing was written"]
     assert not out.exists() and not list(tmp_path.glob("*.tmp"))
 
 
@@ -127,3 +132,102 @@ def test_load_errors(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="cannot read weights file"):
         dias.load(bad)
+
+
+def _write_png(path: Path, width: int, height: int, rows: Iterable[bytes], *, bit_depth: int, color_type: int) -> None:
+    """A PNG written by hand, for what PIL will not write: 16-bit RGB, or a huge image from a few KB of rows."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(b"\0" + row) for row in rows) + compressor.flush()  # filter 0 per row
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+def test_too_large_and_truncated_files_are_skipped_and_the_rest_segmented(checkpoint, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    limit = Image.MAX_IMAGE_PIXELS
+    _write_png(folder / "huge.png", 20000, 20000, (bytes(2500) for _ in range(20000)), bit_depth=1, color_type=0)
+    assert (folder / "huge.png").stat().st_size < 100_000  # a decompression bomb: 400 megapixels in a small file
+    Image.new("RGB", (40, 30), (10, 200, 10)).save(folder / "good.png")
+    rng = np.random.default_rng(0)
+    for suffix in ("png", "jpg"):
+        Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(folder / f"whole.{suffix}")
+        data = (folder / f"whole.{suffix}").read_bytes()
+        (folder / f"truncated.{suffix}").write_bytes(data[: len(data) // 2])  # a download cut short
+        (folder / f"whole.{suffix}").unlink()
+    out = tmp_path / "out"
+    assert main(["infer", str(folder), "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [Path(item["file"]).name for item in summary["images"]] == ["good.png"]
+    reasons = {Path(item["file"]).name: item["reason"] for item in summary["skipped"]}
+    assert f"400000000 pixels) exceeds limit of {2 * limit} pixels" in reasons["huge.png"]
+    assert "truncated" in reasons["truncated.png"] and "truncated" in reasons["truncated.jpg"]
+    assert f"skipped {folder / 'huge.png'}: cannot read image" in capsys.readouterr().out
+    assert Image.MAX_IMAGE_PIXELS == limit  # PIL's global guard is left as it was
+
+
+def test_16_bit_images_are_scaled_to_8_bits_before_the_model(checkpoint, tmp_path, monkeypatch):
+    gradient = np.arange(65536, dtype=np.uint16).reshape(256, 256)  # the full range: row r holds 256 r .. 256 r + 255
+    rgb = np.stack([gradient, gradient[::-1], np.full_like(gradient, 65535)], axis=-1)  # (H,W,3)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(gradient).save(folder / "gray16.png")  # PIL mode I;16
+    _write_png(folder / "rgb16.png", 256, 256, (row.astype(">u2").tobytes() for row in rgb), bit_depth=16, color_type=2)
+    seen = []
+    segment = Segmenter.segment
+
+    def spy(self, images, **options):
+        seen.extend(images)
+        return segment(self, images, **options)
+
+    monkeypatch.setattr(Segmenter, "segment", spy)
+    run_infer(dias.load(checkpoint), [folder], tmp_path / "out")
+    expected = torch.from_numpy((rgb >> 8).astype(np.uint8)).permute(2, 0, 1)  # 65535 -> 255, 255 -> 0
+    assert torch.equal(seen[0], expected[0].expand(3, -1, -1))  # gray16.png
+    assert torch.equal(seen[1], expected)  # rgb16.png
+    assert torch.equal(to_image_tensor(gradient), expected[0].expand(3, -1, -1))  # a numpy uint16 array alike
+
+
+@pytest.mark.parametrize(("orientation", "quarter_turns"), [(6, -1), (8, 1)])  # 6: turn clockwise to view
+def test_exif_orientation_is_applied(checkpoint, tmp_path, orientation, quarter_turns):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # the EXIF Orientation tag
+    stored = np.random.default_rng(0).integers(0, 255, (24, 40, 3), dtype=np.uint8)  # (H,W,3), wider than high
+    Image.fromarray(stored).save(folder / "photo.jpg", exif=exif)
+    with Image.open(folder / "photo.jpg") as image:
+        decoded = torch.from_numpy(np.array(image)).permute(2, 0, 1)
+    assert torch.equal(read_image(folder / "photo.jpg"), torch.rot90(decoded, quarter_turns, dims=(1, 2)))
+    summary = run_infer(dias.load(checkpoint), [folder], tmp_path / "out")
+    assert (summary["images"][0]["height"], summary["images"][0]["width"]) == (40, 24)
+    assert Image.open(tmp_path / "out" / "photo_mask.png").size == (24, 40)  # (W, H) as displayed
+
+
+def test_outputs_are_never_read_as_inputs(checkpoint, images, tmp_path, caplog, capsys):
+    segmenter = dias.load(checkpoint)
+    out = images / "masks"  # inside the input folder: its files are left out
+    for _ in range(2):
+        assert run_infer(segmenter, [images], out)["num_images"] == 3
+    left_out = [r.getMessage() for r in caplog.records if "inside the output folder" in r.getMessage()]
+    assert left_out == [f"not reading 6 image files inside the output folder {out}"]  # the second run's masks, once
+    # The input folder itself (or a file in it) as --out is refused: leaving it out would drop the user's images.
+    argv = ["infer", str(images), "--checkpoint", str(checkpoint), "--out", str(images)]
+    assert main(argv) == 1
+    assert f"dias: error: input {images} is inside the output folder {images}" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="inside the output folder"):
+        run_infer(segmenter, [out / "odd_mask.png"], out)
+    assert not list(images.glob("*_mask.png"))
+
+
+def test_bad_output_folder_and_batch_size_are_one_line(checkpoint, images, tmp_path, capsys):
+    out = tmp_path / "out.txt"
+    out.write_text("a file")
+    assert main(["infer", str(images), "--checkpoint", str(checkpoint), "--out", str(out)]) == 1
+    assert f"dias: error: {out} is a file; --out must name a folder" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="batch_size must be at least 1, got 0"):
+        run_infer(dias.load(checkpoint), [images], tmp_path / "out", batch_size=0)

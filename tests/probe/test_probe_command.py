@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 import signal
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from tiny import tiny_config
 
 import dias.engine.probe as probe_module
 from dias.cli import main
+from dias.data.convert_clevrtex import prepare_clevrtex
 from dias.data.convert_coco import prepare_coco
 from dias.engine.checkpoint import save_checkpoint
 from dias.engine.probe import MAJORITY, PROBE_FILE, RESULT_FILE, SOURCES, run_probe
@@ -77,11 +79,31 @@ def test_resume_continues_the_probe(checkpoint, tmp_path):
     assert resumed.step == 4 and torch.load(out / PROBE_FILE, weights_only=True)["step"] == 4
 
 
-def _make_coco():
+def _convert_tests():
     spec = importlib.util.spec_from_file_location("convert_tests", TESTS / "data" / "test_convert.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.make_coco
+    return module
+
+
+def _make_coco():
+    return _convert_tests().make_coco
+
+
+def test_probe_on_clevrtex_attributes_counts_classes_the_train_split_lacks_as_wrong(tmp_path):
+    make_clevrtex, raw, root = _convert_tests().make_clevrtex, tmp_path / "raw", tmp_path / "clevrtex"
+    make_clevrtex(raw, "full", 4)
+    make_clevrtex(raw, "outd", 2)  # out of distribution: other shapes than full's
+    prepare_clevrtex(raw, root, num_workers=1, progress=False)
+    cfg = tiny_config(None, f"data.root={root}", "data.name=clevrtex", "model.num_slots=5", "data.batch_size=2")
+    save_checkpoint(tmp_path / "last.pt", build_model(cfg), cfg, step=0)
+    scores = {}
+    for attribute in ("shape", "color"):
+        overrides = [*PROBE_RUN, "probe.batch_size=2", "eval.batch_size=2", f"probe.attribute={attribute}"]
+        result = run_probe(tmp_path / "last.pt", tmp_path / attribute, overrides=overrides)
+        assert result.status == "done" and result.metrics["model"]["num_matches"] >= 1
+        scores[attribute] = result.metrics
+    assert all(scores["shape"][source]["top3"] == 0 for source in (*SOURCES, MAJORITY))  # no val shape was trained
 
 
 def test_probe_on_a_coco_format_tree_predicts_category_ids(tmp_path):
@@ -123,6 +145,9 @@ def test_a_new_probe_never_replaces_a_probe_run(checkpoint, tmp_path, capsys):
     before = (out / PROBE_FILE).read_bytes()
     args = ["probe", "--checkpoint", str(checkpoint), "--out", str(out), *PROBE_RUN, "probe.attribute=shape"]
     assert main(args) == 1
-    assert "already holds a probe run" in capsys.readouterr().err and (out / PROBE_FILE).read_bytes() == before
+    err = capsys.readouterr().err
+    assert "already holds a probe run" in err and (out / PROBE_FILE).read_bytes() == before
+    suggested = re.search(r"continue it with `dias (.*?)`", err).group(1).split()
+    assert main([*suggested, *PROBE_RUN, "probe.attribute=shape", "probe.total_steps=2"]) == 0  # the fix works
     with pytest.raises(MissingFileError, match="no probe.pt in .* to resume"):
         run_probe(checkpoint, tmp_path / "empty", overrides=[*PROBE_RUN, "probe.attribute=shape"], resume=True)

@@ -4,9 +4,9 @@
     result = model.segment([Image.open("a.jpg"), np.zeros((90, 120, 3), np.uint8)])
     result.masks[0]   # (H, W) slot index per pixel, at the first image's own resolution
 
-Images of any size and mode (RGB, grayscale, RGBA, palette) are resized to the model's square input;
-the decoder attention is upsampled back to each image's own size before the argmax, so masks line up
-with the original pixels.
+Images of any size and mode (RGB, grayscale, RGBA, palette, 16-bit; read as dias.data.images says) are
+resized to the model's square input; the decoder attention is upsampled back to each image's own size
+before the argmax, so masks line up with the original pixels (of an image file: as a viewer shows it).
 """
 
 from __future__ import annotations
@@ -20,15 +20,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
 
 from dias.config import Config
+from dias.data.images import read_image, to_image_tensor
 from dias.data.transforms import resize_image
 from dias.engine.checkpoint import load_model
 from dias.engine.device import AUTO, resolve_device, resolve_precision
-from dias.errors import MissingFileError
-from dias.io import atomic_write_bytes
+from dias.errors import MissingFileError, UsageError
+from dias.io import atomic_write_bytes, require_folder
 from dias.masks import masks_from_attention
 from dias.model import DIAS
 from dias.viz import overlay, to_pil
@@ -45,40 +46,6 @@ class SegmentResult(NamedTuple):
     attn: torch.Tensor  # (T, B, K, N) slot-attention maps per iteration
     decoder_attn: torch.Tensor  # (B, K, N) decoder attention (the masks before upsampling)
     keep: torch.Tensor | None  # (B, K) bool slots kept by pruning, when the model prunes
-
-
-def to_image_tensor(image: Any) -> torch.Tensor:
-    """A PIL image, numpy array (H,W), (H,W,3|4) or tensor (3,H,W) -> (3,H,W) uint8 RGB."""
-    if isinstance(image, Image.Image):
-        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
-    if isinstance(image, np.ndarray):
-        image = torch.from_numpy(np.ascontiguousarray(image))
-        if image.dim() == 3:
-            image = image.permute(2, 0, 1)  # numpy images are channels-last
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(f"expected a PIL image, numpy array or tensor, got {type(image).__name__}")
-    if image.dim() == 2:
-        image = image[None].expand(3, -1, -1)
-    if image.dim() != 3 or image.shape[0] not in (1, 3, 4):
-        raise ValueError(f"expected an image (H,W), (H,W,C) array or (C,H,W) tensor, got shape {tuple(image.shape)}")
-    if image.shape[0] == 1:
-        image = image.expand(3, -1, -1)
-    image = image[:3]  # RGBA: drop alpha
-    if image.is_floating_point():
-        if image.max() > 1:
-            raise ValueError("float images must be in [0, 1]; pass uint8 for 0-255 values")
-        image = (image * 255).round()
-    return image.to(torch.uint8).contiguous()
-
-
-def read_image(path: str | Path) -> torch.Tensor:
-    """Decode an image file to (3,H,W) uint8 RGB; a corrupt or unsupported file raises ValueError."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return to_image_tensor(image)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from None
 
 
 class Segmenter:
@@ -124,16 +91,30 @@ def load(
     return Segmenter(model, cfg, device)
 
 
-def find_images(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files given directly, plus image files (by suffix) inside given folders, sorted."""
-    found = []
+def find_images(inputs: Sequence[str | Path], out_dir: Path) -> list[Path]:
+    """Files given directly, plus image files (by suffix) inside given folders, sorted; none under out_dir.
+
+    An output folder inside an input folder is left out of it, so a second run never segments the first
+    run's outputs; nothing is lost, as dias writes that folder. An input inside the output folder (the
+    same folder, say) is refused instead: leaving it out would drop the user's own images, and outputs
+    written among them could replace one (STEM_mask.png).
+    """
+    out_dir = out_dir.resolve()
+    found, num_left_out = [], 0
     for item in map(Path, inputs):
-        if item.is_dir():
-            found.extend(sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
-        elif item.exists():
-            found.append(item)
-        else:
+        if not item.exists():
             raise MissingFileError(f"input not found: {item}")
+        if item.resolve().is_relative_to(out_dir):
+            raise UsageError(f"input {item} is inside the output folder {out_dir}; pass --out a folder outside it")
+        if item.is_dir():
+            files = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            kept = [p for p in files if not p.resolve().is_relative_to(out_dir)]
+            num_left_out += len(files) - len(kept)
+            found.extend(kept)
+        else:
+            found.append(item)
+    if num_left_out:
+        log.warning("not reading %d image files inside the output folder %s", num_left_out, out_dir)
     return found
 
 
@@ -152,8 +133,11 @@ def run_infer(
     Unreadable files are reported in the summary and skipped; no image file at all is a FileNotFoundError.
     Returns the summary written to summary.json.
     """
+    if batch_size < 1:
+        raise UsageError(f"batch_size must be at least 1, got {batch_size}")
     out_dir = Path(out_dir)
-    paths = find_images(inputs)
+    require_folder(out_dir)
+    paths = find_images(inputs, out_dir)
     if not paths:
         raise MissingFileError(
             f"no images in {', '.join(map(str, inputs))}: pass image files or folders holding files ending in "

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from dias import __version__
 from dias.config import CONFIG_FILE_NAME, Config, save_config
 from dias.data.dataset import LmdbDataset, collate
-from dias.data.records import split_path
+from dias.data.records import load_header, split_path
 from dias.data.transforms import EvalTransform, TrainTransform
 from dias.engine.checkpoint import load_model
 from dias.engine.log import METRICS_FILE_NAME, MetricsLogger
@@ -74,12 +74,14 @@ def run_probe(
     out_dir = Path(out_dir)
     model, cfg = load_model(checkpoint, config=config, overrides=overrides)
     p = cfg.probe
-    vocabulary = label_vocabulary(cfg.data.name, p.attribute)  # fails here, before any work, without labels
+    # fails here, before any work, without labels; ClevrTex's classes are those its train split names
+    train_info = load_header(split_path(cfg.data.root, cfg.data.train_split))["info"]
+    vocabulary = label_vocabulary(cfg.data.name, p.attribute, train_info=train_info)
     model.eval().requires_grad_(False)
     grid = model.backbone.grid_size(cfg.data.image_size)
     match = dict(
-        sources=SOURCES, dataset=cfg.data.name, attribute=p.attribute, mask_source=p.mask_source, grid=grid,
-        iou_threshold=p.iou_threshold, official_cap=p.official_cap, seed=p.seed,
+        sources=SOURCES, dataset=cfg.data.name, attribute=p.attribute, vocabulary=vocabulary,
+        mask_source=p.mask_source, grid=grid, iou_threshold=p.iou_threshold, official_cap=p.official_cap, seed=p.seed,
     )  # fmt: skip
     log.info("matching: %s, IoU > %s, masks %s", MATCHING[p.official_cap], p.iou_threshold, p.mask_source)
     resume_command = f"dias probe --checkpoint {checkpoint} --out {out_dir} --resume"  # + the same overrides

@@ -49,6 +49,7 @@ def match_batch(
     sources: tuple[str, ...],
     dataset: str,
     attribute: str,
+    vocabulary: tuple[str, ...],
     mask_source: str,
     grid: tuple[int, int],
     iou_threshold: float,
@@ -59,7 +60,7 @@ def match_batch(
     masks = batch["mask"]  # (B, H, W) instance ids
     size = tuple(masks.shape[-2:])
     objects_per_image = [_objects(mask) for mask in masks]
-    classes_per_image = [object_classes(meta, dataset, attribute) for meta in batch["meta"]]
+    classes_per_image = [object_classes(meta, dataset, attribute, vocabulary=vocabulary) for meta in batch["meta"]]
     matched = {}
     for source in sources:
         segments, vectors = source_segments(out, source, mask_source=mask_source, grid=grid, seed=seed)
