@@ -43,6 +43,7 @@ from dias.data.codec import encode_record
 from dias.data.convert_common import write_split
 from dias.data.records import split_path
 from dias.errors import DiasError, MissingFileError
+from dias.lock import MIXED_DATASET, FolderLock
 
 DATASET_NAME = "clevrtex"
 CONVERTER_VERSION = 2  # 2: object attributes from the scene JSONs
@@ -171,36 +172,37 @@ def prepare_clevrtex(
 ) -> dict[str, Any]:
     """Write OUT/{split}.lmdb for each split; returns {split: {"path", "num_records", "num_resumed"}}."""
     raw, out = Path(raw), Path(out)
-    summary = {}
-    for split in splits:
-        if split not in SPLIT_FOLDERS:
-            raise ValueError(f"unknown ClevrTex split {split!r}; choose from {', '.join(SPLIT_FOLDERS)}")
-        folder = raw / SPLIT_FOLDERS[split]
-        if not folder.is_dir():
-            raise MissingFileError(
-                f"no ClevrTex folder {folder}; pass --raw the folder that holds {SPLIT_FOLDERS[split]}/ "
-                "(the unpacked release), or leave the split out with --splits"
+    with FolderLock(out, why=MIXED_DATASET):  # one writer: two would mix their splits
+        summary = {}
+        for split in splits:
+            if split not in SPLIT_FOLDERS:
+                raise ValueError(f"unknown ClevrTex split {split!r}; choose from {', '.join(SPLIT_FOLDERS)}")
+            folder = raw / SPLIT_FOLDERS[split]
+            if not folder.is_dir():
+                raise MissingFileError(
+                    f"no ClevrTex folder {folder}; pass --raw the folder that holds {SPLIT_FOLDERS[split]}/ "
+                    "(the unpacked release), or leave the split out with --splits"
+                )
+            images = find_images(folder)
+            if not images:
+                raise MissingFileError(f"no CLEVRTEX_*.png images under {folder}")
+            scenes = read_scenes(folder, [image for image, _ in images])
+            info: dict[str, Any] = {
+                "converter_version": CONVERTER_VERSION, "source": SPLIT_FOLDERS[split], "num_images": len(images),
+            }  # fmt: skip
+            if scenes is not None:
+                info[CLASSES_KEY] = split_classes(scenes)
+            jobs = [(image, flat, None if scenes is None else scenes[i]) for i, (image, flat) in enumerate(images)]
+            summary[split] = write_split(
+                split_path(out, split),
+                dataset=DATASET_NAME,
+                split=split,
+                info=info,
+                jobs=jobs,
+                encode=encode_sample,
+                image_format="png",
+                num_workers=num_workers,
+                overwrite=overwrite,
+                progress=progress,
             )
-        images = find_images(folder)
-        if not images:
-            raise MissingFileError(f"no CLEVRTEX_*.png images under {folder}")
-        scenes = read_scenes(folder, [image for image, _ in images])
-        info: dict[str, Any] = {
-            "converter_version": CONVERTER_VERSION, "source": SPLIT_FOLDERS[split], "num_images": len(images),
-        }  # fmt: skip
-        if scenes is not None:
-            info[CLASSES_KEY] = split_classes(scenes)
-        jobs = [(image, flat, None if scenes is None else scenes[i]) for i, (image, flat) in enumerate(images)]
-        summary[split] = write_split(
-            split_path(out, split),
-            dataset=DATASET_NAME,
-            split=split,
-            info=info,
-            jobs=jobs,
-            encode=encode_sample,
-            image_format="png",
-            num_workers=num_workers,
-            overwrite=overwrite,
-            progress=progress,
-        )
-    return summary
+        return summary
