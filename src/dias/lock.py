@@ -32,7 +32,7 @@ MIXED_DATASET = "two writers would mix their records into one dataset"
 
 log = logging.getLogger(__name__)
 
-_held: dict[Path, list] = {}  # resolved run folder -> [open lock file, depth]
+_held: dict[Path, list] = {}  # resolved folder -> [open lock file, depth]
 
 
 class FolderInUseError(DiasError, OSError):
