@@ -116,6 +116,7 @@ def test_prepare_stopped_by_a_signal_is_one_line_keeps_its_partial_split_and_qui
     child = subprocess.Popen(
         [sys.executable, "-m", "dias", *args, "--workers", "2"],
         env=SUBPROCESS_ENV, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job's SIGINT is ignored
     )  # fmt: skip
     try:
         partial = partial_path(split_path(out, "train"))
