@@ -26,6 +26,7 @@ SAFETENSORS_SUFFIX = ".safetensors"
 # Dicts that wrap a state dict in checkpoints of other code bases (Lightning, timm, the release).
 STATE_DICT_WRAPPERS = ("state_dict", "model")
 HASH_CHUNK_BYTES = 1 << 20
+LOW_SPACE = 16 << 20  # with less free than this after a failed write, the disk is taken to be full
 
 if TYPE_CHECKING:
     import torch
@@ -83,7 +84,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> P
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        cause = _os_error_in(exc)
+        cause = _os_error_in(exc) if isinstance(exc, Exception) else None  # Ctrl-C stays Ctrl-C
         if cause is not None and not isinstance(exc, DiasError):  # a full disk: name the file, in words
             raise write_error(path, cause, kept=existed) from exc
         raise
@@ -107,9 +108,6 @@ def write_error(path: Path, exc: OSError | None, *, kept: bool, resumes: str = "
         exc.errno if exc is not None else errno.EIO,
         f"could not write {path}: {reason}; {resumes or left}",
     )
-
-
-LOW_SPACE = 16 << 20  # with less free than this after a failed write, the disk is taken to be full
 
 
 def _os_error_in(exc: BaseException) -> OSError | None:
