@@ -142,12 +142,13 @@ def main() -> None:
         help="replace the tokens by per-object random codes (pooled with the true masks) plus this much position",
     )
     parser.add_argument("--parts", type=float, default=0.0, help="with --oracle: weight of within-object codes")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (2: one screen on the 2 cores)")
     parser.add_argument("--viz", default=None, help="write a PNG of 6 val images with their masks here")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     if args.parts and args.oracle is None:
         parser.error("--parts needs --oracle")
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     cfg = load_config(demo_config_path(), [f"train.seed={args.seed}", *args.overrides])
     size = cfg.data.image_size
     if args.plain:
