@@ -105,6 +105,19 @@ def part_tokens(masks: torch.Tensor, grid: int, dim: int) -> torch.Tensor:
     return mixed @ basis.T * math.sqrt(dim / mixed.shape[-1])
 
 
+def colour_code_tokens(images: torch.Tensor, patch: int, dim: int, kappa: float) -> torch.Tensor:
+    """(B, N, dim) from images alone: each pixel's colour direction soft-assigned to dim fixed anchor
+    directions (exp(kappa * (cos - 1)), nearly one-hot for a large kappa), times its brightness, pooled per
+    patch. Two hues give nearly orthogonal codes; brightness (shading) only scales a token, which a
+    LayerNorm divides out and k-means on the raw tokens does not."""
+    rgb = images.float() / 255
+    norm = rgb.norm(dim=1, keepdim=True).clamp_min(1e-3)
+    anchors = torch.randn(dim, 3, generator=torch.Generator().manual_seed(3)).abs()
+    anchors = anchors / anchors.norm(dim=1, keepdim=True)
+    code = torch.exp(kappa * (torch.einsum("kc,bchw->bkhw", anchors, rgb / norm) - 1))
+    return torch.nn.functional.avg_pool2d(norm * code, patch).flatten(2).transpose(1, 2)
+
+
 def write_panels(path, images, masks, pred, pred0, decoder_attn) -> None:
     """Rows: image | ground truth | decoder masks | first-iteration masks | decoder attention per slot."""
     from dias.viz import attention_strip, grid, overlay, to_pil
@@ -141,6 +154,8 @@ def main() -> None:
         default=None,
         help="replace the tokens by per-object random codes (pooled with the true masks) plus this much position",
     )
+    parser.add_argument("--colour-codes", type=float, default=None, metavar="KAPPA",
+                        help="tokens from colour_code_tokens with this kappa instead of the backbone's")
     parser.add_argument("--parts", type=float, default=0.0, help="with --oracle: weight of within-object codes")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2: one screen on the 2 cores)")
     parser.add_argument("--viz", default=None, help="write a PNG of 6 val images with their masks here")
@@ -168,6 +183,12 @@ def main() -> None:
         train_tokens = torch.cat([model.backbone(x) for x in train_images.split(256)])
         val_tokens = model.backbone(val_images)
     grid = int(math.isqrt(train_tokens.shape[1]))
+    if args.colour_codes is not None:
+        dim, patch = train_tokens.shape[-1], size // grid
+        train_tokens = torch.cat([colour_code_tokens(x, patch, dim, args.colour_codes) for x in train_images.split(256)])
+        val_tokens = colour_code_tokens(val_images, patch, dim, args.colour_codes)
+        scale = train_tokens.std()
+        train_tokens, val_tokens = train_tokens / scale, val_tokens / scale
     if args.oracle is not None:
         dim = train_tokens.shape[-1]
         pos = args.oracle * position_features(grid, dim)
