@@ -154,8 +154,13 @@ def main() -> None:
         default=None,
         help="replace the tokens by per-object random codes (pooled with the true masks) plus this much position",
     )
-    parser.add_argument("--colour-codes", type=float, default=None, metavar="KAPPA",
-                        help="tokens from colour_code_tokens with this kappa instead of the backbone's")
+    parser.add_argument(
+        "--colour-codes",
+        type=float,
+        default=None,
+        metavar="KAPPA",
+        help="tokens from colour_code_tokens with this kappa instead of the backbone's",
+    )
     parser.add_argument("--parts", type=float, default=0.0, help="with --oracle: weight of within-object codes")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2: one screen on the 2 cores)")
     parser.add_argument("--viz", default=None, help="write a PNG of 6 val images with their masks here")
@@ -185,7 +190,9 @@ def main() -> None:
     grid = int(math.isqrt(train_tokens.shape[1]))
     if args.colour_codes is not None:
         dim, patch = train_tokens.shape[-1], size // grid
-        train_tokens = torch.cat([colour_code_tokens(x, patch, dim, args.colour_codes) for x in train_images.split(256)])
+        train_tokens = torch.cat(
+            [colour_code_tokens(x, patch, dim, args.colour_codes) for x in train_images.split(256)]
+        )
         val_tokens = colour_code_tokens(val_images, patch, dim, args.colour_codes)
         scale = train_tokens.std()
         train_tokens, val_tokens = train_tokens / scale, val_tokens / scale
