@@ -88,11 +88,14 @@ def _run(encode: Callable[[Any], bytes], jobs: Iterable[Any], num_workers: int, 
     if num_workers == 1:
         yield from map(encode, jobs)
         return
-    with multiprocessing.Pool(num_workers, initializer=_quiet_worker) as pool:
+    # Spawned, not forked: a fork of a process with running threads (torch's, tqdm's monitor) can copy a held
+    # lock into the child, which then waits on it forever. `encode` is a top-level function, so it pickles.
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(num_workers, initializer=_quiet_worker) as pool:
         yield from pool.imap(encode, jobs, chunksize=chunk_size)
 
 
 def _quiet_worker() -> None:
     """Workers leave Ctrl-C to the parent (which stops the pool) and die quietly when it terminates them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler, inherited by fork
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
