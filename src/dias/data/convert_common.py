@@ -96,6 +96,5 @@ def _run(encode: Callable[[Any], bytes], jobs: Iterable[Any], num_workers: int, 
 
 
 def _quiet_worker() -> None:
-    """Workers leave Ctrl-C to the parent (which stops the pool) and die quietly when it terminates them."""
+    """Workers leave Ctrl-C to the parent, which stops the pool (a spawned worker keeps SIGTERM's default)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
