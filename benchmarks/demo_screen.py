@@ -68,10 +68,21 @@ def area_fractions(onehot: torch.Tensor, grid: int) -> torch.Tensor:
     return torch.nn.functional.adaptive_avg_pool2d(onehot.permute(0, 3, 1, 2), grid).flatten(2).transpose(1, 2)
 
 
-def oracle_tokens(masks: torch.Tensor, grid: int, dim: int, seed: int) -> torch.Tensor:
-    """(B, N, dim): each token the area-weighted mean of random unit-scale codes, one per object and image."""
+def oracle_tokens(
+    masks: torch.Tensor, grid: int, dim: int, seed: int, images: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(B, N, dim): each token the area-weighted mean of random unit-scale codes, one per object and image.
+
+    With `images`, each pixel's share is scaled by its brightness relative to the brightest pixel of its
+    object (or background), so that shading scales the tokens as it scales colour codes.
+    """
     num_ids = int(masks.max()) + 1
-    fractions = area_fractions(torch.nn.functional.one_hot(masks, num_ids).float(), grid)
+    onehot = torch.nn.functional.one_hot(masks, num_ids).float()  # (B, H, W, M)
+    if images is not None:
+        norm = (images.float() / 255).norm(dim=1)  # (B, H, W)
+        peak = torch.einsum("bhw,bhwm->bhwm", norm, onehot).amax((1, 2)).clamp_min(1e-3)  # (B, M)
+        onehot = onehot * (norm[..., None] / peak[:, None, None]).clamp(max=1.0)
+    fractions = area_fractions(onehot, grid)
     codes = torch.randn(masks.shape[0], num_ids, dim, generator=torch.Generator().manual_seed(seed))
     return fractions @ codes
 
@@ -118,6 +129,15 @@ def colour_code_tokens(images: torch.Tensor, patch: int, dim: int, kappa: float)
     return torch.nn.functional.avg_pool2d(norm * code, patch).flatten(2).transpose(1, 2)
 
 
+def hue_palette(count: int) -> dict[str, tuple[int, int, int]]:
+    """`count` evenly spaced hues at saturation 0.8 and value 0.9, so that object colours vary continuously."""
+    import colorsys
+
+    return {
+        f"hue{i}": tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(i / count, 0.8, 0.9)) for i in range(count)
+    }
+
+
 def write_panels(path, images, masks, pred, pred0, decoder_attn) -> None:
     """Rows: image | ground truth | decoder masks | first-iteration masks | decoder attention per slot."""
     from dias.viz import attention_strip, grid, overlay, to_pil
@@ -144,6 +164,7 @@ def main() -> None:
     parser.add_argument("--position", type=float, default=0.0, help="weight of Fourier position channels")
     parser.add_argument("--plain", action="store_true", help="gradient backgrounds only")
     parser.add_argument("--palette", type=int, default=0, help="use the first N palette colours")
+    parser.add_argument("--hues", type=int, default=0, help="a palette of N evenly spaced saturated hues instead")
     parser.add_argument("--objects", type=int, nargs=2, default=None, help="min and max objects per scene")
     parser.add_argument(
         "--shading", type=float, nargs=2, default=None, help="range of the darkest side (synthetic.DARKEST_SIDE)"
@@ -161,13 +182,16 @@ def main() -> None:
         metavar="KAPPA",
         help="tokens from colour_code_tokens with this kappa instead of the backbone's",
     )
+    parser.add_argument(
+        "--oracle-shading", action="store_true", help="with --oracle: scale the codes by each pixel's brightness"
+    )
     parser.add_argument("--parts", type=float, default=0.0, help="with --oracle: weight of within-object codes")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2: one screen on the 2 cores)")
     parser.add_argument("--viz", default=None, help="write a PNG of 6 val images with their masks here")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    if args.parts and args.oracle is None:
-        parser.error("--parts needs --oracle")
+    if (args.parts or args.oracle_shading) and args.oracle is None:
+        parser.error("--parts and --oracle-shading need --oracle")
     torch.set_num_threads(args.threads)
     cfg = load_config(demo_config_path(), [f"train.seed={args.seed}", *args.overrides])
     size = cfg.data.image_size
@@ -175,6 +199,8 @@ def main() -> None:
         synthetic.BACKGROUNDS = ("gradient",)
     if args.palette:
         synthetic.PALETTE = dict(list(synthetic.PALETTE.items())[: args.palette])
+    if args.hues:
+        synthetic.PALETTE = hue_palette(args.hues)
     if args.objects:
         synthetic.MIN_OBJECTS, synthetic.MAX_OBJECTS = args.objects
     if args.shading is not None:
@@ -200,8 +226,8 @@ def main() -> None:
         dim = train_tokens.shape[-1]
         pos = args.oracle * position_features(grid, dim)
         train_tokens, val_tokens = (
-            oracle_tokens(train_masks, grid, dim, 0) + pos,
-            oracle_tokens(val_masks, grid, dim, 1) + pos,
+            oracle_tokens(train_masks, grid, dim, 0, train_images if args.oracle_shading else None) + pos,
+            oracle_tokens(val_masks, grid, dim, 1, val_images if args.oracle_shading else None) + pos,
         )
         if args.parts:
             train_tokens = train_tokens + args.parts * torch.cat(
