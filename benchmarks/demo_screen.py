@@ -129,6 +129,14 @@ def colour_code_tokens(images: torch.Tensor, patch: int, dim: int, kappa: float)
     return torch.nn.functional.avg_pool2d(norm * code, patch).flatten(2).transpose(1, 2)
 
 
+def shuffle_channels(tokens: torch.Tensor, seed: int) -> torch.Tensor:
+    """(B, N, C) with the channels of each image permuted at random: what the tokens say within an image
+    is kept (k-means is blind to it), what a channel means from one image to the next is not."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.stack([torch.randperm(tokens.shape[-1], generator=generator) for _ in range(len(tokens))])
+    return tokens.gather(2, order[:, None].expand_as(tokens))
+
+
 def hue_palette(count: int) -> dict[str, tuple[int, int, int]]:
     """`count` evenly spaced hues at saturation 0.8 and value 0.9, so that object colours vary continuously."""
     import colorsys
@@ -185,6 +193,7 @@ def main() -> None:
     parser.add_argument(
         "--oracle-shading", action="store_true", help="with --oracle: scale the codes by each pixel's brightness"
     )
+    parser.add_argument("--shuffle-channels", action="store_true", help="permute each image's token channels at random")
     parser.add_argument("--parts", type=float, default=0.0, help="with --oracle: weight of within-object codes")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2: one screen on the 2 cores)")
     parser.add_argument("--viz", default=None, help="write a PNG of 6 val images with their masks here")
@@ -234,6 +243,8 @@ def main() -> None:
                 [part_tokens(m, grid, dim) for m in train_masks.split(500)]
             )
             val_tokens = val_tokens + args.parts * part_tokens(val_masks, grid, dim)
+    if args.shuffle_channels:
+        train_tokens, val_tokens = shuffle_channels(train_tokens, 0), shuffle_channels(val_tokens, 1)
     if args.position:
         pos = position_features(grid, train_tokens.shape[-1]) * args.position
         train_tokens, val_tokens = train_tokens + pos, val_tokens + pos
