@@ -116,17 +116,21 @@ def part_tokens(masks: torch.Tensor, grid: int, dim: int) -> torch.Tensor:
     return mixed @ basis.T * math.sqrt(dim / mixed.shape[-1])
 
 
-def colour_code_tokens(images: torch.Tensor, patch: int, dim: int, kappa: float) -> torch.Tensor:
+def colour_code_tokens(
+    images: torch.Tensor, patch: int, dim: int, kappa: float, *, brightness: bool = True
+) -> torch.Tensor:
     """(B, N, dim) from images alone: each pixel's colour direction soft-assigned to dim fixed anchor
     directions (exp(kappa * (cos - 1)), nearly one-hot for a large kappa), times its brightness, pooled per
     patch. Two hues give nearly orthogonal codes; brightness (shading) only scales a token, which a
-    LayerNorm divides out and k-means on the raw tokens does not."""
+    LayerNorm divides out and k-means on the raw tokens does not. Without `brightness` every pixel counts
+    the same: the tokens say which colours a patch holds, not how lit they are."""
     rgb = images.float() / 255
     norm = rgb.norm(dim=1, keepdim=True).clamp_min(1e-3)
     anchors = torch.randn(dim, 3, generator=torch.Generator().manual_seed(3)).abs()
     anchors = anchors / anchors.norm(dim=1, keepdim=True)
     code = torch.exp(kappa * (torch.einsum("kc,bchw->bkhw", anchors, rgb / norm) - 1))
-    return torch.nn.functional.avg_pool2d(norm * code, patch).flatten(2).transpose(1, 2)
+    weighted = norm * code if brightness else code
+    return torch.nn.functional.avg_pool2d(weighted, patch).flatten(2).transpose(1, 2)
 
 
 def shuffle_channels(tokens: torch.Tensor, seed: int) -> torch.Tensor:
@@ -193,6 +197,7 @@ def main() -> None:
     parser.add_argument(
         "--oracle-shading", action="store_true", help="with --oracle: scale the codes by each pixel's brightness"
     )
+    parser.add_argument("--chroma", action="store_true", help="with --colour-codes: leave out the brightness (shading)")
     parser.add_argument("--shuffle-channels", action="store_true", help="permute each image's token channels at random")
     parser.add_argument("--parts", type=float, default=0.0, help="with --oracle: weight of within-object codes")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2: one screen on the 2 cores)")
@@ -201,6 +206,8 @@ def main() -> None:
     args = parser.parse_args()
     if (args.parts or args.oracle_shading) and args.oracle is None:
         parser.error("--parts and --oracle-shading need --oracle")
+    if args.chroma and args.colour_codes is None:
+        parser.error("--chroma needs --colour-codes")
     torch.set_num_threads(args.threads)
     cfg = load_config(demo_config_path(), [f"train.seed={args.seed}", *args.overrides])
     size = cfg.data.image_size
@@ -226,9 +233,12 @@ def main() -> None:
     if args.colour_codes is not None:
         dim, patch = train_tokens.shape[-1], size // grid
         train_tokens = torch.cat(
-            [colour_code_tokens(x, patch, dim, args.colour_codes) for x in train_images.split(256)]
+            [
+                colour_code_tokens(x, patch, dim, args.colour_codes, brightness=not args.chroma)
+                for x in train_images.split(256)
+            ]
         )
-        val_tokens = colour_code_tokens(val_images, patch, dim, args.colour_codes)
+        val_tokens = colour_code_tokens(val_images, patch, dim, args.colour_codes, brightness=not args.chroma)
         scale = train_tokens.std()
         train_tokens, val_tokens = train_tokens / scale, val_tokens / scale
     if args.oracle is not None:
