@@ -7,12 +7,14 @@
 #
 # The runs live in benchmarks/results/demo-model-SEED (DIAS_DEMO_RUNS=PREFIX moves them to PREFIX-SEED), so
 # their checkpoints and logs can be committed while they train and continued in another session or machine.
+# DIAS_DEMO_CONFIG=PATH trains another config (configs/demo-colour-codes.yaml, the next demo model);
 # DIAS_DEMO_SEEDS="42" trains fewer seeds; DIAS_TRAIN replaces the launcher (default "dias train").
 # The first seed's weights are the ones packaged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix=${DIAS_DEMO_RUNS:-benchmarks/results/demo-model}
 data=${DIAS_DEMO_DATA:-data/synthetic}
+config=${DIAS_DEMO_CONFIG:-configs/demo.yaml}
 read -r -a seeds <<< "${DIAS_DEMO_SEEDS:-42 43 44}"
 read -r -a launcher <<< "${DIAS_TRAIN:-dias train}"
 dias prepare synthetic --out "$data"
@@ -22,7 +24,7 @@ for seed in "${seeds[@]}"; do
   if [ -f "$run/last.pt" ]; then
     "${launcher[@]}" --resume "$run" "data.root=$data"
   else
-    "${launcher[@]}" --config configs/demo.yaml --out "$run" "train.seed=$seed" "data.root=$data" log.tensorboard=false
+    "${launcher[@]}" --config "$config" --out "$run" "train.seed=$seed" "data.root=$data" log.tensorboard=false
   fi
   dias eval --checkpoint "$run/last.pt" --out "$run/eval-val" --viz 8
   runs+=("$run")

@@ -108,14 +108,14 @@ class DataConfig:
 
 @dataclass
 class BackboneConfig:
-    name: Literal["vit_small_patch14_reg4_dinov2", "vit_base_patch14_reg4_dinov2", "patch_stats"] = (
+    name: Literal["vit_small_patch14_reg4_dinov2", "vit_base_patch14_reg4_dinov2", "patch_stats", "colour_codes"] = (
         "vit_small_patch14_reg4_dinov2"
     )
     weights: str | None = None  # local .safetensors/.pth file; never downloaded
     input_scale: float = checked(  # bicubic rescale before the ViT: 256 -> 224
         0.875, between(1 / 16, 1, "an enlarged image adds no detail, only memory; raise data.image_size instead")
     )
-    # patch_stats only (the ViTs use VIT_PATCH_SIZE); even: each patch is described by its 2x2 sub-patches
+    # the stand-ins only (the ViTs use VIT_PATCH_SIZE); even: patch_stats describes a patch by its 2x2 sub-patches
     patch_size: int = checked(
         8, Rule(lambda value: 2 <= value <= 64 and value % 2 == 0, "an even number in 2 .. 64 (ViTs use 14-16)")
     )
@@ -344,7 +344,7 @@ class Config:
             suggestion = min(nearest, key=lambda n: (abs(n - size), -n))
             how = (
                 f"a multiple of model.backbone.patch_size={patch}"
-                if b.name == PATCH_STATS
+                if b.name in STAND_INS
                 else f"a size whose rescale by model.backbone.input_scale={b.input_scale} is a multiple of {patch}"
             )
             raise ConfigError(
@@ -368,6 +368,8 @@ class Config:
 
 
 PATCH_STATS = "patch_stats"
+COLOUR_CODES = "colour_codes"
+STAND_INS = (PATCH_STATS, COLOUR_CODES)  # parameter-free demo backbones, cut into model.backbone.patch_size patches
 VIT_PATCH_SIZE = 14  # the DINOv2 ViTs' patch (the "patch14" of their names)
 
 
@@ -378,7 +380,7 @@ def scaled_side(image_size: int, input_scale: float) -> int:
 
 def patch_input(backbone: BackboneConfig, image_size: int) -> tuple[int, int]:
     """(the side in pixels the backbone cuts into patches, its patch size) for an image of image_size."""
-    if backbone.name == PATCH_STATS:
+    if backbone.name in STAND_INS:
         return image_size, backbone.patch_size
     return scaled_side(image_size, backbone.input_scale), VIT_PATCH_SIZE
 

@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 from dias.io import WeightsMismatchError
 from dias.model import build_model
-from dias.modules.backbone import PatchStats, ViTBackbone, build_backbone
+from dias.modules.backbone import ColourCodes, PatchStats, ViTBackbone, build_backbone
 from dias.modules.decoders import (
     MLPDecoder,
     RandomOrderTransformerDecoder,
@@ -216,6 +216,53 @@ def test_patch_stats_describe_colour_and_where_edges_run():
     assert not torch.allclose(backbone(mirrored)[0, 0], tokens[0])
     with pytest.raises(ValueError, match="feature_dim"):
         PatchStats(8, feature_dim=8)
+
+
+def uniform_image(*colours: tuple[int, int, int], patch: int = 8) -> torch.Tensor:
+    """(1, 3, patch, patch * len(colours)) uint8: one patch-wide column per colour, left to right."""
+    columns = [torch.tensor(c, dtype=torch.uint8).view(3, 1, 1).expand(3, patch, patch) for c in colours]
+    return torch.cat(columns, dim=2)[None]
+
+
+def position_channels(backbone: ColourCodes, h: int, w: int) -> torch.Tensor:
+    """(h * w, C): what ColourCodes adds to the codes of an h x w token grid."""
+    return backbone.position_weight * backbone.position(h, w)
+
+
+def test_colour_codes_are_frozen_and_fixed_per_image():
+    backbone = build_backbone("colour_codes", patch_size=8)
+    images = torch.randint(0, 256, (B, 3, 32, 48), dtype=torch.uint8)
+    tokens = backbone.train()(images)
+    assert tokens.shape == (B, 4 * 6, backbone.feature_dim) and tokens.dtype == torch.float32
+    assert backbone.grid_size(32) == (4, 4) and not backbone.training
+    assert len(list(backbone.parameters())) == 0 and backbone.state_dict() == {}
+    torch.testing.assert_close(ColourCodes(8)(images), tokens)  # the same every build
+    torch.testing.assert_close(backbone(images[1:]), tokens[1:])  # an image's tokens do not depend on its batch
+    with pytest.raises(ValueError, match="feature_dim"):
+        ColourCodes(8, feature_dim=8)
+
+
+def test_colour_codes_say_which_hue_not_how_bright():
+    backbone = ColourCodes(8, shuffle=False)
+    tokens = backbone(uniform_image((200, 40, 40), (100, 20, 20), (40, 40, 200))) - position_channels(backbone, 1, 3)
+    red, dark_red, blue = tokens[0]
+    torch.testing.assert_close(dark_red, red)  # shading leaves the code
+    cosine = torch.nn.functional.cosine_similarity(red, blue, dim=0)
+    assert cosine < 0.05 and red.norm() > 1  # two hues: nearly orthogonal codes
+    black = backbone(uniform_image((0, 0, 0)))[0, 0] - position_channels(backbone, 1, 1)[0]
+    torch.testing.assert_close(black, torch.zeros_like(black))  # no colour direction, no code
+
+
+def test_colour_codes_permute_channels_per_image():
+    plain, shuffled = ColourCodes(8, shuffle=False), ColourCodes(8)
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    orders = shuffled.channel_orders(images)
+    assert torch.equal(orders.sort(dim=1).values, torch.arange(64).expand(4, 64))  # permutations
+    assert len({tuple(order.tolist()) for order in orders}) == 4  # one of its own per image
+    position = position_channels(plain, 2, 2)
+    codes, permuted = plain(images) - position, shuffled(images) - position
+    torch.testing.assert_close(permuted, codes.gather(2, orders[:, None].expand_as(codes)))
+    assert not torch.allclose(permuted, codes)
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from dias.errors import UsageError
 from dias.io import file_sha256
 from dias.lock import MIXED_DATASET, FolderLock
 from dias.model import backbone_from_config
-from dias.modules.backbone import PATCH_STATS, PatchStats
+from dias.modules.backbone import COLOUR_CODES, PATCH_STATS, ColourCodes, PatchStats
 
 REBUILD_HINT = (
     "rebuild it with `dias features --config CONFIG --out {out} --overwrite` and this run's overrides, "
@@ -45,6 +45,8 @@ def backbone_id(cfg: Config) -> str:
     backbone = cfg.model.backbone
     if backbone.name == PATCH_STATS:
         return f"{PATCH_STATS}/v{PatchStats.version}/p{backbone.patch_size}"
+    if backbone.name == COLOUR_CODES:
+        return f"{COLOUR_CODES}/v{ColourCodes.version}/p{backbone.patch_size}"
     weights = "random" if backbone.weights is None else file_sha256(backbone.weights)[:16]
     return f"{backbone.name}/{weights}/x{backbone.input_scale}"
 
