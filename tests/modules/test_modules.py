@@ -191,14 +191,16 @@ def test_mlp_decoder():
     assert torch.all(out.attn[0, 0] == 0)
 
 
-def test_patch_stats_is_frozen_and_parameter_free():
-    backbone = build_backbone("patch_stats", patch_size=8)
+@pytest.mark.parametrize(("name", "kind"), [("patch_stats", PatchStats), ("colour_codes", ColourCodes)])
+def test_stand_in_backbones_are_frozen_parameter_free_and_fixed(name, kind):
+    backbone = build_backbone(name, patch_size=8)
     images = torch.randint(0, 256, (B, 3, 32, 48), dtype=torch.uint8)
     tokens = backbone.train()(images)
     assert tokens.shape == (B, 4 * 6, backbone.feature_dim) and tokens.dtype == torch.float32
     assert backbone.grid_size(32) == (4, 4) and not backbone.training
     assert len(list(backbone.parameters())) == 0 and backbone.state_dict() == {}
-    torch.testing.assert_close(PatchStats(8)(images), tokens)  # fixed projection, the same every build
+    torch.testing.assert_close(kind(8)(images), tokens)  # fixed maps, the same every build
+    torch.testing.assert_close(backbone(images[1:]), tokens[1:])  # an image's tokens do not depend on its batch
 
 
 def test_patch_stats_describe_colour_and_where_edges_run():
@@ -229,19 +231,6 @@ def position_channels(backbone: ColourCodes, h: int, w: int) -> torch.Tensor:
     return backbone.position_weight * backbone.position(h, w)
 
 
-def test_colour_codes_are_frozen_and_fixed_per_image():
-    backbone = build_backbone("colour_codes", patch_size=8)
-    images = torch.randint(0, 256, (B, 3, 32, 48), dtype=torch.uint8)
-    tokens = backbone.train()(images)
-    assert tokens.shape == (B, 4 * 6, backbone.feature_dim) and tokens.dtype == torch.float32
-    assert backbone.grid_size(32) == (4, 4) and not backbone.training
-    assert len(list(backbone.parameters())) == 0 and backbone.state_dict() == {}
-    torch.testing.assert_close(ColourCodes(8)(images), tokens)  # the same every build
-    torch.testing.assert_close(backbone(images[1:]), tokens[1:])  # an image's tokens do not depend on its batch
-    with pytest.raises(ValueError, match="feature_dim"):
-        ColourCodes(8, feature_dim=8)
-
-
 def test_colour_codes_say_which_hue_not_how_bright():
     backbone = ColourCodes(8, shuffle=False)
     tokens = backbone(uniform_image((200, 40, 40), (100, 20, 20), (40, 40, 200))) - position_channels(backbone, 1, 3)
@@ -251,6 +240,8 @@ def test_colour_codes_say_which_hue_not_how_bright():
     assert cosine < 0.05 and red.norm() > 1  # two hues: nearly orthogonal codes
     black = backbone(uniform_image((0, 0, 0)))[0, 0] - position_channels(backbone, 1, 1)[0]
     torch.testing.assert_close(black, torch.zeros_like(black))  # no colour direction, no code
+    with pytest.raises(ValueError, match="feature_dim"):
+        ColourCodes(8, feature_dim=8)
 
 
 def test_colour_codes_permute_channels_per_image():
