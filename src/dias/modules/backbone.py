@@ -171,7 +171,7 @@ class ColourCodes(FrozenBackbone):
     an order drawn from its own pixels (a fixed hash, so an image always gets the same tokens), and fixed
     Fourier position channels are added.
 
-    Why each part (benchmarks/README.md, rows 38-47): with channels that name one colour in every image,
+    Why each part (benchmarks/README.md, rows 38-49): with channels that name one colour in every image,
     the per-slot learned queries latch onto colours and slot attention collapses to one or two slots; the
     permutation, which k-means within an image cannot see, removes that. Brightness left in the codes slows
     binding far more than it hurts k-means. With these tokens, ten slots and the 30,000-step schedule the
