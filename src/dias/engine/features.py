@@ -32,7 +32,7 @@ from dias.errors import UsageError
 from dias.io import file_sha256
 from dias.lock import MIXED_DATASET, FolderLock
 from dias.model import backbone_from_config
-from dias.modules.backbone import COLOUR_CODES, PATCH_STATS, ColourCodes, PatchStats
+from dias.modules.backbone import STAND_IN_BACKBONES
 
 REBUILD_HINT = (
     "rebuild it with `dias features --config CONFIG --out {out} --overwrite` and this run's overrides, "
@@ -43,10 +43,8 @@ REBUILD_HINT = (
 def backbone_id(cfg: Config) -> str:
     """What the tokens depend on: backbone name, its weights' content hash and input scale (or patch size)."""
     backbone = cfg.model.backbone
-    if backbone.name == PATCH_STATS:
-        return f"{PATCH_STATS}/v{PatchStats.version}/p{backbone.patch_size}"
-    if backbone.name == COLOUR_CODES:
-        return f"{COLOUR_CODES}/v{ColourCodes.version}/p{backbone.patch_size}"
+    if backbone.name in STAND_IN_BACKBONES:
+        return f"{backbone.name}/v{STAND_IN_BACKBONES[backbone.name].version}/p{backbone.patch_size}"
     weights = "random" if backbone.weights is None else file_sha256(backbone.weights)[:16]
     return f"{backbone.name}/{weights}/x{backbone.input_scale}"
 

@@ -249,6 +249,10 @@ class ColourCodes(FrozenBackbone):
         return tokens + self.position_weight * self.position(h, w)
 
 
+# The parameter-free stand-ins by config name (the names of schema.STAND_INS): built from a patch size alone.
+STAND_IN_BACKBONES: dict[str, type[PatchStats | ColourCodes]] = {PATCH_STATS: PatchStats, COLOUR_CODES: ColourCodes}
+
+
 def build_backbone(
     name: str,
     *,
@@ -258,8 +262,8 @@ def build_backbone(
     patch_size: int = 8,
 ) -> FrozenBackbone:
     """A frozen backbone by name: one of VIT_NAMES (optional local weights), "patch_stats" or "colour_codes"."""
-    if name in (PATCH_STATS, COLOUR_CODES):
+    if name in STAND_IN_BACKBONES:
         if weights is not None:
             raise UsageError(f"the {name} backbone has no weights; unset {WEIGHTS_OPTION}")
-        return PatchStats(patch_size) if name == PATCH_STATS else ColourCodes(patch_size)
+        return STAND_IN_BACKBONES[name](patch_size)
     return ViTBackbone(name, weights, image_size=image_size, input_scale=input_scale)
