@@ -33,6 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     weights = bundled_reference_dir() / "model.safetensors"
     overrides = [f"data.root={args.data}", "probe.attribute=shape", f"probe.total_steps={args.steps}"]
+    load = os.getloadavg()[0]  # other work on the machine stretches the wall time; the table does not change
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         result = run_probe(weights, Path(tmp) / "probe", overrides=overrides)
@@ -43,7 +44,8 @@ def main() -> None:
             "",
             f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {datetime.date.today().isoformat()} "
             f"(`python benchmarks/probe_demo.py --steps {args.steps}`); {args.steps} probe steps of 32 images, "
-            f"scored on the 1,000 val images; **{seconds / 60:.1f} minutes** in all.",
+            f"scored on the 1,000 val images; **{seconds / 60:.1f} minutes** in all (load average {load:.1f} at the "
+            "start).",
             "",
             format_probe(result.metrics, result.matching),
             "",

@@ -5,14 +5,15 @@
 #
 #   scripts/train_demo_model.sh          # re-run it after an interruption: every run resumes from its last.pt
 #
-# The runs live in benchmarks/results/demo-model-SEED (DIAS_DEMO_RUNS=PREFIX moves them to PREFIX-SEED), so
-# their checkpoints and logs can be committed while they train and continued in another session or machine.
-# DIAS_DEMO_CONFIG=PATH trains another config (configs/demo-colour-codes.yaml, the next demo model);
+# The runs live in benchmarks/results/demo-model-v2-SEED (DIAS_DEMO_RUNS=PREFIX moves them to PREFIX-SEED), so
+# their checkpoints and logs can be committed while they train and continued in another session or machine;
+# benchmarks/results/demo-model-SEED are the runs of the earlier demo model (patch_stats tokens, 7 slots).
+# DIAS_DEMO_CONFIG=PATH trains another config;
 # DIAS_DEMO_SEEDS="42" trains fewer seeds; DIAS_TRAIN replaces the launcher (default "dias train").
 # The first seed's weights are the ones packaged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-prefix=${DIAS_DEMO_RUNS:-benchmarks/results/demo-model}
+prefix=${DIAS_DEMO_RUNS:-benchmarks/results/demo-model-v2}
 data=${DIAS_DEMO_DATA:-data/synthetic}
 config=${DIAS_DEMO_CONFIG:-configs/demo.yaml}
 read -r -a seeds <<< "${DIAS_DEMO_SEEDS:-42 43 44}"

@@ -414,8 +414,8 @@ def test_an_integer_written_as_a_float_is_taken():
     ("config", "size", "message"),
     [
         ("demo.yaml", 13, "8-pixel patches: it must be a multiple of model.backbone.patch_size=8; "
-                          "the nearest valid size is data.image_size=24"),  # 8 and 16 give under 7 tokens
-        ("demo.yaml", 12, "the nearest valid size is data.image_size=24"),
+                          "the nearest valid size is data.image_size=32"),  # 8 to 24 give under 10 tokens
+        ("demo.yaml", 12, "the nearest valid size is data.image_size=32"),
         ("demo.yaml", 60, "the nearest valid sizes are 56 and 64, e.g. data.image_size=64"),
         ("dias-coco.yaml", 13, "14-pixel patches: it must be a size whose rescale by model.backbone.input_scale="
                                "0.875 is a multiple of 14; the nearest valid size is data.image_size=48"),

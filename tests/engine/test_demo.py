@@ -1,6 +1,7 @@
 """`dias demo`: the bundled model is scored, and the fresh-training check says "follows" or "does not", rightly."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from tiny import signal_after_adam, tiny_config
 import dias.methods.dias as dias_method
 from dias.cli import main
 from dias.config import load_config
-from dias.engine.checkpoint import load_checkpoint
+from dias.engine.checkpoint import CheckpointError, load_checkpoint
 from dias.engine.demo import (
     BUNDLED_DIR_NAME,
     CHECK_FILE_NAME,
@@ -20,6 +21,7 @@ from dias.engine.demo import (
 )
 from dias.engine.follow import compare_to_reference
 from dias.engine.gallery import REPORT_FILE_NAME
+from dias.engine.log import MetricsLogError, read_metrics
 from dias.engine.reference import bundled_reference_dir, load_reference, package_reference
 from dias.engine.train import LAST, train
 from dias.errors import MissingFileError, UsageError
@@ -132,6 +134,40 @@ def test_packaging_refuses_runs_of_different_configs(tiny_root, tmp_path):
     train(tiny_config(tiny_root, "train.total_steps=1", "train.seed=2", "optim.lr=1e-3"), runs[1], progress=False)
     with pytest.raises(UsageError, match=r"optim\.lr"):
         package_reference(runs, tmp_path / "reference")
+
+
+def test_packaging_that_fails_leaves_the_reference_as_it_was(tiny_reference, tmp_path):
+    """A run without a checkpoint (still starting) is refused before any file of the old reference changes."""
+    out = tmp_path / "reference"
+    shutil.copytree(tiny_reference, out)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    started = tmp_path / "started"
+    started.mkdir()
+    shutil.copyfile(tiny_reference / "config.yaml", started / "config.yaml")
+    (started / "config.yaml").write_text(
+        (started / "config.yaml").read_text(encoding="utf-8").replace("seed: 1", "seed: 9"), encoding="utf-8"
+    )
+    (started / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n', encoding="utf-8")
+    with pytest.raises(CheckpointError, match="last.pt"):
+        package_reference([tiny_reference.parent / "run-2", started], out)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+def test_a_run_still_writing_its_log_packages_whole_records(tiny_reference, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_reference.parent / "run-1", run)
+    whole = read_metrics(run)
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 99, "lo')  # a record half written by the training
+    assert read_metrics(run) == whole
+    package_reference([run], tmp_path / "reference")
+    assert load_reference(tmp_path / "reference").logs[1] == whole
+
+
+def test_a_damaged_log_line_is_named(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n', encoding="utf-8")
+    with pytest.raises(MetricsLogError, match="line 2"):
+        read_metrics(tmp_path)
 
 
 def test_a_missing_reference_file_is_named(tmp_path):

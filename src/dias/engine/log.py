@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dias.config import Config, to_dict
-from dias.errors import WriteError
+from dias.errors import DiasError, WriteError
 from dias.io import atomic_write_bytes
 
 METRICS_FILE_NAME = "metrics.jsonl"
@@ -85,8 +85,27 @@ def truncate_metrics(run_dir: str | Path, step: int) -> None:
         atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode("utf-8"))
 
 
+class MetricsLogError(DiasError, ValueError):
+    """A metrics.jsonl line that is not a JSON record (other than a last line still being written)."""
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The records of run_dir/metrics.jsonl, in order."""
+    """The records of run_dir/metrics.jsonl, in order.
+
+    A last line without its newline that does not parse is a record still being written by a running
+    training, and is left out; any other line that does not parse is an error naming the file and line.
+    """
     path = Path(run_dir) / METRICS_FILE_NAME
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = f.read().split("\n")
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if number == len(lines):  # no newline after it yet: the write is in progress
+                break
+            raise MetricsLogError(f"{path}, line {number}, is not a JSON record; the log is damaged") from None
+    return records

@@ -12,6 +12,9 @@
     log-seed42.jsonl     each run's metrics.jsonl, one file per seed
     card.json            per run: seed, steps, training time, val metrics beside the baselines; the machines
 
+A failure while the runs are read or the files written leaves the folder as it was: every run is read
+first, the files are written to a staging folder inside it, then renamed into place, the card last.
+
 All runs must share one config but for the seed; the weights are the first run's.
 """
 
@@ -30,13 +33,14 @@ from dias import __version__
 from dias.config import CONFIG_FILE_NAME, Config, apply_overrides, flatten, from_dict, load_config, save_config, to_dict
 from dias.engine.checkpoint import export_weights, load_checkpoint
 from dias.engine.device import cpu_name
-from dias.engine.log import METRICS_FILE_NAME, read_metrics
+from dias.engine.log import read_metrics
 from dias.errors import MissingFileError, UsageError
 from dias.io import atomic_write_bytes, file_sha256
 
 REFERENCE_PACKAGE_DIR = "demo_model"  # inside the dias package
 WEIGHTS_FILE_NAME = "model.safetensors"
 CARD_FILE_NAME = "card.json"
+STAGING_DIR_NAME = ".packaging"  # inside the reference folder while it is written
 LOG_FILE_PATTERN = "log-seed{seed}.jsonl"
 EVAL_METRICS_FILE = Path("eval-val") / "metrics.json"  # where `dias eval RUN/last.pt` writes a run's scores
 REFERENCE_OPTION = "--reference"
@@ -99,38 +103,45 @@ def package_reference(run_dirs: list[str | Path], out: str | Path, *, trained_on
     seeds = [cfg.train.seed for cfg in configs]
     if len(set(seeds)) != len(seeds):
         raise UsageError(f"the reference runs must have different seeds, got {seeds}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    runs = []
-    for run, cfg in zip(run_dirs, configs, strict=True):
-        log_name = LOG_FILE_PATTERN.format(seed=cfg.train.seed)
-        shutil.copyfile(run / METRICS_FILE_NAME, out / f".{log_name}.partial")  # then renamed: atomic
-        (out / f".{log_name}.partial").replace(out / log_name)
-        records = read_metrics(run)
+    runs, logs = [], []
+    for run, cfg in zip(run_dirs, configs, strict=True):  # read everything before anything is written
         scored = run / EVAL_METRICS_FILE
         evaluation = json.loads(scored.read_text(encoding="utf-8")) if scored.is_file() else None
+        logs.append(read_metrics(run))  # whole records only, so a run still training can be packaged
         runs.append(
             {
                 "seed": cfg.train.seed,
                 "step": load_checkpoint(run / "last.pt")["step"],
                 "total_steps": cfg.train.total_steps,
-                "train_minutes": training_minutes(records),
-                "log": log_name,
+                "train_minutes": training_minutes(logs[-1]),
+                "log": LOG_FILE_PATTERN.format(seed=cfg.train.seed),
                 "eval": None if evaluation is None else _eval_summary(evaluation),
             }
         )
-    export_weights(run_dirs[0] / "last.pt", out / WEIGHTS_FILE_NAME)
-    save_config(configs[0], out / CONFIG_FILE_NAME)
+    out = Path(out)
+    staging = out / STAGING_DIR_NAME  # written in full, then its files renamed into out: a failure leaves out as it was
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for records, entry in zip(logs, runs, strict=True):
+        (staging / entry["log"]).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    export_weights(run_dirs[0] / "last.pt", staging / WEIGHTS_FILE_NAME)
+    save_config(configs[0], staging / CONFIG_FILE_NAME)
     card = {
         "made_by": "scripts/train_demo_model.sh (dias train, then dias eval, then scripts/package_demo_model.py)",
         "dias_version": __version__,
-        "weights": {"file": WEIGHTS_FILE_NAME, "seed": seeds[0], "sha256": file_sha256(out / WEIGHTS_FILE_NAME)},
+        "weights": {"file": WEIGHTS_FILE_NAME, "seed": seeds[0], "sha256": file_sha256(staging / WEIGHTS_FILE_NAME)},
         "runs": runs,
         "mean_over_scored_runs": _mean_scores([r["eval"] for r in runs if r["eval"] is not None]),
         "trained_on": trained_on or f"{cpu_name()}, {torch.get_num_threads()} threads",
         "packaged_on": {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__},
     }
-    atomic_write_bytes(out / CARD_FILE_NAME, (json.dumps(card, indent=2) + "\n").encode("utf-8"))
+    atomic_write_bytes(staging / CARD_FILE_NAME, (json.dumps(card, indent=2) + "\n").encode("utf-8"))
+    for entry in runs:
+        (staging / entry["log"]).replace(out / entry["log"])
+    (staging / WEIGHTS_FILE_NAME).replace(out / WEIGHTS_FILE_NAME)
+    (staging / CONFIG_FILE_NAME).replace(out / CONFIG_FILE_NAME)
+    (staging / CARD_FILE_NAME).replace(out / CARD_FILE_NAME)  # last: the card names the logs and the weights
+    staging.rmdir()
     return card
 
 
