@@ -110,7 +110,7 @@ class ViTBackbone(FrozenBackbone):
 
 
 class PatchStats(FrozenBackbone):
-    """Parameter-free patch colour descriptors for the offline demo, where no pretrained ViT is available.
+    """Parameter-free patch colour descriptors, the first offline demo model's stand-in for a pretrained ViT.
 
     Per patch: the mean colour in an opponent space (intensity at half weight, so shading matters less
     than hue) and the mean colours of its 2x2 sub-patches, which say where inside the patch an edge
