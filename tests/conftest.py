@@ -10,6 +10,7 @@ from dias.data.synthetic import prepare_synthetic
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 SMALL_DEMO = [
     "model.initializer=normal_shared",  # sampled slots: any K, and pinned initial slots
+    "model.num_slots=7",  # what the tests of the small model are written for (the demo itself has 10)
     "model.slot_dim=32",
     "model.slot_attention.mlp_dim=64",
     "model.decoder.num_layers=1",

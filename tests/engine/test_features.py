@@ -78,8 +78,8 @@ def test_step_from_cache_equals_live_step(cache, synthetic_root):
 @pytest.mark.parametrize(
     ("override", "key"),
     [
-        ("model.backbone.patch_size=4", "backbone: cache 'patch_stats/v2/p8'"),
-        ("model.backbone.name=colour_codes", "backbone: cache 'patch_stats/v2/p8', this run 'colour_codes/v1/p8'"),
+        ("model.backbone.patch_size=4", "backbone: cache 'colour_codes/v1/p8'"),
+        ("model.backbone.name=patch_stats", "backbone: cache 'colour_codes/v1/p8', this run 'patch_stats/v2/p8'"),
         ("data.crop_scale=[0.5,1.0]", "crop_scale: cache [0.75, 1.0], this run [0.5, 1.0]"),
         ("data.flip=false", "flip: cache True, this run False"),
     ],
