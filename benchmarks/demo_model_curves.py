@@ -14,11 +14,10 @@ A step logged twice (a run resumed from a checkpoint older than its log) counts 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from dias.baselines import BASELINE_NAMES
-from dias.engine.log import METRICS_FILE_NAME
+from dias.engine.log import METRICS_FILE_NAME, read_metrics
 from dias.io import atomic_write_bytes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,23 +35,17 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=2500, help="steps between the rows (the last one is added)")
     parser.add_argument("--name", default="demo_model_v2_curves", help="stem of the file in benchmarks/results/")
     args = parser.parse_args()
-    runs = {seed: validations(REPO / f"{args.runs}-{seed}" / METRICS_FILE_NAME) for seed in args.seeds}
+    runs = {seed: validations(REPO / f"{args.runs}-{seed}") for seed in args.seeds}
     text = table(runs, args.every, f"{args.runs}-SEED")
     atomic_write_bytes(RESULTS / f"{args.name}.md", text.encode("utf-8"))
     print(text, end="")
 
 
-def validations(path: Path) -> dict[int, dict[str, float]]:
+def validations(run_dir: Path) -> dict[int, dict[str, float]]:
     """step -> that validation's record (the later one where a step was logged twice)."""
-    if not path.is_file():
-        raise SystemExit(f"no training log {path}: train the run first (scripts/train_demo_model.sh)")
-    records = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            record = json.loads(line) if line.strip() else {}
-            if "val/fg_ari" in record:
-                records[int(record["step"])] = record
-    return records
+    if not (run_dir / METRICS_FILE_NAME).is_file():
+        raise SystemExit(f"no training log in {run_dir}: train the run first (scripts/train_demo_model.sh)")
+    return {int(r["step"]): r for r in read_metrics(run_dir) if "val/fg_ari" in r}
 
 
 def best_baseline(records: list[dict[str, float]], metric: str) -> tuple[str, float]:

@@ -60,7 +60,7 @@ class MetricsLogger:
         record = {"step": step, **metrics}
         try:
             with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+                f.write(format_records([record]))
         except OSError as exc:  # a full disk, a file-size limit: name the file, in words
             raise WriteError(exc.errno, f"could not append to {self.path}: {exc.strerror or exc}") from exc
         numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
@@ -82,7 +82,12 @@ def truncate_metrics(run_dir: str | Path, step: int) -> None:
     path = Path(run_dir) / METRICS_FILE_NAME
     if path.is_file():
         kept = [r for r in read_metrics(run_dir) if r["step"] <= step]
-        atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode("utf-8"))
+        atomic_write_bytes(path, format_records(kept).encode("utf-8"))
+
+
+def format_records(records: list[dict[str, Any]]) -> str:
+    """Records as metrics.jsonl holds them: one JSON object per line."""
+    return "".join(json.dumps(record) + "\n" for record in records)
 
 
 class MetricsLogError(DiasError, ValueError):

@@ -33,7 +33,7 @@ from dias import __version__
 from dias.config import CONFIG_FILE_NAME, Config, apply_overrides, flatten, from_dict, load_config, save_config, to_dict
 from dias.engine.checkpoint import export_weights, load_checkpoint
 from dias.engine.device import cpu_name
-from dias.engine.log import read_metrics
+from dias.engine.log import format_records, read_metrics
 from dias.errors import MissingFileError, UsageError
 from dias.io import atomic_write_bytes, file_sha256
 
@@ -123,7 +123,7 @@ def package_reference(run_dirs: list[str | Path], out: str | Path, *, trained_on
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     for records, entry in zip(logs, runs, strict=True):
-        (staging / entry["log"]).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        (staging / entry["log"]).write_text(format_records(records), encoding="utf-8")
     export_weights(run_dirs[0] / "last.pt", staging / WEIGHTS_FILE_NAME)
     save_config(configs[0], staging / CONFIG_FILE_NAME)
     card = {
