@@ -126,6 +126,12 @@ def test_the_bundled_reference_is_the_demo_config_with_three_seeds():
     assert reference.config.model == shipped.model and reference.config.optim == shipped.optim
     size = sum(path.stat().st_size for path in bundled_reference_dir().iterdir())
     assert size <= 20 * 2**20
+    runs = reference.card["runs"]
+    assert [run["step"] for run in runs] == [reference.config.train.total_steps] * 3  # every seed ran to its end
+    mean = reference.card["mean_over_scored_runs"]
+    assert mean["num_runs"] == 3
+    for name, value in mean["metrics"].items():
+        assert value == pytest.approx(sum(run["eval"]["metrics"][name] for run in runs) / 3)
 
 
 def test_packaging_refuses_runs_of_different_configs(tiny_root, tmp_path):
