@@ -3,6 +3,7 @@
 atomic_write_bytes(run_dir / "metrics.json", data)     # temporary file beside it, fsync, rename
 atomic_write(path, lambda f: torch.save(payload, f))
 file_sha256(path)                                      # hex digest, read in 1 MiB chunks
+blob = safetensors_bytes(state, metadata)              # the same tensors and metadata give the same bytes
 state = read_state_dict("dinov2.safetensors")          # .safetensors or .pth, unwrapped
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import errno
 import glob
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -161,6 +163,27 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(HASH_CHUNK_BYTES), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def safetensors_bytes(state: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """A .safetensors file of `state` and `metadata`, byte for byte the same for the same content.
+
+    safetensors writes the metadata in hash order, which changes from call to call; here the header is
+    written again with the metadata keys sorted and the tensors in their data order (the offsets, which
+    count from the end of the header, do not change), padded with spaces to 8 bytes as safetensors does.
+    """
+    from safetensors.torch import save
+
+    blob = save(state, metadata=metadata)
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + size])
+    tensors = sorted((k, v) for k, v in header.items() if k != "__metadata__")
+    tensors.sort(key=lambda item: item[1]["data_offsets"])
+    canonical = {"__metadata__": dict(sorted(header["__metadata__"].items()))} if "__metadata__" in header else {}
+    canonical.update(tensors)
+    text = json.dumps(canonical, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + blob[8 + size :]
 
 
 def read_state_dict(path: str | os.PathLike, *, option: str) -> dict[str, torch.Tensor]:

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 import dias
 from dias.cli import main
 from dias.data.images import read_image, to_image_tensor
-from dias.engine.checkpoint import CheckpointError, save_checkpoint
+from dias.engine.checkpoint import CheckpointError, load_model, model_state, save_checkpoint
 from dias.engine.infer import Segmenter, run_infer
 from dias.errors import UsageError
 from dias.model import build_model
@@ -123,6 +124,18 @@ def test_export_and_load(checkpoint, tmp_path):
     image = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     torch.testing.assert_close(a.segment(image).decoder_attn, b.segment(image).decoder_attn, rtol=0, atol=0)
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "w.pt")]) == 1
+
+
+def test_export_writes_the_same_bytes_every_time(checkpoint, tmp_path):
+    # safetensors alone writes the metadata in hash order: six exports of one checkpoint would not agree
+    outs = [tmp_path / f"w{i}.safetensors" for i in range(6)]
+    for out in outs:
+        assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    assert len({out.read_bytes() for out in outs}) == 1
+    with safe_open(str(outs[0]), framework="pt") as f:
+        assert sorted(f.metadata()) == ["config", "dias_version", "format"]
+    assert int.from_bytes(outs[0].read_bytes()[:8], "little") % 8 == 0  # the header padded as safetensors pads it
+    torch.testing.assert_close(load_file(outs[0]), model_state(load_model(checkpoint)[0]), rtol=0, atol=0)
 
 
 def test_load_errors(tmp_path):

@@ -19,12 +19,11 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save as safetensors_bytes
 
 from dias import __version__
 from dias.config import Config, apply_overrides, flatten, from_dict, load_config, to_dict, upgrade_layout
 from dias.errors import DiasError, UsageError
-from dias.io import SAFETENSORS_SUFFIX, atomic_write, atomic_write_bytes, unwrap_state_dict
+from dias.io import SAFETENSORS_SUFFIX, atomic_write, atomic_write_bytes, safetensors_bytes, unwrap_state_dict
 from dias.methods import build_model, method_of
 from dias.model import DIAS
 from dias.official import is_official_state_dict
