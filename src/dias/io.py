@@ -177,8 +177,10 @@ def safetensors_bytes(state: dict[str, torch.Tensor], metadata: dict[str, str]) 
     blob = save(state, metadata=metadata)
     size = int.from_bytes(blob[:8], "little")
     header = json.loads(blob[8 : 8 + size])
-    tensors = sorted((k, v) for k, v in header.items() if k != "__metadata__")
-    tensors.sort(key=lambda item: item[1]["data_offsets"])
+    # data order; a name breaks ties between empty tensors, which share an offset
+    tensors = sorted(
+        ((k, v) for k, v in header.items() if k != "__metadata__"), key=lambda item: (item[1]["data_offsets"], item[0])
+    )
     canonical = {"__metadata__": dict(sorted(header["__metadata__"].items()))} if "__metadata__" in header else {}
     canonical.update(tensors)
     text = json.dumps(canonical, separators=(",", ":"), ensure_ascii=False).encode()
