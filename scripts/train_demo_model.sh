@@ -5,15 +5,16 @@
 #
 #   scripts/train_demo_model.sh          # re-run it after an interruption: every run resumes from its last.pt
 #
-# The runs live in benchmarks/results/demo-model-v2-SEED (DIAS_DEMO_RUNS=PREFIX moves them to PREFIX-SEED), so
-# their checkpoints and logs can be committed while they train and continued in another session or machine;
-# benchmarks/results/demo-model-SEED are the runs of the earlier demo model (patch_stats tokens, 7 slots).
+# The runs live in runs/demo-model-SEED (git-ignored; DIAS_DEMO_RUNS=PREFIX moves them to PREFIX-SEED): their
+# checkpoints and logs stay out of the repository. To continue a run in another session or on another machine,
+# copy its folder there and re-run the script. What the repository keeps of a run is what the packaging
+# copies into src/dias/demo_model/ (the first seed's weights, every seed's log and scores).
 # DIAS_DEMO_CONFIG=PATH trains another config;
 # DIAS_DEMO_SEEDS="42" trains fewer seeds; DIAS_TRAIN replaces the launcher (default "dias train").
 # The first seed's weights are the ones packaged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-prefix=${DIAS_DEMO_RUNS:-benchmarks/results/demo-model-v2}
+prefix=${DIAS_DEMO_RUNS:-runs/demo-model}
 data=${DIAS_DEMO_DATA:-data/synthetic}
 config=${DIAS_DEMO_CONFIG:-configs/demo.yaml}
 read -r -a seeds <<< "${DIAS_DEMO_SEEDS:-42 43 44}"
