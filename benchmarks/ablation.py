@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 
 from dias.baselines import BASELINE_NAMES, BASELINE_TITLES
+from dias.commands.evaluate import evaluate
 from dias.config import load_config
-from dias.engine.demo import demo_config_path
-from dias.engine.distributed import DistInfo
-from dias.engine.evaluate import evaluate
-from dias.engine.loaders import build_loaders
-from dias.engine.train import train
+from dias.demo.run import demo_config_path
 from dias.metrics import BACKGROUND_ID, IGNORE_ID
+from dias.runtime.distributed import DistInfo
+from dias.train.loaders import build_loaders
+from dias.train.loop import train
 
 VARIANTS = {
     "slot attention (no distillation)": ["loss.distill_weight=0.0"],

@@ -22,11 +22,11 @@ from PIL import Image, ImageDraw
 
 from dias.baselines import BASELINE_NAMES, BASELINE_TITLES
 from dias.config import load_config
-from dias.engine.demo import demo_config_path
-from dias.engine.distributed import DistInfo
-from dias.engine.loaders import build_loaders
-from dias.engine.train import train
-from dias.engine.validate import baseline_part, validate
+from dias.demo.run import demo_config_path
+from dias.runtime.distributed import DistInfo
+from dias.train.loaders import build_loaders
+from dias.train.loop import train
+from dias.train.validate import baseline_part, validate
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

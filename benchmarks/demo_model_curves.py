@@ -17,8 +17,8 @@ import argparse
 from pathlib import Path
 
 from dias.baselines import BASELINE_NAMES
-from dias.engine.log import METRICS_FILE_NAME, read_metrics
 from dias.io import atomic_write_bytes
+from dias.train.log import METRICS_FILE_NAME, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"

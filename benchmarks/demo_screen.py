@@ -23,10 +23,9 @@ import torch
 from dias.baselines import BASELINE_NAMES, BASELINE_TITLES, baseline_masks
 from dias.config import load_config, warmup_steps
 from dias.data import synthetic
-from dias.engine.demo import demo_config_path
-from dias.engine.evaluate import select_masks
+from dias.demo.run import demo_config_path
 from dias.losses import reconstruction_loss
-from dias.masks import masks_from_attention
+from dias.masks import masks_from_attention, select_masks
 from dias.methods import build_model, method_of
 from dias.metrics import nanmean, score
 from dias.schedules import lr_at
@@ -152,7 +151,7 @@ def hue_palette(count: int) -> dict[str, tuple[int, int, int]]:
 
 def write_panels(path, images, masks, pred, pred0, decoder_attn) -> None:
     """Rows: image | ground truth | decoder masks | first-iteration masks | decoder attention per slot."""
-    from dias.viz import attention_strip, grid, overlay, to_pil
+    from dias.viz.panels import attention_strip, grid, overlay, to_pil
 
     rows = []
     for i in range(len(images)):
@@ -281,7 +280,9 @@ def main() -> None:
             with torch.no_grad():
                 torch.manual_seed(0)
                 out = model(features=val_tokens)
-                pred = masks_from_attention(select_masks(out, cfg.eval.mask_source), size)
+                pred = masks_from_attention(
+                    select_masks(decoder_attn=out.decoder_attn, attn=out.attn, mask_source=cfg.eval.mask_source), size
+                )
                 s = score(pred, val_masks)
                 pred0 = masks_from_attention(out.attn[0], size)
                 s0 = score(pred0, val_masks)

@@ -4,7 +4,7 @@
 
 On a machine without CUDA it says so and exits 0 (`--allow-cpu` measures the CPU instead, e.g. to check
 the script with `--quick`). Per device it reports the median of interleaved rounds of:
-- the training step (dias.engine.step.optimisation_step, what `dias train` runs) for the config at batch 32,
+- the training step (dias.train.step.optimisation_step, what `dias train` runs) for the config at batch 32,
   features given and with the frozen backbone, in fp32, bf16 and fp16 autocast, eager and compiled:
   ms/step and peak memory (each variant in a fresh subprocess);
 - the official code's step (fp16 autocast + GradScaler, as its train.py) when DIAS_OFFICIAL names a checkout
@@ -39,10 +39,10 @@ from dias.config import load_config
 from dias.data.dataset import LmdbDataset, collate
 from dias.data.records import LmdbWriter
 from dias.data.transforms import TrainTransform
-from dias.engine.device import Precision
-from dias.engine.step import build_optimizer, optimisation_step
 from dias.io import atomic_write_bytes
 from dias.methods import build_model, method_of
+from dias.runtime.device import Precision
+from dias.train.step import build_optimizer, optimisation_step
 
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL_ENV = "DIAS_OFFICIAL"  # a checkout of the official code

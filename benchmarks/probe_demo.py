@@ -2,7 +2,7 @@
 
     python benchmarks/probe_demo.py [--steps 300] [--data data/synthetic]   # results/probe_demo.md
 
-Trains the recognition probe (dias.engine.probe) on the bundled model's frozen slots for the synthetic
+Trains the recognition probe (dias.commands.probe) on the bundled model's frozen slots for the synthetic
 shape of each matched object (8 shapes), with its baselines, and writes the table, the wall time and the
 machine. Make the data first (`dias prepare synthetic --out data/synthetic`, or `dias demo`).
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from machine import cpu_name
 
-from dias.engine.probe import format_probe, run_probe
-from dias.engine.reference import bundled_reference_dir
+from dias.commands.probe import format_probe, run_probe
+from dias.demo.reference import bundled_reference_dir
 from dias.io import atomic_write_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results"

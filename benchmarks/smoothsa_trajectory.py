@@ -21,7 +21,7 @@ its path is an argument. Two phases, in one process:
   holds plain tensors and dicts only (`torch.load(FILE, weights_only=True)`).
 - **compare**: the package's SmoothSA from configs/smoothsa-coco.yaml (train.total_steps = the recorded
   steps, fp32, the recorded batch size, K and LR) with the recorded step-0 weights, stepped by
-  dias.engine.step.optimisation_step with the package's optimiser, LR schedule and method plan, the
+  dias.train.step.optimisation_step with the package's optimiser, LR schedule and method plan, the
   recorded features and draws injected. It writes benchmarks/results/smoothsa_trajectory.md: the worst
   difference of each quantity over the steps.
 
@@ -48,13 +48,13 @@ from machine import cpu_name
 from torch import nn
 
 from dias.config import detach_steps, load_config, warmup_steps
-from dias.engine.device import resolve_precision
-from dias.engine.step import build_optimizer, optimisation_step
 from dias.io import atomic_write, atomic_write_bytes
 from dias.methods import build_model, method_of
-from dias.methods.smoothsa import PREHEAT
-from dias.methods.smoothsa_official import load_official_smoothsa_weights, smoothsa_official_key_map
+from dias.methods.smoothsa.method import PREHEAT
+from dias.methods.smoothsa.official import load_official_smoothsa_weights, smoothsa_official_key_map
+from dias.runtime.device import resolve_precision
 from dias.schedules import lr_at
+from dias.train.step import build_optimizer, optimisation_step
 
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL_CONFIG = "config-smoothsa/smoothsa_r-coco.py"

@@ -4,7 +4,7 @@
         benchmarks/results/demo-model-44 --out src/dias/demo_model
 
 Each run folder holds what `dias train` writes and, once scored, `dias eval`'s eval-val/metrics.json.
-scripts/train_demo_model.sh calls this after training; see dias.engine.reference for the folder it writes.
+scripts/train_demo_model.sh calls this after training; see dias.demo.reference for the folder it writes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from dias.engine.reference import package_reference
+from dias.demo.reference import package_reference
 
 
 def main() -> None:

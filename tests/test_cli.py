@@ -12,7 +12,7 @@ from tiny import TINY
 from dias.cli import main
 from dias.data.dataset import LmdbDataset
 from dias.data.records import partial_path, split_path
-from dias.lock import MIXED_DATASET, FolderLock
+from dias.runtime.lock import MIXED_DATASET, FolderLock
 
 REPO = Path(__file__).resolve().parents[1]
 SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": str(REPO / "src")}
@@ -62,7 +62,7 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     def broken(*args, **kwargs):
         raise ValueError("a programming error, not the user's")
 
-    monkeypatch.setattr("dias.engine.report.run_report", broken)
+    monkeypatch.setattr("dias.commands.report.run_report", broken)
     with pytest.raises(ValueError, match="programming error"):
         main(["report", "anywhere"])
 
@@ -73,12 +73,12 @@ def test_every_user_facing_error_is_a_dias_error():
     from dias.data.feature_cache import FeatureCacheError
     from dias.data.records import CorruptSplitError
     from dias.data.safe_pickle import UnsafePickleError
-    from dias.engine.checkpoint import CheckpointError
-    from dias.engine.device import DeviceError
-    from dias.engine.window import NonFiniteLossError
     from dias.errors import DiasError, FileInTheWayError, MissingFileError, MissingPackageError, UsageError, WriteError
     from dias.io import WeightsMismatchError
-    from dias.lock import FolderInUseError
+    from dias.runtime.device import DeviceError
+    from dias.runtime.lock import FolderInUseError
+    from dias.train.checkpoint import CheckpointError
+    from dias.train.window import NonFiniteLossError
 
     kinds = (ConfigError, CorruptRecordError, LmdbFormatError, CorruptSplitError, FeatureCacheError, UnsafePickleError)
     kinds += (CheckpointError, FolderInUseError, NonFiniteLossError, MissingFileError, FileInTheWayError, WriteError)
@@ -143,8 +143,8 @@ def test_prepare_stopped_by_a_signal_is_one_line_keeps_its_partial_split_and_qui
 
 @pytest.mark.parametrize("command", ["eval", "features", "infer"])
 def test_ctrl_c_in_other_commands_is_one_line(command, monkeypatch, tmp_path, capsys):
-    targets = {"eval": "dias.engine.evaluate.run_eval", "features": "dias.engine.features.build_feature_cache",
-               "infer": "dias.engine.infer.load"}  # fmt: skip
+    targets = {"eval": "dias.commands.evaluate.run_eval", "features": "dias.commands.features.build_feature_cache",
+               "infer": "dias.commands.infer.load"}  # fmt: skip
 
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
@@ -230,7 +230,7 @@ def test_a_second_prepare_into_a_folder_being_written_is_refused_even_with_overw
     assert main([*args, "--seed", "1", "--workers", "1"]) == 0
     before = {name: (out / name).read_bytes() for name in ("train.lmdb", "val.lmdb")}
     holder = subprocess.Popen(  # as a first `dias prepare` still writing the folder
-        [sys.executable, "-c", "from dias.lock import MIXED_DATASET, FolderLock\n"
+        [sys.executable, "-c", "from dias.runtime.lock import MIXED_DATASET, FolderLock\n"
          f"with FolderLock({str(out)!r}, why=MIXED_DATASET):\n    print('locked', flush=True)\n    input()"],
         env=SUBPROCESS_ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

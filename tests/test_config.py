@@ -213,7 +213,7 @@ def test_attn_iteration_counts_the_reinitialized_ones():
 
 
 def test_doctor_reports_a_misspelt_option_before_anything_runs():
-    from dias.engine.doctor import run_checks
+    from dias.commands.doctor import run_checks
 
     checks = run_checks(CONFIG_DIR / "demo.yaml", ["eval.mask_source=attn0"], estimate=False)
     assert [c.status for c in checks] == ["FAIL"] and "did you mean eval.mask_source=attn:0" in checks[0].message

@@ -12,8 +12,8 @@ from dias.io import WeightsMismatchError
 from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
 from dias.masks import masks_from_attention
 from dias.methods import build_model
-from dias.model import DIAS
-from dias.official import load_official_weights, official_key_map
+from dias.methods.dias.model import DIAS
+from dias.methods.official import load_official_weights, official_key_map
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 MODEL = [  # the suite's tiny run (tests/tiny.py) with a smaller, two-layer model

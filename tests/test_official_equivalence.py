@@ -16,8 +16,8 @@ from equivalence import assert_segmentation_matches_except_at_ties
 
 from dias.config import load_config
 from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
-from dias.model import build_model
-from dias.official import load_official_weights, official_key_map
+from dias.methods.dias.model import build_model
+from dias.methods.official import load_official_weights, official_key_map
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_DIR = REPO / "tests" / "fixtures"

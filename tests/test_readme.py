@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dias.engine.checkpoint import save_checkpoint
-from dias.model import build_model
+from dias.methods.dias.model import build_model
+from dias.train.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

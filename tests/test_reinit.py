@@ -5,7 +5,7 @@ import torch
 
 from dias.losses import select_distillation_pair
 from dias.masks import masks_from_attention
-from dias.model import build_model
+from dias.methods.dias.model import build_model
 
 
 @pytest.fixture()

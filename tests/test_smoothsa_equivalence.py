@@ -18,13 +18,13 @@ from equivalence import assert_segmentation_matches_except_at_ties
 
 from dias.io import WeightsMismatchError
 from dias.losses import preheat_loss, reconstruction_loss
-from dias.methods.smoothsa_model import SmoothSA, SmoothSAOutput, build_smoothsa
-from dias.methods.smoothsa_official import load_official_smoothsa_weights, smoothsa_official_key_map
-from dias.model import DIASOutput
+from dias.methods.dias.model import DIASOutput
+from dias.methods.official import OFFICIAL_BACKBONE_PREFIX
+from dias.methods.smoothsa.model import SmoothSA, SmoothSAOutput, build_smoothsa
+from dias.methods.smoothsa.official import load_official_smoothsa_weights, smoothsa_official_key_map
 from dias.modules.backbone import PatchStats, build_backbone
 from dias.modules.preheater import Preheater
 from dias.modules.slot_attention import SlotAttention
-from dias.official import OFFICIAL_BACKBONE_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_DIR = REPO / "tests" / "fixtures"

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from dias.data.codec import IGNORE_ID
-from dias.engine.gallery import VizItem, keep_strip, render_panel
-from dias.viz import (
+from dias.viz.gallery import VizItem, keep_strip, render_panel
+from dias.viz.panels import (
     BOUNDARY_COLOR,
     IGNORE_COLOR,
     PALETTE,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-import dias.engine.train as train_module
+import dias.train.loop as train_module
 from dias.config import Config, load_config
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"

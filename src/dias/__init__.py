@@ -14,11 +14,11 @@ def __getattr__(name):
 
         return build_model
     if name == "load_official_weights":
-        from dias.official import load_official_weights
+        from dias.methods.official import load_official_weights
 
         return load_official_weights
     if name == "load":
-        from dias.engine.infer import load
+        from dias.commands.infer import load
 
         return load
     raise AttributeError(f"module 'dias' has no attribute {name!r}")

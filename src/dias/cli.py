@@ -9,8 +9,8 @@ import traceback
 from pathlib import Path
 
 from dias import __version__
-from dias.engine.stop import Terminated, terminate_raises
 from dias.errors import DiasError
+from dias.train.stop import Terminated, terminate_raises
 
 EXIT_CODES = {"interrupted": 130, "terminated": 143}  # the shell's codes for SIGINT and SIGTERM
 DOES_NOT_FOLLOW_EXIT_CODE = 3  # `dias demo`: the fresh training does not follow the reference (or was too short)
@@ -214,7 +214,7 @@ def _show_config(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from dias.engine.evaluate import format_metrics, run_eval
+    from dias.commands.evaluate import format_metrics, run_eval
 
     result = run_eval(
         args.checkpoint,
@@ -230,7 +230,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from dias.engine.probe import RESULT_FILE, format_probe, run_probe
+    from dias.commands.probe import RESULT_FILE, format_probe, run_probe
 
     out = args.out if args.out is not None else args.checkpoint.parent / "probe"
     overrides = [*args.overrides, *(["probe.official_cap=true"] if args.official_cap else [])]
@@ -243,7 +243,7 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from dias.engine.report import run_report
+    from dias.commands.report import run_report
 
     markdown, md_path, csv_path = run_report(args.runs, args.out)
     print(markdown, end="")
@@ -252,15 +252,15 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dias.engine.train import run_train
+    from dias.commands.train import run_train
 
     result = run_train(args.config, _overrides(args), resume_dir=args.resume, out_dir=args.out)
     return EXIT_CODES.get(result.status, 0)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from dias.engine.demo import DEFAULT_MINUTES, run_demo
-    from dias.engine.evaluate import format_metrics
+    from dias.commands.evaluate import format_metrics
+    from dias.demo.run import DEFAULT_MINUTES, run_demo
 
     mode = "eval" if args.eval_only else "train" if args.train_only else "all"
     minutes = DEFAULT_MINUTES if args.minutes is None else (args.minutes or None)
@@ -285,7 +285,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _infer(args: argparse.Namespace) -> int:
-    from dias.engine.infer import load, run_infer
+    from dias.commands.infer import load, run_infer
 
     segmenter = load(args.checkpoint, backbone_weights=args.backbone_weights, config=args.config, device=args.device)
     summary = run_infer(
@@ -304,15 +304,15 @@ def _infer(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from dias.engine.checkpoint import export_weights
+    from dias.train.checkpoint import export_weights
 
     print(f"weights written to {export_weights(args.checkpoint, args.out)}")
     return 0
 
 
 def _features(args: argparse.Namespace) -> int:
+    from dias.commands.features import build_feature_cache
     from dias.config import load_config
-    from dias.engine.features import build_feature_cache
 
     cfg = load_config(args.config, args.overrides)
     summary = build_feature_cache(
@@ -413,7 +413,7 @@ def _import_official(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from dias.engine.doctor import exit_code, format_checks, run_checks
+    from dias.commands.doctor import exit_code, format_checks, run_checks
 
     checks = run_checks(args.config, _overrides(args), estimate=not args.no_estimate)
     print(format_checks(checks))

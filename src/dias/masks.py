@@ -14,6 +14,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from dias.schema import parse_mask_source
+
 
 def square_grid(num_tokens: int) -> tuple[int, int]:
     """(h, w) of a square token grid of num_tokens; ValueError when num_tokens is not a square."""
@@ -38,3 +40,17 @@ def masks_from_attention(
     size = (size, size) if isinstance(size, int) else tuple(size)
     upsampled = F.interpolate(attn.float(), size=size, mode="bilinear", align_corners=False)
     return upsampled.argmax(dim=1)
+
+
+def select_masks(*, decoder_attn: torch.Tensor, attn: torch.Tensor, mask_source: str) -> torch.Tensor:
+    """The slot masks (B, K, N) that `mask_source` names: decoder_attn (B, K, N), or one map of attn (T, B, K, N)."""
+    iteration = parse_mask_source(mask_source)
+    if iteration is None:
+        return decoder_attn
+    num_iters = attn.shape[0]
+    if not -num_iters <= iteration < num_iters:
+        raise ValueError(
+            f"mask source {mask_source!r} asks for iteration {iteration}, but the model runs {num_iters} "
+            f"slot-attention iterations; use attn:0 .. attn:{num_iters - 1} (or negative, from the end)"
+        )
+    return attn[iteration]

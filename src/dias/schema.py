@@ -244,7 +244,7 @@ class OptimConfig:
 class TrainConfig:
     total_steps: int = checked(50000, STEPS)
     seed: int = 42
-    # fp16: autocast + GradScaler on CUDA; elsewhere bf16 or fp32 (dias.engine.device says which)
+    # fp16: autocast + GradScaler on CUDA; elsewhere bf16 or fp32 (dias.runtime.device says which)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: str = checked("auto", DEVICE)  # auto: this process's GPU when CUDA is present, else the CPU
     out_dir: str = "runs/dias"

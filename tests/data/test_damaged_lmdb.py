@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from dias.commands.doctor import check_split
 from dias.config import load_config
 from dias.data.codec import CorruptRecordError
 from dias.data.dataset import LmdbDataset
 from dias.data.records import CorruptSplitError, LmdbReader
-from dias.engine.doctor import check_split
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 PAGE_SIZE = 4096
@@ -106,7 +106,7 @@ def test_truncated_file_is_refused_before_the_memory_map_is_read(damaged):
         f"""
         from dias.config import load_config
         from dias.data.records import CorruptSplitError, LmdbReader, LmdbWriter
-        from dias.engine.doctor import check_split
+        from dias.commands.doctor import check_split
         for attempt in (lambda: LmdbReader({str(root / "train.lmdb")!r}),
                         lambda: LmdbWriter({str(root / "extra.lmdb")!r}, dataset="synthetic", split="extra")):
             try:

@@ -11,8 +11,8 @@ from tiny import tiny_config
 from dias.config import LOSS_CONFIGS, ConfigError, ModelConfig, load_config
 from dias.losses import distillation_loss, reconstruction_loss
 from dias.methods import METHODS, build_model, method_of
-from dias.methods.smoothsa_model import SmoothSA
-from dias.model import DIAS
+from dias.methods.dias.model import DIAS
+from dias.methods.smoothsa.model import SmoothSA
 from dias.schedules import distill_weight_at
 
 REPO = Path(__file__).resolve().parents[2]

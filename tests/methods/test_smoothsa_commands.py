@@ -13,13 +13,13 @@ from tiny import DEMO_CONFIG, TINY
 
 from dias.cli import main
 from dias.config import load_config
-from dias.engine.checkpoint import load_checkpoint, load_model
-from dias.engine.train import LAST
 from dias.errors import DiasError
 from dias.methods import build_model
-from dias.methods.smoothsa_model import SmoothSA
-from dias.methods.smoothsa_official import smoothsa_official_key_map
-from dias.official import OFFICIAL_PREFIX, official_key_map
+from dias.methods.official import OFFICIAL_PREFIX, official_key_map
+from dias.methods.smoothsa.model import SmoothSA
+from dias.methods.smoothsa.official import smoothsa_official_key_map
+from dias.train.checkpoint import load_checkpoint, load_model
+from dias.train.loop import LAST
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = ["train.total_steps=4", "train.val_every=2", "optim.warmup_steps=1", "eval.batch_size=2", "loss.detach_steps=1"]

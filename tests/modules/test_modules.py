@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from dias.io import WeightsMismatchError
-from dias.model import build_model
+from dias.methods.dias.model import build_model
 from dias.modules.backbone import ColourCodes, PatchStats, ViTBackbone, build_backbone
 from dias.modules.decoders import (
     MLPDecoder,

@@ -10,15 +10,15 @@ import pytest
 import torch
 from tiny import tiny_config
 
-import dias.engine.probe as probe_module
+import dias.commands.probe as probe_module
 from dias.cli import main
+from dias.commands.probe import MAJORITY, PROBE_FILE, RESULT_FILE, SOURCES, run_probe
 from dias.data.convert_clevrtex import prepare_clevrtex
 from dias.data.convert_coco import prepare_coco
-from dias.engine.checkpoint import save_checkpoint
-from dias.engine.probe import MAJORITY, PROBE_FILE, RESULT_FILE, SOURCES, run_probe
 from dias.errors import MissingFileError
 from dias.methods import build_model
 from dias.probe.labels import ProbeLabelError
+from dias.train.checkpoint import save_checkpoint
 
 TESTS = Path(__file__).resolve().parents[1]
 PROBE_RUN = ["probe.total_steps=3", "probe.batch_size=4", "probe.checkpoint_every=2", "eval.batch_size=4"]

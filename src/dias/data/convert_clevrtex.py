@@ -43,7 +43,7 @@ from dias.data.codec import encode_record
 from dias.data.convert_common import write_split
 from dias.data.records import split_path
 from dias.errors import DiasError, MissingFileError
-from dias.lock import MIXED_DATASET, FolderLock
+from dias.runtime.lock import MIXED_DATASET, FolderLock
 
 DATASET_NAME = "clevrtex"
 CONVERTER_VERSION = 2  # 2: object attributes from the scene JSONs

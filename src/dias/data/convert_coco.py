@@ -30,7 +30,7 @@ from dias.data.codec import IGNORE_ID, encode_record_from_bytes
 from dias.data.convert_common import write_split
 from dias.data.records import split_path
 from dias.errors import MissingFileError, MissingPackageError
-from dias.lock import MIXED_DATASET, FolderLock
+from dias.runtime.lock import MIXED_DATASET, FolderLock
 
 DATASET_NAME = "coco"
 CONVERTER_VERSION = 1

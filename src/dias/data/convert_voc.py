@@ -30,7 +30,7 @@ from dias.data.codec import IGNORE_ID, count_objects, encode_record_from_bytes
 from dias.data.convert_common import write_split
 from dias.data.records import split_path
 from dias.errors import MissingFileError, UsageError
-from dias.lock import MIXED_DATASET, FolderLock
+from dias.runtime.lock import MIXED_DATASET, FolderLock
 
 DATASET_NAME = "voc"
 CONVERTER_VERSION = 2  # 2: object classes (`categories`) from SegmentationClass

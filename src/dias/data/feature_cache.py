@@ -1,6 +1,6 @@
 """The feature cache on disk: the token record codec, the identity check, and a Dataset over one split.
 
-`dias features` (dias.engine.features) writes one LMDB file per split with the dias record writer; its
+`dias features` (dias.commands.features) writes one LMDB file per split with the dias record writer; its
 header's `info` records everything the tokens depend on:
 
     {"kind": "features", "backbone": "<backbone id>", "image_size": 256, "crop_scale": [...], "flip": true,

@@ -34,7 +34,7 @@ from dias.data.convert_common import write_split
 from dias.data.records import split_path
 from dias.data.safe_pickle import safe_loads
 from dias.errors import MissingFileError, UsageError
-from dias.lock import MIXED_DATASET, FolderLock
+from dias.runtime.lock import MIXED_DATASET, FolderLock
 
 KEYS_KEY = b"__keys__"
 DATASETS = ("coco", "voc", "clevrtex")

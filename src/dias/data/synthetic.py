@@ -28,7 +28,7 @@ from dias.data.codec import encode_record
 from dias.data.convert_common import write_split
 from dias.data.records import split_path
 from dias.errors import UsageError
-from dias.lock import MIXED_DATASET, FolderLock
+from dias.runtime.lock import MIXED_DATASET, FolderLock
 
 DATASET_NAME = "synthetic"
 GENERATOR_VERSION = 2  # bump when render_scene changes, so stale partial files are not resumed

@@ -1,16 +1,17 @@
-"""The methods `dias` trains, by the name `model.method` gives them (an explicit registry, no reflection).
+"""The methods `dias` trains, by the name `model.method` gives them: METHODS is the one list of names.
 
-Adding a method is a new module here with its model, plan and objective (see dias.methods.base), its
-configs, its equivalence test and one entry in METHODS and in dias.config.LOSS_CONFIGS.
+Adding a method is a new folder here (its model, objective and plan, config section and defaults, load-time
+checks, official-weights mapping; see dias.methods.base), its configs, its tests and one entry in METHODS.
 """
 
 from __future__ import annotations
 
-from dias.config import Config
-from dias.methods import dias, smoothsa
-from dias.methods.base import Method, Objective, StepPlan
+from dias.methods.base import Method
+from dias.methods.dias.method import METHOD as DIAS
+from dias.methods.smoothsa.method import METHOD as SMOOTHSA
+from dias.schema import Config
 
-METHODS: dict[str, Method] = {"dias": dias.METHOD, "smoothsa": smoothsa.METHOD}
+METHODS: dict[str, Method] = {method.name: method for method in (DIAS, SMOOTHSA)}
 
 
 def method_of(cfg: Config) -> Method:
@@ -21,6 +22,3 @@ def method_of(cfg: Config) -> Method:
 def build_model(cfg: Config):
     """The model of cfg.model.method, built from cfg (its weights initialised as the release does)."""
     return method_of(cfg).build_model(cfg)
-
-
-__all__ = ["METHODS", "Method", "Objective", "StepPlan", "build_model", "method_of"]

@@ -6,8 +6,8 @@
     out = model(**inputs, **plan.forward_options)
     objective = method.objective(out, plan, cfg)   # the loss to back-propagate and its terms
 
-The training loop (dias.engine.train), `dias doctor` and the benchmarks call these and nothing else, so
-none of them spells a loss out; a method's module (dias.methods.dias, dias.methods.smoothsa) owns its
+The training loop (dias.train.loop), `dias doctor` and the benchmarks call these and nothing else, so
+none of them spells a loss out; a method's module (dias.methods.dias.method, dias.methods.smoothsa.method) owns its
 loss terms, their weights and schedules, and its per-step options. `forward` stays loss-free.
 """
 

@@ -20,13 +20,14 @@ from torch import nn
 
 from dias.errors import MissingFileError, UsageError
 from dias.io import check_state_dict, read_state_dict
-from dias.official import OFFICIAL_BACKBONE_PREFIX
 from dias.schema import COLOUR_CODES, PATCH_STATS, scaled_side
 
 log = logging.getLogger(__name__)
 
 VIT_NAMES = ("vit_small_patch14_reg4_dinov2", "vit_base_patch14_reg4_dinov2")
 WEIGHTS_OPTION = "model.backbone.weights"
+# Where an official release checkpoint (DIAS, SmoothSA) keeps the backbone: index 0 of its Sequential is the resize.
+OFFICIAL_BACKBONE_PREFIX = "m.encode_backbone.1."
 # Present in a full timm checkpoint but deliberately removed here: the features are the raw last-block
 # output (no final norm) and there is no classifier.
 DROPPED_TIMM_PREFIXES = ("norm.", "fc_norm.", "head.")

@@ -42,7 +42,7 @@ class Preheater(nn.Module):
     only in training, after `noise`. The persistent bool buffer `detach_flag` (default True) says whether
     the preheater reads `inputs.detach()` when a call does not say; it holds an official checkpoint's value
     (the release's schedule writes it). `dias train` passes the scheduled flag to every call instead
-    (`detach_inputs`, from dias.methods.smoothsa's plan), so the forward reads no state that changes.
+    (`detach_inputs`, from dias.methods.smoothsa.method's plan), so the forward reads no state that changes.
     """
 
     def __init__(

@@ -16,8 +16,7 @@ from typing import Any, NamedTuple
 import torch
 
 from dias.baselines import baseline_masks
-from dias.engine.evaluate import select_masks
-from dias.masks import masks_from_attention
+from dias.masks import masks_from_attention, select_masks
 from dias.metrics import BACKGROUND_ID, IGNORE_ID
 from dias.probe.labels import object_classes
 from dias.probe.matching import box_from_mask, match_slots, segment_iou
@@ -34,7 +33,7 @@ class Matched(NamedTuple):
 def source_segments(out: Any, source: str, *, mask_source: str, grid: tuple[int, int], seed: int):
     """(segment weights (B, K, N), vectors (B, K, D)) of one source for a model output."""
     if source == MODEL_SOURCE:
-        return select_masks(out, mask_source), out.slots
+        return select_masks(decoder_attn=out.decoder_attn, attn=out.attn, mask_source=mask_source), out.slots
     features = out.features.float()  # (B, N, C)
     segments = baseline_masks(source, features, num_slots=out.slots.shape[1], grid_size=grid, seed=seed)
     segments = segments.flatten(2).float()  # (B, K, N) hard 0/1

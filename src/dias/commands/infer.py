@@ -1,0 +1,219 @@
+"""Use a trained model on your own images: `dias.load(path).segment(images)` and `dias infer`.
+
+    model = dias.load("runs/demo/last.pt")             # or an exported .safetensors
+    result = model.segment([Image.open("a.jpg"), np.zeros((90, 120, 3), np.uint8)])
+    result.masks[0]   # (H, W) slot index per pixel, at the first image's own resolution
+
+Images of any size and mode (RGB, grayscale, RGBA, palette, 16-bit; read as dias.data.images says) are
+resized to the model's square input; the decoder attention is upsampled back to each image's own size
+before the argmax, so masks line up with the original pixels (of an image file: as a viewer shows it).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from dias.config import Config
+from dias.data.images import read_image, to_image_tensor
+from dias.data.transforms import resize_image
+from dias.errors import MissingFileError, UsageError
+from dias.io import atomic_write_bytes, require_folder
+from dias.masks import masks_from_attention
+from dias.methods.dias.model import DIAS
+from dias.runtime.device import AUTO, resolve_device, resolve_precision
+from dias.train.checkpoint import load_model
+from dias.viz.panels import overlay, to_pil
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+SUMMARY_FILE = "summary.json"
+
+
+class SegmentResult(NamedTuple):
+    masks: list[torch.Tensor]  # B x (H_i, W_i) long: slot index per pixel, at each image's own size
+    slots: torch.Tensor  # (B, K, D) final slots
+    attn: torch.Tensor  # (T, B, K, N) slot-attention maps per iteration
+    decoder_attn: torch.Tensor  # (B, K, N) decoder attention (the masks before upsampling)
+    keep: torch.Tensor | None  # (B, K) bool slots kept by pruning, when the model prunes
+
+
+class Segmenter:
+    """A trained model (DIAS or SmoothSA) with its config, ready to segment arbitrary images."""
+
+    def __init__(self, model: DIAS, cfg: Config, device: str | torch.device = AUTO):
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.precision = resolve_precision(cfg.eval.precision, self.device, key="eval.precision")
+        self.model = model.to(self.device).eval()
+        self.cfg = cfg
+
+    @torch.inference_mode()
+    def segment(self, images: Any, num_slots: int | None = None, seed: int | None = 0) -> SegmentResult:
+        """images: one image or a sequence (PIL, numpy, tensor), or a (B,3,H,W) tensor. Deterministic for a seed."""
+        if isinstance(images, torch.Tensor) and images.dim() == 4:
+            images = list(images)
+        elif not isinstance(images, Sequence) or isinstance(images, (str, bytes)):
+            images = [images]
+        pixels = [to_image_tensor(image) for image in images]
+        size = self.cfg.data.image_size
+        batch = torch.stack([resize_image(p, size) for p in pixels]).to(self.device)  # (B,3,S,S)
+        if seed is not None:
+            torch.manual_seed(seed)  # the initializer samples slots at inference too
+        with self.precision.autocast():
+            out = self.model(images=batch, num_slots=num_slots)
+        grid = self.model.backbone.grid_size(size)
+        masks = [
+            masks_from_attention(out.decoder_attn[i : i + 1], p.shape[-2:], grid)[0].cpu() for i, p in enumerate(pixels)
+        ]
+        return SegmentResult(masks, out.slots.cpu(), out.attn.cpu(), out.decoder_attn.cpu(), out.keep)
+
+
+def load(
+    path: str | Path,
+    *,
+    backbone_weights: str | Path | None = None,
+    config: str | Path | None = None,
+    device: str = AUTO,
+) -> Segmenter:
+    """A Segmenter from a dias checkpoint, an exported .safetensors, or an official checkpoint (+ config)."""
+    overrides = [f"model.backbone.weights={backbone_weights}"] if backbone_weights is not None else []
+    model, cfg = load_model(path, config=config, overrides=overrides)
+    return Segmenter(model, cfg, device)
+
+
+def find_images(inputs: Sequence[str | Path], out_dir: Path) -> list[Path]:
+    """Files given directly, plus image files (by suffix) inside given folders, sorted; none under out_dir.
+
+    An output folder inside an input folder is left out of it, so a second run never segments the first
+    run's outputs; nothing is lost, as dias writes that folder. An input inside the output folder (the
+    same folder, say) is refused instead: leaving it out would drop the user's own images, and outputs
+    written among them could replace one (STEM_mask.png).
+    """
+    out_dir = out_dir.resolve()
+    found, num_left_out = [], 0
+    for item in map(Path, inputs):
+        if not item.exists():
+            raise MissingFileError(f"input not found: {item}")
+        if item.resolve().is_relative_to(out_dir):
+            raise UsageError(f"input {item} is inside the output folder {out_dir}; pass --out a folder outside it")
+        if item.is_dir():
+            files = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            kept = [p for p in files if not p.resolve().is_relative_to(out_dir)]
+            num_left_out += len(files) - len(kept)
+            found.extend(kept)
+        else:
+            found.append(item)
+    if num_left_out:
+        log.warning("not reading %d image files inside the output folder %s", num_left_out, out_dir)
+    return found
+
+
+def run_infer(
+    segmenter: Segmenter,
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    batch_size: int = 8,
+    num_slots: int | None = None,
+    slot_masks: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Segment image files; per image write STEM_mask.png, STEM_overlay.png, STEM_slots.npz (+ slot masks).
+
+    Unreadable files are reported in the summary and skipped; no image file at all is a FileNotFoundError.
+    Returns the summary written to summary.json.
+    """
+    if batch_size < 1:
+        raise UsageError(f"batch_size must be at least 1, got {batch_size}")
+    out_dir = Path(out_dir)
+    require_folder(out_dir)
+    paths = find_images(inputs, out_dir)
+    if not paths:
+        raise MissingFileError(
+            f"no images in {', '.join(map(str, inputs))}: pass image files or folders holding files ending in "
+            f"{', '.join(IMAGE_SUFFIXES)}"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done, skipped, stems = [], [], set()
+    torch.manual_seed(seed)
+    with tqdm(total=len(paths), desc="infer", unit="img") as bar:
+        for start in range(0, len(paths), batch_size):
+            batch_paths, pixels = [], []
+            for path in paths[start : start + batch_size]:
+                try:
+                    pixels.append(read_image(path))
+                    batch_paths.append(path)
+                except ValueError as exc:
+                    log.warning("skipping %s", exc)
+                    skipped.append({"file": str(path), "reason": str(exc)})
+            if pixels:
+                result = segmenter.segment(pixels, num_slots=num_slots, seed=None)
+                for i, path in enumerate(batch_paths):
+                    stem = _unique_stem(path, stems)
+                    done.append(_write_outputs(out_dir, stem, path, pixels[i], result, i, slot_masks))
+            bar.update(len(paths[start : start + batch_size]))
+    summary = {
+        "num_images": len(done),
+        "num_skipped": len(skipped),
+        "num_slots": num_slots or segmenter.cfg.model.num_slots,
+        "image_size": segmenter.cfg.data.image_size,
+        "mask_ids": "slot index per pixel (0..K-1), at the input image's resolution",
+        "seed": seed,
+        "images": done,
+        "skipped": skipped,
+    }
+    atomic_write_bytes(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2).encode("utf-8"))
+    return summary
+
+
+def _write_outputs(
+    out_dir: Path, stem: str, path: Path, image: torch.Tensor, result: SegmentResult, index: int, slot_masks: bool
+) -> dict[str, Any]:
+    labels = result.masks[index]  # (H, W)
+    _save_png(Image.fromarray(labels.numpy().astype(np.uint8), mode="L"), out_dir / f"{stem}_mask.png")
+    _save_png(to_pil(overlay(image, labels)), out_dir / f"{stem}_overlay.png")
+    if slot_masks:
+        for k in range(result.decoder_attn.shape[1]):
+            mask = ((labels == k).numpy() * 255).astype(np.uint8)
+            _save_png(Image.fromarray(mask, mode="L"), out_dir / f"{stem}_slot{k}.png")
+    buffer = _npz_bytes(slots=result.slots[index].float().numpy(), decoder_attn=result.decoder_attn[index].numpy())
+    atomic_write_bytes(out_dir / f"{stem}_slots.npz", buffer)
+    areas = torch.bincount(labels.flatten(), minlength=result.decoder_attn.shape[1]).tolist()
+    return {
+        "file": str(path),
+        "output": stem,
+        "height": int(image.shape[1]),
+        "width": int(image.shape[2]),
+        "slot_areas": areas,
+    }
+
+
+def _unique_stem(path: Path, used: set[str]) -> str:
+    """The file's stem, numbered when two inputs of this run share it (a/x.png and b/x.jpg)."""
+    stem, suffix = path.stem, 1
+    while stem in used:
+        stem, suffix = f"{path.stem}-{suffix}", suffix + 1
+    used.add(stem)
+    return stem
+
+
+def _save_png(image: Image.Image, path: Path) -> None:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()

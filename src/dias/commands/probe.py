@@ -1,0 +1,244 @@
+"""`dias probe`: object recognition from a frozen model's slots, the protocol of the DIAS authors' code family.
+
+    result = run_probe("runs/demo/fresh/last.pt", "runs/demo/probe", overrides=["probe.attribute=shape"])
+    result.metrics["model"]["top1"]   # class top-1 over every matched object of the val split
+
+Per step: a batch of augmented training images (random crop, resize, flip, as discovery training) ->
+the frozen model (no gradient) -> slots matched to the objects (dias.probe.matching) -> one Adam step of
+each probe: one on the model's slots, and one each on "slots" that learn nothing (backbone tokens pooled in
+the image-blind grid's cells and in per-image k-means segments). LR: linear warm-up over 5 % of the steps,
+then cosine to lr / 1000. Then the val split (centre crop) is scored: class top-1 and top-3, the box IoU and
+the number of matches, micro-averaged over the matched objects, beside the majority class.
+
+The run folder holds probe.pt (the probes, their optimizers, the step: saved atomically every
+probe.checkpoint_every steps, at the end and on Ctrl-C / SIGTERM; `resume=True` continues it, with a fresh
+data order seeded by the step), config.yaml, metrics.jsonl and metrics.json with the eval card. One process
+writes a run folder at a time, and a new run never replaces one already there.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from dias import __version__
+from dias.config import CONFIG_FILE_NAME, Config, save_config
+from dias.data.dataset import LmdbDataset, collate
+from dias.data.records import load_header, split_path
+from dias.data.transforms import EvalTransform, TrainTransform
+from dias.errors import FileInTheWayError, MissingFileError
+from dias.io import atomic_write_bytes, file_sha256
+from dias.probe.labels import label_vocabulary
+from dias.probe.matching import box_iou
+from dias.probe.objects import MODEL_SOURCE, Matched, match_batch
+from dias.probe.probe import Probe, probe_loss, top_k_correct
+from dias.runtime.lock import FolderLock
+from dias.schedules import lr_at
+from dias.train.checkpoint import load_model
+from dias.train.log import METRICS_FILE_NAME, MetricsLogger
+from dias.train.stop import StopRequest
+
+PROBE_FILE, RESULT_FILE = "probe.pt", "metrics.json"
+SOURCES = (MODEL_SOURCE, "grid", "kmeans")
+MAJORITY = "majority"
+MATCHING = {False: "uncapped: every Hungarian pair above the IoU threshold", True: "official cap: objects 0 and 1 only"}
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProbeResult:
+    step: int
+    status: str  # "done", or the signal's ("interrupted", "terminated")
+    matching: str  # the matching mode, as MATCHING words it
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # source -> top1, top3, box_iou, num_matches
+
+
+def run_probe(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    config: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    resume: bool = False,
+) -> ProbeResult:
+    """Train the probes on `checkpoint`'s frozen slots into `out_dir`, then score them on the val split."""
+    out_dir = Path(out_dir)
+    model, cfg = load_model(checkpoint, config=config, overrides=overrides)
+    p = cfg.probe
+    # fails here, before any work, without labels; ClevrTex's classes are those its train split names
+    train_info = load_header(split_path(cfg.data.root, cfg.data.train_split))["info"]
+    vocabulary = label_vocabulary(cfg.data.name, p.attribute, train_info=train_info)
+    model.eval().requires_grad_(False)
+    grid = model.backbone.grid_size(cfg.data.image_size)
+    match = dict(
+        sources=SOURCES, dataset=cfg.data.name, attribute=p.attribute, vocabulary=vocabulary,
+        mask_source=p.mask_source, grid=grid, iou_threshold=p.iou_threshold, official_cap=p.official_cap, seed=p.seed,
+    )  # fmt: skip
+    log.info("matching: %s, IoU > %s, masks %s", MATCHING[p.official_cap], p.iou_threshold, p.mask_source)
+    resume_command = f"dias probe --checkpoint {checkpoint} --out {out_dir} --resume"  # + the same overrides
+    with FolderLock(out_dir):
+        if not resume and (out_dir / PROBE_FILE).exists():
+            raise FileInTheWayError(
+                f"{out_dir} already holds a probe run; continue it with `{resume_command}` or pass another --out"
+            )
+        torch.manual_seed(p.seed)
+        dims = {s: model.backbone.feature_dim for s in SOURCES} | {MODEL_SOURCE: cfg.model.slot_dim}
+        probes = {s: Probe(dims[s], len(vocabulary)) for s in SOURCES}
+        optimizers = {s: torch.optim.Adam(probes[s].parameters(), lr=0.0, weight_decay=0.0) for s in SOURCES}
+        step, majority, box_sum = 0, Counter(), torch.zeros(4, dtype=torch.float64)  # the training targets seen
+        if resume:
+            if not (out_dir / PROBE_FILE).is_file():
+                raise MissingFileError(f"no {PROBE_FILE} in {out_dir} to resume; leave out --resume to start a run")
+            state = torch.load(out_dir / PROBE_FILE, map_location="cpu", weights_only=True)
+            for s in SOURCES:
+                probes[s].load_state_dict(state["probes"][s])
+                optimizers[s].load_state_dict(state["optimizers"][s])
+            step, majority = state["step"], Counter(dict(zip(state["classes"], state["counts"], strict=True)))
+            box_sum = state["box_sum"]
+        save_config(cfg, out_dir / CONFIG_FILE_NAME)
+        logger = MetricsLogger(out_dir, cfg, fresh=not resume)
+
+        def save() -> None:
+            state = {
+                "step": step, "probes": {s: probes[s].state_dict() for s in SOURCES},
+                "optimizers": {s: optimizers[s].state_dict() for s in SOURCES},
+                "classes": list(majority), "counts": list(majority.values()), "box_sum": box_sum,
+            }  # fmt: skip
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            atomic_write_bytes(out_dir / PROBE_FILE, buffer.getvalue())
+
+        warmup = p.total_steps // 20 if p.warmup_steps is None else p.warmup_steps
+        stop = StopRequest()
+        stop.install()
+        try:
+            batches = _cycle(_loader(cfg, train=True, seed=p.seed + step))
+            for probe in probes.values():
+                probe.train()
+            while step < p.total_steps and stop.status is None:
+                batch = next(batches)
+                lr = lr_at(step, p.lr, warmup, p.total_steps, p.lr / 1000)
+                with torch.no_grad():
+                    matched = match_batch(model(images=batch["image"]), batch, **match)
+                majority.update(matched[MODEL_SOURCE].classes.tolist())
+                box_sum += matched[MODEL_SOURCE].boxes.double().sum(0)
+                losses = {s: _train_step(probes[s], optimizers[s], matched[s], lr) for s in SOURCES}
+                step += 1
+                if step % cfg.log.every == 0 or step == p.total_steps:
+                    logger.log({**{f"loss/{s}": v for s, v in losses.items()}, "lr": lr}, step)
+                if step % p.checkpoint_every == 0 or step == p.total_steps:
+                    save()
+            if stop.status is not None:
+                save()
+                log.warning("%s at step %d; continue with `%s`", stop.status, step, resume_command)
+                return ProbeResult(step, stop.status, MATCHING[p.official_cap])
+        finally:
+            stop.restore()
+            logger.close()
+        mean_box = (box_sum / max(sum(majority.values()), 1)).float()
+        metrics = _score(model, probes, majority, mean_box, cfg, match)
+        card = {
+            "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint), "dias_version": __version__,
+            "dataset": cfg.data.name, "split": cfg.data.val_split, "attribute": p.attribute,
+            "num_classes": len(vocabulary), "mask_source": p.mask_source, "iou_threshold": p.iou_threshold,
+            "matching": MATCHING[p.official_cap], "steps": p.total_steps, "batch_size": p.batch_size,
+            "metrics": "micro-averaged over the matched objects; box IoU of each matched pair's predicted box",
+        }  # fmt: skip
+        text = json.dumps({"metrics": metrics, "card": card}, indent=2) + "\n"
+        atomic_write_bytes(out_dir / RESULT_FILE, text.encode("utf-8"))
+        return ProbeResult(step, "done", MATCHING[p.official_cap], metrics)
+
+
+def _train_step(probe: Probe, optimizer: torch.optim.Optimizer, matched: Matched, lr: float) -> float:
+    """One Adam step on the batch's matched objects (none matched: no step); the loss, or NaN."""
+    if len(matched.classes) == 0:
+        return math.nan
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    logits, boxes = probe(matched.vectors)
+    loss = probe_loss(logits, boxes, matched.classes, matched.boxes)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+@torch.no_grad()
+def _score(
+    model, probes: dict[str, Probe], majority: Counter, mean_box: torch.Tensor, cfg: Config, match: dict
+) -> dict[str, dict]:
+    """Top-1, top-3, box IoU and matches per source on the val split, and the majority baseline's: the most
+    common training classes and the mean training box, scored on the model's matches."""
+    totals = {s: Counter() for s in (*SOURCES, MAJORITY)}
+    common = [c for c, _ in majority.most_common(3)] or [0]
+    for probe in probes.values():
+        probe.eval()
+    for batch in _loader(cfg, train=False, seed=cfg.probe.seed):
+        matched = match_batch(model(images=batch["image"]), batch, **match)
+        for source, probe in probes.items():
+            m = matched[source]
+            if len(m.classes):
+                logits, boxes = probe(m.vectors)
+                _add(totals[source], top_k_correct(logits, m.classes, 1), top_k_correct(logits, m.classes, 3),
+                     box_iou(boxes, m.boxes))  # fmt: skip
+        m, guess = matched[MODEL_SOURCE], torch.tensor(common)
+        top3 = (m.classes[:, None] == guess[None]).any(1)
+        _add(totals[MAJORITY], m.classes == guess[0], top3, box_iou(mean_box.expand(len(m.classes), -1), m.boxes))
+    return {s: _means(t) for s, t in totals.items()}
+
+
+def _add(total: Counter, top1: torch.Tensor, top3: torch.Tensor, iou: torch.Tensor) -> None:
+    total.update({"top1": float(top1.sum()), "top3": float(top3.sum()), "box_iou": float(iou.sum())})
+    total["num_matches"] += len(top1)
+
+
+def _means(total: Counter) -> dict[str, float]:
+    n = total["num_matches"]
+    return {k: (total[k] / n if n else math.nan) for k in ("top1", "top3", "box_iou")} | {"num_matches": int(n)}
+
+
+def _loader(cfg: Config, *, train: bool, seed: int) -> DataLoader:
+    d = cfg.data
+    split = d.train_split if train else d.val_split
+    transform = TrainTransform(d.image_size, d.crop_scale, d.flip) if train else EvalTransform(d.image_size)
+    dataset = LmdbDataset(split_path(d.root, split), transform, d.skip_corrupt, with_meta=True)
+    return DataLoader(
+        dataset, batch_size=cfg.probe.batch_size if train else cfg.eval.batch_size, shuffle=train,
+        collate_fn=collate, generator=torch.Generator().manual_seed(seed), drop_last=train,
+    )  # fmt: skip
+
+
+def _cycle(loader: DataLoader):
+    while True:
+        yield from loader
+
+
+def format_probe(metrics: dict[str, dict[str, float]], matching: str) -> str:
+    """A markdown table: the probe on the model's slots beside its baselines."""
+    titles = {
+        MODEL_SOURCE: "probe on the model's slots", "grid": "probe on tokens pooled in a fixed grid (image-blind)",
+        "kmeans": "probe on tokens pooled in k-means segments", MAJORITY: "majority class",
+    }  # fmt: skip
+    lines = [
+        f"matching: {matching}",
+        "| probe | top-1 | top-3 | box IoU | matches |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for source, m in metrics.items():
+        lines.append(
+            f"| {titles[source]} | {100 * m['top1']:.1f} | {100 * m['top3']:.1f} | {100 * m['box_iou']:.1f} | "
+            f"{m['num_matches']} |"
+        )
+    return "\n".join(lines)
+
+
+__all__ = ["ProbeResult", "format_probe", "run_probe", "METRICS_FILE_NAME"]

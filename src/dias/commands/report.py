@@ -1,0 +1,191 @@
+"""`dias report`: gather metrics.json files of several runs into mean ± std tables (Markdown and CSV).
+
+    rows = aggregate([json.loads(p.read_text()) for p in find_metrics(["runs/seed42", "runs/seed43"])])
+    print(to_markdown(rows))
+
+Numbers are ×100 with one decimal, as in the official README. The spread is the sample standard
+deviation over runs (ddof=1); a single run has none.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dias.baselines import BASELINE_TITLES
+from dias.commands.evaluate import EVAL_DIR_PREFIX, METRICS_FILE_NAME
+from dias.errors import MissingFileError
+from dias.io import atomic_write_bytes
+from dias.metrics import METRIC_NAMES, METRIC_TITLES
+
+EVAL_DIR_GLOB = EVAL_DIR_PREFIX + "*"
+DEFAULT_PREFIX = "summary"
+
+
+@dataclass
+class SummaryRow:
+    dataset: str
+    split: str
+    mask_source: str
+    num_runs: int
+    mean: dict[str, float]  # metric -> mean over runs, ×100
+    std: dict[str, float]  # metric -> sample std over runs (ddof=1), ×100; NaN for a single run
+    baseline: str | None = None  # a dias.baselines name for a baseline's row; None for the model's
+
+    @property
+    def label(self) -> str:
+        name = self.dataset if self.mask_source == "decoder" else f"{self.dataset} ({self.mask_source})"
+        name = name if self.split in ("val", "") else f"{name} [{self.split}]"
+        return name if self.baseline is None else f"{name}: {BASELINE_TITLES.get(self.baseline, self.baseline)}"
+
+
+def find_metrics(paths: Iterable[str | Path]) -> list[Path]:
+    """The metrics.json of each path: the file itself, DIR/metrics.json, or every DIR/eval-*/metrics.json."""
+    found = []
+    for path in map(Path, paths):
+        if path.is_file():
+            found.append(path)
+        elif (path / METRICS_FILE_NAME).is_file():
+            found.append(path / METRICS_FILE_NAME)
+        else:
+            matches = sorted(path.glob(f"{EVAL_DIR_GLOB}/{METRICS_FILE_NAME}"))
+            if not matches:
+                raise MissingFileError(
+                    f"no {METRICS_FILE_NAME} in {path} or {path}/{EVAL_DIR_GLOB}/; "
+                    f"score a run first with `dias eval --checkpoint {path}/last.pt`"
+                )
+            found.extend(matches)
+    return found
+
+
+def aggregate(reports: list[dict[str, Any]]) -> list[SummaryRow]:
+    """Group metrics.json contents by (dataset, split, mask source); mean and sample std over runs, ×100.
+
+    Rows keep the order in which their group first appears; each group's baselines (when the reports
+    have them) follow its model row.
+    """
+    groups: dict[tuple[str, str, str, str | None], list[dict[str, float]]] = {}
+    for report in reports:
+        card = report.get("card", {})
+        key = (str(card.get("dataset", "?")), str(card.get("split", "")), str(card.get("mask_source", "decoder")))
+        groups.setdefault((*key, None), []).append(report["metrics"])
+        for baseline, metrics in report.get("baselines", {}).items():
+            groups.setdefault((*key, baseline), []).append(metrics)
+    rows = []
+    for (dataset, split, mask_source, baseline), runs in groups.items():
+        values = {name: 100 * np.array([_number(run.get(name)) for run in runs]) for name in METRIC_NAMES}
+        rows.append(
+            SummaryRow(
+                dataset=dataset,
+                split=split,
+                mask_source=mask_source,
+                num_runs=len(runs),
+                mean={name: float(v.mean()) for name, v in values.items()},
+                std={name: float(v.std(ddof=1)) if len(v) > 1 else math.nan for name, v in values.items()},
+                baseline=baseline,
+            )
+        )
+    return rows
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)  # metrics.json writes a missing mean as null
+
+
+def format_cell(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.1f}" if math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
+
+
+def to_markdown(rows: list[SummaryRow]) -> str:
+    header = "| dataset | runs | " + " | ".join(METRIC_TITLES[name] for name in METRIC_NAMES) + " |"
+    rule = "|---|---:|" + "---:|" * len(METRIC_NAMES)
+    lines = [header, rule]
+    for row in rows:
+        cells = [format_cell(row.mean[name], row.std[name]) for name in METRIC_NAMES]
+        lines.append(f"| {row.label} | {row.num_runs} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Mean ± sample standard deviation (ddof=1) over runs, ×100.")
+    if any(row.baseline is not None for row in rows):
+        lines.append("Baselines are scored on the same images, token grid, upsampling and metrics as the model.")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[SummaryRow]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        ["dataset", "split", "mask_source", "segmentation", "num_runs"]
+        + [f"{name}_{stat}" for name in METRIC_NAMES for stat in ("mean", "std")]
+    )
+    for row in rows:
+        stats = [f"{value:.4f}" for name in METRIC_NAMES for value in (row.mean[name], row.std[name])]
+        writer.writerow([row.dataset, row.split, row.mask_source, row.baseline or "model", row.num_runs, *stats])
+    return buffer.getvalue()
+
+
+PROBE_METRICS = ("top1", "top3", "box_iou")
+PROBE_TITLES = {"top1": "top-1", "top3": "top-3", "box_iou": "box IoU"}
+
+
+def is_probe_report(report: dict[str, Any]) -> bool:
+    """Whether a metrics.json was written by `dias probe` (its card names the probed attribute)."""
+    return "attribute" in report.get("card", {})
+
+
+def probe_markdown(reports: list[dict[str, Any]]) -> str:
+    """Mean ± std over probe runs, per (dataset, attribute, matching mode) and source, ×100; matches summed."""
+    groups: dict[tuple[str, str, str, str], list[dict[str, float]]] = {}
+    for report in reports:
+        card = report["card"]
+        for source, metrics in report["metrics"].items():
+            key = (card["dataset"], card["attribute"], card["matching"], source)
+            groups.setdefault(key, []).append(metrics)
+    header = "| probe | runs | " + " | ".join(PROBE_TITLES[name] for name in PROBE_METRICS) + " | matches per run |"
+    lines = [header, "|---|---:|" + "---:|" * len(PROBE_METRICS) + "---:|"]
+    for (dataset, attribute, matching, source), runs in groups.items():
+        cells = []
+        for name in PROBE_METRICS:
+            values = 100 * np.array([_number(run.get(name)) for run in runs])
+            cells.append(format_cell(float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else math.nan))
+        matches = np.mean([run.get("num_matches", 0) for run in runs])
+        label = f"{dataset} {attribute}, {source} ({matching.split(':')[0]})"
+        lines.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + f" | {matches:.0f} |")
+    return "\n".join([*lines, "", "Recognition probes: mean ± sample standard deviation over runs, ×100."]) + "\n"
+
+
+def run_report(paths: list[str | Path], out_prefix: str | Path = DEFAULT_PREFIX) -> tuple[str, Path, Path]:
+    """Aggregate the runs in `paths`; write PREFIX.md and PREFIX.csv. Returns (markdown, md path, csv path).
+
+    Probe runs (`dias probe`'s metrics.json) get their own table in PREFIX.md, after the discovery one.
+    """
+    reports = [json.loads(path.read_text(encoding="utf-8")) for path in _unique(find_metrics(paths))]
+    probes = [report for report in reports if is_probe_report(report)]
+    rows = aggregate([report for report in reports if not is_probe_report(report)])
+    markdown = "\n".join(
+        part for part in (to_markdown(rows) if rows else "", probe_markdown(probes) if probes else "") if part
+    )
+    prefix = Path(out_prefix)
+    md_path, csv_path = prefix.with_name(prefix.name + ".md"), prefix.with_name(prefix.name + ".csv")
+    atomic_write_bytes(md_path, markdown.encode("utf-8"))
+    atomic_write_bytes(csv_path, to_csv(rows).encode("utf-8"))
+    return markdown, md_path, csv_path
+
+
+def _unique(paths: list[Path]) -> list[Path]:
+    """The paths with repeats (the same file given twice) left out, in order."""
+    seen, unique = set(), []
+    for path in paths:
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            unique.append(path)
+    return unique

@@ -1,0 +1,210 @@
+"""DIAS: frozen backbone -> projection -> slot attention -> feature-reconstructing decoder.
+
+This file is the wiring: the modules live in dias.modules, the losses in dias.losses.
+
+    model = build_model(load_config("configs/dias-coco.yaml"))
+    out = model(images=images)  # images (B, 3, 256, 256) uint8
+    out.attn  # (T, B, K, N): distill out.attn[first] towards out.attn[last]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from dias.config import Config, ConfigError
+from dias.methods.common import backbone_from_config, release_init
+from dias.modules.backbone import FrozenBackbone
+from dias.modules.decoders import MLPDecoder, RandomOrderTransformerDecoder
+from dias.modules.initializers import LearnedQueries, NormalShared
+from dias.modules.layers import PreNormMLP
+from dias.modules.redundancy import merge_redundant_slots
+from dias.modules.slot_attention import SlotAttention
+
+
+class DIASOutput(NamedTuple):
+    features: torch.Tensor  # (B, N, C) frozen backbone tokens (detached): the reconstruction target
+    inputs: torch.Tensor  # (B, N, C) projected features that slot attention reads
+    init_slots: torch.Tensor  # (B, K, D) slots before the first iteration
+    slots: torch.Tensor  # (B, K, D) slots after the last iteration
+    attn: torch.Tensor  # (T, B, K, N) slot-attention softmax over slots, one map per iteration
+    recon: torch.Tensor  # (B, N, C) decoder reconstruction of `features`, raster order
+    decoder_attn: torch.Tensor  # (B, K, N) decoder's last cross-attention, sums to 1 over K: the masks
+    decoder_query: torch.Tensor | None  # (B, N, C) normalised input of the decoder stack (transformer only)
+    decoder_memory: torch.Tensor | None  # (B, K, C) projected slots (transformer only)
+    keep: torch.Tensor | None = None  # (B, K) bool slots kept by pruning; None when pruning did not run
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reinit:
+    """Pruning + re-initialized aggregation settings (see dias.modules.redundancy).
+
+    How often it runs in training is the trainer's business: it passes `reinit=` to each forward.
+    """
+
+    distance: str = "slots"  # "slots" or "attention"
+    threshold: float = 0.1
+    min_clusters: int = 1
+    num_iters: int = 1
+    mask_pruned: bool = True
+
+
+class DIAS(nn.Module):
+    def __init__(
+        self,
+        backbone: FrozenBackbone,
+        project: nn.Module,
+        initializer: nn.Module,
+        slot_attention: SlotAttention,
+        decoder: nn.Module,
+        reinit: Reinit | None = None,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.project = project
+        self.initializer = initializer
+        self.slot_attention = slot_attention
+        self.decoder = decoder
+        self.reinit = reinit
+
+    def forward(
+        self,
+        images: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
+        init_slots: torch.Tensor | None = None,
+        num_slots: int | None = None,
+        perm: torch.Tensor | None = None,
+        visible: torch.Tensor | None = None,
+        slot_mask: torch.Tensor | None = None,
+        reinit: bool | None = None,
+        init_noise: torch.Tensor | None = None,
+    ) -> DIASOutput:
+        """Give exactly one of images (B, 3, H, W) uint8 or features (B, N, C) (e.g. from a feature cache).
+
+        init_slots (B, K, D) replaces the initializer's sample, as a constant: the initializer gets no gradient.
+        init_noise (B, K, D) replaces only the sampling initializer's standard-normal draw, so the slots stay
+        mean + init_noise * exp(log_std) and the initializer trains (a replay of recorded draws needs this).
+        Give at most one of the two. num_slots overrides K for the sample.
+        perm (B, N) long / visible (B, N) bool (permuted order) pin the decoder's training mask.
+        slot_mask (B, K) bool switches slots off (False) in slot attention and the decoder.
+        reinit switches pruning + re-initialization on or off for this call (the trainer draws it per batch
+        from the scheduled probability); by default it runs whenever the model has `reinit` settings.
+        """
+        if (images is None) == (features is None):
+            raise ValueError("pass exactly one of images or features")
+        if init_slots is not None and init_noise is not None:
+            raise ValueError(
+                "pass at most one of init_slots (replaces the initial slots) or init_noise (replaces only the "
+                "initializer's noise)"
+            )
+        if features is None:
+            features = self.backbone(images)
+        features = features.detach()  # (B, N, C)
+        inputs = self.project(features)  # (B, N, C)
+        if init_slots is None:
+            init_slots = self.initializer(features.shape[0], num_slots, noise=init_noise)  # (B, K, D)
+        slots, attn = self.slot_attention(inputs, init_slots, slot_mask)  # (B, K, D), (T, B, K, N)
+        keep = None
+        if self._reinit_now(reinit):
+            slots, attn, keep = self._prune_and_reaggregate(inputs, slots, attn, slot_mask)
+            if self.reinit.mask_pruned:
+                slot_mask = keep
+        decoded = self.decoder(features, slots, slot_mask, perm, visible)
+        return DIASOutput(
+            features, inputs, init_slots, slots, attn, decoded.recon, decoded.attn, decoded.query, decoded.memory, keep
+        )
+
+    def _reinit_now(self, requested: bool | None) -> bool:
+        if requested and self.reinit is None:
+            raise ValueError("this model has no re-initialization settings; set model.reinit.enabled=true")
+        return self.reinit is not None if requested is None else requested
+
+    def _prune_and_reaggregate(
+        self, inputs: torch.Tensor, slots: torch.Tensor, attn: torch.Tensor, slot_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Merge redundant slots, then run further iterations from the merged slots (METHOD.md (a), (b))."""
+        settings = self.reinit
+        merged = merge_redundant_slots(
+            slots,
+            threshold=settings.threshold,
+            attn=attn[-1].detach() if settings.distance == "attention" else None,
+            valid=slot_mask,
+            min_clusters=settings.min_clusters,
+        )
+        mask = merged.keep if settings.mask_pruned else slot_mask
+        slots, extra_attn = self.slot_attention(inputs, merged.slots, mask, settings.num_iters)
+        if settings.mask_pruned:
+            slots = slots * merged.keep[:, :, None]  # pruned slots stay empty
+        # The teacher of self-distillation is the last map produced: the re-initialized one.
+        return slots, torch.cat([attn, extra_attn]), merged.keep
+
+    def init_weights(self) -> None:
+        """The release's initialisation (SPEC §14): zero biases; decoder layers start as identical copies."""
+        release_init(project=self.project, slot_attention=self.slot_attention, decoder=self.decoder)
+
+
+def build_model(cfg: Config) -> DIAS:
+    """DIAS from cfg.model; cfg.data.image_size sets the token grid. (dias.methods.build_model builds any method.)"""
+    m = cfg.model
+    if m.method != "dias":
+        raise ConfigError(f"this builds DIAS, not model.method={m.method}; use dias.methods.build_model(cfg)")
+    backbone = backbone_from_config(cfg)
+    h, w = backbone.grid_size(cfg.data.image_size)
+    c = backbone.feature_dim
+    initializer_cls = {"normal_shared": NormalShared, "learned": LearnedQueries}[m.initializer.name]
+    if m.decoder.name == "random_order_transformer":
+        if c % m.decoder.num_heads:
+            raise ConfigError(
+                f"config key model.decoder.num_heads = {m.decoder.num_heads} must divide the backbone's feature "
+                f"width {c} (the decoder's width)"
+            )
+        decoder = RandomOrderTransformerDecoder(
+            c,
+            m.slot_dim,
+            num_tokens=h * w,
+            num_layers=m.decoder.num_layers,
+            num_heads=m.decoder.num_heads,
+            mlp_ratio=m.decoder.mlp_ratio,
+            visible_short_prob=m.decoder.visible_short_prob,
+            visible_short_fraction=m.decoder.visible_short_fraction,
+        )
+    else:
+        decoder = MLPDecoder(
+            c,
+            m.slot_dim,
+            num_tokens=h * w,
+            hidden_dim=m.decoder.hidden_dim,
+            num_hidden_layers=m.decoder.num_hidden_layers,
+        )
+    reinit = None
+    if m.reinit.enabled:
+        r = m.reinit
+        reinit = Reinit(
+            distance=r.distance,
+            threshold=r.threshold,
+            min_clusters=r.min_clusters,
+            num_iters=r.num_iters,
+            mask_pruned=r.mask_pruned,
+        )
+    model = DIAS(
+        backbone=backbone,
+        project=PreNormMLP(c, c),
+        initializer=initializer_cls(m.num_slots, m.slot_dim),
+        slot_attention=SlotAttention(
+            c,
+            m.slot_dim,
+            mlp_hidden_dim=m.slot_attention.mlp_dim,
+            num_iters=m.slot_attention.num_iters,
+            truncate=m.slot_attention.truncate,
+        ),
+        decoder=decoder,
+        reinit=reinit,
+    )
+    model.init_weights()
+    return model
+
+
+__all__ = ["DIAS", "DIASOutput", "Reinit", "backbone_from_config", "build_model", "release_init"]

@@ -1,0 +1,166 @@
+"""SmoothSA: DIAS's encoder and decoder, a preheated query, and slot attention with bi-level truncation.
+
+SmoothSA (Zhao et al., "Smoothing Slot Attention Iterations and Recurrences", https://arxiv.org/abs/2508.05417;
+code https://github.com/Genera1Z/SmoothSA) is the DIAS authors' successor method. This file is the wiring;
+the preheater lives in dias.modules.preheater, the objective and schedule in dias.methods.smoothsa.method:
+
+    model = build_smoothsa(backbone, image_size=256, num_slots=7, slot_dim=256, num_iters=3, ...)
+    out = model(features=features, detach_preheat=True)  # features (B, N, C) from the frozen backbone
+
+SmoothSA has no pruning, no re-initialisation and no attention distillation.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from dias.methods.common import release_init
+from dias.modules.backbone import FrozenBackbone
+from dias.modules.decoders import RandomOrderTransformerDecoder
+from dias.modules.layers import PreNormMLP
+from dias.modules.preheater import Preheater
+from dias.modules.slot_attention import SlotAttention
+
+
+class SmoothSAOutput(NamedTuple):
+    """DIASOutput's fields in its order, so evaluation and masks read both; then SmoothSA's own."""
+
+    features: torch.Tensor  # (B, N, C) frozen backbone tokens (detached): the reconstruction target
+    inputs: torch.Tensor  # (B, N, C) projected features that the preheater and slot attention read
+    init_slots: torch.Tensor  # (B, K, D) the query slot attention starts from: qinit.detach() (+ noise in training)
+    slots: torch.Tensor  # (B, K, D) slots after the last iteration
+    attn: torch.Tensor  # (T, B, K, N) slot-attention softmax over slots, one map per iteration
+    recon: torch.Tensor  # (B, N, C) decoder reconstruction of `features`, raster order
+    decoder_attn: torch.Tensor  # (B, K, N) decoder's last cross-attention, sums to 1 over K: the masks
+    decoder_query: torch.Tensor  # (B, N, C) normalised input of the decoder stack, raster order
+    decoder_memory: torch.Tensor  # (B, K, C) projected slots
+    keep: torch.Tensor | None  # always None: SmoothSA prunes no slots
+    qinit: torch.Tensor  # (B, K, D) preheater output, regressed onto the detached final slots
+    init_sample: torch.Tensor  # (B, K, D) the preheater's shared-Gaussian sample, before refinement
+
+
+class SmoothSA(nn.Module):
+    def __init__(
+        self,
+        backbone: FrozenBackbone,
+        project: nn.Module,
+        preheater: Preheater,
+        slot_attention: SlotAttention,
+        decoder: RandomOrderTransformerDecoder,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.project = project
+        self.preheater = preheater
+        self.slot_attention = slot_attention
+        self.decoder = decoder
+
+    def forward(
+        self,
+        images: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
+        init_noise: torch.Tensor | None = None,
+        query_noise: torch.Tensor | None = None,
+        num_slots: int | None = None,
+        perm: torch.Tensor | None = None,
+        visible: torch.Tensor | None = None,
+        slot_mask: torch.Tensor | None = None,
+        detach_preheat: bool | None = None,
+    ) -> SmoothSAOutput:
+        """Give exactly one of images (B, 3, H, W) uint8 or features (B, N, C) (e.g. from a feature cache).
+
+        init_noise / query_noise (B, K, D) replace the preheater's two standard-normal draws (its sample's,
+        and in training the query's), e.g. to replay recorded draws. num_slots overrides K.
+        perm (B, N) long / visible (B, N) bool (permuted order) pin the decoder's training mask.
+        slot_mask (B, K) bool switches slots off (False) in slot attention and the decoder; the preheater's
+        self-attention still sees every slot, as it has no mask.
+        detach_preheat overrides the preheater's `detach_flag` buffer for this call.
+        """
+        if (images is None) == (features is None):
+            raise ValueError("pass exactly one of images or features")
+        if features is None:
+            features = self.backbone(images)
+        features = features.detach()  # (B, N, C)
+        inputs = self.project(features)  # (B, N, C)
+        preheated = self.preheater(
+            inputs, num_slots, noise=init_noise, query_noise=query_noise, detach_inputs=detach_preheat
+        )
+        slots, attn = self.slot_attention(inputs, preheated.query, slot_mask)  # (B, K, D), (T, B, K, N)
+        decoded = self.decoder(features, slots, slot_mask, perm, visible)
+        return SmoothSAOutput(
+            features,
+            inputs,
+            preheated.query,
+            slots,
+            attn,
+            decoded.recon,
+            decoded.attn,
+            decoded.query,
+            decoded.memory,
+            None,
+            preheated.qinit,
+            preheated.sample,
+        )
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """The release's initialisation: the shared modules exactly as DIAS's (zero Linear and GRU biases,
+        decoder layers as identical copies); the preheater keeps PyTorch's defaults except its zero Gaussians.
+        """
+        release_init(project=self.project, slot_attention=self.slot_attention, decoder=self.decoder)
+        for parameter in (self.preheater.mean, self.preheater.log_std, self.preheater.query_log_std):
+            parameter.zero_()
+
+
+def build_smoothsa(
+    backbone: FrozenBackbone,
+    *,
+    image_size: int,
+    num_slots: int,
+    slot_dim: int,
+    num_iters: int,
+    slot_mlp_dim: int,
+    truncate: str | None = "bi-level",
+    decoder_layers: int,
+    decoder_heads: int,
+    decoder_mlp_ratio: float,
+    visible_short_prob: float,
+    visible_short_fraction: float,
+    preheater_heads: int = 4,
+    preheater_ffn_dim: int = 1024,
+) -> SmoothSA:
+    """SmoothSA on `backbone`, initialised as released; image_size sets the token grid the decoder is built for.
+
+    truncate is slot attention's gradient truncation: the release's "bi-level", or None for an ablation
+    (the release's config notes that training does not converge without it).
+    """
+    h, w = backbone.grid_size(image_size)
+    c = backbone.feature_dim
+    if c % decoder_heads:
+        raise ValueError(f"decoder_heads = {decoder_heads} must divide the backbone's feature width {c}")
+    model = SmoothSA(
+        backbone=backbone,
+        project=PreNormMLP(c, c),
+        preheater=Preheater(
+            c, slot_dim, num_slots=num_slots, num_heads=preheater_heads, mlp_hidden_dim=preheater_ffn_dim
+        ),
+        slot_attention=SlotAttention(c, slot_dim, mlp_hidden_dim=slot_mlp_dim, num_iters=num_iters, truncate=truncate),
+        decoder=RandomOrderTransformerDecoder(
+            c,
+            slot_dim,
+            num_tokens=h * w,
+            num_layers=decoder_layers,
+            num_heads=decoder_heads,
+            mlp_ratio=decoder_mlp_ratio,
+            visible_short_prob=visible_short_prob,
+            visible_short_fraction=visible_short_fraction,
+        ),
+    )
+    model.init_weights()
+    return model
+
+
+__all__ = ["SmoothSA", "SmoothSAOutput", "build_smoothsa"]

@@ -1,0 +1,69 @@
+"""What a run's tokens depend on, and how a batch becomes the model's inputs: images, or cached features.
+
+    dataset = open_feature_split(cfg, "val", train=False)  # refuses a cache that does not match cfg
+    inputs = batch_inputs(batch, device)                    # {"features": (B, N, C)} or {"images": (B, 3, H, W)}
+
+The cache's layout, record codec and identity check live in dias.data.feature_cache; `dias features`
+(dias.commands.features) builds it with `expected_info` as its identity.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from dias.data.dataset import LmdbDataset
+from dias.data.feature_cache import FEATURES_KIND, FeatureDataset, source_identity
+from dias.data.records import load_header, split_path
+from dias.io import file_sha256
+from dias.modules.backbone import STAND_IN_BACKBONES
+from dias.schema import Config
+
+REBUILD_HINT = (
+    "rebuild it with `dias features --config CONFIG --out {out} --overwrite` and this run's overrides, "
+    "or unset data.features"
+)
+
+
+def backbone_id(cfg: Config) -> str:
+    """What the tokens depend on: backbone name, its weights' content hash and input scale (or patch size)."""
+    backbone = cfg.model.backbone
+    if backbone.name in STAND_IN_BACKBONES:
+        return f"{backbone.name}/v{STAND_IN_BACKBONES[backbone.name].version}/p{backbone.patch_size}"
+    weights = "random" if backbone.weights is None else file_sha256(backbone.weights)[:16]
+    return f"{backbone.name}/{weights}/x{backbone.input_scale}"
+
+
+def expected_info(cfg: Config, split: str) -> dict[str, Any]:
+    """Everything the cached tokens of `split` must have been built from to feed a run of `cfg`."""
+    return {
+        "kind": FEATURES_KIND,
+        "backbone": backbone_id(cfg),
+        "image_size": cfg.data.image_size,
+        "crop_scale": list(cfg.data.crop_scale),
+        "flip": cfg.data.flip,
+        "source": source_identity(load_header(split_path(cfg.data.root, split))),
+    }
+
+
+def open_feature_split(cfg: Config, split: str, *, train: bool, source: LmdbDataset | None = None) -> FeatureDataset:
+    """The cached tokens of `split` in cfg.data.features, checked against `cfg` and the split's LMDB."""
+    return FeatureDataset(
+        split_path(cfg.data.features, split),
+        expected=expected_info(cfg, split),
+        train=train,
+        source=source,
+        rebuild_hint=REBUILD_HINT.format(out=cfg.data.features),
+    )
+
+
+def batch_inputs(batch: dict[str, Any], device: torch.device | str) -> dict[str, torch.Tensor]:
+    """The model's keyword inputs for a batch: cached `features` when present, else `images`.
+
+    The copies are asynchronous from pinned memory (the loaders pin batches for CUDA); elsewhere they are
+    ordinary copies.
+    """
+    if "features" in batch:
+        return {"features": batch["features"].to(device, non_blocking=True)}
+    return {"images": batch["image"].to(device, non_blocking=True)}

@@ -1,0 +1,67 @@
+"""Data loaders of a training run: seeded, resumable, split over ranks; images or cached features."""
+
+from __future__ import annotations
+
+import signal
+
+import torch
+from torch.utils.data import DataLoader
+
+from dias.config import Config
+from dias.data.dataset import LmdbDataset, collate
+from dias.data.records import split_path
+from dias.data.sampling import EpochSampler, SeededSamples
+from dias.data.transforms import EvalTransform, TrainTransform
+from dias.runtime import distributed
+from dias.train.features import open_feature_split
+
+
+def build_loaders(cfg: Config, dist_info: distributed.DistInfo) -> tuple[DataLoader, EpochSampler, DataLoader]:
+    """The training loader (seeded, resumable, this rank's share) and the validation loader."""
+    d = cfg.data
+    val_set = LmdbDataset(split_path(d.root, d.val_split), EvalTransform(d.image_size), d.skip_corrupt)
+    if d.features is None:
+        transform = TrainTransform(d.image_size, d.crop_scale, d.flip)
+        train_set = LmdbDataset(split_path(d.root, d.train_split), transform, d.skip_corrupt)
+    else:  # the frozen backbone's tokens were cached by `dias features`
+        train_set = open_feature_split(cfg, d.train_split, train=True)
+        val_set = open_feature_split(cfg, d.val_split, train=False, source=val_set)
+    pin = dist_info.device.type == "cuda"  # page-locked batches: the copies to the GPU run asynchronously
+    sampler = EpochSampler(len(train_set), d.batch_size, cfg.train.seed, dist_info.rank, dist_info.world_size)
+    train_loader = DataLoader(
+        SeededSamples(train_set, cfg.train.seed),
+        batch_size=d.batch_size,
+        sampler=sampler,
+        num_workers=d.num_workers,
+        collate_fn=collate,
+        worker_init_fn=ignore_sigterm,
+        drop_last=True,
+        persistent_workers=d.num_workers > 0,
+        pin_memory=pin,
+        # A private generator: creating an iterator must not draw from the training RNG stream.
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+    )
+    val_loader = DataLoader(
+        val_set, batch_size=cfg.eval.batch_size, num_workers=d.num_workers, collate_fn=collate,
+        worker_init_fn=ignore_sigterm, pin_memory=pin,
+    )  # fmt: skip
+    return train_loader, sampler, val_loader
+
+
+def ignore_sigterm(worker_id: int) -> None:
+    """A worker leaves SIGTERM to the main process, which saves last.pt and then shuts the workers down.
+
+    Schedulers such as SLURM signal every process of a job; a worker killed first would end the run
+    with a DataLoader error before the main process could save.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def batches(loader: DataLoader, sampler: EpochSampler, epoch: int, consumed: int):
+    """Endless (batch, epoch, batches consumed in that epoch after this one), from a data position on."""
+    while True:
+        sampler.set_position(epoch, consumed)
+        for batch in loader:
+            consumed += 1
+            yield batch, epoch, consumed
+        epoch, consumed = epoch + 1, 0

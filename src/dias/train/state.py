@@ -1,0 +1,85 @@
+"""Training state that is not a module's: seeding, RNG snapshots and the trainer's checkpoint write.
+
+RNG snapshots hold only tensors and plain data, so checkpoints stay loadable with weights_only=True.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dias.config import Config
+from dias.errors import WriteError
+from dias.methods.dias.model import DIAS
+from dias.runtime import distributed
+from dias.train.checkpoint import save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's (CPU and CUDA) global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def capture_rng() -> dict[str, Any]:
+    """This process's global RNG states as tensors and plain data."""
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(states: list[dict[str, Any]], dist_info: distributed.DistInfo, fallback_seed: int) -> None:
+    """Restore this rank's snapshot; without one (another world size), seed from `fallback_seed` + rank."""
+    if len(states) != dist_info.world_size:
+        log.warning(
+            "the checkpoint holds RNG states of %d rank(s), this run has %d: reseeding, so the resumed run is "
+            "reproducible but not identical to an uninterrupted one",
+            len(states), dist_info.world_size,
+        )  # fmt: skip
+        seed_everything(fallback_seed + dist_info.rank)
+        return
+    state = states[dist_info.rank]
+    torch.set_rng_state(state["torch"])
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_training_checkpoint(path: Path, model: DIAS, cfg: Config, step: int, **state: Any) -> None:
+    """save_checkpoint, with a failure that names the step; the previous file at `path` is left intact."""
+    try:
+        save_checkpoint(path, model, cfg, step, **state)
+    except WriteError as exc:  # its words say which file, why, and that the previous one is intact
+        raise WriteError(exc.errno, f"could not save the step {step} checkpoint: {exc.strerror}") from exc
+    log.info("saved %s (step %d)", path, step)

@@ -1,0 +1,170 @@
+"""The visual report of `dias eval --viz N`: one PNG panel per image and one self-contained report.html.
+
+A panel shows [input | ground truth | prediction], then one attention strip (a heat map per slot) for
+each slot-attention iteration and one for the decoder, so the effect of self-distillation (the first
+iteration learning from the last) can be seen slot by slot.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dias.baselines import BASELINE_TITLES
+from dias.data.transforms import resize_mask
+from dias.io import atomic_write_bytes
+from dias.methods.dias.model import DIASOutput
+from dias.metrics import METRIC_TITLES
+from dias.viz.panels import attention_strip, caption, hstack, overlay, to_pil, upscale, vstack
+
+VIZ_DIR_NAME = "viz"
+REPORT_FILE_NAME = "report.html"
+PANEL_GAP = 4
+TILE_GAP = 2
+TILE_SIZE = 96  # pixels per slot in an attention strip
+MIN_DISPLAY_SIZE = 192  # smaller inputs are enlarged (nearest neighbour) in the panels
+
+
+@dataclass
+class VizItem:
+    index: int  # dataset index
+    image: torch.Tensor  # (3, H, W) uint8
+    gt: torch.Tensor  # (H, W) instance ids
+    pred: torch.Tensor  # (H, W) predicted slot per pixel
+    attn: torch.Tensor  # (T, K, N) slot attention, one map per iteration
+    decoder_attn: torch.Tensor  # (K, N)
+    mask_source: str
+    keep: torch.Tensor | None = None  # (K,) bool slots kept by pruning (full method), else None
+
+
+class VizCollector:
+    """A batch hook for `evaluate` that keeps what the first `num_images` panels need, on the CPU."""
+
+    def __init__(self, num_images: int, mask_source: str = "decoder"):
+        self.num_images = num_images
+        self.mask_source = mask_source
+        self.items: list[VizItem] = []
+
+    def __call__(self, batch: dict[str, Any], out: DIASOutput, pred: torch.Tensor) -> None:
+        for b in range(min(self.num_images - len(self.items), len(pred))):
+            self.items.append(
+                VizItem(
+                    index=int(batch["index"][b]),
+                    image=batch["image"][b].cpu().clone(),
+                    gt=batch["mask"][b].cpu().clone(),
+                    pred=pred[b].cpu().clone(),
+                    attn=out.attn[:, b].float().cpu().clone(),
+                    decoder_attn=out.decoder_attn[b].float().cpu().clone(),
+                    mask_source=self.mask_source,
+                    keep=None if out.keep is None else out.keep[b].cpu().clone(),
+                )
+            )
+
+
+def render_panel(item: VizItem, tile_size: int = TILE_SIZE) -> torch.Tensor:
+    """(3, H', W') uint8: captioned input, ground-truth and predicted overlays, then the attention strips."""
+    size = max(item.image.shape[-1], MIN_DISPLAY_SIZE)
+    image = upscale(item.image, size)
+    gt, pred = resize_mask(item.gt, size), resize_mask(item.pred, size)
+    top = hstack(
+        [
+            caption(image, "input"),
+            caption(overlay(image, gt), "ground truth"),
+            caption(overlay(image, pred), f"prediction ({item.mask_source})"),
+        ],
+        gap=PANEL_GAP,
+    )
+    strips = [
+        caption(attention_strip(attn, tile_size, TILE_GAP), f"slot attention, iteration {t + 1}")
+        for t, attn in enumerate(item.attn)
+    ]
+    strips.append(caption(attention_strip(item.decoder_attn, tile_size, TILE_GAP), "decoder attention"))
+    if item.keep is not None:
+        kept = int(item.keep.sum())
+        label = f"pruning: {kept} of {len(item.keep)} slots kept (green), the others merged away (grey)"
+        strips.append(caption(keep_strip(item.keep, tile_size, TILE_GAP), label))
+    return vstack([top, *strips], gap=PANEL_GAP)
+
+
+def keep_strip(keep: torch.Tensor, tile_size: int, gap: int = 0) -> torch.Tensor:
+    """(3, tile, K tiles) uint8: one tile per slot, green where kept, grey where pruned, aligned with the strips."""
+    colours = {True: (60, 170, 80), False: (90, 90, 90)}
+    tiles = [
+        torch.tensor(colours[bool(k)], dtype=torch.uint8).view(3, 1, 1).expand(3, tile_size, tile_size) for k in keep
+    ]
+    return hstack(tiles, gap=gap)
+
+
+def png_bytes(image: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
+    to_pil(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_visual_report(
+    out_dir: str | Path,
+    items: list[VizItem],
+    report: dict[str, Any],
+    per_image: dict[int, dict[str, float]] | None = None,
+) -> Path:
+    """Write OUT/viz/image-<index>.png for each item and OUT/report.html embedding them; returns the html path."""
+    out_dir = Path(out_dir)
+    figures = []
+    for item in items:
+        data = png_bytes(render_panel(item))
+        name = f"image-{item.index:06d}.png"
+        atomic_write_bytes(out_dir / VIZ_DIR_NAME / name, data)
+        scores = (per_image or {}).get(item.index, {})
+        text = ", ".join(f"{METRIC_TITLES[k]} {100 * v:.1f}" for k, v in scores.items() if v == v)
+        figures.append(
+            f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
+            f"<figcaption>{html.escape(f'image {item.index}' + (f': {text}' if text else ''))}</figcaption></figure>"
+        )
+    path = out_dir / REPORT_FILE_NAME
+    atomic_write_bytes(path, _page(report, figures).encode("utf-8"))
+    return path
+
+
+def _page(report: dict[str, Any], figures: list[str]) -> str:
+    metrics = report["metrics"]
+    card = report["card"]
+    title = f"dias eval: {card.get('dataset', '')} {card.get('split', '')} ({card.get('mask_source', '')})"
+    head_cells = "<th>segmentation</th>" + "".join(f"<th>{METRIC_TITLES[k]}</th>" for k in metrics)
+    rows = [("model", metrics)] + [(BASELINE_TITLES.get(b, b), m) for b, m in report.get("baselines", {}).items()]
+    metric_rows = "".join(
+        f"<tr><th>{html.escape(label)}</th>"
+        + "".join("<td>–</td>" if values.get(k) is None else f"<td>{100 * values[k]:.1f}</td>" for k in metrics)
+        + "</tr>"
+        for label, values in rows
+    )
+    card_rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(v if isinstance(v, str) else json.dumps(v))}</td></tr>"
+        for k, v in card.items()
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; }}
+table {{ border-collapse: collapse; margin-bottom: 1em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: left; vertical-align: top; }}
+figure {{ margin: 0 0 1.5em 0; }}
+img {{ image-rendering: pixelated; max-width: 100%; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<h2>Metrics (&times;100)</h2>
+<table><tr>{head_cells}</tr>{metric_rows}</table>
+<p>The baselines are scored on the same images, token grid, upsampling and metrics as the model: a number
+means something only where it beats them.</p>
+<h2>Eval card</h2>
+<table>{card_rows}</table>
+<h2>Images</h2>
+{"".join(figures)}
+</body></html>
+"""

@@ -1,0 +1,99 @@
+"""One device and precision rule: `auto` picks CUDA when present, and fp16 off CUDA falls back once, the same way."""
+
+import logging
+
+import pytest
+import torch
+
+import dias.runtime.device as device_module
+from dias.cli import main
+from dias.runtime.device import DeviceError, Precision, resolve_device, resolve_precision
+
+
+@pytest.fixture(autouse=True)
+def fresh_warnings(monkeypatch):
+    monkeypatch.setattr(device_module, "_warned", set())
+
+
+def test_auto_is_cuda_when_present_else_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    assert resolve_device("auto", local_rank=3) == torch.device("cuda", 3)  # torchrun: this process's GPU
+    assert resolve_device("cuda:1", local_rank=3) == torch.device("cuda", 1)
+
+
+def test_a_missing_gpu_or_an_unknown_device_is_a_user_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match="no CUDA GPU is visible; pass --device auto or cpu$"):
+        resolve_device("cuda")
+    with pytest.raises(DeviceError, match=r"pass --device auto or cpu \(or the override train.device=cpu\)"):
+        resolve_device("cuda", key="train.device")
+    with pytest.raises(DeviceError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
+
+
+@pytest.mark.parametrize(("fast_bf16", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_fp16_off_cuda_falls_back_by_the_cpu_with_one_warning(monkeypatch, caplog, fast_bf16, expected):
+    monkeypatch.setattr(device_module, "cpu_has_fast_bf16", lambda: fast_bf16)
+    with caplog.at_level(logging.WARNING, logger="dias.runtime.device"):
+        precisions = [resolve_precision("fp16", torch.device("cpu")) for _ in range(3)]
+    assert {p.name for p in precisions} == {expected} and not any(p.scaled for p in precisions)
+    assert len(caplog.records) == 1 and f"running {expected} on cpu" in caplog.text
+    with caplog.at_level(logging.WARNING, logger="dias.runtime.device"):
+        resolve_precision("fp16", torch.device("cpu"), key="eval.precision")
+    assert len(caplog.records) == 2 and "eval.precision=fp16" in caplog.records[-1].getMessage()
+
+
+def test_fp16_on_cuda_is_scaled_and_explicit_choices_are_kept(monkeypatch):
+    cuda = resolve_precision("fp16", torch.device("cuda", 0))
+    assert (cuda.name, cuda.dtype, cuda.scaled) == ("fp16", torch.float16, True)
+    monkeypatch.setattr(device_module, "cpu_has_fast_bf16", lambda: False)
+    assert resolve_precision("bf16", torch.device("cpu")).name == "bf16"  # asked for: honoured
+    assert resolve_precision("fp32", torch.device("cpu")).name == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    with pytest.raises(DeviceError, match="does not support bf16"):
+        resolve_precision("bf16", torch.device("cuda", 0))
+
+
+def test_autocast_sets_the_dtype_and_fp32_runs_without_it():
+    with Precision("bf16", "cpu").autocast():
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with Precision("fp32", "cpu").autocast():
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_every_command_defaults_to_auto(monkeypatch):
+    import dias.cli as cli
+
+    parser = cli._build_parser()
+    assert parser.parse_args(["infer", "x.png", "--checkpoint", "c", "--out", "o"]).device == "auto"
+    assert parser.parse_args(["features", "--config", "c", "--out", "o"]).device == "auto"
+    for argv, key in (
+        (["train", "--config", "c"], "train.device"),
+        (["eval", "--checkpoint", "c"], "eval.device"),
+        (["doctor"], "train.device"),
+    ):
+        args = parser.parse_args(argv)
+        assert cli._overrides(args) == list(args.overrides)  # the config's key decides; its default is auto
+        args = parser.parse_args([*argv, "--device", "cpu", "a.b=1"])
+        assert cli._overrides(args) == ["a.b=1", f"{key}=cpu"]
+
+
+def test_doctor_names_a_missing_gpu(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["doctor", "--device", "cuda", "--no-estimate", "data.root=/nonexistent"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL] device" in out and "no CUDA GPU is visible" in out
+
+
+def test_loaders_pin_memory_only_for_cuda(synthetic_root, small_demo_config):
+    from dias.runtime.distributed import DistInfo
+    from dias.train.loaders import build_loaders
+
+    cfg = small_demo_config(f"data.root={synthetic_root}", "data.num_workers=0", "data.batch_size=4")
+    for device, pinned in ((torch.device("cpu"), False), (torch.device("cuda", 0), True)):
+        train_loader, _, val_loader = build_loaders(cfg, DistInfo(0, 1, device))
+        assert train_loader.pin_memory is pinned and val_loader.pin_memory is pinned
