@@ -1,6 +1,6 @@
 """The method family side by side on the synthetic data: four methods x three seeds, one step budget.
 
-    python benchmarks/ablation.py [--steps 300] [--seeds 42 43 44] [--val-batches N]
+    python benchmarks/ablation.py [--steps 300] [--seeds 42 43 44] [--val-batches N] [--data data/synthetic]
 
 Methods (all on configs/demo.yaml, schedules compressed to --steps):
 - slot attention: no distillation (loss.distill_weight=0);
@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--val-batches", type=int, default=None, help="count slots on the first N val batches")
+    parser.add_argument("--data", default=None, help="synthetic dataset folder (default: the config's data.root)")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="for every run")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     budget = [
@@ -86,6 +88,8 @@ def main() -> None:
         f"train.val_every={args.steps}",
         f"train.checkpoint_every={args.steps}",
         "log.tensorboard=false",
+        *([f"data.root={args.data}"] if args.data else []),
+        *args.override,
     ]
     print(f"# demo config, {args.steps} steps per run, seeds {args.seeds}, val split, decoder masks")
     print("| variant | FG-ARI | mBO | mIoU | slots with pixels / true segments |")

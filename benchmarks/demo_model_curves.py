@@ -1,11 +1,14 @@
 """The demo model's reference runs against their baselines: validation FG-ARI and mBO, step by step, per seed.
 
-Reads each run's metrics.jsonl (what `dias train` logs at every validation: the model's scores on the whole
-val split and the three baselines' on the same images) and writes a table of every seed, their mean and the
-margin over the best baseline, which is what the demo model's target is stated in (+0.05 on both).
+Reads the training logs (what `dias train` logs at every validation: the model's scores on the whole val
+split and the three baselines' on the same images) and writes a table of every seed, their mean and the
+margin over the best baseline, which is what the demo model's target is stated in (+0.05 on both). By
+default the logs are the bundled model's (src/dias/demo_model/log-seed*.jsonl, the three runs' metrics.jsonl
+as packaged); `--runs PREFIX` reads run folders PREFIX-SEED instead, e.g. runs that
+scripts/train_demo_model.sh is training.
 
-    python benchmarks/demo_model_curves.py                    # benchmarks/results/demo-model-v2-{42,43,44}
-    python benchmarks/demo_model_curves.py --runs benchmarks/results/demo-model --name demo_model_v1_curves
+    python benchmarks/demo_model_curves.py                           # results/demo_model_v2_curves.md
+    python benchmarks/demo_model_curves.py --runs runs/demo-model --out runs/curves.md
 
 A step is in the mean only when every seed has logged it; a run still training simply has fewer rows.
 A step logged twice (a run resumed from a checkpoint older than its log) counts once, the later record.
@@ -15,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from dias.baselines import BASELINE_NAMES
+from dias.demo.reference import load_reference
 from dias.io import atomic_write_bytes
 from dias.train.log import METRICS_FILE_NAME, read_metrics
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
+RESULT = Path(__file__).resolve().parent / "results" / "demo_model_v2_curves.md"
 METRICS = ("fg_ari", "mbo")
 TITLES = {"fg_ari": "FG-ARI", "mbo": "mBO"}
 BASELINE_SHORT = {"grid": "grid", "voronoi": "Voronoi", "kmeans": "k-means"}
@@ -30,22 +34,33 @@ MARGIN = 0.05  # the target: the seeds' mean this far above the best baseline, o
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default="benchmarks/results/demo-model-v2", help="run folders are PREFIX-SEED")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--reference", type=Path, default=None, help="a reference folder (default: the bundled one)")
+    parser.add_argument("--runs", default=None, help="read run folders PREFIX-SEED instead of a reference")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44], help="with --runs: the seeds")
     parser.add_argument("--every", type=int, default=2500, help="steps between the rows (the last one is added)")
-    parser.add_argument("--name", default="demo_model_v2_curves", help="stem of the file in benchmarks/results/")
+    parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args()
-    runs = {seed: validations(REPO / f"{args.runs}-{seed}") for seed in args.seeds}
-    text = table(runs, args.every, f"{args.runs}-SEED")
-    atomic_write_bytes(RESULTS / f"{args.name}.md", text.encode("utf-8"))
+    if args.runs:
+        runs = {seed: validations(run_records(Path(f"{args.runs}-{seed}"))) for seed in args.seeds}
+        where = f"{args.runs}-SEED"
+    else:
+        reference = load_reference(args.reference)
+        runs = {seed: validations(records) for seed, records in reference.logs.items()}
+        where = "the bundled model's logs" if args.reference is None else f"the logs in {args.reference}"
+    text = table(runs, args.every, where)
+    atomic_write_bytes(args.out, text.encode("utf-8"))
     print(text, end="")
 
 
-def validations(run_dir: Path) -> dict[int, dict[str, float]]:
-    """step -> that validation's record (the later one where a step was logged twice)."""
+def run_records(run_dir: Path) -> list[dict[str, Any]]:
     if not (run_dir / METRICS_FILE_NAME).is_file():
         raise SystemExit(f"no training log in {run_dir}: train the run first (scripts/train_demo_model.sh)")
-    return {int(r["step"]): r for r in read_metrics(run_dir) if "val/fg_ari" in r}
+    return read_metrics(run_dir)
+
+
+def validations(records: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
+    """step -> that validation's record (the later one where a step was logged twice)."""
+    return {int(r["step"]): r for r in records if "val/fg_ari" in r}
 
 
 def best_baseline(records: list[dict[str, float]], metric: str) -> tuple[str, float]:

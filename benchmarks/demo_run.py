@@ -33,6 +33,7 @@ RESULTS = REPO / "benchmarks" / "results"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", default="demo_run", help="stem of the file written to benchmarks/results/")
+    parser.add_argument("--out", type=Path, default=None, help="the file written (default: results/NAME.md)")
     parser.add_argument("args", nargs="*", help="arguments of `dias demo`, e.g. optim.lr=1e-9 or --minutes 3")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,7 +70,7 @@ def main() -> None:
     if result.returncode not in (0, 3):
         lines += ["", "Its error output (last lines):", "", "```", *result.stderr.splitlines()[-20:], "```"]
     text = "\n".join(lines) + "\n"
-    atomic_write_bytes(RESULTS / f"{args.name}.md", text.encode("utf-8"))
+    atomic_write_bytes(args.out or RESULTS / f"{args.name}.md", text.encode("utf-8"))
     print(text)
 
 

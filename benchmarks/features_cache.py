@@ -71,8 +71,12 @@ def main() -> None:
     parser.add_argument("--num-images", type=int, default=64)
     parser.add_argument("--views", type=int, default=1, help="training views cached per training image")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="config override")
     args = parser.parse_args()
-    rates = measure(args.config, num_images=args.num_images, views=args.views, batch_size=args.batch_size)
+    rates = measure(
+        args.config, num_images=args.num_images, views=args.views, batch_size=args.batch_size,
+        overrides=tuple(args.override),
+    )  # fmt: skip
     n = args.num_images
     print(
         f"# {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} "

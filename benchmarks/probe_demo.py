@@ -30,9 +30,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--data", default="data/synthetic")
+    parser.add_argument("--out", type=Path, default=RESULTS / "probe_demo.md", help="the file written")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="probe config")
     args = parser.parse_args()
     weights = bundled_reference_dir() / "model.safetensors"
-    overrides = [f"data.root={args.data}", "probe.attribute=shape", f"probe.total_steps={args.steps}"]
+    overrides = [f"data.root={args.data}", "probe.attribute=shape", f"probe.total_steps={args.steps}", *args.override]
     load = os.getloadavg()[0]  # other work on the machine stretches the wall time; the table does not change
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,7 +54,7 @@ def main() -> None:
             "Top-1 / top-3 / box IoU x100, micro-averaged over the matched objects; 8 shapes (chance top-1 12.5).",
         ]
     )
-    atomic_write_bytes(RESULTS / "probe_demo.md", (text + "\n").encode("utf-8"))
+    atomic_write_bytes(args.out, (text + "\n").encode("utf-8"))
     print(text)
 
 

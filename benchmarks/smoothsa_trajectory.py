@@ -1,9 +1,9 @@
 """60 training steps of the official SmoothSA release against the package's, on CPU in float32.
 
-    python benchmarks/smoothsa_trajectory.py --official CHECKOUT [--record-to FILE] [--official-commit SHA]
+    DIAS_SMOOTHSA_OFFICIAL=CHECKOUT python benchmarks/smoothsa_trajectory.py [--record-to FILE] [--official-commit SHA]
 
 CHECKOUT is a checkout (or `git archive`) of https://github.com/Genera1Z/SmoothSA; it is not shipped, so
-its path is an argument. Two phases, in one process:
+its path comes from the environment variable DIAS_SMOOTHSA_OFFICIAL (or --official). Two phases, in one process:
 
 - **record** (only when FILE, default /tmp/smoothsa_trajectory_seed0.pt, is missing): the release's own
   `train_epoch` from its train.py, called as is, with the optimizer, GradScaler, ClipGradNorm, MetricWrap
@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -58,6 +59,7 @@ from dias.train.step import build_optimizer, optimisation_step
 
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL_CONFIG = "config-smoothsa/smoothsa_r-coco.py"
+OFFICIAL_ENV = "DIAS_SMOOTHSA_OFFICIAL"  # a checkout of the official SmoothSA code
 PACKAGE_CONFIG = REPO / "configs" / "smoothsa-coco.yaml"
 RESULT = REPO / "benchmarks" / "results" / "smoothsa_trajectory.md"
 DEFAULT_RECORD = Path("/tmp/smoothsa_trajectory_seed0.pt")
@@ -552,7 +554,14 @@ def report(rows: list[Row], summary: Summary, trajectory: dict, command: str) ->
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--official", type=Path, required=True, help="checkout of github.com/Genera1Z/SmoothSA")
+    official = os.environ.get(OFFICIAL_ENV)
+    parser.add_argument(
+        "--official",
+        type=Path,
+        default=official and Path(official),
+        required=not official,
+        help=f"checkout of github.com/Genera1Z/SmoothSA (default: ${OFFICIAL_ENV})",
+    )
     parser.add_argument("--record-to", type=Path, default=DEFAULT_RECORD, help="the recorded trajectory")
     parser.add_argument("--official-commit", default=None, help="the checkout's commit, when it is no git clone")
     parser.add_argument("--seed", type=int, default=0)

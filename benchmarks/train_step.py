@@ -1,19 +1,25 @@
-"""Training-step speed and memory: dias against a straightforward implementation of SPEC's dataflow.
+"""Training-step speed and memory: the package's step against a plain implementation of the official dataflow.
 
     python benchmarks/train_step.py [--config configs/dias-coco.yaml] [--batch-sizes 8 32] [--steps 4]
 
 Rows (each measured in a fresh subprocess, so peak memory is its own):
-- `baseline fp32`: the release's dataflow written plainly (nn.TransformerDecoder with a hook forcing
-  need_weights on the last cross-attention, explicit permute/unpermute gathers), features given;
-- `dias fp32` / `dias fp32 compiled` / `dias bf16`: our model with features given (fp32, fp32 under
-  torch.compile as `train.compile=true` does, and bf16 autocast);
-- `dias fp32 + backbone`: our model running the frozen ViT on 256 px images every step (random weights;
+- `baseline fp32`: the official DIAS code's dataflow (github.com/Genera1Z/DIAS, config dias_r-coco.py) written
+  plainly here, on purpose a separate implementation that shares no code with the package, so that the
+  package's step is timed against something it cannot have slowed down: slot attention with a shared Gaussian
+  initializer, then the random-order auto-regressive decoder as nn.TransformerDecoder with a hook forcing
+  need_weights on the last cross-attention and explicit permute/unpermute gathers; its loss written out as
+  the release computes it (mse of the reconstruction + cross-entropy of the first iteration's attention
+  towards the last one's, detached); features given, weights random;
+- `dias fp32` / `dias fp32 compiled` / `dias bf16`: the package's step, `dias.train.step.optimisation_step`
+  with the config's method (`dias.methods.method_of`: its model, its objective, the plan of its last training
+  step), features given (fp32, fp32 under torch.compile as `train.compile=true` does, and bf16 autocast);
+- `dias fp32 + backbone`: the same step running the frozen backbone on images every step (random weights;
   the cost is the same), which is what the feature cache removes.
-Each step is forward, reconstruction + distillation loss, backward, clip 1.0 and an Adam step.
-Prints a Markdown table: ms per step (median), the step's floating-point work (counted by
-torch.utils.flop_counter on one extra step: matmuls and attention, forward and backward), the rate that
-makes, and peak resident memory of the process. A last line gives the rate of one large fp32 matrix
-product on the same threads: the ceiling any implementation of this step can approach.
+Each step is forward, loss, backward, clip and an Adam step. Prints a Markdown table: ms per step (median),
+the step's floating-point work (counted by torch.utils.flop_counter on one extra step: matmuls and
+attention, forward and backward), the rate that makes, and peak resident memory of the process. A last line
+gives the rate of one large fp32 matrix product on the same threads: the ceiling any implementation of this
+step can approach.
 """
 
 from __future__ import annotations
@@ -29,43 +35,51 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from machine import cpu_name
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from dias.config import load_config
-from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
-from dias.methods import build_model
+from dias.config import Config, load_config
+from dias.methods import build_model, method_of
+from dias.runtime.device import Precision
+from dias.train.step import build_optimizer, optimisation_step
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("baseline fp32", "dias fp32", "dias fp32 compiled", "dias bf16", "dias fp32 + backbone")
+CPU = torch.device("cpu")
 
 
 class BaselineDIAS(nn.Module):
-    """SPEC §4-7 written the plain way, for timing only (the weights are random)."""
+    """The official DIAS dataflow written the plain way, for timing only (the weights are random).
 
-    def __init__(self, num_slots=7, feature_dim=384, slot_dim=256, num_tokens=256, num_iters=3):
+    Letters: B batch, N tokens, C feature width, D slot width, K slots.
+    """
+
+    def __init__(
+        self, *, num_slots: int, feature_dim: int, slot_dim: int, num_tokens: int, num_iters: int, mlp_dim: int,
+        num_layers: int, num_heads: int, ffn_dim: int,
+    ):  # fmt: skip
         super().__init__()
         c, d = feature_dim, slot_dim
-        self.num_slots, self.num_iters, self.num_tokens = num_slots, num_iters, num_tokens
+        self.num_slots, self.num_iters = num_slots, num_iters
         self.project = nn.Sequential(nn.LayerNorm(c), nn.Linear(c, c), nn.GELU(), nn.Linear(c, c))
         self.mean = nn.Parameter(torch.zeros(1, 1, d))
         self.logstd = nn.Parameter(torch.zeros(1, 1, d))
-        self.norm1q, self.proj_q = nn.LayerNorm(d), nn.Linear(d, d, bias=False)
-        self.norm1kv, self.proj_k, self.proj_v = (
-            nn.LayerNorm(c),
-            nn.Linear(c, d, bias=False),
-            nn.Linear(c, d, bias=False),
-        )
-        self.rnn, self.norm2 = nn.GRUCell(d, d), nn.LayerNorm(d)
-        self.ffn = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
-        self.pe = nn.Parameter(torch.randn(1, num_tokens, c))
+        self.norm_slots, self.proj_q = nn.LayerNorm(d), nn.Linear(d, d, bias=False)
+        self.norm_inputs = nn.LayerNorm(c)
+        self.proj_k, self.proj_v = nn.Linear(c, d, bias=False), nn.Linear(c, d, bias=False)
+        self.rnn, self.norm_mlp = nn.GRUCell(d, d), nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, d))
+        self.position = nn.Parameter(torch.randn(1, num_tokens, c))
         self.mask_token = nn.Parameter(torch.randn(1, 1, c) * c**-0.5)
-        self.project1 = nn.Sequential(nn.Linear(c, c, bias=False), nn.LayerNorm(c))
-        self.project2 = nn.Sequential(nn.Linear(d, c, bias=False), nn.LayerNorm(c))
-        layer = nn.TransformerDecoderLayer(c, 4, 4 * c, 0.0, "gelu", batch_first=True, norm_first=True, bias=False)
-        self.decoder = nn.TransformerDecoder(layer, 4)
-        self.norm0 = self.decoder.layers[0].norm1
+        self.project_tokens = nn.Sequential(nn.Linear(c, c, bias=False), nn.LayerNorm(c))
+        self.project_slots = nn.Sequential(nn.Linear(d, c, bias=False), nn.LayerNorm(c))
+        layer = nn.TransformerDecoderLayer(
+            c, num_heads, ffn_dim, 0.0, "gelu", batch_first=True, norm_first=True, bias=False
+        )
+        self.decoder = nn.TransformerDecoder(layer, num_layers)
+        self.norm_query = self.decoder.layers[0].norm1
         self.decoder.layers[0].norm1 = nn.Identity()
         last = self.decoder.layers[-1].multihead_attn
         last.register_forward_pre_hook(self._need_weights, with_kwargs=True)
@@ -78,81 +92,107 @@ class BaselineDIAS(nn.Module):
     def _keep_weights(self, module, args, output):
         self.cross_attn = output[1]  # (B, N, K), averaged over heads
 
-    def forward(self, features):
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """features (B, N, C) -> recon (B, N, C), slot-attention maps (T, B, K, N)."""
         b, n, c = features.shape
-        encode = self.project(features)
-        slots = (
-            self.mean.expand(b, self.num_slots, -1)
-            + torch.randn(b, self.num_slots, self.mean.shape[-1]) * self.logstd.exp()
-        )
-        kv = self.norm1kv(encode)
-        k, v = self.proj_k(kv), self.proj_v(kv)
+        encoded = self.project(features)
+        noise = torch.randn(b, self.num_slots, self.mean.shape[-1])
+        slots = self.mean.expand(b, self.num_slots, -1) + noise * self.logstd.exp()
+        inputs = self.norm_inputs(encoded)
+        k, v = self.proj_k(inputs), self.proj_v(inputs)
         attns = []
         for _ in range(self.num_iters):
-            q = self.proj_q(self.norm1q(slots))
-            a0 = (q * q.shape[-1] ** -0.5 @ k.transpose(1, 2)).softmax(dim=1)
-            attns.append(a0)
-            a = a0 / (a0.sum(dim=2, keepdim=True) + 1e-5)
-            y = self.rnn((a @ v).flatten(0, 1), slots.flatten(0, 1)).view_as(slots)
-            slots = y + self.ffn(self.norm2(y))
-        tokens, memory = self.project1(features), self.project2(slots)
-        idxs = torch.stack([torch.randperm(n) for _ in range(b)])
+            q = self.proj_q(self.norm_slots(slots))
+            attn = (q * q.shape[-1] ** -0.5 @ k.transpose(1, 2)).softmax(dim=1)  # (B, K, N): slots compete
+            attns.append(attn)
+            weights = attn / (attn.sum(dim=2, keepdim=True) + 1e-5)
+            updated = self.rnn((weights @ v).flatten(0, 1), slots.flatten(0, 1)).view_as(slots)
+            slots = updated + self.mlp(self.norm_mlp(updated))
+        tokens, memory = self.project_tokens(features), self.project_slots(slots)
+        order = torch.stack([torch.randperm(n) for _ in range(b)])  # (B, N)
         keep = torch.where(
             torch.rand(b, 1) < 0.5, torch.randint(0, n - 1, (b, 1)), torch.full((b, 1), int(n * 0.1) - 1)
         )
         visible = torch.arange(n)[None] < keep
-        shuffled = tokens.gather(1, idxs[:, :, None].expand(-1, -1, c))
+        shuffled = tokens.gather(1, order[:, :, None].expand(-1, -1, c))
         shuffled = torch.where(visible[:, :, None], shuffled, self.mask_token.expand(b, n, c))
-        query = shuffled + self.pe.expand(b, -1, -1).gather(1, idxs[:, :, None].expand(-1, -1, c))
-        out = self.decoder(self.norm0(query), memory)
-        inverse = idxs.argsort(dim=1)
+        query = shuffled + self.position.expand(b, -1, -1).gather(1, order[:, :, None].expand(-1, -1, c))
+        out = self.decoder(self.norm_query(query), memory)
+        inverse = order.argsort(dim=1)
         recon = out.gather(1, inverse[:, :, None].expand(-1, -1, c))
-        attn = self.cross_attn.gather(1, inverse[:, :, None].expand(-1, -1, self.num_slots)).transpose(1, 2)
-        return recon, torch.stack(attns), attn
+        return recon, torch.stack(attns)
 
 
-def measure(variant: str, config: str, batch_size: int, steps: int) -> dict:
+def baseline_loss(recon: torch.Tensor, attn: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """The release's objective at the end of training (distillation weight 1), written out."""
+    distill = F.cross_entropy(attn[0], attn[-1].detach())  # dim 1 (slots) is the class dim
+    return F.mse_loss(recon, features) + distill
+
+
+def build_baseline(cfg: Config, feature_dim: int, num_tokens: int) -> BaselineDIAS:
+    model, decoder = cfg.model, cfg.model.decoder
+    return BaselineDIAS(
+        num_slots=model.num_slots, feature_dim=feature_dim, slot_dim=model.slot_dim, num_tokens=num_tokens,
+        num_iters=model.slot_attention.num_iters, mlp_dim=model.slot_attention.mlp_dim, num_layers=decoder.num_layers,
+        num_heads=decoder.num_heads, ffn_dim=int(decoder.mlp_ratio * feature_dim),
+    )  # fmt: skip
+
+
+def measure(variant: str, config: str, overrides: list[str], batch_size: int, steps: int) -> dict:
     torch.manual_seed(0)
-    cfg = load_config(config)
+    cfg = load_config(config, overrides)
+    model = build_model(cfg).train()
+    grid = model.backbone.grid_size(cfg.data.image_size)
+    num_tokens, feature_dim = grid[0] * grid[1], model.backbone.feature_dim
+    features = torch.randn(batch_size, num_tokens, feature_dim)
+    size = cfg.data.image_size
+    images = torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8)
     if variant.startswith("baseline"):
-        model = BaselineDIAS(cfg.model.num_slots).train()
-    else:
-        model = build_model(cfg).train()
+        model = build_baseline(cfg, feature_dim, num_tokens).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=1e-4)
-    features = torch.randn(batch_size, 256, 384)
-    images = torch.randint(0, 256, (batch_size, 3, cfg.data.image_size, cfg.data.image_size), dtype=torch.uint8)
+    optimizer = build_optimizer(params, cfg.optim, CPU)
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.optim.lr  # the loop sets it per step; any value costs the same
     runner = torch.compile(model) if variant.endswith("compiled") else model  # compiles in the warm-up
+
+    if variant.startswith("baseline"):
+
+        def step(module: nn.Module) -> None:
+            recon, attn = module(features)
+            loss = baseline_loss(recon, attn, features)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+            optimizer.step()
+
+    else:
+        method = method_of(cfg)
+        plan = method.final_plan(cfg)  # the loss weights at the end of training (DIAS: distillation weight 1)
+        precision = Precision("bf16" if variant.endswith("bf16") else "fp32", CPU.type)
+        scaler = torch.amp.GradScaler(CPU.type, enabled=False)
+        inputs = {"images": images} if variant.endswith("+ backbone") else {"features": features}
+
+        def step(module: nn.Module) -> None:
+            optimisation_step(
+                module, inputs, method=method, plan=plan, cfg=cfg, optimizer=optimizer, scaler=scaler, params=params,
+                precision=precision,
+            )  # fmt: skip
+
     times = []
     flops = 0
-    for step in range(steps + 3):  # two warm-up steps, the timed steps, then one counted step (eager)
-        counter = FlopCounterMode(display=False) if step == steps + 2 else contextlib.nullcontext()
+    for index in range(steps + 3):  # two warm-up steps, the timed steps, then one counted step (eager)
+        counted = index == steps + 2
+        counter = FlopCounterMode(display=False) if counted else contextlib.nullcontext()
         start = time.perf_counter()
         with counter:
-            train_step(model if step == steps + 2 else runner, optimizer, params, features, images, variant)
-        if step == steps + 2:
+            step(model if counted else runner)
+        if counted:
             flops = counter.get_total_flops()
-        elif step >= 2:
+        elif index >= 2:
             times.append(time.perf_counter() - start)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ms = 1000 * statistics.median(times)
     return {"variant": variant, "batch_size": batch_size, "ms": ms, "gflop": flops / 1e9, "peak_mib": peak_mib}
-
-
-def train_step(model, optimizer, params, features, images, variant: str) -> None:
-    """Forward, reconstruction + distillation loss, backward, clip 1.0, Adam step."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant.endswith("bf16")):
-        if variant.startswith("baseline"):
-            recon, attn, _ = model(features)
-            target = features
-        else:
-            out = model(images=images) if variant.endswith("+ backbone") else model(features=features)
-            recon, attn, target = out.recon, out.attn, out.features
-        loss = reconstruction_loss(recon, target) + distillation_loss(*select_distillation_pair(attn))
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    optimizer.step()
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
@@ -168,14 +208,16 @@ def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(REPO / "configs" / "dias-coco.yaml"))
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2, help="runs of every variant, interleaved; medians kept")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--gemm-size", type=int, default=2048, help="side of the matrix product of the last line")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child[0], args.config, int(args.child[1]), args.steps)))
+        print(json.dumps(measure(args.child[0], args.config, args.override, int(args.child[1]), args.steps)))
         return
     print(
         f"# {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads, {Path(args.config).name}, "
@@ -184,16 +226,17 @@ def main() -> None:
     print("| variant | batch | ms / step | vs baseline | GFLOP / step | GFLOP/s | peak memory (MiB) |")
     print("|---|---|---|---|---|---|---|")
     gemm = []
+    overrides = [item for override in args.override for item in ("--override", override)]
     for batch_size in args.batch_sizes:
         rows: dict[str, list[dict]] = {variant: [] for variant in args.variants}
         errors: dict[str, str] = {}
         for _ in range(args.rounds):  # interleaved, so a slow spell of the machine hits every variant
-            gemm.append(matmul_gflops())
+            gemm.append(matmul_gflops(args.gemm_size))
             for variant in args.variants:
-                child = [sys.executable, __file__, "--config", args.config, "--steps", str(args.steps)]
+                child = [sys.executable, __file__, "--config", args.config, *overrides, "--steps", str(args.steps)]
                 result = subprocess.run([*child, "--child", variant, str(batch_size)], capture_output=True, text=True)
                 if result.returncode != 0:
-                    errors[variant] = result.stderr.strip().splitlines()[-1]
+                    errors[variant] = (result.stderr.strip().splitlines() or ["no output"])[-1]
                     continue
                 rows[variant].append(json.loads(result.stdout.strip().splitlines()[-1]))
         baseline_ms = None
@@ -211,8 +254,8 @@ def main() -> None:
                 f"| {peak:.0f} |"
             )
     print(
-        f"\nA 2048x2048 fp32 matrix product ran at {statistics.median(gemm):.0f} GFLOP/s on these threads "
-        f"(median of {len(gemm)}, from {min(gemm):.0f} to {max(gemm):.0f})."
+        f"\nA {args.gemm_size}x{args.gemm_size} fp32 matrix product ran at {statistics.median(gemm):.0f} GFLOP/s on "
+        f"these threads (median of {len(gemm)}, from {min(gemm):.0f} to {max(gemm):.0f})."
     )
 
 

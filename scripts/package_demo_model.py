@@ -1,7 +1,7 @@
 """Package reference runs as the bundled demo model: the first run's weights, every run's log and scores.
 
-    python scripts/package_demo_model.py benchmarks/results/demo-model-42 benchmarks/results/demo-model-43 \
-        benchmarks/results/demo-model-44 --out src/dias/demo_model
+    python scripts/package_demo_model.py runs/demo-model-42 runs/demo-model-43 runs/demo-model-44 \
+        --out src/dias/demo_model
 
 Each run folder holds what `dias train` writes and, once scored, `dias eval`'s eval-val/metrics.json.
 scripts/train_demo_model.sh calls this after training; see dias.demo.reference for the folder it writes.

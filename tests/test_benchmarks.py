@@ -1,5 +1,12 @@
-"""benchmarks/gpu.py: on a CPU-only machine it says so and exits 0; with --allow-cpu every section runs."""
+"""Every harness in benchmarks/ runs, at a tiny size, and prints or writes its table.
 
+Each runs as a user runs it (`python benchmarks/NAME.py ...` in a subprocess), except where only the
+measured function is cheap enough for the default run (train_step's `measure`, imported). A harness that
+needs something from outside the repository reads its path from an environment variable, and its test is
+skipped without it.
+"""
+
+import importlib
 import os
 import subprocess
 import sys
@@ -7,8 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from dias.data.synthetic import prepare_synthetic
+
 REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
 ENV = {**os.environ, "PYTHONPATH": str(REPO / "src"), "CUDA_VISIBLE_DEVICES": ""}
+SMOOTHSA_OFFICIAL_ENV = "DIAS_SMOOTHSA_OFFICIAL"  # benchmarks/smoothsa_trajectory.py reads the same
 # the coco config (a ViT backbone) made small; the demo-based tests/tiny.py does not apply to it
 BENCHMARK_MODEL = [
     "data.image_size=32",
@@ -16,30 +27,155 @@ BENCHMARK_MODEL = [
     "model.slot_attention.mlp_dim=64",
     "model.decoder.num_layers=1",
 ]
+# the demo config made small: 32 px, a 4x4 token grid
+SMALL_DEMO = [
+    "data.image_size=32",
+    "model.backbone.patch_size=8",
+    "model.slot_dim=32",
+    "model.slot_attention.mlp_dim=64",
+    "model.decoder.num_layers=1",
+]
 
 
-def _gpu_benchmark(*argv: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(REPO / "benchmarks" / "gpu.py"), *argv]
-    return subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=600, check=False)
+def _overrides(items: list[str]) -> list[str]:
+    return [argument for item in items for argument in ("--override", item)]
 
 
-def test_without_a_gpu_it_says_so_and_exits_0(tmp_path):
-    result = _gpu_benchmark("--out", str(tmp_path / "gpu.md"))
-    assert result.returncode == 0, result.stderr
+def _benchmark(name: str, *argv: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(BENCHMARKS / name), *argv]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=ENV, timeout=timeout, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_gpu_without_a_gpu_says_so_and_exits_0(tmp_path):
+    result = _benchmark("gpu.py", "--out", str(tmp_path / "gpu.md"))
     assert "no GPU present" in result.stdout and not (tmp_path / "gpu.md").exists()
 
 
 @pytest.mark.slow
-def test_every_section_runs_on_the_cpu_when_allowed(tmp_path):
-    overrides = [item for override in BENCHMARK_MODEL for item in ("--override", override)]
+def test_gpu_every_section_runs_on_the_cpu_when_allowed(tmp_path):
     out = tmp_path / "gpu.md"
-    result = _gpu_benchmark(
-        "--allow-cpu", "--config", str(REPO / "configs" / "demo.yaml"), *overrides, "--batch-size", "2",
-        "--steps", "1", "--rounds", "1", "--images", "8", "--cache-images", "4", "--workers", "0",
+    _benchmark(
+        "gpu.py", "--allow-cpu", "--config", str(REPO / "configs" / "demo.yaml"), *_overrides(BENCHMARK_MODEL),
+        "--batch-size", "2", "--steps", "1", "--rounds", "1", "--images", "8", "--cache-images", "4", "--workers", "0",
         "--precisions", "fp32", "--modes", "eager", "--out", str(out),
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
     text = out.read_text()
     for row in ("| dias fp32 features eager |", "| dias fp32 backbone eager |", "| 0 |", "`dias eval`, cached tokens"):
         assert row in text
     assert "failed" not in text and "official step was skipped" in text
+
+
+@pytest.fixture
+def train_step(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    return importlib.import_module("train_step")
+
+
+@pytest.mark.parametrize("variant", ["baseline fp32", "dias fp32", "dias fp32 + backbone"])
+def test_train_step_measures_the_package_step_and_the_plain_baseline(train_step, variant):
+    row = train_step.measure(variant, str(REPO / "configs" / "demo.yaml"), SMALL_DEMO, batch_size=2, steps=1)
+    assert row["variant"] == variant and row["ms"] > 0 and row["gflop"] > 0
+
+
+@pytest.mark.slow
+def test_train_step_prints_its_table(tmp_path):
+    result = _benchmark(
+        "train_step.py", "--config", str(REPO / "configs" / "demo.yaml"), *_overrides(SMALL_DEMO), "--batch-sizes",
+        "2", "--steps", "1", "--rounds", "1", "--gemm-size", "64", "--variants", "baseline fp32", "dias fp32",
+        "dias bf16",
+    )  # fmt: skip
+    for row in ("| baseline fp32 | 2 |", "| dias fp32 | 2 |", "| dias bf16 | 2 |"):
+        assert row in result.stdout
+    assert "failed" not in result.stdout
+
+
+def test_metrics_prints_a_row_per_metric():
+    result = _benchmark(
+        "metrics.py", "--num-images", "8", "--batch-size", "4", "--size", "32", "--num-slots", "3",
+        "--model-images", "0",
+    )  # fmt: skip
+    for row in ("| ARI |", "| FG-ARI |", "| mBO |", "| mIoU |", "| all four, `score` (one table) |"):
+        assert row in result.stdout
+
+
+def test_prepare_synthetic_prints_its_rate():
+    result = _benchmark("prepare_synthetic.py", "--num-images", "4", "--size", "32", "--workers", "1")
+    assert "| 4 | 32 |" in result.stdout
+
+
+def test_features_cache_measures_build_and_evaluation_rates(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    features_cache = importlib.import_module("features_cache")
+    config = str(REPO / "configs" / "demo.yaml")
+    rates = features_cache.measure(config, num_images=4, views=1, batch_size=4, overrides=tuple(SMALL_DEMO))
+    assert set(rates) == {"build", "live backbone", "cached tokens"} and min(rates.values()) > 0
+
+
+@pytest.mark.slow
+def test_features_cache_prints_its_table():
+    result = _benchmark(
+        "features_cache.py", "--config", str(REPO / "configs" / "demo.yaml"), *_overrides(SMALL_DEMO),
+        "--num-images", "4", "--batch-size", "4",
+    )  # fmt: skip
+    for row in ("| cache build", "| evaluation, live backbone |", "| evaluation, cached tokens |"):
+        assert row in result.stdout
+
+
+def test_demo_model_curves_reads_the_bundled_logs(tmp_path):
+    out = tmp_path / "curves.md"
+    result = _benchmark("demo_model_curves.py", "--out", str(out))
+    text = out.read_text()
+    assert text == result.stdout
+    assert "| 30,000 |" in text and "**+" in text  # the bundled model's mean meets the target at its end
+    assert "seed 42 30,000, seed 43 30,000, seed 44 30,000" in text
+
+
+@pytest.fixture(scope="module")
+def small_synthetic(tmp_path_factory) -> Path:
+    """A few scenes at the demo's 128 px, for the harnesses that score the bundled demo model."""
+    root = tmp_path_factory.mktemp("synthetic128")
+    prepare_synthetic(root, num_train=8, num_val=4, size=128, seed=5, num_workers=1, progress=False)
+    return root
+
+
+def test_probe_demo_writes_its_table(tmp_path, small_synthetic):
+    out = tmp_path / "probe.md"
+    _benchmark(
+        "probe_demo.py", "--steps", "1", "--data", str(small_synthetic), "--out", str(out), "--override",
+        "probe.batch_size=4",
+    )  # fmt: skip
+    text = out.read_text()
+    assert "# The recognition probe on the bundled demo model" in text and "probe steps" in text
+
+
+@pytest.mark.slow
+def test_ablation_prints_every_method_and_the_baselines(tiny_root):
+    result = _benchmark(
+        "ablation.py", "--steps", "2", "--seeds", "42", "--val-batches", "1", "--data", str(tiny_root),
+        *_overrides([*SMALL_DEMO, "data.batch_size=4", "data.num_workers=0", "model.num_slots=4"]),
+    )  # fmt: skip
+    for row in ("| slot attention (no distillation) |", "| dias_r (release) |", "| full DIAS", "| SmoothSA |"):
+        assert row in result.stdout
+    assert "k-means" in result.stdout.lower()
+
+
+@pytest.mark.slow
+def test_demo_run_times_dias_demo_in_a_fresh_clone(tmp_path, small_synthetic):
+    out = tmp_path / "demo_run.md"
+    _benchmark(
+        "demo_run.py", "--out", str(out), "--", "--train-only", "--minutes", "0.05", "--data", str(small_synthetic)
+    )
+    text = out.read_text()
+    assert "in a fresh clone" in text and "Wall time:" in text
+
+
+@pytest.mark.skipif(not os.environ.get(SMOOTHSA_OFFICIAL_ENV), reason=f"set {SMOOTHSA_OFFICIAL_ENV} to a checkout")
+def test_smoothsa_trajectory_replays_the_official_steps(tmp_path):
+    out = tmp_path / "trajectory.md"
+    _benchmark(
+        "smoothsa_trajectory.py", "--steps", "2", "--batch-size", "2", "--record-to", str(tmp_path / "record.pt"),
+        "--out", str(out),
+    )  # fmt: skip
+    assert "training steps of the package against the official release" in out.read_text()
