@@ -16,7 +16,8 @@ from dias.config import load_config, parse_mask_source
 from dias.data.codec import IGNORE_ID
 from dias.data.dataset import LmdbDataset, collate
 from dias.data.transforms import EvalTransform
-from dias.methods.dias.model import DIASOutput, build_model
+from dias.methods.base import SlotOutput
+from dias.methods.dias.model import build_model
 from dias.metrics import METRIC_NAMES
 from dias.train.checkpoint import save_checkpoint
 
@@ -134,7 +135,7 @@ class OracleModel(nn.Module):
         labels = images[:, 0].long()  # (B,H,W)
         attn = F.one_hot(labels, 4).permute(0, 3, 1, 2).flatten(2).float()  # (B,K,N)
         features = attn.transpose(1, 2)  # (B,N,C): one token per pixel, the one-hot label
-        return DIASOutput(features, None, None, None, attn[None], None, attn, None, None)
+        return SlotOutput(features=features, slots=None, attn=attn[None], recon=None, decoder_attn=attn)
 
 
 def test_perfect_prediction_scores_one_and_unscored_images_are_left_out():

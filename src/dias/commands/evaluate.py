@@ -33,7 +33,7 @@ from dias.data.records import split_path
 from dias.data.transforms import EvalTransform
 from dias.io import atomic_write_bytes, file_sha256, require_folder
 from dias.masks import masks_from_attention, select_masks, square_grid
-from dias.methods.dias.model import DIAS, DIASOutput
+from dias.methods.base import SlotModel, SlotOutput
 from dias.metrics import METRIC_NAMES, METRIC_TITLES, nanmean, score
 from dias.runtime.device import resolve_device, resolve_precision
 from dias.train.checkpoint import load_model
@@ -46,7 +46,7 @@ METRICS_FILE_NAME = "metrics.json"
 EVAL_DIR_PREFIX = "eval-"
 
 # Called once per batch with (batch, model output, predicted label maps (B,H,W)); the visual report uses it.
-BatchHook = Callable[[dict[str, Any], DIASOutput, torch.Tensor], None]
+BatchHook = Callable[[dict[str, Any], SlotOutput, torch.Tensor], None]
 
 
 @dataclass
@@ -78,7 +78,7 @@ class EvalResult:
 
 
 def evaluate(
-    model: DIAS,
+    model: SlotModel,
     loader: DataLoader,
     *,
     mask_source: str = DECODER_SOURCE,

@@ -29,7 +29,7 @@ from dias.data.transforms import resize_image
 from dias.errors import MissingFileError, UsageError
 from dias.io import atomic_write_bytes, require_folder
 from dias.masks import masks_from_attention
-from dias.methods.dias.model import DIAS
+from dias.methods.base import SlotModel
 from dias.runtime.device import AUTO, resolve_device, resolve_precision
 from dias.train.checkpoint import load_model
 from dias.viz.panels import overlay, to_pil
@@ -49,9 +49,9 @@ class SegmentResult(NamedTuple):
 
 
 class Segmenter:
-    """A trained model (DIAS or SmoothSA) with its config, ready to segment arbitrary images."""
+    """A trained model (SlotModel or SmoothSA) with its config, ready to segment arbitrary images."""
 
-    def __init__(self, model: DIAS, cfg: Config, device: str | torch.device = AUTO):
+    def __init__(self, model: SlotModel, cfg: Config, device: str | torch.device = AUTO):
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.precision = resolve_precision(cfg.eval.precision, self.device, key="eval.precision")
         self.model = model.to(self.device).eval()

@@ -20,9 +20,51 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from dias.config import Config
+from dias.modules.backbone import FrozenBackbone
+from dias.schema import Config
 
 LOSS_STAT, GRAD_NORM_STAT = "loss", "grad_norm"  # the statistics every method's step reports first and last
+
+
+@dataclass(kw_only=True)
+class SlotOutput:
+    """What every method's forward returns, by name; a method's own output adds its fields to these.
+
+    The engine (training, evaluation, masks, pictures, the probe) reads only these fields.
+    """
+
+    features: torch.Tensor  # (B, N, C) frozen backbone tokens (detached): the reconstruction target
+    slots: torch.Tensor  # (B, K, D) slots after the last iteration
+    attn: torch.Tensor  # (T, B, K, N) slot-attention softmax over slots, one map per iteration
+    recon: torch.Tensor  # (B, N, C) decoder reconstruction of `features`, raster order
+    decoder_attn: torch.Tensor  # (B, K, N) decoder's last cross-attention, sums to 1 over K: the masks
+    keep: torch.Tensor | None = None  # (B, K) bool slots kept by pruning; None when no slot was pruned
+
+
+class SlotModel(nn.Module):
+    """What every method's model is to the engine: a frozen backbone, a projection, slot attention and a
+    decoder, whose forward takes `images` (B, 3, H, W) uint8 or `features` (B, N, C) and returns a SlotOutput.
+
+    A method's model assigns these four parts (and its own) in its constructor, in the order its
+    parameters are optimised and saved.
+    """
+
+    backbone: FrozenBackbone
+    project: nn.Module
+    slot_attention: nn.Module
+    decoder: nn.Module
+
+    def encode(self, images: torch.Tensor | None, features: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features (B, N, C) detached, inputs (B, N, C) projected) from exactly one of images or features."""
+        if (images is None) == (features is None):
+            raise ValueError("pass exactly one of images or features")
+        if features is None:
+            features = self.backbone(images)
+        features = features.detach()  # (B, N, C)
+        return features, self.project(features)
+
+    def forward(self, *args: Any, **kwargs: Any) -> SlotOutput:
+        raise NotImplementedError
 
 
 class StepPlan(NamedTuple):
@@ -42,10 +84,10 @@ class Objective(NamedTuple):
 class Method:
     name: str
     term_names: tuple[str, ...]  # the loss terms, in the order of Objective.terms
-    build_model: Callable[[Config], nn.Module]
+    build_model: Callable[[Config], SlotModel]
     plan: Callable[[Config, int], StepPlan]  # (config, 0-based step) -> the step's plan
-    objective: Callable[[Any, StepPlan, Config], Objective]  # (model output, plan, config) -> objective
-    load_official: Callable[[nn.Module, dict], None]  # the official release's state dict ("m." keys) -> model
+    objective: Callable[[Any, StepPlan, Config], Objective]  # (the model's output, plan, config) -> objective
+    load_official: Callable[[SlotModel, dict], None]  # the official release's state dict ("m." keys) -> model
 
     @property
     def stat_names(self) -> tuple[str, ...]:

@@ -25,7 +25,7 @@ from dias.config import Config, apply_overrides, flatten, from_dict, load_config
 from dias.errors import DiasError, UsageError
 from dias.io import SAFETENSORS_SUFFIX, atomic_write, atomic_write_bytes, safetensors_bytes, unwrap_state_dict
 from dias.methods import build_model, method_of
-from dias.methods.dias.model import DIAS
+from dias.methods.base import SlotModel
 from dias.methods.official import is_official_state_dict
 
 CHECKPOINT_FORMAT = "dias-checkpoint"
@@ -41,7 +41,7 @@ class CheckpointError(DiasError, ValueError):
     """A checkpoint file is missing, unreadable, not a dias checkpoint, or from an incompatible config."""
 
 
-def model_state(model: DIAS, include_backbone: bool = False) -> dict[str, torch.Tensor]:
+def model_state(model: SlotModel, include_backbone: bool = False) -> dict[str, torch.Tensor]:
     """The model's state dict; the frozen backbone is left out unless asked for (it comes from its own file)."""
     return {
         k: v.detach().clone()
@@ -50,7 +50,7 @@ def model_state(model: DIAS, include_backbone: bool = False) -> dict[str, torch.
     }
 
 
-def save_checkpoint(path: str | Path, model: DIAS, cfg: Config, step: int, **training_state: Any) -> Path:
+def save_checkpoint(path: str | Path, model: SlotModel, cfg: Config, step: int, **training_state: Any) -> Path:
     """Write a checkpoint atomically: a temporary file in the same folder, fsync, then rename."""
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -112,7 +112,7 @@ def check_compatible(saved: Config, current: Config, path: str | Path) -> None:
 
 def load_model(
     path: str | Path, *, config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
-) -> tuple[DIAS, Config]:
+) -> tuple[SlotModel, Config]:
     """A model with a checkpoint's weights, and its config.
 
     For a dias checkpoint the config saved in it is used, with `overrides` applied (a YAML `config`
@@ -154,7 +154,7 @@ def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
     return out
 
 
-def _load_exported(path: str | Path, config: str | Path | None, overrides) -> tuple[DIAS, Config]:
+def _load_exported(path: str | Path, config: str | Path | None, overrides) -> tuple[SlotModel, Config]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file not found at {path}; pass --checkpoint PATH")
@@ -171,7 +171,7 @@ def _load_exported(path: str | Path, config: str | Path | None, overrides) -> tu
 
 def _rebuild(
     saved_plain: dict[str, Any], state: dict[str, torch.Tensor], path, config, overrides
-) -> tuple[DIAS, Config]:
+) -> tuple[SlotModel, Config]:
     """A model from a saved config (plus overrides, or a compatible YAML) and its non-backbone weights."""
     cfg = config_from_checkpoint(saved_plain, path, config=config, overrides=overrides)
     model = build_model(cfg)
@@ -197,7 +197,7 @@ def config_from_checkpoint(
     return cfg
 
 
-def load_trainable_state(model: DIAS, state: dict[str, torch.Tensor], path: str | Path) -> None:
+def load_trainable_state(model: SlotModel, state: dict[str, torch.Tensor], path: str | Path) -> None:
     """Load a checkpoint's weights (all but the frozen backbone, which comes from its own file) into `model`."""
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(BACKBONE_PREFIX)]

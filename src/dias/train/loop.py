@@ -1,4 +1,4 @@
-"""The DIAS training loop: plain PyTorch, one process or torchrun DDP, exact resume.
+"""The training loop of every method: plain PyTorch, one process or torchrun DDP, exact resume.
 
     result = train(load_config("configs/demo.yaml"), run_dir="runs/demo")
     cfg, checkpoint = load_resume("runs/demo")
@@ -46,7 +46,7 @@ from dias.config import (
 )
 from dias.errors import DiasError, MissingFileError, UsageError
 from dias.methods import method_of
-from dias.methods.dias.model import DIAS
+from dias.methods.base import SlotModel
 from dias.runtime import distributed
 from dias.runtime.device import resolve_precision
 from dias.runtime.lock import FolderInUseError, FolderLock, remove_stale_temp_files
@@ -68,7 +68,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainResult:
-    model: DIAS
+    model: SlotModel
     step: int  # optimisation steps done
     status: str  # "done", "interrupted" (Ctrl-C), "terminated" (SIGTERM), "stopped" (max_steps / time_limit)
     losses: list[float] = field(default_factory=list)  # per step of this call, the total objective
@@ -242,7 +242,7 @@ def _train(
             inputs = batch_inputs(batch, device)  # images (B, 3, H, W) uint8, or cached features (B, N, C)
 
             # schedules: set before the step, so step 0 trains with lr 0 (as in the release); the method's plan
-            # holds its loss weights and forward options (DIAS: the distillation ramp, the re-initialization coin)
+            # holds its loss weights and forward options (SlotModel: the distillation ramp, the re-initialization coin)
             lr = lr_at(step, o.lr, warmup, cfg.train.total_steps, o.lr * o.final_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr

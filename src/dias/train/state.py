@@ -15,7 +15,7 @@ import torch
 
 from dias.config import Config
 from dias.errors import WriteError
-from dias.methods.dias.model import DIAS
+from dias.methods.base import SlotModel
 from dias.runtime import distributed
 from dias.train.checkpoint import save_checkpoint
 
@@ -76,7 +76,7 @@ def restore_rng(states: list[dict[str, Any]], dist_info: distributed.DistInfo, f
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_training_checkpoint(path: Path, model: DIAS, cfg: Config, step: int, **state: Any) -> None:
+def save_training_checkpoint(path: Path, model: SlotModel, cfg: Config, step: int, **state: Any) -> None:
     """save_checkpoint, with a failure that names the step; the previous file at `path` is left intact."""
     try:
         save_checkpoint(path, model, cfg, step, **state)

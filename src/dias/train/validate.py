@@ -9,11 +9,11 @@ from torch.utils.data import DataLoader
 
 from dias.baselines import BASELINE_NAMES
 from dias.commands.evaluate import evaluate
-from dias.methods.dias.model import DIAS
+from dias.methods.base import SlotModel
 
 
 def validate(
-    model: DIAS,
+    model: SlotModel,
     loader: DataLoader,
     mask_source: str,
     seed: int,

@@ -20,7 +20,7 @@ import torch
 from dias.baselines import BASELINE_TITLES
 from dias.data.transforms import resize_mask
 from dias.io import atomic_write_bytes
-from dias.methods.dias.model import DIASOutput
+from dias.methods.base import SlotOutput
 from dias.metrics import METRIC_TITLES
 from dias.viz.panels import attention_strip, caption, hstack, overlay, to_pil, upscale, vstack
 
@@ -52,7 +52,7 @@ class VizCollector:
         self.mask_source = mask_source
         self.items: list[VizItem] = []
 
-    def __call__(self, batch: dict[str, Any], out: DIASOutput, pred: torch.Tensor) -> None:
+    def __call__(self, batch: dict[str, Any], out: SlotOutput, pred: torch.Tensor) -> None:
         for b in range(min(self.num_images - len(self.items), len(pred))):
             self.items.append(
                 VizItem(

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import torch
 
-from dias.config import Config
 from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
 from dias.methods.base import Method, Objective, StepPlan
 from dias.methods.dias.model import DIASOutput, build_model
 from dias.methods.official import load_official_weights
 from dias.schedules import distill_weight_at, reinit_prob_at
+from dias.schema import Config
 
 RECON, DISTILL = "recon", "distill"
 

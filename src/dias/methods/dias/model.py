@@ -10,12 +10,11 @@ This file is the wiring: the modules live in dias.modules, the losses in dias.lo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from dias.config import Config, ConfigError
+from dias.methods.base import SlotModel, SlotOutput
 from dias.methods.common import backbone_from_config, release_init
 from dias.modules.backbone import FrozenBackbone
 from dias.modules.decoders import MLPDecoder, RandomOrderTransformerDecoder
@@ -23,19 +22,17 @@ from dias.modules.initializers import LearnedQueries, NormalShared
 from dias.modules.layers import PreNormMLP
 from dias.modules.redundancy import merge_redundant_slots
 from dias.modules.slot_attention import SlotAttention
+from dias.schema import Config, ConfigError
 
 
-class DIASOutput(NamedTuple):
-    features: torch.Tensor  # (B, N, C) frozen backbone tokens (detached): the reconstruction target
+@dataclass(kw_only=True)
+class DIASOutput(SlotOutput):
+    """SlotOutput (features, slots, attn, recon, decoder_attn, keep) and DIAS's intermediate tensors."""
+
     inputs: torch.Tensor  # (B, N, C) projected features that slot attention reads
     init_slots: torch.Tensor  # (B, K, D) slots before the first iteration
-    slots: torch.Tensor  # (B, K, D) slots after the last iteration
-    attn: torch.Tensor  # (T, B, K, N) slot-attention softmax over slots, one map per iteration
-    recon: torch.Tensor  # (B, N, C) decoder reconstruction of `features`, raster order
-    decoder_attn: torch.Tensor  # (B, K, N) decoder's last cross-attention, sums to 1 over K: the masks
     decoder_query: torch.Tensor | None  # (B, N, C) normalised input of the decoder stack (transformer only)
     decoder_memory: torch.Tensor | None  # (B, K, C) projected slots (transformer only)
-    keep: torch.Tensor | None = None  # (B, K) bool slots kept by pruning; None when pruning did not run
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,7 +49,7 @@ class Reinit:
     mask_pruned: bool = True
 
 
-class DIAS(nn.Module):
+class DIAS(SlotModel):
     def __init__(
         self,
         backbone: FrozenBackbone,
@@ -93,17 +90,12 @@ class DIAS(nn.Module):
         reinit switches pruning + re-initialization on or off for this call (the trainer draws it per batch
         from the scheduled probability); by default it runs whenever the model has `reinit` settings.
         """
-        if (images is None) == (features is None):
-            raise ValueError("pass exactly one of images or features")
         if init_slots is not None and init_noise is not None:
             raise ValueError(
                 "pass at most one of init_slots (replaces the initial slots) or init_noise (replaces only the "
                 "initializer's noise)"
             )
-        if features is None:
-            features = self.backbone(images)
-        features = features.detach()  # (B, N, C)
-        inputs = self.project(features)  # (B, N, C)
+        features, inputs = self.encode(images, features)  # (B, N, C), (B, N, C)
         if init_slots is None:
             init_slots = self.initializer(features.shape[0], num_slots, noise=init_noise)  # (B, K, D)
         slots, attn = self.slot_attention(inputs, init_slots, slot_mask)  # (B, K, D), (T, B, K, N)
@@ -114,7 +106,16 @@ class DIAS(nn.Module):
                 slot_mask = keep
         decoded = self.decoder(features, slots, slot_mask, perm, visible)
         return DIASOutput(
-            features, inputs, init_slots, slots, attn, decoded.recon, decoded.attn, decoded.query, decoded.memory, keep
+            features=features,
+            slots=slots,
+            attn=attn,
+            recon=decoded.recon,
+            decoder_attn=decoded.attn,
+            keep=keep,
+            inputs=inputs,
+            init_slots=init_slots,
+            decoder_query=decoded.query,
+            decoder_memory=decoded.memory,
         )
 
     def _reinit_now(self, requested: bool | None) -> bool:

@@ -12,11 +12,12 @@ SmoothSA has no pruning, no re-initialisation and no attention distillation.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from dias.methods.base import SlotModel, SlotOutput
 from dias.methods.common import release_init
 from dias.modules.backbone import FrozenBackbone
 from dias.modules.decoders import RandomOrderTransformerDecoder
@@ -25,24 +26,20 @@ from dias.modules.preheater import Preheater
 from dias.modules.slot_attention import SlotAttention
 
 
-class SmoothSAOutput(NamedTuple):
-    """DIASOutput's fields in its order, so evaluation and masks read both; then SmoothSA's own."""
+@dataclass(kw_only=True)
+class SmoothSAOutput(SlotOutput):
+    """SlotOutput (features, slots, attn, recon, decoder_attn; keep is always None: no slot is pruned) and
+    SmoothSA's intermediate tensors."""
 
-    features: torch.Tensor  # (B, N, C) frozen backbone tokens (detached): the reconstruction target
     inputs: torch.Tensor  # (B, N, C) projected features that the preheater and slot attention read
     init_slots: torch.Tensor  # (B, K, D) the query slot attention starts from: qinit.detach() (+ noise in training)
-    slots: torch.Tensor  # (B, K, D) slots after the last iteration
-    attn: torch.Tensor  # (T, B, K, N) slot-attention softmax over slots, one map per iteration
-    recon: torch.Tensor  # (B, N, C) decoder reconstruction of `features`, raster order
-    decoder_attn: torch.Tensor  # (B, K, N) decoder's last cross-attention, sums to 1 over K: the masks
     decoder_query: torch.Tensor  # (B, N, C) normalised input of the decoder stack, raster order
     decoder_memory: torch.Tensor  # (B, K, C) projected slots
-    keep: torch.Tensor | None  # always None: SmoothSA prunes no slots
     qinit: torch.Tensor  # (B, K, D) preheater output, regressed onto the detached final slots
     init_sample: torch.Tensor  # (B, K, D) the preheater's shared-Gaussian sample, before refinement
 
 
-class SmoothSA(nn.Module):
+class SmoothSA(SlotModel):
     def __init__(
         self,
         backbone: FrozenBackbone,
@@ -79,30 +76,24 @@ class SmoothSA(nn.Module):
         self-attention still sees every slot, as it has no mask.
         detach_preheat overrides the preheater's `detach_flag` buffer for this call.
         """
-        if (images is None) == (features is None):
-            raise ValueError("pass exactly one of images or features")
-        if features is None:
-            features = self.backbone(images)
-        features = features.detach()  # (B, N, C)
-        inputs = self.project(features)  # (B, N, C)
+        features, inputs = self.encode(images, features)  # (B, N, C), (B, N, C)
         preheated = self.preheater(
             inputs, num_slots, noise=init_noise, query_noise=query_noise, detach_inputs=detach_preheat
         )
         slots, attn = self.slot_attention(inputs, preheated.query, slot_mask)  # (B, K, D), (T, B, K, N)
         decoded = self.decoder(features, slots, slot_mask, perm, visible)
         return SmoothSAOutput(
-            features,
-            inputs,
-            preheated.query,
-            slots,
-            attn,
-            decoded.recon,
-            decoded.attn,
-            decoded.query,
-            decoded.memory,
-            None,
-            preheated.qinit,
-            preheated.sample,
+            features=features,
+            slots=slots,
+            attn=attn,
+            recon=decoded.recon,
+            decoder_attn=decoded.attn,
+            inputs=inputs,
+            init_slots=preheated.query,
+            decoder_query=decoded.query,
+            decoder_memory=decoded.memory,
+            qinit=preheated.qinit,
+            init_sample=preheated.sample,
         )
 
     @torch.no_grad()
