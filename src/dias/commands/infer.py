@@ -49,7 +49,7 @@ class SegmentResult(NamedTuple):
 
 
 class Segmenter:
-    """A trained model (SlotModel or SmoothSA) with its config, ready to segment arbitrary images."""
+    """A trained model (any method) with its config, ready to segment arbitrary images."""
 
     def __init__(self, model: SlotModel, cfg: Config, device: str | torch.device = AUTO):
         self.device = device if isinstance(device, torch.device) else resolve_device(device)

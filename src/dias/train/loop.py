@@ -242,7 +242,7 @@ def _train(
             inputs = batch_inputs(batch, device)  # images (B, 3, H, W) uint8, or cached features (B, N, C)
 
             # schedules: set before the step, so step 0 trains with lr 0 (as in the release); the method's plan
-            # holds its loss weights and forward options (SlotModel: the distillation ramp, the re-initialization coin)
+            # holds its loss weights and forward options (DIAS: the distillation ramp, the re-initialization coin)
             lr = lr_at(step, o.lr, warmup, cfg.train.total_steps, o.lr * o.final_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
