@@ -150,6 +150,7 @@ def test_probe_demo_writes_its_table(tmp_path, small_synthetic):
     assert "# The recognition probe on the bundled demo model" in text and "probe steps" in text
 
 
+@pytest.mark.slow
 def test_ablation_prints_every_method_and_the_baselines(tiny_root):
     result = _benchmark(
         "ablation.py", "--steps", "2", "--seeds", "42", "--val-batches", "1", "--data", str(tiny_root),
