@@ -1,3 +1,6 @@
+import ast
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -115,3 +118,13 @@ def test_render_panel_shows_kept_and_pruned_slots(scene):
     assert strip[1, 0, 0] > strip[0, 0, 0] and torch.equal(
         strip[:, 0, 20], torch.tensor([90, 90, 90], dtype=torch.uint8)
     )
+
+
+def test_viz_renders_and_imports_no_command_training_or_demo_code():
+    viz = Path(__file__).parents[1] / "src" / "dias" / "viz"
+    upward = [["dias", package] for package in ("commands", "train", "demo", "cli")]
+    for path in sorted(viz.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            assert not [n for n in names if n.split(".")[:2] in upward], f"{path.name} imports {names}"

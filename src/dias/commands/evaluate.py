@@ -34,11 +34,12 @@ from dias.data.transforms import EvalTransform
 from dias.io import atomic_write_bytes, file_sha256, require_folder
 from dias.masks import masks_from_attention, select_masks, square_grid
 from dias.methods.base import SlotModel, SlotOutput
-from dias.metrics import METRIC_NAMES, METRIC_TITLES, nanmean, score
+from dias.metrics import METRIC_NAMES, nanmean, score
 from dias.runtime.device import resolve_device, resolve_precision
 from dias.train.checkpoint import load_model
 from dias.train.features import batch_inputs, open_feature_split
-from dias.viz.gallery import VizCollector, write_visual_report
+from dias.viz.gallery import VizCollector, scores_table, write_visual_report
+from dias.viz.tables import to_markdown
 
 log = logging.getLogger(__name__)
 
@@ -286,13 +287,6 @@ def format_metrics(
 ) -> str:
     """A Markdown table of the metrics, x100 with one decimal ("–" where no image had a score).
 
-    With `baselines`, one row for the model and one per baseline below it.
+    With `baselines`, one row for the model and one per baseline below it: report.html's table.
     """
-    header = "| segmentation | " + " | ".join(METRIC_TITLES[name] for name in METRIC_NAMES) + " |"
-    rule = "|---|" + "---:|" * len(METRIC_NAMES)
-    rows = [("model", metrics)] + [(BASELINE_TITLES.get(b, b), m) for b, m in (baselines or {}).items()]
-    lines = [header, rule]
-    for label, values in rows:
-        cells = ["–" if values.get(name) is None else f"{100 * values[name]:.1f}" for name in METRIC_NAMES]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return to_markdown(scores_table(metrics, baselines))

@@ -45,6 +45,7 @@ from dias.schedules import lr_at
 from dias.train.checkpoint import load_model
 from dias.train.log import METRICS_FILE_NAME, MetricsLogger
 from dias.train.stop import StopRequest
+from dias.viz.tables import Column, Table, format_fraction, to_markdown
 
 PROBE_FILE, RESULT_FILE = "probe.pt", "metrics.json"
 SOURCES = (MODEL_SOURCE, "grid", "kmeans")
@@ -228,17 +229,12 @@ def format_probe(metrics: dict[str, dict[str, float]], matching: str) -> str:
         MODEL_SOURCE: "probe on the model's slots", "grid": "probe on tokens pooled in a fixed grid (image-blind)",
         "kmeans": "probe on tokens pooled in k-means segments", MAJORITY: "majority class",
     }  # fmt: skip
-    lines = [
-        f"matching: {matching}",
-        "| probe | top-1 | top-3 | box IoU | matches |",
-        "|---|---:|---:|---:|---:|",
+    columns = [Column("probe"), *(Column(title, align="right") for title in ("top-1", "top-3", "box IoU", "matches"))]
+    rows = [
+        [titles[source], *(format_fraction(m[name]) for name in ("top1", "top3", "box_iou")), str(m["num_matches"])]
+        for source, m in metrics.items()
     ]
-    for source, m in metrics.items():
-        lines.append(
-            f"| {titles[source]} | {100 * m['top1']:.1f} | {100 * m['top3']:.1f} | {100 * m['box_iou']:.1f} | "
-            f"{m['num_matches']} |"
-        )
-    return "\n".join(lines)
+    return f"matching: {matching}\n" + to_markdown(Table(columns=columns, rows=rows))
 
 
 __all__ = ["ProbeResult", "format_probe", "run_probe", "METRICS_FILE_NAME"]

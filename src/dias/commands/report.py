@@ -9,8 +9,6 @@ deviation over runs (ddof=1); a single run has none.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from collections.abc import Iterable
@@ -25,6 +23,8 @@ from dias.commands.evaluate import EVAL_DIR_PREFIX, METRICS_FILE_NAME
 from dias.errors import MissingFileError
 from dias.io import atomic_write_bytes
 from dias.metrics import METRIC_NAMES, METRIC_TITLES
+from dias.viz import tables
+from dias.viz.tables import Column, Table, format_exact, format_score
 
 EVAL_DIR_GLOB = EVAL_DIR_PREFIX + "*"
 DEFAULT_PREFIX = "summary"
@@ -100,37 +100,31 @@ def _number(value: Any) -> float:
     return math.nan if value is None else float(value)  # metrics.json writes a missing mean as null
 
 
-def format_cell(mean: float, std: float) -> str:
-    if math.isnan(mean):
-        return "–"
-    return f"{mean:.1f}" if math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
-
-
 def to_markdown(rows: list[SummaryRow]) -> str:
-    header = "| dataset | runs | " + " | ".join(METRIC_TITLES[name] for name in METRIC_NAMES) + " |"
-    rule = "|---|---:|" + "---:|" * len(METRIC_NAMES)
-    lines = [header, rule]
-    for row in rows:
-        cells = [format_cell(row.mean[name], row.std[name]) for name in METRIC_NAMES]
-        lines.append(f"| {row.label} | {row.num_runs} | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append("Mean ± sample standard deviation (ddof=1) over runs, ×100.")
+    columns = [Column("dataset"), Column("runs", align="right"), *_metric_columns(METRIC_TITLES, METRIC_NAMES)]
+    notes = ["Mean ± sample standard deviation (ddof=1) over runs, ×100."]
     if any(row.baseline is not None for row in rows):
-        lines.append("Baselines are scored on the same images, token grid, upsampling and metrics as the model.")
-    return "\n".join(lines) + "\n"
+        notes.append("Baselines are scored on the same images, token grid, upsampling and metrics as the model.")
+    cells = [
+        [row.label, str(row.num_runs), *(format_score(row.mean[name], row.std[name]) for name in METRIC_NAMES)]
+        for row in rows
+    ]
+    return tables.to_markdown(Table(columns=columns, rows=cells, notes=notes)) + "\n"
 
 
 def to_csv(rows: list[SummaryRow]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(
-        ["dataset", "split", "mask_source", "segmentation", "num_runs"]
-        + [f"{name}_{stat}" for name in METRIC_NAMES for stat in ("mean", "std")]
-    )
-    for row in rows:
-        stats = [f"{value:.4f}" for name in METRIC_NAMES for value in (row.mean[name], row.std[name])]
-        writer.writerow([row.dataset, row.split, row.mask_source, row.baseline or "model", row.num_runs, *stats])
-    return buffer.getvalue()
+    stats = [f"{name}_{stat}" for name in METRIC_NAMES for stat in ("mean", "std")]
+    columns = [Column(title) for title in ("dataset", "split", "mask_source", "segmentation", "num_runs", *stats)]
+    cells = [
+        [row.dataset, row.split, row.mask_source, row.baseline or "model", str(row.num_runs)]
+        + [format_exact(value) for name in METRIC_NAMES for value in (row.mean[name], row.std[name])]
+        for row in rows
+    ]
+    return tables.to_csv(Table(columns=columns, rows=cells))
+
+
+def _metric_columns(titles: dict[str, str], names: Iterable[str]) -> list[Column]:
+    return [Column(titles[name], align="right") for name in names]
 
 
 PROBE_METRICS = ("top1", "top3", "box_iou")
@@ -150,17 +144,21 @@ def probe_markdown(reports: list[dict[str, Any]]) -> str:
         for source, metrics in report["metrics"].items():
             key = (card["dataset"], card["attribute"], card["matching"], source)
             groups.setdefault(key, []).append(metrics)
-    header = "| probe | runs | " + " | ".join(PROBE_TITLES[name] for name in PROBE_METRICS) + " | matches per run |"
-    lines = [header, "|---|---:|" + "---:|" * len(PROBE_METRICS) + "---:|"]
+    columns = [
+        Column("probe"), Column("runs", align="right"), *_metric_columns(PROBE_TITLES, PROBE_METRICS),
+        Column("matches per run", align="right"),
+    ]  # fmt: skip
+    cells = []
     for (dataset, attribute, matching, source), runs in groups.items():
-        cells = []
+        figures = []
         for name in PROBE_METRICS:
             values = 100 * np.array([_number(run.get(name)) for run in runs])
-            cells.append(format_cell(float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else math.nan))
+            figures.append(format_score(float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else None))
         matches = np.mean([run.get("num_matches", 0) for run in runs])
         label = f"{dataset} {attribute}, {source} ({matching.split(':')[0]})"
-        lines.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + f" | {matches:.0f} |")
-    return "\n".join([*lines, "", "Recognition probes: mean ± sample standard deviation over runs, ×100."]) + "\n"
+        cells.append([label, str(len(runs)), *figures, f"{matches:.0f}"])
+    notes = ["Recognition probes: mean ± sample standard deviation over runs, ×100."]
+    return tables.to_markdown(Table(columns=columns, rows=cells, notes=notes)) + "\n"
 
 
 def run_report(paths: list[str | Path], out_prefix: str | Path = DEFAULT_PREFIX) -> tuple[str, Path, Path]:

@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from dias.viz.tables import Column, Table, format_exact, to_markdown
+
 LOSS_KEY = "loss"
 VAL_KEYS = ("val/fg_ari", "val/mbo")
 TITLES = {LOSS_KEY: "loss", "val/fg_ari": "val FG-ARI", "val/mbo": "val mBO"}
@@ -46,8 +48,8 @@ class Point:
         return abs(self.value - self.reference) <= self.tolerance
 
     def describe(self) -> str:
-        reference = f"reference {self.reference:.4f} ± {self.tolerance:.4f}"
-        return f"step {self.step}, {TITLES[self.key]} {self.value:.4f}, {reference}"
+        reference = f"reference {format_exact(self.reference)} ± {format_exact(self.tolerance)}"
+        return f"step {self.step}, {TITLES[self.key]} {format_exact(self.value)}, {reference}"
 
 
 @dataclass
@@ -81,17 +83,22 @@ class FollowCheck:
 
     def table(self) -> str:
         """A Markdown table: one row per point."""
-        lines = [
-            "| step | quantity | your run | reference (mean ± tolerance) | reference runs | within |",
-            "|---:|---|---:|---:|---|---|",
+        columns = [
+            Column("step", align="right"), Column("quantity"), Column("your run", align="right"),
+            Column("reference (mean ± tolerance)", align="right"), Column("reference runs"), Column("within"),
+        ]  # fmt: skip
+        rows = [
+            [
+                str(p.step),
+                TITLES[p.key],
+                format_exact(p.value),
+                f"{format_exact(p.reference)} ± {format_exact(p.tolerance)}",
+                " / ".join(format_exact(v) for v in p.reference_values),
+                "yes" if p.inside else "**no**",
+            ]
+            for p in self.points
         ]
-        for p in self.points:
-            runs = " / ".join(f"{v:.4f}" for v in p.reference_values)
-            lines.append(
-                f"| {p.step} | {TITLES[p.key]} | {p.value:.4f} | {p.reference:.4f} ± {p.tolerance:.4f} | {runs} | "
-                f"{'yes' if p.inside else '**no**'} |"
-            )
-        return "\n".join(lines)
+        return to_markdown(Table(columns=columns, rows=rows))
 
     def to_json(self) -> dict[str, Any]:
         return {

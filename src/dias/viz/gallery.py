@@ -13,16 +13,19 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from dias.baselines import BASELINE_TITLES
 from dias.data.transforms import resize_mask
 from dias.io import atomic_write_bytes
-from dias.methods.base import SlotOutput
-from dias.metrics import METRIC_TITLES
+from dias.metrics import METRIC_NAMES, METRIC_TITLES
 from dias.viz.panels import attention_strip, caption, hstack, overlay, to_pil, upscale, vstack
+from dias.viz.tables import Column, Table, format_fraction, to_html
+
+if TYPE_CHECKING:  # the type only: viz renders what a method returns and imports no method
+    from dias.methods.base import SlotOutput
 
 VIZ_DIR_NAME = "viz"
 REPORT_FILE_NAME = "report.html"
@@ -122,7 +125,7 @@ def write_visual_report(
         name = f"image-{item.index:06d}.png"
         atomic_write_bytes(out_dir / VIZ_DIR_NAME / name, data)
         scores = (per_image or {}).get(item.index, {})
-        text = ", ".join(f"{METRIC_TITLES[k]} {100 * v:.1f}" for k, v in scores.items() if v == v)
+        text = ", ".join(f"{METRIC_TITLES[k]} {format_fraction(v)}" for k, v in scores.items() if v == v)
         figures.append(
             f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
             f"<figcaption>{html.escape(f'image {item.index}' + (f': {text}' if text else ''))}</figcaption></figure>"
@@ -132,21 +135,27 @@ def write_visual_report(
     return path
 
 
+def scores_table(
+    metrics: dict[str, float | None], baselines: dict[str, dict[str, float | None]] | None = None
+) -> Table:
+    """The model's mean metrics and, one row each below them, its baselines': ×100, "–" where no image had one."""
+    columns = [Column("segmentation"), *(Column(METRIC_TITLES[name], align="right") for name in METRIC_NAMES)]
+    rows = [("model", metrics)] + [(BASELINE_TITLES.get(b, b), m) for b, m in (baselines or {}).items()]
+    return Table(
+        columns=columns,
+        rows=[[label, *(format_fraction(values.get(name)) for name in METRIC_NAMES)] for label, values in rows],
+    )
+
+
 def _page(report: dict[str, Any], figures: list[str]) -> str:
-    metrics = report["metrics"]
     card = report["card"]
     title = f"dias eval: {card.get('dataset', '')} {card.get('split', '')} ({card.get('mask_source', '')})"
-    head_cells = "<th>segmentation</th>" + "".join(f"<th>{METRIC_TITLES[k]}</th>" for k in metrics)
-    rows = [("model", metrics)] + [(BASELINE_TITLES.get(b, b), m) for b, m in report.get("baselines", {}).items()]
-    metric_rows = "".join(
-        f"<tr><th>{html.escape(label)}</th>"
-        + "".join("<td>–</td>" if values.get(k) is None else f"<td>{100 * values[k]:.1f}</td>" for k in metrics)
-        + "</tr>"
-        for label, values in rows
-    )
-    card_rows = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(v if isinstance(v, str) else json.dumps(v))}</td></tr>"
-        for k, v in card.items()
+    scores = to_html(scores_table(report["metrics"], report.get("baselines")))
+    card_table = to_html(
+        Table(
+            columns=[Column("field"), Column("value")],
+            rows=[[str(k), v if isinstance(v, str) else json.dumps(v)] for k, v in card.items()],
+        )
     )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -159,11 +168,11 @@ img {{ image-rendering: pixelated; max-width: 100%; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <h2>Metrics (&times;100)</h2>
-<table><tr>{head_cells}</tr>{metric_rows}</table>
+{scores}
 <p>The baselines are scored on the same images, token grid, upsampling and metrics as the model: a number
 means something only where it beats them.</p>
 <h2>Eval card</h2>
-<table>{card_rows}</table>
+{card_table}
 <h2>Images</h2>
 {"".join(figures)}
 </body></html>
