@@ -33,12 +33,12 @@ from dias.train.loaders import build_loaders
 from dias.train.loop import train
 
 VARIANTS = {
-    "slot attention (no distillation)": ["loss.distill_weight=0.0"],
+    "slot attention (no distillation)": ["model.method.distill_weight=0.0"],
     "dias_r (release)": [],
     "full DIAS (pruning + re-init)": [
-        "model.reinit.enabled=true",
-        "model.reinit.min_clusters=3",  # as in configs/dias-full-*.yaml
-        "model.reinit.prob_schedule=linear",
+        "model.method.reinit.enabled=true",
+        "model.method.reinit.min_clusters=3",  # as in configs/dias-full-*.yaml
+        "model.method.reinit.prob_schedule=linear",
     ],
     "SmoothSA": [
         "model.method=smoothsa",

@@ -48,13 +48,15 @@ import torch
 from machine import cpu_name
 from torch import nn
 
-from dias.config import detach_steps, load_config, warmup_steps
+from dias.config import load_config
 from dias.io import atomic_write, atomic_write_bytes
 from dias.methods import build_model, method_of
+from dias.methods.smoothsa.config import detach_steps
 from dias.methods.smoothsa.method import PREHEAT
 from dias.methods.smoothsa.official import load_official_smoothsa_weights, smoothsa_official_key_map
 from dias.runtime.device import resolve_precision
 from dias.schedules import lr_at
+from dias.schema import warmup_steps
 from dias.train.step import build_optimizer, optimisation_step
 
 REPO = Path(__file__).resolve().parents[1]

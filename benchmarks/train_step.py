@@ -40,9 +40,10 @@ from machine import cpu_name
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from dias.config import Config, load_config
+from dias.config import load_config
 from dias.methods import build_model, method_of
 from dias.runtime.device import Precision
+from dias.schema import Config
 from dias.train.step import build_optimizer, optimisation_step
 
 REPO = Path(__file__).resolve().parents[1]

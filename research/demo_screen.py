@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from dias.baselines import BASELINE_NAMES, BASELINE_TITLES, baseline_masks
-from dias.config import load_config, warmup_steps
+from dias.config import load_config
+from dias.schema import warmup_steps
 from dias.data import synthetic
 from dias.demo.run import demo_config_path
 from dias.losses import reconstruction_loss

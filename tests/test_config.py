@@ -6,17 +6,11 @@ import yaml
 
 import dias
 from dias.cli import main
-from dias.config import (
-    Config,
-    ConfigError,
-    detach_steps,
-    from_dict,
-    load_config,
-    save_config,
-    to_dict,
-)
-from dias.config import val_every as config_val_every
-from dias.config import warmup_steps as config_warmup_steps
+from dias.config import LEGACY_LAYOUT_READ_UNTIL, from_dict, load_config, save_config, to_dict
+from dias.methods.smoothsa.config import detach_steps
+from dias.schema import Config, ConfigError
+from dias.schema import val_every as config_val_every
+from dias.schema import warmup_steps as config_warmup_steps
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PACKAGED_DEMO = Path(dias.__file__).parent / "configs" / "demo.yaml"  # `dias demo`'s config
@@ -56,7 +50,7 @@ def test_official_hyperparameters(name, num_slots, total_steps, warmup_steps):
     assert cfg.data.image_size == 256
     assert cfg.model.slot_dim == 256 and cfg.model.slot_attention.num_iters == 3
     assert cfg.model.backbone.name == "vit_small_patch14_reg4_dinov2"
-    assert cfg.loss.distill_form == "prob" and cfg.loss.distill_schedule == "cosine"
+    assert cfg.model.method.distill_form == "prob" and cfg.model.method.distill_schedule == "cosine"
 
 
 def test_overrides_apply_with_types():
@@ -71,7 +65,7 @@ def test_overrides_apply_with_types():
 
 
 def test_defaults_without_file():
-    assert load_config() == Config()
+    assert load_config() == from_dict({})
 
 
 @pytest.mark.parametrize(
@@ -118,9 +112,9 @@ def test_bad_overrides_name_the_key(override, message):
         ("optim.betas=[0.9,1.0]", "two numbers in [0, 1)"),
         ("optim.warmup_steps=-1", STEPS.replace("in 1", "in 0")),
         ("optim.grad_clip=0", "> 0"),
-        ("loss.distill_weight=-0.5", ">= 0"),
-        ("model.reinit.prob=1.5", "in [0, 1]"),
-        ("model.reinit.threshold=3", "in [0, 2]"),
+        ("model.method.distill_weight=-0.5", ">= 0"),
+        ("model.method.reinit.prob=1.5", "in [0, 1]"),
+        ("model.method.reinit.threshold=3", "in [0, 2]"),
         ("model.decoder.num_heads=0", ">= 1"),
         ("eval.batch_size=0", ">= 1"),
         ("log.every=0", STEPS),
@@ -192,8 +186,8 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         ("eval.mask_source=attn:-4", "did you mean eval.mask_source=attn:-3?"),
         ("model.decoder.name=transformer", "model.decoder.name = 'transformer' is not one of"),
         ("model.initializer=learnt", "did you mean model.initializer.name=learned?"),
-        ("model.reinit.distance=attn", "did you mean model.reinit.distance=attention?"),
-        ("loss.distill_form=logits", "loss.distill_form = 'logits' is not one of 'prob', 'log'"),
+        ("model.method.reinit.distance=attn", "did you mean model.method.reinit.distance=attention?"),
+        ("model.method.distill_form=logits", "model.method.distill_form = 'logits' is not one of 'prob', 'log'"),
         ("train.precision=fp61", "did you mean train.precision=fp16?"),
     ],
 )
@@ -204,10 +198,11 @@ def test_free_strings_are_checked_at_load_with_the_closest_valid_value(override,
 
 
 def test_attn_iteration_counts_the_reinitialized_ones():
-    full = ["model.reinit.enabled=true", "model.reinit.num_iters=2"]
+    full = ["model.method.reinit.enabled=true", "model.method.reinit.num_iters=2"]
     assert load_config(CONFIG_DIR / "demo.yaml", [*full, "eval.mask_source=attn:4"]).eval.mask_source == "attn:4"
     with pytest.raises(
-        ConfigError, match=r"5 slot-attention iterations \(model.slot_attention.num_iters=3 \+ model.reinit.num_iters=2"
+        ConfigError,
+        match=r"5 slot-attention iterations \(model.slot_attention.num_iters=3 \+ model.method.reinit.num_iters=2",
     ):
         load_config(CONFIG_DIR / "demo.yaml", [*full, "eval.mask_source=attn:5"])
 
@@ -221,12 +216,12 @@ def test_doctor_reports_a_misspelt_option_before_anything_runs():
 
 def test_a_variant_file_is_its_base_plus_its_differences():
     full, base = load_config(CONFIG_DIR / "dias-full-coco.yaml"), load_config(CONFIG_DIR / "dias-coco.yaml")
-    assert full.model.reinit.enabled and not base.model.reinit.enabled
+    assert full.model.method.reinit.enabled and not base.model.method.reinit.enabled
     assert full.train.out_dir == "runs/dias-full-coco"
-    full.model.reinit, full.train.out_dir = base.model.reinit, base.train.out_dir
+    full.model.method.reinit, full.train.out_dir = base.model.method.reinit, base.train.out_dir  # the overlay's keys
     assert full == base  # nothing else differs
     voc = load_config(CONFIG_DIR / "dias-full-voc.yaml")  # a base of a base
-    assert voc.model.num_slots == 6 and voc.model.reinit.enabled and voc.data.name == "voc"
+    assert voc.model.num_slots == 6 and voc.model.method.reinit.enabled and voc.data.name == "voc"
 
 
 def test_base_files_merge_key_by_key_and_a_role_naming_another_class_replaces_its_section(tmp_path):
@@ -272,15 +267,61 @@ def test_a_role_section_holds_exactly_its_class_keys():
         load_config(CONFIG_DIR / "dias-coco.yaml", ["model.decoder={name: mpl}"])
 
 
-def test_a_config_saved_by_dias_0_1_loads_in_the_current_layout():
-    legacy = to_dict(load_config(CONFIG_DIR / "dias-coco.yaml"))
+def _as_saved_by_dias_0_1(cfg) -> dict:
+    """cfg as dias 0.1 saved it: the method a bare name, the objective in `loss`, the re-initialization in model."""
+    plain = to_dict(cfg)
+    method = plain["model"].pop("method")
+    plain["model"] = {"method": method.pop("name"), **plain["model"]}
+    if "reinit" in method:
+        plain["model"]["reinit"] = method.pop("reinit")
+    plain["loss"] = method
+    return plain
+
+
+@pytest.mark.parametrize("name", ["dias-full-coco.yaml", "smoothsa-voc.yaml"])
+def test_a_config_saved_by_dias_0_1_loads_in_the_current_layout(name):
+    cfg = load_config(CONFIG_DIR / name)
+    legacy = _as_saved_by_dias_0_1(cfg)
+    assert from_dict(legacy) == cfg  # a saved config.yaml of 0.1 names no version: its layout tells
+    assert from_dict(legacy, version="0.1.0") == cfg  # a checkpoint's or an export's dias_version
+    if cfg.model.method.name == "smoothsa":
+        legacy["model"]["reinit"] = {"enabled": False}  # 0.1 saved DIAS's disabled section for every method
+        assert from_dict(legacy) == cfg
+
+
+def test_a_config_saved_by_early_dias_0_1_loads_in_the_current_layout():
+    legacy = _as_saved_by_dias_0_1(load_config(CONFIG_DIR / "dias-coco.yaml"))
     model = legacy["model"]
     slot_attention = model.pop("slot_attention")
     model |= {"num_iters": slot_attention["num_iters"], "slot_mlp_dim": slot_attention["mlp_dim"]}
     model["initializer"] = model["initializer"]["name"]
-    model["decoder"] |= {"hidden_dim": 1024, "num_hidden_layers": 3}  # dias 0.1 saved every decoder's keys
-    del model["method"]
+    model["decoder"] |= {"hidden_dim": 1024, "num_hidden_layers": 3}  # early 0.1 saved every decoder's keys
     assert from_dict(legacy) == load_config(CONFIG_DIR / "dias-coco.yaml")
+
+
+def test_the_0_1_layout_is_read_until_its_stated_end():
+    # When this fails, the release drops upgrade_layout's 0.1 branch and this test with it.
+    assert tuple(map(int, dias.__version__.split(".")[:2])) < tuple(map(int, LEGACY_LAYOUT_READ_UNTIL.split(".")))
+    saved = yaml.safe_load(yaml.safe_dump(to_dict(load_config(CONFIG_DIR / "dias-coco.yaml"))))
+    assert from_dict({**saved, "dias_version": dias.__version__}) == load_config(CONFIG_DIR / "dias-coco.yaml")
+
+
+def test_save_config_names_the_version_that_wrote_it(tmp_path):
+    save_config(load_config(CONFIG_DIR / "smoothsa-coco.yaml"), tmp_path / "config.yaml")
+    text = (tmp_path / "config.yaml").read_text()
+    assert text.startswith(f"dias_version: {dias.__version__}\n")
+    assert load_config(tmp_path / "config.yaml") == load_config(CONFIG_DIR / "smoothsa-coco.yaml")
+
+
+def test_bases_in_a_list_merge_in_order_then_the_file(tmp_path):
+    (tmp_path / "a.yaml").write_text("model:\n  num_slots: 5\n  slot_dim: 64\n")
+    (tmp_path / "b.yaml").write_text("model:\n  num_slots: 6\ntrain:\n  seed: 1\n")
+    (tmp_path / "c.yaml").write_text("base: [a.yaml, b.yaml]\ntrain:\n  seed: 2\n")
+    cfg = load_config(tmp_path / "c.yaml")
+    assert (cfg.model.slot_dim, cfg.model.num_slots, cfg.train.seed) == (64, 6, 2)
+    (tmp_path / "d.yaml").write_text("base: {file: a.yaml}\n")
+    with pytest.raises(ConfigError, match="must name a file or a list of files"):
+        load_config(tmp_path / "d.yaml")
 
 
 @pytest.mark.parametrize(
@@ -288,12 +329,12 @@ def test_a_config_saved_by_dias_0_1_loads_in_the_current_layout():
 )
 def test_smoothsa_configs_hold_the_official_values(name, num_slots, total_steps):
     cfg = load_config(CONFIG_DIR / f"smoothsa-{name}.yaml")
-    assert (cfg.model.method, cfg.model.num_slots, cfg.train.total_steps) == ("smoothsa", num_slots, total_steps)
+    assert (cfg.model.method.name, cfg.model.num_slots, cfg.train.total_steps) == ("smoothsa", num_slots, total_steps)
     assert config_warmup_steps(cfg) == total_steps // 20 and config_val_every(cfg) == total_steps // 40
     assert detach_steps(cfg) == total_steps // 10  # the preheater reads detached tokens for the first tenth
     assert cfg.optim.lr == pytest.approx(2e-4) and cfg.optim.final_lr_ratio == pytest.approx(1e-3)
     assert cfg.optim.grad_clip == 1.0 and cfg.data.batch_size == 32 and cfg.eval.batch_size == 32
-    assert cfg.loss.preheat_weight == 100.0 and cfg.model.slot_attention.truncate == "bi-level"
+    assert cfg.model.method.preheat_weight == 100.0 and cfg.model.slot_attention.truncate == "bi-level"
     assert (cfg.model.initializer.name, cfg.model.initializer.num_heads, cfg.model.initializer.ffn_dim) == (
         "preheated",
         4,
@@ -330,7 +371,7 @@ def test_a_key_given_twice_names_the_key_and_both_lines(tmp_path):
 
 @pytest.mark.parametrize("value", ["inf", "-inf", "nan", ".inf", ".nan"])
 def test_non_finite_floats_are_refused_in_every_float_key(value):
-    for key in ("optim.lr", "optim.grad_clip", "loss.distill_weight", "probe.lr", "optim.betas"):
+    for key in ("optim.lr", "optim.grad_clip", "model.method.distill_weight", "probe.lr", "optim.betas"):
         given = f"[0.9, {value}]" if key == "optim.betas" else value
         with pytest.raises(ConfigError, match=r"is not a finite number; e.g. ") as info:
             load_config(None, [f"{key}={given}"])

@@ -7,13 +7,14 @@ import torch
 from safetensors.torch import save_file
 from tiny import TINY
 
-from dias.config import load_config, num_attention_maps
+from dias.config import load_config
 from dias.io import WeightsMismatchError
 from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
 from dias.masks import masks_from_attention
 from dias.methods import build_model
 from dias.methods.dias.model import DIAS
-from dias.methods.official import load_official_weights, official_key_map
+from dias.methods.dias.official import dias_official_key_map, load_official_weights
+from dias.schema import num_attention_maps
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 MODEL = [  # the suite's tiny run (tests/tiny.py) with a smaller, two-layer model
@@ -99,7 +100,7 @@ def test_init_weights(model):
 
 def _official_state(model, shift=0.5):
     ours = model.state_dict()
-    return {official: ours[name] + shift for official, name in official_key_map(model).items()}
+    return {official: ours[name] + shift for official, name in dias_official_key_map(model).items()}
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])

@@ -17,7 +17,7 @@ from equivalence import assert_segmentation_matches_except_at_ties
 from dias.config import load_config
 from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
 from dias.methods.dias.model import build_model
-from dias.methods.official import load_official_weights, official_key_map
+from dias.methods.dias.official import dias_official_key_map, load_official_weights
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_DIR = REPO / "tests" / "fixtures"
@@ -102,7 +102,7 @@ def test_official_key_map_covers_the_manifest(path):
     manifest = _manifest()
     with torch.device("meta"):  # names and shapes only: skip allocating and initialising the weights
         model = build_model(load_config(path))
-    key_map = official_key_map(model)
+    key_map = dias_official_key_map(model)
     ours = model.state_dict()
     assert set(key_map) == set(manifest)
     assert {k: tuple(ours[v].shape) for k, v in key_map.items()} == manifest

@@ -31,7 +31,7 @@ def _duplicated_init(model, batch_size=2):
 
 
 def test_pruned_slots_get_no_attention_and_never_win(make_model, features):
-    model = make_model("model.reinit.enabled=true", "model.reinit.threshold=0.01").eval()
+    model = make_model("model.method.reinit.enabled=true", "model.method.reinit.threshold=0.01").eval()
     with torch.no_grad():
         out = model(features=features, init_slots=_duplicated_init(model))
     expected = torch.tensor([True, False, False, True, False, True, True]).expand(2, 7)
@@ -48,7 +48,11 @@ def test_pruned_slots_get_no_attention_and_never_win(make_model, features):
 
 
 def test_unmasked_variant_keeps_zero_slots_as_queries(make_model, features):
-    model = make_model("model.reinit.enabled=true", "model.reinit.threshold=0.01", "model.reinit.mask_pruned=false")
+    model = make_model(
+        "model.method.reinit.enabled=true",
+        "model.method.reinit.threshold=0.01",
+        "model.method.reinit.mask_pruned=false",
+    )
     with torch.no_grad():
         out = model.eval()(features=features, init_slots=_duplicated_init(model))
     assert (~out.keep).any()
@@ -57,7 +61,7 @@ def test_unmasked_variant_keeps_zero_slots_as_queries(make_model, features):
 
 def test_reinit_off_equals_the_release_model(make_model, features):
     release = make_model().train()
-    full = make_model("model.reinit.enabled=true").train()
+    full = make_model("model.method.reinit.enabled=true").train()
     full.load_state_dict(release.state_dict())
     init = release.initializer(2)
     perm = torch.stack([torch.randperm(64) for _ in range(2)])
@@ -70,7 +74,9 @@ def test_reinit_off_equals_the_release_model(make_model, features):
 
 
 def test_eval_always_prunes_and_teacher_is_the_reinitialized_map(make_model, features):
-    model = make_model("model.reinit.enabled=true", "model.reinit.prob=0.0", "model.reinit.num_iters=2").eval()
+    model = make_model(
+        "model.method.reinit.enabled=true", "model.method.reinit.prob=0.0", "model.method.reinit.num_iters=2"
+    ).eval()
     with torch.no_grad():
         out = model(features=features)
     assert out.keep is not None and out.attn.shape[0] == 3 + 2
@@ -79,7 +85,7 @@ def test_eval_always_prunes_and_teacher_is_the_reinitialized_map(make_model, fea
 
 
 def test_gradient_reaches_the_initial_slots_through_the_merge(make_model, features):
-    model = make_model("model.reinit.enabled=true", "model.reinit.threshold=0.01").eval()
+    model = make_model("model.method.reinit.enabled=true", "model.method.reinit.threshold=0.01").eval()
     init = _duplicated_init(model).detach().requires_grad_(True)
     out = model(features=features, init_slots=init)
     out.recon.square().mean().backward()
@@ -87,5 +93,5 @@ def test_gradient_reaches_the_initial_slots_through_the_merge(make_model, featur
 
 
 def test_forcing_reinit_without_settings_is_an_error(make_model, features):
-    with pytest.raises(ValueError, match="model.reinit.enabled=true"):
+    with pytest.raises(ValueError, match="model.method.reinit.enabled=true"):
         make_model()(features=features, reinit=True)

@@ -13,7 +13,8 @@ import signal
 from pathlib import Path
 
 import dias.train.loop as train_module
-from dias.config import Config, load_config
+from dias.config import load_config
+from dias.schema import Config
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 TINY = [

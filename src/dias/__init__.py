@@ -1,8 +1,9 @@
 """dias: Slot Attention with Re-Initialization and Self-Distillation (DIAS), complete and tested."""
 
-from dias.config import Config, ConfigError, load_config
+__version__ = "0.2.0"  # first: dias.config writes it into every config it saves
 
-__version__ = "0.1.0"
+from dias.config import load_config  # noqa: E402
+from dias.schema import Config, ConfigError  # noqa: E402
 
 __all__ = ["Config", "ConfigError", "__version__", "build_model", "load", "load_config", "load_official_weights"]
 
@@ -14,7 +15,7 @@ def __getattr__(name):
 
         return build_model
     if name == "load_official_weights":
-        from dias.methods.official import load_official_weights
+        from dias.methods.dias.official import load_official_weights
 
         return load_official_weights
     if name == "load":

@@ -64,7 +64,16 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the traceback of user errors too")
     parser.set_defaults(on_stop="")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_prepare_parser(commands)
+    for add_parser in (
+        _add_config_parser, _add_eval_parser, _add_probe_parser, _add_report_parser, _add_train_parser,
+        _add_demo_parser, _add_infer_parser, _add_features_parser, _add_export_parser,
+    ):  # fmt: skip
+        add_parser(commands)
+    return parser
 
+
+def _add_prepare_parser(commands) -> None:
     prepare = commands.add_parser("prepare", help="convert a dataset into dias LMDB records")
     datasets = prepare.add_subparsers(title="datasets", metavar="DATASET", required=True)
     synthetic = datasets.add_parser("synthetic", help="generate the built-in multi-object dataset")
@@ -78,11 +87,15 @@ def _build_parser() -> argparse.ArgumentParser:
     synthetic.set_defaults(run=_prepare_synthetic, on_stop=RESUMES)
     _add_benchmark_commands(commands, datasets)
 
+
+def _add_config_parser(commands) -> None:
     config = commands.add_parser("config", help="print a resolved config")
     config.add_argument("--config", type=Path, default=None, help="YAML file (default: built-in defaults)")
     config.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.seed=43")
     config.set_defaults(run=_show_config)
 
+
+def _add_eval_parser(commands) -> None:
     evaluate = commands.add_parser("eval", help="score a checkpoint on a split: ARI, ARI-FG, mBO, mIoU")
     evaluate.add_argument("--checkpoint", type=Path, required=True, help="dias or official release checkpoint")
     evaluate.add_argument("--config", type=Path, default=None, help="YAML file (required for release checkpoints)")
@@ -93,6 +106,8 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. eval.mask_source=attn:0")
     evaluate.set_defaults(run=_evaluate)
 
+
+def _add_probe_parser(commands) -> None:
     probe = commands.add_parser("probe", help="object recognition: train an MLP on a frozen model's matched slots")
     probe.add_argument("--checkpoint", type=Path, required=True, help="dias or official release checkpoint")
     probe.add_argument("--config", type=Path, default=None, help="YAML file (required for release checkpoints)")
@@ -104,11 +119,15 @@ def _build_parser() -> argparse.ArgumentParser:
     probe.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. probe.attribute=shape")
     probe.set_defaults(run=_probe)
 
+
+def _add_report_parser(commands) -> None:
     report = commands.add_parser("report", help="mean ± std tables over the metrics.json of several runs")
     report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="eval folders, run folders or files")
     report.add_argument("--out", type=Path, default=Path("summary"), help="writes OUT.md and OUT.csv")
     report.set_defaults(run=_report)
 
+
+def _add_train_parser(commands) -> None:
     train = commands.add_parser("train", help="train a model; torchrun --nproc_per_node N -m dias train ... for DDP")
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", type=Path, help="YAML file of a new run")
@@ -118,6 +137,8 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.total_steps=500")
     train.set_defaults(run=_train)
 
+
+def _add_demo_parser(commands) -> None:
     demo = commands.add_parser(
         "demo",
         help="score the bundled demo model, then check that a fresh training follows it (synthetic data, CPU)",
@@ -139,6 +160,8 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of the fresh training's config")
     demo.set_defaults(run=_demo)
 
+
+def _add_infer_parser(commands) -> None:
     infer = commands.add_parser("infer", help="segment your own images with a trained model")
     infer.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER", help="image files or folders")
     infer.add_argument("--checkpoint", type=Path, required=True, help="dias checkpoint, export or release checkpoint")
@@ -154,6 +177,8 @@ def _build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--device", default="auto", help=DEVICE_HELP)
     infer.set_defaults(run=_infer)
 
+
+def _add_features_parser(commands) -> None:
     features = commands.add_parser("features", help="cache the frozen backbone's tokens of a dataset")
     features.add_argument("--config", type=Path, required=True, help="YAML file naming the data and backbone")
     features.add_argument("--out", type=Path, required=True, help="cache folder; then train with data.features=OUT")
@@ -167,11 +192,12 @@ def _build_parser() -> argparse.ArgumentParser:
     features.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     features.set_defaults(run=_features, on_stop=RESUMES)
 
+
+def _add_export_parser(commands) -> None:
     export = commands.add_parser("export", help="write trained weights without the backbone as safetensors")
     export.add_argument("--checkpoint", type=Path, required=True, help="dias checkpoint (last.pt or best.pt)")
     export.add_argument("--out", type=Path, required=True, help="output .safetensors file")
     export.set_defaults(run=_export)
-    return parser
 
 
 def _add_device(parser: argparse.ArgumentParser, key: str) -> None:

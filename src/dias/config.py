@@ -1,10 +1,13 @@
 """Typed run configuration: YAML files (with bases), dotted `key=value` overrides, validation, saving.
 
-Only `build_model(cfg)` and the engine read a config; modules take plain arguments. The schema (sections,
-rules, derived values) lives in dias.schema; its names are importable from here too.
+Only a method's `build_model(cfg)` and the commands read a config; modules take plain arguments. The schema
+(sections, rules, derived values) lives in dias.schema, each method's section in its folder.
 
     cfg = load_config("configs/dias-coco.yaml", ["model.num_slots=11", "train.seed=43"])
     save_config(cfg, run_dir / "config.yaml")
+
+What a run uses, lowest first: the schema's defaults, the defaults of the method that model.method names,
+the config file's bases in order, the file itself, the `key=value` overrides.
 """
 
 from __future__ import annotations
@@ -22,36 +25,31 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from dias import __version__
 from dias.io import atomic_write_bytes
 from dias.schema import (
-    CHOSEN_BY,
-    DECODER_SOURCE,
-    LOSS_CONFIGS,
+    DEFAULT_METHOD,
     RULE,
     Config,
     ConfigError,
     DecoderConfig,
-    ModelConfig,
-    OptimConfig,
+    MethodConfig,
     TransformerDecoderConfig,
-    detach_steps,
-    num_attention_maps,
-    parse_mask_source,
-    val_every,
-    warmup_steps,
 )
 
 CONFIG_FILE_NAME = "config.yaml"
-BASE_KEY = "base"  # a config file's base file (relative to it); the file holds only its differences
+BASE_KEY = "base"  # a config file's base file or list of files (relative to it); the file holds its differences
+VERSION_KEY = "dias_version"  # the version of dias that saved a config (save_config writes it first)
 YAML_MERGE_TAG = "tag:yaml.org,2002:merge"  # the `<<: *anchor` key
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML config (or the defaults when `path` is None) and apply `key=value` overrides.
 
-    A file may name a base file (`base: dias-coco.yaml`, relative to the file) and hold only what differs
-    from it: its sections are merged key by key into the base's, except a role section that names another
-    class (`name:`), which replaces the base's section.
+    A file may name base files (`base: dias-coco.yaml`, or a list merged in order, relative to the file)
+    and hold only what differs from them: sections are merged key by key, except a role section that names
+    another class (`name:`), which replaces the earlier section. The method model.method names adds its
+    defaults beneath all of it, so `model.method=smoothsa` alone switches a DIAS config to SmoothSA.
     """
     raw = _read_with_bases(Path(path), ()) if path is not None else {}
     return from_dict(apply_overrides(raw, overrides))
@@ -75,12 +73,14 @@ def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         )
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
-    base = raw.pop(BASE_KEY, None)
-    if base is None:
-        return raw
-    if not isinstance(base, str):
-        raise ConfigError(f"{path}: config key {BASE_KEY} must name a file, got {base!r}")
-    return merge_config(_read_with_bases(path.parent / base, (*chain, path.resolve())), raw)
+    bases = raw.pop(BASE_KEY, [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(base, str) for base in bases):
+        raise ConfigError(f"{path}: config key {BASE_KEY} must name a file or a list of files, got {bases!r}")
+    merged: dict[str, Any] = {}
+    for base in bases:
+        merged = merge_config(merged, _read_with_bases(path.parent / base, (*chain, path.resolve())))
+    return merge_config(merged, raw)
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
@@ -154,29 +154,57 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
     return raw
 
 
-def from_dict(raw: dict[str, Any]) -> Config:
+def from_dict(raw: dict[str, Any], *, version: str | None = None) -> Config:
     """Build a validated Config from nested plain data; unknown keys and wrong types raise ConfigError.
 
-    Configs saved before the role sections (dias 0.1: `model.num_iters`, `model.slot_mlp_dim`, a decoder
-    section holding every decoder's keys) are read in the current layout (`upgrade_layout`).
+    `version` is the dias version that saved `raw` (a checkpoint's or export's `dias_version`); a saved
+    config.yaml names it under VERSION_KEY. Data saved by an older layout is upgraded first (upgrade_layout).
+    The method that model.method names adds its defaults beneath `raw`, then checks the result.
     """
-    return _build(Config, upgrade_layout(raw), prefix="", root=raw)
+    from dias.methods import METHODS  # the methods' sections, defaults and checks (they import torch)
+
+    raw = dict(raw)
+    version = raw.pop(VERSION_KEY, version)
+    raw = upgrade_layout(raw, version)
+    name = _method_name(raw)
+    if name not in METHODS:
+        hint = _did_you_mean("model.method", name, tuple(METHODS))
+        raise ConfigError(
+            f"config key model.method.name = {name!r} is not one of {', '.join(map(repr, METHODS))}{hint}"
+        )
+    beneath = merge_config({"model": {"method": {"name": name}}}, METHODS[name].defaults)
+    cfg = _build(Config, merge_config(beneath, raw), prefix="", root=raw)
+    METHODS[name].check(cfg)
+    return cfg
 
 
-LEGACY_SLOT_ATTENTION_KEYS = {"num_iters": "num_iters", "slot_mlp_dim": "mlp_dim"}  # dias 0.1's model.* names
+def _method_name(raw: dict[str, Any]) -> Any:
+    """The method model.method names in plain config data: a bare name or a section's `name`."""
+    section = (raw.get("model") or {}).get("method", DEFAULT_METHOD) if isinstance(raw.get("model"), dict) else None
+    return section.get("name", DEFAULT_METHOD) if isinstance(section, dict) else (section or DEFAULT_METHOD)
 
 
-def upgrade_layout(raw: dict[str, Any]) -> dict[str, Any]:
-    """A config saved by dias 0.1 (runs, checkpoints, the bundled demo model) in the current layout.
+# The layout of dias 0.1 (every config saved without a dias_version): upgraded until dias 0.3, which drops it.
+LEGACY_VERSION, LEGACY_LAYOUT_READ_UNTIL = "0.1", "0.3"
+LEGACY_SLOT_ATTENTION_KEYS = {"num_iters": "num_iters", "slot_mlp_dim": "mlp_dim"}  # early 0.1 model.* names
 
-    dias 0.1 wrote model.num_iters and model.slot_mlp_dim (now model.slot_attention.*), the initializer as
-    a name and every decoder's keys in one section; only a section in that layout is changed.
+
+def upgrade_layout(raw: dict[str, Any], version: str | None) -> dict[str, Any]:
+    """Plain config data saved by dias 0.1 (runs, checkpoints, exports, the bundled demo model) in the current
+    layout; data of any later version, or of no version (a config file a user writes), is returned as it is.
+
+    dias 0.1 kept the objective's keys in a top-level `loss` section, the re-initialization in model.reinit
+    and the method as a bare name (now all in the section model.method); early 0.1 runs also wrote
+    model.num_iters and model.slot_mlp_dim (now model.slot_attention.*) and every decoder's keys in one section.
+    A saved 0.1 config.yaml names no version: its `loss` section beside a bare method name tells it.
     """
-    model = raw.get("model") if isinstance(raw, dict) else None
-    if not isinstance(model, dict) or not any(key in model for key in LEGACY_SLOT_ATTENTION_KEYS):
+    model = raw.get("model")
+    if version is None and "loss" in raw and not (isinstance(model, dict) and isinstance(model.get("method"), dict)):
+        version = LEGACY_VERSION
+    if version is None or _release(version) >= _release("0.2"):
         return raw
     raw = copy.deepcopy(raw)
-    model = raw["model"]
+    model = raw.setdefault("model", {})
     section = model.setdefault("slot_attention", {})
     for old, new in LEGACY_SLOT_ATTENTION_KEYS.items():
         if old in model:
@@ -185,7 +213,17 @@ def upgrade_layout(raw: dict[str, Any]) -> dict[str, Any]:
     if isinstance(decoder, dict):
         cls = _tagged_class(DecoderConfig, decoder.get("name", TransformerDecoderConfig.name), "model.decoder.")
         model["decoder"] = {k: v for k, v in decoder.items() if k in {f.name for f in dataclasses.fields(cls)}}
+    method = {"name": model.get("method", DEFAULT_METHOD), **(raw.pop("loss", None) or {})}
+    reinit = model.pop("reinit", None)
+    if reinit is not None and (method["name"] == DEFAULT_METHOD or reinit.get("enabled")):
+        method["reinit"] = reinit  # another method's disabled reinit section was a default, not a choice
+    model["method"] = method
     return raw
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """(major, minor) of a version string such as "0.1.0"."""
+    return tuple(int(part) for part in version.split(".")[:2])
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -213,8 +251,8 @@ def flatten(plain: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
-    """Write the resolved config as YAML, atomically."""
-    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    """Write the resolved config as YAML, atomically, with the version of dias that wrote it first."""
+    text = yaml.safe_dump({VERSION_KEY: __version__, **to_dict(cfg)}, sort_keys=False)
     atomic_write_bytes(Path(path), text.encode("utf-8"))
 
 
@@ -234,6 +272,8 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     node = raw
     for part in parts[:-1]:
         child = node.setdefault(part, {})
+        if isinstance(child, str):  # a role section given by its bare name: that class, with its defaults
+            child = node[part] = {"name": child}
         if not isinstance(child, dict):
             raise ConfigError(f"override {key}: {part} is a value, not a section")
         node = child
@@ -255,16 +295,10 @@ def _build(cls: type, raw: Any, prefix: str, root: dict[str, Any], owner: str = 
             raise ConfigError(f"unknown config key {prefix}{key}{hint}")
     kwargs = {}
     for name in names:
-        kind, chooser = hints[name], fields[name].metadata.get(CHOSEN_BY)
-        if chooser is not None:  # a section whose class another key picks (loss <- model.method)
-            section, key = chooser
-            choice = (root.get(section) or {}).get(key, getattr(_default(cls, section), key))
-            owner = f" (of {section}.{key}={choice})"
-            kwargs[name] = _build(LOSS_CONFIGS[choice], raw.get(name, {}), f"{prefix}{name}.", root, owner)
-            continue
+        kind = hints[name]
         if name not in raw:
             continue
-        if _is_tagged_union(kind):  # a role section: its `name` picks the class, whose keys it holds
+        if _is_role(kind):  # a role section: its `name` picks the class, whose keys it holds
             value = {"name": raw[name]} if isinstance(raw[name], str) else raw[name]  # a bare name: the defaults
             default_name = _default(cls, name).name
             tag = value.get("name", default_name) if isinstance(value, dict) else default_name
@@ -296,14 +330,26 @@ def _default(cls: type, name: str) -> Any:
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
-def _is_tagged_union(kind: Any) -> bool:
+def _is_role(kind: Any) -> bool:
+    """Whether a section of type `kind` is a role: one of several classes, picked by its `name`."""
+    if kind is MethodConfig:
+        return True
     args = typing.get_args(kind)
     return typing.get_origin(kind) in (Union, types.UnionType) and all(dataclasses.is_dataclass(a) for a in args)
 
 
+def _role_classes(kind: Any) -> list[type]:
+    """The classes a role section can be: a union's members, or the registered methods' sections."""
+    if kind is MethodConfig:
+        from dias.methods import METHODS
+
+        return [method.config for method in METHODS.values()]
+    return list(typing.get_args(kind))
+
+
 def _tagged_class(kind: Any, tag: Any, prefix: str) -> type:
-    """The member of a union of dataclasses whose `name` is `tag`; another tag raises ConfigError."""
-    classes = {typing.get_args(typing.get_type_hints(c)["name"])[0]: c for c in typing.get_args(kind)}
+    """The class of role `kind` whose `name` is `tag`; another tag raises ConfigError."""
+    classes = {typing.get_args(typing.get_type_hints(c)["name"])[0]: c for c in _role_classes(kind)}
     if tag not in classes:
         choices = ", ".join(repr(c) for c in classes)
         hint = _did_you_mean(f"{prefix}name", tag, tuple(classes))
@@ -376,11 +422,3 @@ def _number(value: Any) -> Any:
         except ValueError:
             return value
     return value
-
-
-__all__ = [
-    "BASE_KEY", "CONFIG_FILE_NAME", "DECODER_SOURCE", "LOSS_CONFIGS", "Config", "ConfigError", "ModelConfig",
-    "OptimConfig", "apply_overrides", "detach_steps", "flatten", "from_dict", "load_config", "merge_config",
-    "num_attention_maps", "parse_mask_source", "save_config", "to_dict", "upgrade_layout", "val_every",
-    "warmup_steps",
-]  # fmt: skip

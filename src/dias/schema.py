@@ -1,8 +1,10 @@
 """The run configuration's schema: typed dataclass sections, the rules their values must pass, derived values.
 
 Every section is a dataclass; `checked(default, rule)` fields are checked where the value enters (dias.config
-builds a Config from YAML and overrides). A role section (`model.initializer`, `model.decoder`) is a union of
-classes told apart by their `name`; `loss` holds the keys of `model.method`'s objective (LOSS_CONFIGS).
+builds a Config from YAML and overrides). A role section (`model.initializer`, `model.decoder`,
+`model.method`) is one of several classes, told apart by its `name`. The method's section (its objective's
+weights and schedules, its per-step options) is defined in the method's folder (dias.methods.<name>.config),
+as a MethodConfig; dias.methods.METHODS lists them.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from dias.errors import DiasError
 
@@ -32,11 +34,7 @@ class Rule(NamedTuple):
 
 
 RULE = "rule"  # the dataclass field metadata key of a Rule
-# The field metadata key of a section whose class another key picks: (section, key) -> LOSS_CONFIGS[value].
-CHOSEN_BY = "chosen_by"
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-DIAS_INITIALIZERS = ("normal_shared", "learned")
-PREHEATED = ("preheated",)
 
 
 def at_least(low: int) -> Rule:
@@ -177,25 +175,28 @@ class MLPDecoderConfig:
 DecoderConfig = TransformerDecoderConfig | MLPDecoderConfig
 
 
-@dataclass
-class ReinitConfig:
-    """Redundant-slot pruning and re-initialized aggregation (the paper's method; not in the release)."""
+DEFAULT_METHOD = "dias"
 
-    enabled: bool = False
-    distance: Literal["slots", "attention"] = "slots"  # cosine distance of slot vectors or of attention maps
-    # merge while the complete-linkage cosine distance is below this
-    threshold: float = checked(0.1, Rule(lambda value: 0 <= value <= 2, "in [0, 2]"))
-    min_clusters: int = checked(1, at_least(1))  # a sample left with fewer clusters keeps all its slots (group code: 3)
-    num_iters: int = checked(1, at_least(1))  # extra slot-attention iterations from the merged slots
-    # probability of pruning + re-initialization per training batch; always on in eval
-    prob: float = checked(1.0, FRACTION)
-    prob_schedule: Literal["constant", "linear"] = "constant"  # linear ramps 0 -> prob over training
-    mask_pruned: bool = True  # False: pruned slots are zero vectors that stay valid queries (the group's code)
+
+@dataclass
+class MethodConfig:
+    """A method's own section, `model.method`: its `name` (a key of dias.methods.METHODS) picks the class,
+    defined in the method's folder, whose keys it holds. A bare name (`model.method=smoothsa`) means that
+    method with its defaults."""
+
+    name: str = DEFAULT_METHOD
+    # the keys that shape the objective, not the model: a checkpoint may be resumed or scored with others
+    objective_keys: ClassVar[tuple[str, ...]] = ()
+
+    def extra_iterations(self) -> int:
+        """Slot-attention iterations an evaluation forward runs beyond model.slot_attention.num_iters."""
+        return 0
 
 
 @dataclass
 class ModelConfig:
-    method: Literal["dias", "smoothsa"] = "dias"  # dias.methods.METHODS: the model's wiring and its objective
+    # the model's wiring and objective: the section of a method of dias.methods.METHODS, picked by its name
+    method: MethodConfig = field(default_factory=MethodConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     # at most the backbone's tokens too (Config._check_patches)
     num_slots: int = checked(7, between(1, MAX_SLOTS, "published models use 7-24; memory grows with it"))
@@ -203,30 +204,6 @@ class ModelConfig:
     initializer: InitializerConfig = field(default_factory=NormalSharedInitializerConfig)
     slot_attention: SlotAttentionConfig = field(default_factory=SlotAttentionConfig)
     decoder: DecoderConfig = field(default_factory=TransformerDecoderConfig)
-    reinit: ReinitConfig = field(default_factory=ReinitConfig)  # DIAS only
-
-
-@dataclass
-class DIASLossConfig:
-    """DIAS's objective: mse(recon, features) + w(step) * ce(first iteration's attention, last one's)."""
-
-    distill_form: Literal["prob", "log"] = "prob"  # "prob" reproduces the release: probabilities used as logits
-    distill_weight: float = checked(1.0, at_least(0))  # final weight of the distillation term
-    distill_schedule: Literal["cosine", "constant"] = "cosine"  # cosine ramps 0 -> distill_weight
-
-
-@dataclass
-class SmoothSALossConfig:
-    """SmoothSA's objective: mse(recon, features) + preheat_weight * mse(preheated queries, final slots)."""
-
-    preheat_weight: float = checked(100.0, at_least(0))
-    # the preheater reads detached tokens for the first detach_steps steps; None: train.total_steps // 10
-    detach_steps: int | None = checked(None, STEPS_OR_NONE)
-
-
-# The objective's keys depend on the method: `loss` holds those of model.method's.
-LOSS_CONFIGS: dict[str, type] = {"dias": DIASLossConfig, "smoothsa": SmoothSALossConfig}
-LossConfig = DIASLossConfig | SmoothSALossConfig
 
 
 @dataclass
@@ -296,7 +273,6 @@ class LogConfig:
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=DIASLossConfig, metadata={CHOSEN_BY: ("model", "method")})
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -304,26 +280,15 @@ class Config:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     def __post_init__(self) -> None:
-        m = self.model
-        wanted = PREHEATED if m.method == "smoothsa" else DIAS_INITIALIZERS
-        if m.initializer.name not in wanted:
-            raise ConfigError(
-                f"config key model.initializer.name = {m.initializer.name!r} does not fit model.method = {m.method!r}; "
-                f"use one of {', '.join(wanted)}"
-            )
-        if m.reinit.enabled and m.method != "dias":
-            raise ConfigError(
-                "config key model.reinit.enabled = true: pruning and re-initialization are part of the DIAS method; "
-                f"set model.reinit.enabled=false for model.method={m.method}"
-            )
+        """The checks that span sections and every method shares; a method's own run in dias.config."""
         self._check_patches()
         # eval.mask_source=attn:I must name an iteration the model runs (in eval, re-initialization always runs).
         iteration = parse_mask_source(self.eval.mask_source)
         num_maps = num_attention_maps(self.model)
         if iteration is not None and not -num_maps <= iteration < num_maps:
             runs = f"model.slot_attention.num_iters={self.model.slot_attention.num_iters}"
-            if self.model.reinit.enabled:
-                runs += f" + model.reinit.num_iters={self.model.reinit.num_iters}"
+            if self.model.method.extra_iterations():
+                runs += f" + model.method.reinit.num_iters={self.model.method.extra_iterations()}"
             closest = max(-num_maps, min(iteration, num_maps - 1))
             raise ConfigError(
                 f"config key eval.mask_source = {self.eval.mask_source!r} is invalid: the model runs {num_maps} "
@@ -386,8 +351,9 @@ def patch_input(backbone: BackboneConfig, image_size: int) -> tuple[int, int]:
 
 
 def num_attention_maps(model: ModelConfig) -> int:
-    """T, the slot-attention maps an evaluation forward returns: the iterations, + model.reinit.num_iters if on."""
-    return model.slot_attention.num_iters + (model.reinit.num_iters if model.reinit.enabled else 0)
+    """T, the slot-attention maps an evaluation forward returns: the iterations, and the method's extra ones
+    (DIAS's re-initialized iterations, when on)."""
+    return model.slot_attention.num_iters + model.method.extra_iterations()
 
 
 def warmup_steps(cfg: Config) -> int:
@@ -400,9 +366,3 @@ def val_every(cfg: Config) -> int:
     """Steps between validations: train.val_every, or 2.5 % of train.total_steps (// 40, as the release)."""
     given = cfg.train.val_every
     return max(cfg.train.total_steps // 40, 1) if given is None else given
-
-
-def detach_steps(cfg: Config) -> int:
-    """SmoothSA: the first steps in which the preheater reads detached tokens; 10 % of train.total_steps."""
-    given = cfg.loss.detach_steps
-    return cfg.train.total_steps // 10 if given is None else given

@@ -12,13 +12,14 @@ from torch.utils.data import DataLoader
 from dias.baselines import BASELINE_NAMES, grid_partition
 from dias.cli import main
 from dias.commands.evaluate import evaluate, run_eval
-from dias.config import load_config, parse_mask_source
+from dias.config import load_config
 from dias.data.codec import IGNORE_ID
 from dias.data.dataset import LmdbDataset, collate
 from dias.data.transforms import EvalTransform
 from dias.methods.base import SlotOutput
 from dias.methods.dias.model import build_model
 from dias.metrics import METRIC_NAMES
+from dias.schema import parse_mask_source
 from dias.train.checkpoint import save_checkpoint
 
 EVAL_MODEL = [  # the suite's tiny run (tests/tiny.py) with a finer grid and sampled slots

@@ -8,23 +8,34 @@ import torch
 import torch.nn.functional as F
 from tiny import tiny_config
 
-from dias.config import LOSS_CONFIGS, ConfigError, ModelConfig, load_config
+from dias.config import load_config, to_dict
 from dias.losses import distillation_loss, reconstruction_loss
 from dias.methods import METHODS, build_model, method_of
 from dias.methods.dias.model import DIAS
 from dias.methods.smoothsa.model import SmoothSA
 from dias.schedules import distill_weight_at
+from dias.schema import ConfigError, MethodConfig
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
-SMOOTHSA_TINY = ["model.method=smoothsa", "model.initializer=preheated", "model.slot_attention.truncate=bi-level"]
-SMOOTHSA_TINY += ["loss={}"]  # the demo config's loss section holds DIAS's keys
+# the demo config names the learned initializer; SmoothSA's defaults bring truncation, not the preheater over it
+SMOOTHSA_TINY = ["model.method=smoothsa", "model.initializer=preheated"]
 
 
-def test_every_method_the_schema_names_is_registered_with_its_loss_section():
-    names = set(typing.get_args(typing.get_type_hints(ModelConfig)["method"]))
-    assert names == set(METHODS) == set(LOSS_CONFIGS)
-    assert all(METHODS[name].name == name for name in names)
+def test_the_registry_is_the_one_list_of_names_and_each_section_is_named_by_it():
+    for name, method in METHODS.items():
+        assert method.name == name and issubclass(method.config, MethodConfig)
+        assert typing.get_args(typing.get_type_hints(method.config)["name"]) == (name,)
+
+
+def test_one_override_switches_the_method_and_brings_its_defaults():
+    dias = load_config(CONFIGS / "dias-coco.yaml")
+    smoothsa = load_config(CONFIGS / "dias-coco.yaml", ["model.method=smoothsa"])
+    assert (smoothsa.model.method.name, smoothsa.model.initializer.name) == ("smoothsa", "preheated")
+    assert smoothsa.model.slot_attention.truncate == "bi-level" and dias.model.slot_attention.truncate is None
+    assert to_dict(smoothsa) == to_dict(load_config(CONFIGS / "smoothsa-coco.yaml", ["train.out_dir=runs/dias-coco"]))
+    back = load_config(CONFIGS / "smoothsa-coco.yaml", ["model.method=dias", "model.initializer=normal_shared"])
+    assert back.model.method == dias.model.method  # the other method's keys are gone with its section
 
 
 @pytest.mark.parametrize(("config", "cls"), [("dias-coco.yaml", DIAS), ("smoothsa-coco.yaml", SmoothSA)])
@@ -42,7 +53,7 @@ def test_dias_plan_is_the_cosine_distillation_ramp_and_no_coin_without_reinit():
         assert plan.logged == {"distill_weight": plan.loss_weights["distill"]}
         assert plan.forward_options == {"reinit": None}
     full = load_config(
-        CONFIGS / "dias-full-coco.yaml", ["model.reinit.prob=1.0", "model.reinit.prob_schedule=constant"]
+        CONFIGS / "dias-full-coco.yaml", ["model.method.reinit.prob=1.0", "model.method.reinit.prob_schedule=constant"]
     )
     assert method_of(full).plan(full, 0).forward_options == {"reinit": True}
 
@@ -71,7 +82,7 @@ def test_smoothsa_plan_detaches_the_preheater_for_the_first_tenth_of_the_run():
     shorter = load_config(CONFIGS / "smoothsa-coco.yaml", ["train.total_steps=60"])  # derived, not stale
     assert method.plan(shorter, 5).forward_options == {"detach_preheat": True}
     assert method.plan(shorter, 6).forward_options == {"detach_preheat": False}
-    given = load_config(CONFIGS / "smoothsa-coco.yaml", ["loss.detach_steps=0"])
+    given = load_config(CONFIGS / "smoothsa-coco.yaml", ["model.method.detach_steps=0"])
     assert method.plan(given, 0).forward_options == {"detach_preheat": False}
 
 
@@ -99,15 +110,18 @@ def test_smoothsa_objective_and_where_its_preheat_term_sends_gradient(tiny_root)
 @pytest.mark.parametrize(
     ("override", "message"),
     [
+        (["model.method=smoothsa"], "model.initializer.name = 'learned' does not fit model.method.name = 'smoothsa'"),
+        (["model.initializer=preheated"], "does not fit model.method.name = 'dias'"),
         (
-            ["model.method=smoothsa", "loss={}"],
-            "model.initializer.name = 'learned' does not fit model.method = 'smoothsa'",
+            [*SMOOTHSA_TINY, "model.method.reinit.enabled=true"],
+            r"unknown config key model.method.reinit; valid keys \(of model.method.name=smoothsa\)",
         ),
-        (["model.initializer=preheated"], "does not fit model.method = 'dias'"),
-        (["model.reinit.enabled=true", *SMOOTHSA_TINY], "pruning and re-initialization are part of the DIAS method"),
-        (["model.method=smoothsa"], r"unknown config key loss.distill_form; valid keys \(of model.method=smoothsa\)"),
-        ([*SMOOTHSA_TINY, "loss.distill_weight=1"], "unknown config key loss.distill_weight"),
-        (["loss.preheat_weight=1"], "unknown config key loss.preheat_weight"),
+        ([*SMOOTHSA_TINY, "model.method.distill_weight=1"], "unknown config key model.method.distill_weight"),
+        (["model.method.preheat_weight=1"], "unknown config key model.method.preheat_weight"),
+        ([*SMOOTHSA_TINY, "model.decoder=mlp"], "SmoothSA uses the random-order transformer decoder"),
+        (["model.slot_attention.num_iters=1"], "model.slot_attention.num_iters = 1 is too few for DIAS"),
+        (["model.method=slotattention"], "model.method.name = 'slotattention' is not one of 'dias', 'smoothsa'"),
+        (["loss.distill_weight=1"], "unknown config key loss"),
     ],
 )
 def test_a_method_and_its_parts_must_fit(override, message):

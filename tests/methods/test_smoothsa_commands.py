@@ -15,14 +15,21 @@ from dias.cli import main
 from dias.config import load_config
 from dias.errors import DiasError
 from dias.methods import build_model
-from dias.methods.official import OFFICIAL_PREFIX, official_key_map
+from dias.methods.dias.official import dias_official_key_map
+from dias.methods.official import OFFICIAL_PREFIX
 from dias.methods.smoothsa.model import SmoothSA
 from dias.methods.smoothsa.official import smoothsa_official_key_map
 from dias.train.checkpoint import load_checkpoint, load_model
 from dias.train.loop import LAST
 
 REPO = Path(__file__).resolve().parents[2]
-RUN = ["train.total_steps=4", "train.val_every=2", "optim.warmup_steps=1", "eval.batch_size=2", "loss.detach_steps=1"]
+RUN = [
+    "train.total_steps=4",
+    "train.val_every=2",
+    "optim.warmup_steps=1",
+    "eval.batch_size=2",
+    "model.method.detach_steps=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +51,9 @@ def test_train_logs_the_methods_terms_and_its_schedule(smoothsa_run):
         assert r["loss"] == pytest.approx(r["recon"] + 100 * r["preheat"], rel=1e-5)
     assert any("val/fg_ari" in r and "val/kmeans/fg_ari" in r for r in records)
     checkpoint = load_checkpoint(smoothsa_run / LAST)
-    assert checkpoint["config"]["model"]["method"] == "smoothsa" and "preheater.detach_flag" in checkpoint["model"]
+    assert (
+        checkpoint["config"]["model"]["method"]["name"] == "smoothsa" and "preheater.detach_flag" in checkpoint["model"]
+    )
 
 
 def test_resume_continues_a_smoothsa_run(smoothsa_run, tmp_path):
@@ -70,7 +79,7 @@ def test_eval_report_infer_export_with_smoothsa(smoothsa_run, tiny_root, tmp_pat
     exported = tmp_path / "smoothsa.safetensors"
     assert main(["export", "--checkpoint", str(smoothsa_run / LAST), "--out", str(exported)]) == 0
     model, cfg = load_model(exported)
-    assert isinstance(model, SmoothSA) and cfg.model.method == "smoothsa"
+    assert isinstance(model, SmoothSA) and cfg.model.method.name == "smoothsa"
 
 
 def test_features_cache_trains_smoothsa(tiny_root, tmp_path):
@@ -108,7 +117,7 @@ def test_an_official_smoothsa_checkpoint_loads_and_a_dias_one_is_refused(tmp_pat
     dias_small = [*small, "model.initializer=normal_shared"]
     dias_model = build_model(load_config(REPO / "configs" / "dias-coco.yaml", dias_small))
     dias_release = tmp_path / "dias.pth"
-    torch.save({k: dias_model.state_dict()[v] for k, v in official_key_map(dias_model).items()}, dias_release)
+    torch.save({k: dias_model.state_dict()[v] for k, v in dias_official_key_map(dias_model).items()}, dias_release)
     with pytest.raises(DiasError) as info:
         load_model(dias_release, config=config, overrides=small)
     message = str(info.value)  # the preheater's keys, which a DIAS checkpoint lacks, are named

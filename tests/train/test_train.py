@@ -271,7 +271,7 @@ def test_loss_decreases_on_a_tiny_set(tiny_root, tmp_path):
         "train.total_steps=30",
         "optim.warmup_steps=3",
         "optim.lr=1e-3",
-        "loss.distill_weight=0.0",
+        "model.method.distill_weight=0.0",
         "train.val_every=100",
         "train.checkpoint_every=100",
     )
@@ -387,9 +387,13 @@ def test_resuming_with_other_total_steps_warns_naming_the_schedules(tiny_root, t
 def test_the_trainer_draws_the_reinit_coin_from_the_scheduled_probability():
     assert draw_reinit(load_config(REPO / "configs" / "dias-coco.yaml"), 0) is None  # no re-initialization
     full = REPO / "configs" / "dias-full-coco.yaml"
-    assert draw_reinit(load_config(full, ["model.reinit.prob=0.0"]), 10) is False
-    assert draw_reinit(load_config(full, ["model.reinit.prob=1.0", "model.reinit.prob_schedule=constant"]), 0)
-    ramp = load_config(full, ["model.reinit.prob=1.0", "model.reinit.prob_schedule=linear", "train.total_steps=10"])
+    assert draw_reinit(load_config(full, ["model.method.reinit.prob=0.0"]), 10) is False
+    assert draw_reinit(
+        load_config(full, ["model.method.reinit.prob=1.0", "model.method.reinit.prob_schedule=constant"]), 0
+    )
+    ramp = load_config(
+        full, ["model.method.reinit.prob=1.0", "model.method.reinit.prob_schedule=linear", "train.total_steps=10"]
+    )
     torch.manual_seed(0)
     assert not any(draw_reinit(ramp, 0) for _ in range(20))  # the linear ramp starts at 0
     assert sum(draw_reinit(ramp, 5) for _ in range(400)) in range(150, 250)  # p = 0.5 half-way
@@ -400,7 +404,7 @@ def test_compile_trains_a_full_dias_config(tiny_root, tmp_path):
     """train.compile=true with pruning + re-initialization: the coin is an argument, not drawn in forward."""
     vit = ["data.image_size=56", "model.backbone.input_scale=1.0", "data.batch_size=2", "model.decoder.num_layers=1"]
     overrides = [*TINY, *vit, f"data.root={tiny_root}", "model.slot_dim=32", "train.total_steps=3", "train.val_every=3"]
-    overrides += ["eval.batch_size=2", "optim.warmup_steps=0", "model.reinit.prob=0.5", "train.compile=true"]
+    overrides += ["eval.batch_size=2", "optim.warmup_steps=0", "model.method.reinit.prob=0.5", "train.compile=true"]
     result = train(load_config(REPO / "configs" / "dias-full-coco.yaml", overrides), tmp_path / "run", progress=False)
     assert result.status == "done" and result.step == 3 and all(map(math.isfinite, result.losses))
 

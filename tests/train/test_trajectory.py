@@ -23,12 +23,13 @@ import pytest
 import torch
 from fixtures.shrink_trajectory_fixture import DIGEST_KEY, weights_digest
 
-from dias.config import Config, load_config, warmup_steps
+from dias.config import load_config
 from dias.methods import method_of
 from dias.methods.dias.method import DISTILL
-from dias.methods.official import official_key_map
+from dias.methods.dias.official import dias_official_key_map
 from dias.runtime.device import resolve_precision
 from dias.schedules import lr_at
+from dias.schema import Config, warmup_steps
 from dias.train.step import build_optimizer, optimisation_step
 
 REPO = Path(__file__).resolve().parents[2]
@@ -129,7 +130,9 @@ def replay(trajectory: dict, num_steps: int) -> Replay:
     scaler = torch.amp.GradScaler(device.type, enabled=False)  # the run had no loss scaling
     precision = resolve_precision(cfg.train.precision, device)
     state = model.state_dict()  # tensors that share the parameters' storage: they follow the training
-    names = {official: ours for official, ours in official_key_map(model).items() if official in trajectory["weights"]}
+    names = {
+        official: ours for official, ours in dias_official_key_map(model).items() if official in trajectory["weights"]
+    }
 
     def weights() -> dict[str, torch.Tensor]:
         return {official: state[ours].detach().clone() for official, ours in names.items()}

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from dias.config import Config, load_config
+from dias.config import load_config
 from dias.data.codec import IGNORE_ID, CorruptRecordError, count_objects
 from dias.data.records import LmdbReader, split_path
 from dias.io import WeightsMismatchError
@@ -26,6 +26,7 @@ from dias.methods import build_model, method_of
 from dias.modules.backbone import VIT_NAMES, WEIGHTS_OPTION, ViTBackbone
 from dias.runtime.device import DeviceError, Precision, resolve_device, resolve_precision
 from dias.runtime.distributed import WORLD_SIZE_ENV
+from dias.schema import Config
 
 Status = Literal["OK", "WARN", "FAIL"]
 DEFAULT_SAMPLE_SIZE = 200

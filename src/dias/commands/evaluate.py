@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from dias import __version__
 from dias.baselines import BASELINE_NAMES, BASELINE_TITLES, KMEANS_RESTARTS, baseline_masks
-from dias.config import CONFIG_FILE_NAME, DECODER_SOURCE, Config, parse_mask_source, save_config
+from dias.config import CONFIG_FILE_NAME, save_config
 from dias.data.codec import IGNORE_ID
 from dias.data.dataset import LmdbDataset, collate
 from dias.data.records import split_path
@@ -36,6 +36,7 @@ from dias.masks import masks_from_attention, select_masks, square_grid
 from dias.methods.base import SlotModel, SlotOutput
 from dias.metrics import METRIC_NAMES, nanmean, score
 from dias.runtime.device import resolve_device, resolve_precision
+from dias.schema import DECODER_SOURCE, Config, parse_mask_source
 from dias.train.checkpoint import load_model
 from dias.train.features import batch_inputs, open_feature_split
 from dias.viz.gallery import VizCollector, scores_table, write_visual_report
@@ -106,11 +107,10 @@ def evaluate(
     parse_mask_source(mask_source)
     device = torch.device(device)
     model.eval().to(device)
-    scores: dict[str, list[np.ndarray]] = {name: [] for name in METRIC_NAMES}
-    baseline_scores: dict[str, dict[str, list[np.ndarray]]] = {b: {n: [] for n in METRIC_NAMES} for b in baselines}
+    scores = _no_scores()
+    baseline_scores = {baseline: _no_scores() for baseline in baselines}
     indices: list[np.ndarray] = []
-    num_skipped = 0
-    mask_size = None
+    num_skipped, mask_size = 0, None
     total = len(loader) if max_batches is None else min(len(loader), max_batches)
     autocast = resolve_precision(precision, device, key="eval.precision").autocast()
     cuda_devices = [device] if device.type == "cuda" else []
@@ -126,34 +126,54 @@ def evaluate(
             gt = batch["mask"]  # (B,H,W) instance ids, 0 background, IGNORE_ID ignored
             mask_size = tuple(gt.shape[-2:])
             out = model(**batch_inputs(batch, device))
-            masks = select_masks(
-                decoder_attn=out.decoder_attn, attn=out.attn, mask_source=mask_source
-            ).float()  # (B, K, N)
-            pred = masks_from_attention(masks, mask_size)  # (B, H, W)
-            gt = gt.to(device, non_blocking=True)
-            for name, values in score(pred, gt).items():
-                scores[name].append(values.cpu().numpy())
-            for baseline in baselines:
-                blind = baseline_masks(
-                    baseline, out.features, num_slots=masks.shape[1], grid_size=square_grid(masks.shape[2]), seed=seed
-                )
-                for name, values in score(masks_from_attention(blind, mask_size), gt).items():
-                    baseline_scores[baseline][name].append(values.cpu().numpy())
+            pred = _score_batch(
+                out, gt, device, mask_source=mask_source, seed=seed, scores=scores, baseline_scores=baseline_scores
+            )
             indices.append(np.asarray(batch["index"]).reshape(-1))
             if on_batch is not None:
                 on_batch(batch, out, pred)
     return EvalResult(
-        scores={name: _concat(values, np.float64) for name, values in scores.items()},
-        indices=_concat(indices, np.int64),
-        num_skipped=num_skipped,
-        mask_size=mask_size,
-        mask_source=mask_source,
-        seed=seed,
-        baselines={
-            b: {name: _concat(values, np.float64) for name, values in per_metric.items()}
-            for b, per_metric in baseline_scores.items()
-        },
-    )
+        scores=_concat_scores(scores), indices=_concat(indices, np.int64), num_skipped=num_skipped,
+        mask_size=mask_size, mask_source=mask_source, seed=seed,
+        baselines={baseline: _concat_scores(per_metric) for baseline, per_metric in baseline_scores.items()},
+    )  # fmt: skip
+
+
+def _score_batch(
+    out: SlotOutput,
+    gt: torch.Tensor,
+    device: torch.device,
+    *,
+    mask_source: str,
+    seed: int,
+    scores: dict[str, list[np.ndarray]],
+    baseline_scores: dict[str, dict[str, list[np.ndarray]]],
+) -> torch.Tensor:
+    """Score one batch's masks, the model's and each baseline's, adding per-image rows; the (B, H, W) prediction."""
+    mask_size = tuple(gt.shape[-2:])
+    masks = select_masks(decoder_attn=out.decoder_attn, attn=out.attn, mask_source=mask_source).float()  # (B, K, N)
+    pred = masks_from_attention(masks, mask_size)  # (B, H, W)
+    gt = gt.to(device, non_blocking=True)
+    _add_rows(scores, score(pred, gt))
+    for baseline, per_metric in baseline_scores.items():
+        blind = baseline_masks(
+            baseline, out.features, num_slots=masks.shape[1], grid_size=square_grid(masks.shape[2]), seed=seed
+        )
+        _add_rows(per_metric, score(masks_from_attention(blind, mask_size), gt))
+    return pred
+
+
+def _no_scores() -> dict[str, list[np.ndarray]]:
+    return {name: [] for name in METRIC_NAMES}
+
+
+def _add_rows(scores: dict[str, list[np.ndarray]], batch_scores: dict[str, torch.Tensor]) -> None:
+    for name, values in batch_scores.items():
+        scores[name].append(values.cpu().numpy())
+
+
+def _concat_scores(scores: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    return {name: _concat(values, np.float64) for name, values in scores.items()}
 
 
 def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
@@ -237,19 +257,7 @@ def run_eval(
     parse_mask_source(cfg.eval.mask_source)
     device = resolve_device(cfg.eval.device, key="eval.device")
     precision = resolve_precision(cfg.eval.precision, device, key="eval.precision")
-    dataset = LmdbDataset(
-        split_path(cfg.data.root, split), EvalTransform(cfg.data.image_size), skip_corrupt=cfg.data.skip_corrupt
-    )
-    if cfg.data.features is not None:  # tokens from `dias features`; images and masks still come from the split
-        dataset = open_feature_split(cfg, split, train=False, source=dataset)
-    loader = DataLoader(
-        dataset,
-        batch_size=cfg.eval.batch_size,
-        num_workers=cfg.data.num_workers,
-        shuffle=False,
-        collate_fn=collate,
-        pin_memory=device.type == "cuda",
-    )
+    loader = _split_loader(cfg, split, device)
     collector = VizCollector(viz, cfg.eval.mask_source) if viz > 0 else None
     result = evaluate(
         model,
@@ -276,6 +284,23 @@ def run_eval(
         write_visual_report(out_dir, collector.items, report, per_image)
     log.info("wrote %s", path)
     return {**report, "path": str(path)}
+
+
+def _split_loader(cfg: Config, split: str, device: torch.device) -> DataLoader:
+    """The split in order, at the model's input size; with data.features, the cached tokens beside each image."""
+    dataset = LmdbDataset(
+        split_path(cfg.data.root, split), EvalTransform(cfg.data.image_size), skip_corrupt=cfg.data.skip_corrupt
+    )
+    if cfg.data.features is not None:  # tokens from `dias features`; images and masks still come from the split
+        dataset = open_feature_split(cfg, split, train=False, source=dataset)
+    return DataLoader(
+        dataset,
+        batch_size=cfg.eval.batch_size,
+        num_workers=cfg.data.num_workers,
+        shuffle=False,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+    )
 
 
 def _json_means(means: dict[str, float]) -> dict[str, float | None]:

@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from dias.config import Config
 from dias.data.dataset import LmdbDataset
 from dias.data.feature_cache import (
     DTYPES,
@@ -28,6 +27,7 @@ from dias.errors import UsageError
 from dias.methods.common import backbone_from_config
 from dias.runtime.device import resolve_device
 from dias.runtime.lock import MIXED_DATASET, FolderLock
+from dias.schema import Config
 from dias.train.features import expected_info
 
 

@@ -23,7 +23,6 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from dias.config import Config
 from dias.data.images import read_image, to_image_tensor
 from dias.data.transforms import resize_image
 from dias.errors import MissingFileError, UsageError
@@ -31,6 +30,7 @@ from dias.io import atomic_write_bytes, require_folder
 from dias.masks import masks_from_attention
 from dias.methods.base import SlotModel
 from dias.runtime.device import AUTO, resolve_device, resolve_precision
+from dias.schema import Config
 from dias.train.checkpoint import load_model
 from dias.viz.panels import overlay, to_pil
 

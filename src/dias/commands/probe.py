@@ -25,23 +25,26 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
 from dias import __version__
-from dias.config import CONFIG_FILE_NAME, Config, save_config
+from dias.config import CONFIG_FILE_NAME, save_config
 from dias.data.dataset import LmdbDataset, collate
 from dias.data.records import load_header, split_path
 from dias.data.transforms import EvalTransform, TrainTransform
 from dias.errors import FileInTheWayError, MissingFileError
 from dias.io import atomic_write_bytes, file_sha256
+from dias.methods.base import SlotModel
 from dias.probe.labels import label_vocabulary
 from dias.probe.matching import box_iou
 from dias.probe.objects import MODEL_SOURCE, Matched, match_batch
 from dias.probe.probe import Probe, probe_loss, top_k_correct
 from dias.runtime.lock import FolderLock
 from dias.schedules import lr_at
+from dias.schema import Config
 from dias.train.checkpoint import load_model
 from dias.train.log import METRICS_FILE_NAME, MetricsLogger
 from dias.train.stop import StopRequest
@@ -63,6 +66,43 @@ class ProbeResult:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # source -> top1, top3, box_iou, num_matches
 
 
+@dataclass
+class ProbeRun:
+    """The frozen model and the probes being trained on it, with their position: what probe.pt holds."""
+
+    model: SlotModel  # frozen: eval mode, no gradient
+    cfg: Config
+    match: dict[str, Any]  # match_batch's options (dias.probe.objects)
+    path: Path  # the run's probe.pt
+    probes: dict[str, Probe]  # one per source
+    optimizers: dict[str, torch.optim.Optimizer]
+    step: int = 0
+    majority: Counter = field(default_factory=Counter)  # the training classes seen: the majority baseline's
+    box_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(4, dtype=torch.float64))  # their boxes, summed
+
+    def save(self) -> None:
+        state = {
+            "step": self.step, "probes": {s: self.probes[s].state_dict() for s in SOURCES},
+            "optimizers": {s: self.optimizers[s].state_dict() for s in SOURCES},
+            "classes": list(self.majority), "counts": list(self.majority.values()), "box_sum": self.box_sum,
+        }  # fmt: skip
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write_bytes(self.path, buffer.getvalue())
+
+    def restore(self) -> None:
+        if not self.path.is_file():
+            raise MissingFileError(
+                f"no {PROBE_FILE} in {self.path.parent} to resume; leave out --resume to start a run"
+            )
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        for s in SOURCES:
+            self.probes[s].load_state_dict(state["probes"][s])
+            self.optimizers[s].load_state_dict(state["optimizers"][s])
+        self.step, self.majority = state["step"], Counter(dict(zip(state["classes"], state["counts"], strict=True)))
+        self.box_sum = state["box_sum"]
+
+
 def run_probe(
     checkpoint: str | Path,
     out_dir: str | Path,
@@ -74,8 +114,31 @@ def run_probe(
     """Train the probes on `checkpoint`'s frozen slots into `out_dir`, then score them on the val split."""
     out_dir = Path(out_dir)
     model, cfg = load_model(checkpoint, config=config, overrides=overrides)
+    match = _match_options(model, cfg)
+    matching = MATCHING[cfg.probe.official_cap]
+    resume_command = f"dias probe --checkpoint {checkpoint} --out {out_dir} --resume"  # + the same overrides
+    with FolderLock(out_dir):
+        run = _setup(model, cfg, match, out_dir, resume=resume, resume_command=resume_command)
+        logger = MetricsLogger(out_dir, cfg, fresh=not resume)
+        stop = StopRequest()
+        stop.install()
+        try:
+            _train_probes(run, logger=logger, stop=stop)
+            if stop.status is not None:
+                run.save()
+                log.warning("%s at step %d; continue with `%s`", stop.status, run.step, resume_command)
+                return ProbeResult(run.step, stop.status, matching)
+        finally:
+            stop.restore()
+            logger.close()
+        metrics = _finish(run, checkpoint, out_dir)
+        return ProbeResult(run.step, "done", matching, metrics)
+
+
+def _match_options(model: SlotModel, cfg: Config) -> dict[str, Any]:
+    """match_batch's options; freezes the model. Fails here, before any work, on a dataset without labels."""
     p = cfg.probe
-    # fails here, before any work, without labels; ClevrTex's classes are those its train split names
+    # ClevrTex's classes are those its train split names
     train_info = load_header(split_path(cfg.data.root, cfg.data.train_split))["info"]
     vocabulary = label_vocabulary(cfg.data.name, p.attribute, train_info=train_info)
     model.eval().requires_grad_(False)
@@ -85,78 +148,74 @@ def run_probe(
         mask_source=p.mask_source, grid=grid, iou_threshold=p.iou_threshold, official_cap=p.official_cap, seed=p.seed,
     )  # fmt: skip
     log.info("matching: %s, IoU > %s, masks %s", MATCHING[p.official_cap], p.iou_threshold, p.mask_source)
-    resume_command = f"dias probe --checkpoint {checkpoint} --out {out_dir} --resume"  # + the same overrides
-    with FolderLock(out_dir):
-        if not resume and (out_dir / PROBE_FILE).exists():
-            raise FileInTheWayError(
-                f"{out_dir} already holds a probe run; continue it with `{resume_command}` or pass another --out"
-            )
-        torch.manual_seed(p.seed)
-        dims = {s: model.backbone.feature_dim for s in SOURCES} | {MODEL_SOURCE: cfg.model.slot_dim}
-        probes = {s: Probe(dims[s], len(vocabulary)) for s in SOURCES}
-        optimizers = {s: torch.optim.Adam(probes[s].parameters(), lr=0.0, weight_decay=0.0) for s in SOURCES}
-        step, majority, box_sum = 0, Counter(), torch.zeros(4, dtype=torch.float64)  # the training targets seen
-        if resume:
-            if not (out_dir / PROBE_FILE).is_file():
-                raise MissingFileError(f"no {PROBE_FILE} in {out_dir} to resume; leave out --resume to start a run")
-            state = torch.load(out_dir / PROBE_FILE, map_location="cpu", weights_only=True)
-            for s in SOURCES:
-                probes[s].load_state_dict(state["probes"][s])
-                optimizers[s].load_state_dict(state["optimizers"][s])
-            step, majority = state["step"], Counter(dict(zip(state["classes"], state["counts"], strict=True)))
-            box_sum = state["box_sum"]
-        save_config(cfg, out_dir / CONFIG_FILE_NAME)
-        logger = MetricsLogger(out_dir, cfg, fresh=not resume)
+    return match
 
-        def save() -> None:
-            state = {
-                "step": step, "probes": {s: probes[s].state_dict() for s in SOURCES},
-                "optimizers": {s: optimizers[s].state_dict() for s in SOURCES},
-                "classes": list(majority), "counts": list(majority.values()), "box_sum": box_sum,
-            }  # fmt: skip
-            buffer = io.BytesIO()
-            torch.save(state, buffer)
-            atomic_write_bytes(out_dir / PROBE_FILE, buffer.getvalue())
 
-        warmup = p.total_steps // 20 if p.warmup_steps is None else p.warmup_steps
-        stop = StopRequest()
-        stop.install()
-        try:
-            batches = _cycle(_loader(cfg, train=True, seed=p.seed + step))
-            for probe in probes.values():
-                probe.train()
-            while step < p.total_steps and stop.status is None:
-                batch = next(batches)
-                lr = lr_at(step, p.lr, warmup, p.total_steps, p.lr / 1000)
-                with torch.no_grad():
-                    matched = match_batch(model(images=batch["image"]), batch, **match)
-                majority.update(matched[MODEL_SOURCE].classes.tolist())
-                box_sum += matched[MODEL_SOURCE].boxes.double().sum(0)
-                losses = {s: _train_step(probes[s], optimizers[s], matched[s], lr) for s in SOURCES}
-                step += 1
-                if step % cfg.log.every == 0 or step == p.total_steps:
-                    logger.log({**{f"loss/{s}": v for s, v in losses.items()}, "lr": lr}, step)
-                if step % p.checkpoint_every == 0 or step == p.total_steps:
-                    save()
-            if stop.status is not None:
-                save()
-                log.warning("%s at step %d; continue with `%s`", stop.status, step, resume_command)
-                return ProbeResult(step, stop.status, MATCHING[p.official_cap])
-        finally:
-            stop.restore()
-            logger.close()
-        mean_box = (box_sum / max(sum(majority.values()), 1)).float()
-        metrics = _score(model, probes, majority, mean_box, cfg, match)
-        card = {
-            "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint), "dias_version": __version__,
-            "dataset": cfg.data.name, "split": cfg.data.val_split, "attribute": p.attribute,
-            "num_classes": len(vocabulary), "mask_source": p.mask_source, "iou_threshold": p.iou_threshold,
-            "matching": MATCHING[p.official_cap], "steps": p.total_steps, "batch_size": p.batch_size,
-            "metrics": "micro-averaged over the matched objects; box IoU of each matched pair's predicted box",
-        }  # fmt: skip
-        text = json.dumps({"metrics": metrics, "card": card}, indent=2) + "\n"
-        atomic_write_bytes(out_dir / RESULT_FILE, text.encode("utf-8"))
-        return ProbeResult(step, "done", MATCHING[p.official_cap], metrics)
+def _setup(
+    model: SlotModel, cfg: Config, match: dict[str, Any], out_dir: Path, *, resume: bool, resume_command: str
+) -> ProbeRun:
+    """Fresh probes and optimizers (or probe.pt's, with `resume`); a new run never replaces one already there."""
+    if not resume and (out_dir / PROBE_FILE).exists():
+        raise FileInTheWayError(
+            f"{out_dir} already holds a probe run; continue it with `{resume_command}` or pass another --out"
+        )
+    torch.manual_seed(cfg.probe.seed)
+    dims = {s: model.backbone.feature_dim for s in SOURCES} | {MODEL_SOURCE: cfg.model.slot_dim}
+    probes = {s: Probe(dims[s], len(match["vocabulary"])) for s in SOURCES}
+    optimizers = {s: torch.optim.Adam(probes[s].parameters(), lr=0.0, weight_decay=0.0) for s in SOURCES}
+    run = ProbeRun(model, cfg, match, out_dir / PROBE_FILE, probes, optimizers)
+    if resume:
+        run.restore()
+    save_config(cfg, out_dir / CONFIG_FILE_NAME)
+    return run
+
+
+def _train_probes(run: ProbeRun, *, logger: MetricsLogger, stop: StopRequest) -> None:
+    """Train until probe.total_steps, or until a signal sets stop.status (the caller then saves probe.pt)."""
+    cfg, p = run.cfg, run.cfg.probe
+    warmup = p.total_steps // 20 if p.warmup_steps is None else p.warmup_steps
+    batches = _cycle(_loader(cfg, train=True, seed=p.seed + run.step))  # a fresh data order, seeded by the step
+    for probe in run.probes.values():
+        probe.train()
+    while run.step < p.total_steps and stop.status is None:
+        # data, schedule
+        batch = next(batches)
+        lr = lr_at(run.step, p.lr, warmup, p.total_steps, p.lr / 1000)
+
+        # the frozen model's slots matched to the objects; the training targets counted for the majority baseline
+        with torch.no_grad():
+            matched = match_batch(run.model(images=batch["image"]), batch, **run.match)
+        run.majority.update(matched[MODEL_SOURCE].classes.tolist())
+        run.box_sum += matched[MODEL_SOURCE].boxes.double().sum(0)
+
+        # step: one Adam step per probe
+        losses = {s: _train_step(run.probes[s], run.optimizers[s], matched[s], lr) for s in SOURCES}
+        run.step += 1
+
+        # log
+        if run.step % cfg.log.every == 0 or run.step == p.total_steps:
+            logger.log({**{f"loss/{s}": v for s, v in losses.items()}, "lr": lr}, run.step)
+
+        # checkpoint
+        if run.step % p.checkpoint_every == 0 or run.step == p.total_steps:
+            run.save()
+
+
+def _finish(run: ProbeRun, checkpoint: str | Path, out_dir: Path) -> dict[str, dict[str, float]]:
+    """Score the probes on the val split and write metrics.json with its eval card; the metrics."""
+    cfg, p = run.cfg, run.cfg.probe
+    mean_box = (run.box_sum / max(sum(run.majority.values()), 1)).float()
+    metrics = _score(run.model, run.probes, run.majority, mean_box, cfg, run.match)
+    card = {
+        "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint), "dias_version": __version__,
+        "dataset": cfg.data.name, "split": cfg.data.val_split, "attribute": p.attribute,
+        "num_classes": len(run.match["vocabulary"]), "mask_source": p.mask_source, "iou_threshold": p.iou_threshold,
+        "matching": MATCHING[p.official_cap], "steps": p.total_steps, "batch_size": p.batch_size,
+        "metrics": "micro-averaged over the matched objects; box IoU of each matched pair's predicted box",
+    }  # fmt: skip
+    text = json.dumps({"metrics": metrics, "card": card}, indent=2) + "\n"
+    atomic_write_bytes(out_dir / RESULT_FILE, text.encode("utf-8"))
+    return metrics
 
 
 def _train_step(probe: Probe, optimizer: torch.optim.Optimizer, matched: Matched, lr: float) -> float:

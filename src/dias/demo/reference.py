@@ -30,10 +30,11 @@ from typing import Any
 import torch
 
 from dias import __version__
-from dias.config import CONFIG_FILE_NAME, Config, apply_overrides, flatten, from_dict, load_config, save_config, to_dict
+from dias.config import CONFIG_FILE_NAME, apply_overrides, flatten, from_dict, load_config, save_config, to_dict
 from dias.errors import MissingFileError, UsageError
 from dias.io import atomic_write_bytes, file_sha256
 from dias.runtime.device import cpu_name
+from dias.schema import Config
 from dias.train.checkpoint import export_weights, load_checkpoint
 from dias.train.log import format_records, read_metrics
 
@@ -94,30 +95,11 @@ def package_reference(run_dirs: list[str | Path], out: str | Path, *, trained_on
     if not run_dirs:
         raise UsageError("package_reference needs at least one run folder")
     configs = [load_config(run / CONFIG_FILE_NAME) for run in run_dirs]
-    for run, cfg in zip(run_dirs[1:], configs[1:], strict=True):
-        differences = differing_keys(configs[0], cfg)
-        if differences:
-            raise UsageError(
-                f"{run} was trained with another config than {run_dirs[0]}; differing keys: {', '.join(differences)}"
-            )
-    seeds = [cfg.train.seed for cfg in configs]
-    if len(set(seeds)) != len(seeds):
-        raise UsageError(f"the reference runs must have different seeds, got {seeds}")
+    _check_same_config_other_seeds(run_dirs, configs)
     runs, logs = [], []
     for run, cfg in zip(run_dirs, configs, strict=True):  # read everything before anything is written
-        scored = run / EVAL_METRICS_FILE
-        evaluation = json.loads(scored.read_text(encoding="utf-8")) if scored.is_file() else None
         logs.append(read_metrics(run))  # whole records only, so a run still training can be packaged
-        runs.append(
-            {
-                "seed": cfg.train.seed,
-                "step": load_checkpoint(run / "last.pt")["step"],
-                "total_steps": cfg.train.total_steps,
-                "train_minutes": training_minutes(logs[-1]),
-                "log": LOG_FILE_PATTERN.format(seed=cfg.train.seed),
-                "eval": None if evaluation is None else _eval_summary(evaluation),
-            }
-        )
+        runs.append(_run_entry(run, cfg, logs[-1]))
     out = Path(out)
     staging = out / STAGING_DIR_NAME  # written in full, then its files renamed into out: a failure leaves out as it was
     shutil.rmtree(staging, ignore_errors=True)
@@ -129,7 +111,11 @@ def package_reference(run_dirs: list[str | Path], out: str | Path, *, trained_on
     card = {
         "made_by": "scripts/train_demo_model.sh (dias train, then dias eval, then scripts/package_demo_model.py)",
         "dias_version": __version__,
-        "weights": {"file": WEIGHTS_FILE_NAME, "seed": seeds[0], "sha256": file_sha256(staging / WEIGHTS_FILE_NAME)},
+        "weights": {
+            "file": WEIGHTS_FILE_NAME,
+            "seed": configs[0].train.seed,
+            "sha256": file_sha256(staging / WEIGHTS_FILE_NAME),
+        },
         "runs": runs,
         "mean_over_scored_runs": _mean_scores([r["eval"] for r in runs if r["eval"] is not None]),
         "trained_on": trained_on or f"{cpu_name()}, {torch.get_num_threads()} threads",
@@ -143,6 +129,33 @@ def package_reference(run_dirs: list[str | Path], out: str | Path, *, trained_on
     (staging / CARD_FILE_NAME).replace(out / CARD_FILE_NAME)  # last: the card names the logs and the weights
     staging.rmdir()
     return card
+
+
+def _check_same_config_other_seeds(run_dirs: list[Path], configs: list[Config]) -> None:
+    """Refuse (UsageError) runs whose configs differ in more than RUN_SPECIFIC_KEYS, or that share a seed."""
+    for run, cfg in zip(run_dirs[1:], configs[1:], strict=True):
+        differences = differing_keys(configs[0], cfg)
+        if differences:
+            raise UsageError(
+                f"{run} was trained with another config than {run_dirs[0]}; differing keys: {', '.join(differences)}"
+            )
+    seeds = [cfg.train.seed for cfg in configs]
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(f"the reference runs must have different seeds, got {seeds}")
+
+
+def _run_entry(run: Path, cfg: Config, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The card's entry of one run: its seed, steps, training time, log file and, when scored, its eval."""
+    scored = run / EVAL_METRICS_FILE
+    evaluation = json.loads(scored.read_text(encoding="utf-8")) if scored.is_file() else None
+    return {
+        "seed": cfg.train.seed,
+        "step": load_checkpoint(run / "last.pt")["step"],
+        "total_steps": cfg.train.total_steps,
+        "train_minutes": training_minutes(records),
+        "log": LOG_FILE_PATTERN.format(seed=cfg.train.seed),
+        "eval": None if evaluation is None else _eval_summary(evaluation),
+    }
 
 
 def differing_keys(reference: Config, other: Config) -> list[str]:

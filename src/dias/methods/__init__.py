@@ -16,7 +16,7 @@ METHODS: dict[str, Method] = {method.name: method for method in (DIAS, SMOOTHSA)
 
 def method_of(cfg: Config) -> Method:
     """The method cfg.model.method names."""
-    return METHODS[cfg.model.method]
+    return METHODS[cfg.model.method.name]
 
 
 def build_model(cfg: Config):

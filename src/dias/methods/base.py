@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from dias.modules.backbone import FrozenBackbone
-from dias.schema import Config
+from dias.schema import Config, MethodConfig
 
 LOSS_STAT, GRAD_NORM_STAT = "loss", "grad_norm"  # the statistics every method's step reports first and last
 
@@ -83,6 +83,10 @@ class Objective(NamedTuple):
 @dataclass(frozen=True)
 class Method:
     name: str
+    config: type[MethodConfig]  # its section, model.method (name: <name>): objective weights, schedules, options
+    # config beneath the user's files when model.method names this method (e.g. SmoothSA's preheated initializer)
+    defaults: dict[str, Any]
+    check: Callable[[Config], None]  # refuses, at load, a config the method cannot run (raises ConfigError)
     term_names: tuple[str, ...]  # the loss terms, in the order of Objective.terms
     build_model: Callable[[Config], SlotModel]
     plan: Callable[[Config, int], StepPlan]  # (config, 0-based step) -> the step's plan

@@ -1,12 +1,12 @@
-"""The official DIAS release's weights: its state-dict names and how they map onto this package's.
+"""The official releases' weights (DIAS, SmoothSA): the state-dict names of the parts every method shares,
+and the loader that maps a release's keys onto a model's.
 
-A release checkpoint (e.g. `42-0027.pth`) holds one flat state dict whose keys start with "m.", the
+A release checkpoint (e.g. DIAS's `42-0027.pth`) holds one flat state dict whose keys start with "m.", the
 name of the release's model wrapper; its backbone sits under "m.encode_backbone.1." (index 0 of that
-Sequential is the resize). `official_key_map(model)` pairs every release key with ours, and
-`load_official_weights` loads a release file or dict into a model built from the matching config:
+Sequential is the resize). A method adds the names of its own parts (dias.methods.<name>.official):
 
-    model = build_model(load_config("configs/dias-coco.yaml"))
-    load_official_weights(model, "42-0027.pth")
+    key_map = official_key_map(model, DIAS_NAMES)        # release key -> our key, for every key we hold
+    load_with_key_map(model, "42-0027.pth", key_map, release="DIAS")
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ if TYPE_CHECKING:
 
 OFFICIAL_PREFIX = "m."
 
-# Our parameter names -> the release's (after "m."). Decoder layer entries use "{i}".
+# Our parameter names -> the release's (after "m."), for the parts every method shares. Decoder layer
+# entries use "{i}".
 OFFICIAL_NAMES = {
     "project.norm": "encode_project.0",
     "project.fc1": "encode_project.1",
     "project.fc2": "encode_project.3",
-    "initializer.mean": "initializ.mean",
-    "initializer.log_std": "initializ.logstd",
     "slot_attention.input_norm": "aggregat.norm1kv",
     "slot_attention.key_proj": "aggregat.proj_k",
     "slot_attention.value_proj": "aggregat.proj_v",
@@ -59,37 +58,37 @@ OFFICIAL_NAMES = {
 }
 
 
-def official_key_map(model: nn.Module) -> dict[str, str]:
-    """Every official state-dict key (with "m.") that this model can load -> our state-dict key."""
-    key_map = {}
+def official_key_map(model: nn.Module, method_names: dict[str, str]) -> dict[str, str]:
+    """Every official state-dict key (with "m.") that this model can load -> our state-dict key.
+
+    `method_names` maps the method's own parts (our prefix -> the release's, after "m."), beside the shared
+    OFFICIAL_NAMES; a model key that neither names raises ValueError.
+    """
+    names = {**OFFICIAL_NAMES, **method_names}
+    key_map, unnamed = {}, []
     for ours in model.state_dict():
-        official = _official_name(ours)
-        if official is not None:
+        official = _official_name(ours, names)
+        if official is None:
+            unnamed.append(ours)
+        else:
             key_map[OFFICIAL_PREFIX + official] = ours
+    if unnamed:
+        raise ValueError(f"no official name for {', '.join(unnamed)}; add it to the method's official names")
     return key_map
 
 
-def _official_name(ours: str) -> str | None:
+def _official_name(ours: str, names: dict[str, str]) -> str | None:
     parts = ours.split(".")
     index = next((p for p in parts if p.isdigit()), None) if ours.startswith("decoder.layers.") else None
-    for our_prefix, official_prefix in OFFICIAL_NAMES.items():
+    for our_prefix, official_prefix in names.items():
         if index is not None:
             our_prefix, official_prefix = our_prefix.format(i=index), official_prefix.format(i=index)
         if ours == our_prefix or ours.startswith(our_prefix + "."):
             suffix = ours[len(our_prefix) :]
-            if official_prefix.endswith("_weight"):  # packed MHA projection: a bare tensor, no ".weight"
+            if official_prefix.endswith("_weight") and suffix:  # packed MHA projection: a bare tensor
                 return official_prefix if suffix == ".weight" else None
             return official_prefix + suffix
     return None
-
-
-def load_official_weights(model: nn.Module, source: str | Path | dict[str, torch.Tensor]) -> None:
-    """Load a DIAS release checkpoint ("m."-prefixed keys; a path to .pth/.safetensors, or a state dict).
-
-    Without any backbone key the backbone is left as it is. Any other missing, unexpected or wrongly
-    shaped key raises WeightsMismatchError listing them.
-    """
-    load_with_key_map(model, source, official_key_map(model), release="DIAS")
 
 
 def load_with_key_map(

@@ -21,12 +21,13 @@ import torch
 from safetensors import safe_open
 
 from dias import __version__
-from dias.config import Config, apply_overrides, flatten, from_dict, load_config, to_dict, upgrade_layout
+from dias.config import apply_overrides, flatten, from_dict, load_config, to_dict, upgrade_layout
 from dias.errors import DiasError, UsageError
 from dias.io import SAFETENSORS_SUFFIX, atomic_write, atomic_write_bytes, safetensors_bytes, unwrap_state_dict
 from dias.methods import build_model, method_of
 from dias.methods.base import SlotModel
 from dias.methods.official import is_official_state_dict
+from dias.schema import Config
 
 CHECKPOINT_FORMAT = "dias-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -94,10 +95,14 @@ def _check_format(checkpoint: Any, path: str | Path) -> dict[str, Any]:
 def config_differences(saved: Config, current: Config) -> list[str]:
     """The model-defining keys on which two configs disagree, as 'key: saved -> current'."""
     saved_flat, current_flat = flatten(to_dict(saved)), flatten(to_dict(current))
+    objective = {f"model.method.{key}" for key in saved.model.method.objective_keys}  # the loss, not the model
     return [
         f"{key}: {saved_flat[key]!r} -> {current_flat.get(key)!r}"
         for key in sorted(saved_flat)
-        if key.startswith(MODEL_DEFINING) and key not in RELOCATABLE and saved_flat[key] != current_flat.get(key)
+        if key.startswith(MODEL_DEFINING)
+        and key not in RELOCATABLE
+        and key not in objective
+        and saved_flat[key] != current_flat.get(key)
     ]
 
 
@@ -191,7 +196,7 @@ def config_from_checkpoint(
     Either way it must define the same model as the saved config (CheckpointError naming the keys otherwise).
     Resumed training, evaluation, inference and export all come through here.
     """
-    saved_plain = upgrade_layout(saved_plain)  # before the overrides, which use the current layout
+    saved_plain = upgrade_layout(saved_plain, None)  # before the overrides, which use the current layout
     cfg = load_config(config, overrides) if config is not None else from_dict(apply_overrides(saved_plain, overrides))
     check_compatible(from_dict(saved_plain), cfg, path)
     return cfg

@@ -7,12 +7,12 @@ import signal
 import torch
 from torch.utils.data import DataLoader
 
-from dias.config import Config
 from dias.data.dataset import LmdbDataset, collate
 from dias.data.records import split_path
 from dias.data.sampling import EpochSampler, SeededSamples
 from dias.data.transforms import EvalTransform, TrainTransform
 from dias.runtime import distributed
+from dias.schema import Config
 from dias.train.features import open_feature_split
 
 

@@ -13,9 +13,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from dias.config import Config, to_dict
+from dias.config import to_dict
 from dias.errors import DiasError, WriteError
 from dias.io import atomic_write_bytes
+from dias.schema import Config
 
 METRICS_FILE_NAME = "metrics.jsonl"
 

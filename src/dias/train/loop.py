@@ -4,14 +4,15 @@
     cfg, checkpoint = load_resume("runs/demo")
     result = train(cfg, run_dir="runs/demo", resume=checkpoint)
 
-Per step: schedules (lr, the method's plan) -> autocast forward -> the method's objective -> backward -> clip ->
-Adam step (step.py) -> log -> eval -> checkpoint. The step's losses stay on the device; the host reads
-them once per `log.every` steps (window.py), and that one sync also checks them for NaN (the loss, and the
-gradient norm unless fp16 loss scaling skips such steps) and checks the time limit. It comes before every
-checkpoint and validation, so a non-finite step stops the run, naming it, before any checkpoint holds the
-weights it changed. run_dir/last.pt holds everything a resumed run needs (trainable weights, optimizer,
-grad scaler, every rank's RNG states, the data position), so on CPU a resumed run's losses equal an
-uninterrupted run's exactly.
+A call reads as setup (build the Run: model, optimizer, scaler, loaders; restore it from last.pt) -> the steps
+-> finish (the stop report). Per step: data -> schedules (lr, the method's plan) -> the optimisation step
+(autocast forward, the method's objective, backward, clip, Adam: step.py) -> window read -> log -> eval ->
+checkpoint. The step's losses stay on the device; the host reads them once per `log.every` steps
+(window.py), and that one sync also checks them for NaN (the loss, and the gradient norm unless fp16 loss
+scaling skips such steps) and checks the time limit. It comes before every checkpoint and validation, so a
+non-finite step stops the run, naming it, before any checkpoint holds the weights it changed.
+run_dir/last.pt holds everything a resumed run needs (trainable weights, optimizer, grad scaler, every
+rank's RNG states, the data position), so on CPU a resumed run's losses equal an uninterrupted run's exactly.
 
 One process writes a run folder at a time (dias/runtime/lock.py). Ctrl-C and SIGTERM (what cluster schedulers such
 as SLURM send before they stop a job) ask the loop to stop at the next step boundary: it saves last.pt
@@ -25,32 +26,26 @@ import logging
 import math
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dias import __version__
-from dias.config import (
-    CONFIG_FILE_NAME,
-    Config,
-    flatten,
-    from_dict,
-    load_config,
-    save_config,
-    to_dict,
-    val_every,
-    warmup_steps,
-)
+from dias.config import CONFIG_FILE_NAME, flatten, from_dict, load_config, save_config, to_dict
+from dias.data.sampling import EpochSampler
 from dias.errors import DiasError, MissingFileError, UsageError
 from dias.methods import method_of
-from dias.methods.base import SlotModel
+from dias.methods.base import Method, SlotModel
 from dias.runtime import distributed
-from dias.runtime.device import resolve_precision
+from dias.runtime.device import Precision, resolve_precision
 from dias.runtime.lock import FolderInUseError, FolderLock, remove_stale_temp_files
 from dias.schedules import lr_at
+from dias.schema import Config, val_every, warmup_steps
 from dias.train.checkpoint import check_compatible, config_from_checkpoint, load_checkpoint, load_trainable_state
 from dias.train.features import batch_inputs
 from dias.train.loaders import batches, build_loaders
@@ -80,6 +75,65 @@ class TrainResult:
     def stopped_by_signal(self) -> bool:
         """Whether Ctrl-C or SIGTERM stopped the run (last.pt saved) before it got where it was going."""
         return self.status in STOP_STATUSES.values()
+
+
+@dataclass
+class Run:
+    """A training run: what setup builds, and its position, which the steps advance and last.pt holds."""
+
+    cfg: Config
+    run_dir: Path
+    dist_info: distributed.DistInfo
+    method: Method
+    model: SlotModel  # checkpoints keep its parameter names
+    forward_model: torch.nn.Module  # what the step calls: the model, or its DDP / torch.compile wrapper
+    params: list[torch.nn.Parameter]  # the trainable ones: the frozen backbone is not optimised
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    precision: Precision
+    train_loader: DataLoader
+    sampler: EpochSampler
+    val_loader: DataLoader
+    step: int = 0  # optimisation steps done
+    epoch: int = 0  # the data position: the epoch, and the batches of it consumed
+    consumed: int = 0
+    best: float = -math.inf  # the best validation FG-ARI so far
+
+    def checkpoint(self, name: str) -> None:
+        """Save run_dir/name on rank 0, with every rank's RNG states: every rank calls it (a collective)."""
+        state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "best_fg_ari": self.best}
+        state["data"] = {"epoch": self.epoch, "batches": self.consumed}
+        rng = distributed.all_gather_objects(capture_rng(), self.dist_info)
+        if self.dist_info.is_main:
+            save_training_checkpoint(self.run_dir / name, self.model, self.cfg, self.step, rng=rng, **state)
+
+
+@dataclass
+class Session:
+    """One call of train(): where it stops, the statistics window, the logs, the stop request and the result."""
+
+    stop_at: int  # total_steps or max_steps; the time limit, or a signal under torchrun, brings it forward
+    time_limit: float | None
+    validate_every: int
+    warmup: int  # the LR warm-up, in steps
+    window: StatsWindow
+    logger: MetricsLogger
+    bar: tqdm
+    result: TrainResult
+    start_time: float
+    window_time: float  # when the current log window began
+    stop: StopRequest = field(default_factory=StopRequest)
+    val_baselines: dict[str, float] | None = None  # validation's baseline means, once scored
+
+    def __enter__(self) -> Session:
+        """From here on Ctrl-C and SIGTERM set stop.status; on the way out the bar and the logs close."""
+        self.stop.install()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop.restore()
+        self.bar.close()
+        self.logger.close()
 
 
 def load_resume(
@@ -123,201 +177,231 @@ def train(
     checkpoint = load_checkpoint(run_dir / LAST) if resume is True else resume or None
     dist_info = distributed.init_distributed(cfg.train.device)
     try:
-        with contextlib.ExitStack() as stack:
-            refused = None
-            if dist_info.is_main:  # only rank 0 writes the run folder
-                try:
-                    stack.enter_context(FolderLock(run_dir))
-                except FolderInUseError as exc:
-                    refused = exc
-            if distributed.all_reduce_any(refused is not None, dist_info):  # every rank stops together
-                raise refused or FolderInUseError(f"rank 0 could not lock {run_dir}; see its error")
-            return _train(cfg, run_dir, dist_info, checkpoint, max_steps, time_limit, progress)
+        with _lock(run_dir, dist_info):
+            run = setup(cfg, run_dir, dist_info, checkpoint)
+            session = begin(
+                run, fresh=checkpoint is None, max_steps=max_steps, time_limit=time_limit, progress=progress
+            )
+            with session:  # Ctrl-C and SIGTERM now stop at a step boundary
+                train_steps(run, session)
+                finish(run, session)
+            return session.result
     finally:
         distributed.shutdown_distributed(dist_info)
 
 
-def _train(
-    cfg: Config,
-    run_dir: Path,
-    dist_info: distributed.DistInfo,
-    resume: dict | None,
-    max_steps: int | None,
-    time_limit: float | None,
-    progress: bool,
-) -> TrainResult:
+@contextlib.contextmanager
+def _lock(run_dir: Path, dist_info: distributed.DistInfo) -> Iterator[None]:
+    """Rank 0 holds run_dir's lock throughout; when it cannot, every rank raises FolderInUseError together."""
+    with contextlib.ExitStack() as stack:
+        refused = None
+        if dist_info.is_main:  # only rank 0 writes the run folder
+            try:
+                stack.enter_context(FolderLock(run_dir))
+            except FolderInUseError as exc:
+                refused = exc
+        if distributed.all_reduce_any(refused is not None, dist_info):  # every rank stops together
+            raise refused or FolderInUseError(f"rank 0 could not lock {run_dir}; see its error")
+        yield
+
+
+def setup(cfg: Config, run_dir: Path, dist_info: distributed.DistInfo, resume: dict | None) -> Run:
+    """Build the run, restore it from the checkpoint `resume` (or seed each rank afresh), save its config."""
     device, is_main = dist_info.device, dist_info.is_main
     if is_main:  # holding the lock: no save of this run is in flight, so these are a killed process's
         remove_stale_temp_files(run_dir, (LAST, BEST, CONFIG_FILE_NAME, METRICS_FILE_NAME))
     seed_everything(cfg.train.seed)  # every rank builds the same model (a random ViT backbone included)
     method = method_of(cfg)
     model = method.build_model(cfg).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]  # the frozen backbone is not optimised
-    o = cfg.optim
-    warmup, validate_every = warmup_steps(cfg), val_every(cfg)
-    optimizer = build_optimizer(params, o, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, cfg.optim, device)
     precision = resolve_precision(cfg.train.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.scaled)
     train_loader, sampler, val_loader = build_loaders(cfg, dist_info)
-    step, epoch, consumed, best = 0, 0, 0, -math.inf
+    run = Run(
+        cfg, run_dir, dist_info, method, model, forward_model=model, params=params, optimizer=optimizer,
+        scaler=scaler, precision=precision, train_loader=train_loader, sampler=sampler, val_loader=val_loader,
+    )  # fmt: skip
     if resume is not None:
-        checkpoint = resume
-        saved = from_dict(checkpoint["config"])
-        check_compatible(saved, cfg, run_dir / LAST)  # a no-op after load_resume; guards a hand-made cfg
-        if is_main and saved.train.total_steps != cfg.train.total_steps:
-            log.warning(
-                "train.total_steps changes from %d (in %s) to %d: the LR schedule (warm-up, cosine decay) and "
-                "the method's schedules (dias.methods) are now spread over %d steps, "
-                "so from step %d on they differ from those of an uninterrupted run of either length",
-                saved.train.total_steps, run_dir / LAST, cfg.train.total_steps, cfg.train.total_steps,
-                checkpoint["step"],
-            )  # fmt: skip
-        load_trainable_state(model, checkpoint["model"], run_dir / LAST)
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        step, best = checkpoint["step"], checkpoint["best_fg_ari"]
-        epoch, consumed = checkpoint["data"]["epoch"], checkpoint["data"]["batches"]
-        restore_rng(checkpoint["rng"], dist_info, fallback_seed=cfg.train.seed + step)
-        if is_main:
-            truncate_metrics(run_dir, step)
-            log.info("resumed %s at step %d (epoch %d, batch %d)", run_dir, step, epoch, consumed)
+        restore(run, resume)
     else:
         seed_everything(cfg.train.seed + dist_info.rank)  # each rank draws its own noise
     if is_main:
-        if resume is not None:
-            _warn_of_hand_edits(run_dir / CONFIG_FILE_NAME, saved, cfg)
         save_config(cfg, run_dir / CONFIG_FILE_NAME)
         log.info(
             "training on %s, %d rank(s) x batch %d = effective batch %d, %d trainable parameters, dias %s",
             device, dist_info.world_size, cfg.data.batch_size, cfg.data.batch_size * dist_info.world_size,
             sum(p.numel() for p in params), __version__,
         )  # fmt: skip
-    forward_model = model
     if dist_info.enabled:  # gradients are averaged over the ranks in backward
-        forward_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        run.forward_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.train.compile:  # the compiled wrapper shares the parameters; checkpoints keep the plain names
-        forward_model = torch.compile(forward_model)
-    logger = MetricsLogger(run_dir, cfg, enabled=is_main, fresh=resume is None)
+        run.forward_model = torch.compile(run.forward_model)
+    return run
 
-    def checkpoint_to(name: str, rng: list | None = None) -> None:
-        state = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "best_fg_ari": best}
-        state["data"] = {"epoch": epoch, "batches": consumed}
-        rng = rng if rng is not None else distributed.all_gather_objects(capture_rng(), dist_info)
-        if is_main:
-            save_training_checkpoint(run_dir / name, model, cfg, step, rng=rng, **state)
 
-    result = TrainResult(model, step, "done", best_fg_ari=best)
+def restore(run: Run, checkpoint: dict) -> None:
+    """Continue from last.pt: trainable weights, optimizer, grad scaler, step, best, data position, RNG states."""
+    cfg, path = run.cfg, run.run_dir / LAST
+    saved = from_dict(checkpoint["config"])
+    check_compatible(saved, cfg, path)  # a no-op after load_resume; guards a hand-made cfg
+    if run.dist_info.is_main and saved.train.total_steps != cfg.train.total_steps:
+        log.warning(
+            "train.total_steps changes from %d (in %s) to %d: the LR schedule (warm-up, cosine decay) and "
+            "the method's schedules (dias.methods) are now spread over %d steps, "
+            "so from step %d on they differ from those of an uninterrupted run of either length",
+            saved.train.total_steps, path, cfg.train.total_steps, cfg.train.total_steps, checkpoint["step"],
+        )  # fmt: skip
+    load_trainable_state(run.model, checkpoint["model"], path)
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    run.scaler.load_state_dict(checkpoint["scaler"])
+    run.step, run.best = checkpoint["step"], checkpoint["best_fg_ari"]
+    run.epoch, run.consumed = checkpoint["data"]["epoch"], checkpoint["data"]["batches"]
+    restore_rng(checkpoint["rng"], run.dist_info, fallback_seed=cfg.train.seed + run.step)
+    if run.dist_info.is_main:
+        truncate_metrics(run.run_dir, run.step)
+        log.info("resumed %s at step %d (epoch %d, batch %d)", run.run_dir, run.step, run.epoch, run.consumed)
+        _warn_of_hand_edits(run.run_dir / CONFIG_FILE_NAME, saved, cfg)
+
+
+def begin(run: Run, *, fresh: bool, max_steps: int | None, time_limit: float | None, progress: bool) -> Session:
+    """This call's bookkeeping, from the run's step on; `fresh` (a new run) starts metrics.jsonl empty."""
+    cfg, is_main = run.cfg, run.dist_info.is_main
+    logger = MetricsLogger(run.run_dir, cfg, enabled=is_main, fresh=fresh)
+    result = TrainResult(run.model, run.step, "done", best_fg_ari=run.best)
     stop_at = cfg.train.total_steps if max_steps is None else min(cfg.train.total_steps, max_steps)
-    bar = tqdm(total=cfg.train.total_steps, initial=step, disable=not (progress and is_main), desc="train")
-    start_time = window_time = time.monotonic()
-    window = StatsWindow(method.stat_names, first_step=step, loss_scaled=precision.scaled)
+    bar = tqdm(total=cfg.train.total_steps, initial=run.step, disable=not (progress and is_main), desc="train")
+    start_time = time.monotonic()
+    return Session(
+        stop_at=stop_at, time_limit=time_limit, validate_every=val_every(cfg), warmup=warmup_steps(cfg),
+        window=StatsWindow(run.method.stat_names, first_step=run.step, loss_scaled=run.precision.scaled),
+        logger=logger, bar=bar, result=result, start_time=start_time, window_time=start_time,
+    )  # fmt: skip
 
-    def read_window() -> bool:
-        """The window's one host sync: NaN check of loss and gradient (raises), losses kept, the time limit."""
-        timed_out = time_limit is not None and time.monotonic() - start_time > time_limit
-        losses, timed_out = window.read(dist_info, timed_out=timed_out)
-        result.losses.extend(losses)
-        return timed_out
 
-    model.train()
-    data = batches(train_loader, sampler, epoch, consumed)
-    val_baselines = None  # validation's baseline means, once scored
-    stop = StopRequest()
-    stop.install()
-    try:
-        # A signal only sets stop.status; the loop looks at it here, between steps, so the weights, optimizer,
-        # step count, data position and RNG it saves all belong to the same step. Under torchrun the ranks
-        # may see a signal at different steps, so they agree on it at the next window read instead (below).
-        while step < stop_at and (stop.status is None or dist_info.enabled):
-            batch, next_epoch, next_consumed = next(data)
-            if batch.get("num_skipped"):  # data.skip_corrupt: corrupt records are dropped, and counted aloud
-                result.num_skipped += batch["num_skipped"]
-                log.warning(
-                    "step %d: skipped %d corrupt records of this batch (data.skip_corrupt=true); %d so far",
-                    step, batch["num_skipped"], result.num_skipped,
-                )  # fmt: skip
-            if "index" not in batch:  # every record of the batch was corrupt and skipped
-                epoch, consumed = next_epoch, next_consumed
-                continue
-            inputs = batch_inputs(batch, device)  # images (B, 3, H, W) uint8, or cached features (B, N, C)
+def train_steps(run: Run, session: Session) -> None:
+    """The loop: data -> schedules -> step -> window read -> log -> eval -> checkpoint, to stop_at or a signal."""
+    cfg, optim = run.cfg, run.cfg.optim
+    run.model.train()
+    data = batches(run.train_loader, run.sampler, run.epoch, run.consumed)
+    # A signal only sets stop.status; the loop looks at it here, between steps, so the weights, optimizer,
+    # step count, data position and RNG it saves all belong to the same step. Under torchrun the ranks
+    # may see a signal at different steps, so they agree on it at the next window read instead (below).
+    while run.step < session.stop_at and (session.stop.status is None or run.dist_info.enabled):
+        # data: data.skip_corrupt drops corrupt records, and counts them aloud
+        batch, next_epoch, next_consumed = next(data)
+        if batch.get("num_skipped"):
+            _count_skipped(run, session, batch["num_skipped"])
+        if "index" not in batch:  # every record of the batch was corrupt and skipped
+            run.epoch, run.consumed = next_epoch, next_consumed
+            continue
+        inputs = batch_inputs(batch, run.dist_info.device)  # images (B, 3, H, W) uint8, or cached features (B, N, C)
 
-            # schedules: set before the step, so step 0 trains with lr 0 (as in the release); the method's plan
-            # holds its loss weights and forward options (DIAS: the distillation ramp, the re-initialization coin)
-            lr = lr_at(step, o.lr, warmup, cfg.train.total_steps, o.lr * o.final_lr_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            plan = method.plan(cfg, step)
+        # schedules: set before the step, so step 0 trains with lr 0 (as in the release); the method's plan
+        # holds its loss weights and forward options (DIAS: the distillation ramp, the re-initialization coin)
+        lr = lr_at(run.step, optim.lr, session.warmup, cfg.train.total_steps, optim.lr * optim.final_lr_ratio)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        plan = run.method.plan(cfg, run.step)
 
-            # forward, objective, backward, clip, Adam: no host sync
-            stats = optimisation_step(
-                forward_model, inputs, method=method, plan=plan, cfg=cfg, optimizer=optimizer, scaler=scaler,
-                params=params, precision=precision,
-            )  # fmt: skip
-            window.add(stats)
-            step += 1
-            epoch, consumed = next_epoch, next_consumed
-            bar.update()
+        # step: forward, objective, backward, clip, Adam; no host sync
+        stats = optimisation_step(
+            run.forward_model, inputs, method=run.method, plan=plan, cfg=cfg, optimizer=run.optimizer,
+            scaler=run.scaler, params=run.params, precision=run.precision,
+        )  # fmt: skip
+        session.window.add(stats)
+        run.step += 1
+        run.epoch, run.consumed = next_epoch, next_consumed
+        session.bar.update()
+        step = run.step
 
-            # the window's one sync, before anything is logged or saved
-            val_due = step % validate_every == 0 or step == cfg.train.total_steps
-            log_due = step % cfg.log.every == 0 or step == stop_at
-            if log_due or val_due or step % cfg.train.checkpoint_every == 0:
-                if read_window():
-                    stop_at = step  # the time limit: log, checkpoint and stop now
-                if dist_info.enabled and distributed.all_reduce_any(stop.status is not None, dist_info):
-                    stop.status = stop.status or STOP_STATUSES[signal.SIGTERM]  # a signal reached another rank
-                    stop_at = step  # every rank checkpoints this step together, then stops
+        # window read: the window's one sync, before anything is logged or saved
+        val_due = step % session.validate_every == 0 or step == cfg.train.total_steps
+        log_due = step % cfg.log.every == 0 or step == session.stop_at
+        if log_due or val_due or step % cfg.train.checkpoint_every == 0:
+            _read_window(run, session)
 
-            # log
-            if window.num_read and (step % cfg.log.every == 0 or step == stop_at):
-                now = time.monotonic()
-                count = window.num_read
-                metrics = {**window.take_means(), **plan.logged, "lr": lr}
-                metrics["steps_per_s"] = count / (now - window_time)
-                logger.log(metrics, step)
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}", steps_per_s=f"{metrics['steps_per_s']:.2f}")
-                window_time = now
+        # log
+        if session.window.num_read and (step % cfg.log.every == 0 or step == session.stop_at):
+            _log_window(run, session, logged=plan.logged, lr=lr)
 
-            # eval
-            if val_due:
-                val = None
-                if is_main:  # a signal stops validation between batches (val None): the checkpoint comes first
-                    val = validate(
-                        model, val_loader, mask_source=cfg.eval.mask_source, seed=cfg.eval.seed, device=device,
-                        precision=cfg.eval.precision, baselines=val_baselines,
-                        should_stop=lambda: stop.status is not None,
-                    )  # fmt: skip
-                if val is not None:
-                    result.val = val
-                    val_baselines = baseline_part(val)  # the same at every validation: scored once
-                    logger.log({f"val/{k}": v for k, v in val.items()}, step)
-                    log.info("step %d validation: %s", step, _format(val))
-                elif is_main:
-                    log.warning("step %d: validation stopped part-way by %s; not scored", step, stop.status)
-                improved = val is not None and val.get("fg_ari", -math.inf) > best
-                if distributed.all_reduce_any(improved, dist_info):
-                    best = result.val["fg_ari"] if is_main else best
-                    checkpoint_to(BEST)
-                distributed.barrier(dist_info)
+        # eval
+        if val_due:
+            _validate_and_keep_best(run, session)
 
-            # checkpoint
-            if step % cfg.train.checkpoint_every == 0 or step == stop_at:
-                checkpoint_to(LAST)
-        result.status = stop.status or ("done" if step >= cfg.train.total_steps else "stopped")
-        if stop.status is not None and step < stop_at:  # one process, stopped early: last.pt is not yet this step's
-            result.losses.extend(window.read(None)[0])  # the steps since the last read: NaN-free or raise
-            log.warning("%s at step %d; saving %s", result.status, step, run_dir / LAST)
-            checkpoint_to(LAST)
-        elif stop.status is not None:
-            log.warning("%s at step %d; saved %s", result.status, step, run_dir / LAST)
-        if stop.status is not None and is_main:
-            log.warning("continue with `dias train --resume %s`", run_dir)
-    finally:
-        stop.restore()
-        bar.close()
-        logger.close()
-    result.step, result.best_fg_ari = step, best
-    return result
+        # checkpoint
+        if step % cfg.train.checkpoint_every == 0 or step == session.stop_at:
+            run.checkpoint(LAST)
+
+
+def finish(run: Run, session: Session) -> None:
+    """The result's status and step; after a signal, last.pt of this step and how to continue, in words."""
+    result, stopped = session.result, session.stop.status
+    result.status = stopped or ("done" if run.step >= run.cfg.train.total_steps else "stopped")
+    if stopped is not None and run.step < session.stop_at:  # one process, stopped early: last.pt is not yet this step's
+        result.losses.extend(session.window.read(None)[0])  # the steps since the last read: NaN-free or raise
+        log.warning("%s at step %d; saving %s", result.status, run.step, run.run_dir / LAST)
+        run.checkpoint(LAST)
+    elif stopped is not None:
+        log.warning("%s at step %d; saved %s", result.status, run.step, run.run_dir / LAST)
+    if stopped is not None and run.dist_info.is_main:
+        log.warning("continue with `dias train --resume %s`", run.run_dir)
+    result.step, result.best_fg_ari = run.step, run.best
+
+
+def _count_skipped(run: Run, session: Session, num_skipped: int) -> None:
+    session.result.num_skipped += num_skipped
+    log.warning(
+        "step %d: skipped %d corrupt records of this batch (data.skip_corrupt=true); %d so far",
+        run.step, num_skipped, session.result.num_skipped,
+    )  # fmt: skip
+
+
+def _read_window(run: Run, session: Session) -> None:
+    """The window's one host sync: NaN check of loss and gradient (raises), losses kept, time limit, signals."""
+    timed_out = session.time_limit is not None and time.monotonic() - session.start_time > session.time_limit
+    losses, timed_out = session.window.read(run.dist_info, timed_out=timed_out)
+    session.result.losses.extend(losses)
+    if timed_out:
+        session.stop_at = run.step  # the time limit: log, checkpoint and stop now
+    if run.dist_info.enabled and distributed.all_reduce_any(session.stop.status is not None, run.dist_info):
+        session.stop.status = session.stop.status or STOP_STATUSES[signal.SIGTERM]  # a signal reached another rank
+        session.stop_at = run.step  # every rank checkpoints this step together, then stops
+
+
+def _log_window(run: Run, session: Session, *, logged: dict[str, float], lr: float) -> None:
+    """The means of the steps read since the last log, the plan's logged values, lr and speed."""
+    now = time.monotonic()
+    count = session.window.num_read
+    metrics = {**session.window.take_means(), **logged, "lr": lr}
+    metrics["steps_per_s"] = count / (now - session.window_time)
+    session.logger.log(metrics, run.step)
+    session.bar.set_postfix(loss=f"{metrics['loss']:.4f}", steps_per_s=f"{metrics['steps_per_s']:.2f}")
+    session.window_time = now
+
+
+def _validate_and_keep_best(run: Run, session: Session) -> None:
+    """Validate on rank 0 and log it; every rank saves best.pt together when FG-ARI improved."""
+    cfg, is_main, step = run.cfg, run.dist_info.is_main, run.step
+    val = None
+    if is_main:  # a signal stops validation between batches (val None): the checkpoint comes first
+        val = validate(
+            run.model, run.val_loader, mask_source=cfg.eval.mask_source, seed=cfg.eval.seed,
+            device=run.dist_info.device, precision=cfg.eval.precision, baselines=session.val_baselines,
+            should_stop=lambda: session.stop.status is not None,
+        )  # fmt: skip
+    if val is not None:
+        session.result.val = val
+        session.val_baselines = baseline_part(val)  # the same at every validation: scored once
+        session.logger.log({f"val/{k}": v for k, v in val.items()}, step)
+        log.info("step %d validation: %s", step, _format(val))
+    elif is_main:
+        log.warning("step %d: validation stopped part-way by %s; not scored", step, session.stop.status)
+    improved = val is not None and val.get("fg_ari", -math.inf) > run.best
+    if distributed.all_reduce_any(improved, run.dist_info):
+        run.best = session.result.val["fg_ari"] if is_main else run.best
+        run.checkpoint(BEST)
+    distributed.barrier(run.dist_info)
 
 
 def _format(metrics: dict[str, float]) -> str:

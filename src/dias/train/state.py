@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from dias.config import Config
 from dias.errors import WriteError
 from dias.methods.base import SlotModel
 from dias.runtime import distributed
+from dias.schema import Config
 from dias.train.checkpoint import save_checkpoint
 
 log = logging.getLogger(__name__)

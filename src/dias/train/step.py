@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from dias.config import Config, OptimConfig
 from dias.methods.base import Method, StepPlan
 from dias.runtime.device import Precision
+from dias.schema import Config, OptimConfig
 
 
 def build_optimizer(params: list[torch.nn.Parameter], optim: OptimConfig, device: torch.device) -> torch.optim.Adam:

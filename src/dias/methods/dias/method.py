@@ -2,7 +2,7 @@
 
 Objective: mse(recon, features) + w(step) * ce(attn[first], attn[last].detach()), with w a cosine ramp
 0 -> loss.distill_weight over the run (https://github.com/Genera1Z/DIAS, config dias_r-coco.py). The
-full method (model.reinit) also prunes redundant slots and re-initializes aggregation, in a training batch
+full method (model.method.reinit) also prunes redundant slots and re-initializes aggregation, in a training batch
 with a scheduled probability: the coin is drawn here, outside the model, so the forward stays free of
 Python-side randomness (a graph break under torch.compile).
 """
@@ -13,8 +13,9 @@ import torch
 
 from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
 from dias.methods.base import Method, Objective, StepPlan
+from dias.methods.dias.config import DIASConfig, check
 from dias.methods.dias.model import DIASOutput, build_model
-from dias.methods.official import load_official_weights
+from dias.methods.dias.official import load_official_weights
 from dias.schedules import distill_weight_at, reinit_prob_at
 from dias.schema import Config
 
@@ -24,9 +25,9 @@ RECON, DISTILL = "recon", "distill"
 def draw_reinit(cfg: Config, step: int) -> bool | None:
     """Whether a training batch at `step` prunes and re-initializes: a coin with the scheduled probability.
 
-    Drawn from torch's global RNG; None (no draw) when model.reinit is off.
+    Drawn from torch's global RNG; None (no draw) when model.method.reinit is off.
     """
-    r = cfg.model.reinit
+    r = cfg.model.method.reinit
     if not r.enabled:
         return None
     prob = reinit_prob_at(step, cfg.train.total_steps, r.prob, r.prob_schedule)
@@ -34,7 +35,8 @@ def draw_reinit(cfg: Config, step: int) -> bool | None:
 
 
 def plan(cfg: Config, step: int) -> StepPlan:
-    weight = distill_weight_at(step, cfg.train.total_steps, cfg.loss.distill_weight, cfg.loss.distill_schedule)
+    section = cfg.model.method
+    weight = distill_weight_at(step, cfg.train.total_steps, section.distill_weight, section.distill_schedule)
     return StepPlan(
         forward_options={"reinit": draw_reinit(cfg, step)},
         loss_weights={DISTILL: weight},
@@ -44,13 +46,16 @@ def plan(cfg: Config, step: int) -> StepPlan:
 
 def objective(out: DIASOutput, plan: StepPlan, cfg: Config) -> Objective:
     recon = reconstruction_loss(out.recon, out.features)
-    distill = distillation_loss(*select_distillation_pair(out.attn), form=cfg.loss.distill_form)
+    distill = distillation_loss(*select_distillation_pair(out.attn), form=cfg.model.method.distill_form)
     loss = recon + plan.loss_weights[DISTILL] * distill
     return Objective(loss, torch.stack([recon.detach(), distill.detach()]).float())
 
 
 METHOD = Method(
     name="dias",
+    config=DIASConfig,
+    defaults={},  # the schema's defaults are the release's DIAS: a shared Gaussian, no truncation
+    check=check,
     term_names=(RECON, DISTILL),
     build_model=build_model,
     plan=plan,

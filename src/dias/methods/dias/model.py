@@ -120,7 +120,7 @@ class DIAS(SlotModel):
 
     def _reinit_now(self, requested: bool | None) -> bool:
         if requested and self.reinit is None:
-            raise ValueError("this model has no re-initialization settings; set model.reinit.enabled=true")
+            raise ValueError("this model has no re-initialization settings; set model.method.reinit.enabled=true")
         return self.reinit is not None if requested is None else requested
 
     def _prune_and_reaggregate(
@@ -150,8 +150,6 @@ class DIAS(SlotModel):
 def build_model(cfg: Config) -> DIAS:
     """DIAS from cfg.model; cfg.data.image_size sets the token grid. (dias.methods.build_model builds any method.)"""
     m = cfg.model
-    if m.method != "dias":
-        raise ConfigError(f"this builds DIAS, not model.method={m.method}; use dias.methods.build_model(cfg)")
     backbone = backbone_from_config(cfg)
     h, w = backbone.grid_size(cfg.data.image_size)
     c = backbone.feature_dim
@@ -181,8 +179,8 @@ def build_model(cfg: Config) -> DIAS:
             num_hidden_layers=m.decoder.num_hidden_layers,
         )
     reinit = None
-    if m.reinit.enabled:
-        r = m.reinit
+    if m.method.reinit.enabled:
+        r = m.method.reinit
         reinit = Reinit(
             distance=r.distance,
             threshold=r.threshold,

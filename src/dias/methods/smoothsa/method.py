@@ -3,7 +3,7 @@ without the attention distillation, plus a preheater and bi-level truncated slot
 
 The preheater predicts the first slots from the image's tokens; it learns only from its own loss, towards
 the final slots. Objective: mse(recon, features) + loss.preheat_weight * mse(qinit, slots.detach()).
-For the first loss.detach_steps steps (default 10 % of the run) the preheater reads detached tokens, so
+For the first model.method.detach_steps steps (default 10 % of the run) the preheater reads detached tokens, so
 its loss does not reach the projection; that flag is this method's per-step forward option.
 """
 
@@ -14,9 +14,10 @@ import torch
 from dias.losses import preheat_loss, reconstruction_loss
 from dias.methods.base import Method, Objective, StepPlan
 from dias.methods.common import backbone_from_config
+from dias.methods.smoothsa.config import DEFAULTS, SmoothSAConfig, check, detach_steps
 from dias.methods.smoothsa.model import SmoothSA, SmoothSAOutput, build_smoothsa
 from dias.methods.smoothsa.official import load_official_smoothsa_weights
-from dias.schema import Config, ConfigError, detach_steps
+from dias.schema import Config
 
 RECON, PREHEAT = "recon", "preheat"
 
@@ -24,8 +25,6 @@ RECON, PREHEAT = "recon", "preheat"
 def build_model(cfg: Config) -> SmoothSA:
     """SmoothSA from cfg.model (method smoothsa, initializer preheated); cfg.data.image_size sets the grid."""
     m = cfg.model
-    if m.decoder.name != "random_order_transformer":
-        raise ConfigError("model.method=smoothsa uses the random-order transformer decoder; set model.decoder.name")
     d = m.decoder
     return build_smoothsa(
         backbone_from_config(cfg),
@@ -49,7 +48,7 @@ def plan(cfg: Config, step: int) -> StepPlan:
     detach = step < detach_steps(cfg)
     return StepPlan(
         forward_options={"detach_preheat": detach},
-        loss_weights={PREHEAT: cfg.loss.preheat_weight},
+        loss_weights={PREHEAT: cfg.model.method.preheat_weight},
         logged={"detach_preheat": float(detach)},
     )
 
@@ -63,6 +62,9 @@ def objective(out: SmoothSAOutput, plan: StepPlan, cfg: Config) -> Objective:
 
 METHOD = Method(
     name="smoothsa",
+    config=SmoothSAConfig,
+    defaults=DEFAULTS,
+    check=check,
     term_names=(RECON, PREHEAT),
     build_model=build_model,
     plan=plan,

@@ -45,13 +45,7 @@ DETACH_FLAG_KEY = OFFICIAL_PREFIX + PREHEATER_NAMES["preheater.detach_flag"]
 
 def smoothsa_official_key_map(model: nn.Module) -> dict[str, str]:
     """Every official state-dict key (with "m.") that this SmoothSA model can load -> our state-dict key."""
-    key_map = official_key_map(model)  # backbone, projection, slot attention, decoder: DIAS's names
-    ours = model.state_dict()
-    key_map |= {OFFICIAL_PREFIX + official: name for name, official in PREHEATER_NAMES.items() if name in ours}
-    unnamed = sorted(set(ours) - set(key_map.values()))
-    if unnamed:
-        raise ValueError(f"no official SmoothSA name for {', '.join(unnamed)}; add it to PREHEATER_NAMES")
-    return key_map
+    return official_key_map(model, PREHEATER_NAMES)  # and the shared parts: backbone, projection, slot attention...
 
 
 def load_official_smoothsa_weights(model: nn.Module, source: str | Path | dict[str, torch.Tensor]) -> None:
