@@ -1,9 +1,8 @@
 """Our DIAS against outputs and weights recorded from the official release (coco config, CPU float32).
 
-The fixture (see ../shared/reference/FIXTURES.md) holds the release's non-backbone weights, backbone
-features, the initial slots and the decoder's training mask; we inject those and compare every output.
-tests/fixtures/official_seed0.pt is the part of it these tests read, with repeated tensors stored once
-(tests/fixtures/shrink_reference_fixture.py writes it); DIAS_REFERENCE_FIXTURE=PATH runs them on another.
+The fixture, tests/fixtures/official_seed0.pt (its format: tests/fixtures/README.md), holds the release's
+non-backbone weights, backbone features, the initial slots and the decoder's training mask; we inject those
+and compare every output. DIAS_REFERENCE_FIXTURE=PATH runs these tests on another file in that format.
 """
 
 import csv

@@ -1,10 +1,9 @@
 """Our SmoothSA against outputs, losses and gradients recorded from the official release (CPU float32).
 
-The fixture (../shared/reference/SMOOTHSA.md, part B) holds the release's non-backbone weights, backbone
-features, every random draw and every intermediate of three passes: eval, train, and train with the
-preheater's detach flag off. We inject the draws and compare everything else, gradients included.
-tests/fixtures/smoothsa_seed0.pt is the part of it these tests read (tests/fixtures/shrink_smoothsa_fixture.py
-writes it); DIAS_SMOOTHSA_FIXTURE=PATH runs them on another fixture in the same format (any K).
+The fixture, tests/fixtures/smoothsa_seed0.pt (its format: tests/fixtures/README.md), holds the release's
+non-backbone weights, backbone features, every random draw and every intermediate of three passes: eval,
+train, and train with the preheater's detach flag off. We inject the draws and compare everything else,
+gradients included. DIAS_SMOOTHSA_FIXTURE=PATH runs these tests on another file in that format (any K).
 """
 
 import csv
@@ -40,7 +39,8 @@ TRAIN_PASSES = pytest.mark.parametrize("run", PASSES[1:], indirect=True)  # the 
 PREHEAT_WEIGHT = 100.0
 FLAG_KEY = "m.initializ.detach_flag"
 VIT_S = "vit_small_patch14_reg4_dinov2"
-# The release's coco-like model (SMOOTHSA.md A0-A4); K comes from the fixture.
+# The release's model, the same in its three image configs (https://github.com/Genera1Z/SmoothSA,
+# config-smoothsa/smoothsa_r-{coco,voc,clevrtex}.py) but for K, which comes from the fixture.
 ARCHITECTURE = dict(
     image_size=256,
     slot_dim=256,

@@ -1,6 +1,6 @@
 """Our training step against 60 steps of the official release's training loop (coco config, CPU float32).
 
-The fixture (see ../shared/reference/TRAJECTORY.md) records every random draw of each official step (the
+The fixture (its format: tests/fixtures/README.md) records every random draw of each official step (the
 feature batch, the slot noise, the decoder's permutation and visible mask), the LR and distillation weight
 it trained with, its losses and gradient norm, and the weights after steps 30 and 60. We replay the draws
 through dias.train.step.optimisation_step with the package's own LR schedule and the DIAS method's plan
@@ -11,7 +11,8 @@ minutes on a CPU, so they run under `-m slow`; the default run replays the first
 
 tests/fixtures/trajectory_seed0.pt is the part of it these tests read, without the step-0 weights: those are
 tests/fixtures/official_seed0.pt's (tests/fixtures/shrink_trajectory_fixture.py writes the file and checks
-that). DIAS_TRAJECTORY_FIXTURE=PATH runs them on another trajectory file in the full format.
+that). DIAS_TRAJECTORY_FIXTURE=PATH runs them on another trajectory file in the full format, which holds
+its own step-0 weights.
 """
 
 import os

@@ -5,7 +5,7 @@
     RAW/clevrtex_full/<chunk>/CLEVRTEX_full_000000.json             scene: objects[] with index, shape, material, ...
     RAW/clevrtex_outd/..., RAW/clevrtex_camo/...                    the same, per variant
 
-Splits as in the release (SPEC §11): train = clevrtex_full, val = clevrtex_outd (out of distribution);
+Splits as in the official DIAS LMDBs: train = clevrtex_full, val = clevrtex_outd (out of distribution);
 camo = clevrtex_camo is available too. Instance ids come from the flat mask's distinct RGB codes
 r + 256g + 65536b in ascending order, as the official DIAS LMDBs were made: the smallest code (the black
 background) is 0, the objects 1..M. There is no ignore label. The image keeps its size (transforms crop

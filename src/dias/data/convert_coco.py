@@ -5,9 +5,9 @@
     RAW/annotations/panoptic_{split}2017/*.png      RGB-encoded segment ids, id = R + 256 G + 65536 B
     RAW/annotations/instances_{split}2017.json      only for mode="instance"
 
-Panoptic mode (SPEC §11): the "thing" segments become instances 1..M in ascending segment id, every
-"stuff" segment is merged into the background 0, and unannotated pixels (id 0 in the PNG, or an id the
-JSON does not list) are ignored (65535). Crowd thing segments count as instances, as in the release.
+Panoptic mode (as the official DIAS LMDBs): the "thing" segments become instances 1..M in ascending segment
+id, every "stuff" segment is merged into the background 0, and unannotated pixels (id 0 in the PNG, or an id
+the JSON does not list) are ignored (65535). Crowd thing segments count as instances, as in the release.
 
 Instance mode: the instance annotations, painted largest first so smaller objects stay on top; ids
 1..M follow annotation id order among the objects that keep a pixel. Crowd regions not covered by an

@@ -6,7 +6,7 @@
     RAW/VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val,trainval}.txt  (trainaug.txt if added)
     RAW/VOCdevkit/VOC2007/...                             the same layout, for the validation split
 
-As in the release (SPEC §11) train comes from VOC2012 and val from VOC2007 SegmentationObject; when
+As in the official DIAS LMDBs, train comes from VOC2012 and val from VOC2007 SegmentationObject; when
 VOC2007 is absent val falls back to VOC2012 (`val_year` says which, and the header records it).
 Palette index 0 is the background (0), 1..M the objects (kept), 255 (void / object boundaries) is
 ignored (65535). A list names a file in ImageSets/Segmentation (`train`, `val`, `trainval`, `trainaug`),

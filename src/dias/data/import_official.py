@@ -1,4 +1,6 @@
-"""Import the official DIAS LMDB releases (SPEC §11) into dias splits, without trusting their pickles.
+"""Import the official DIAS LMDB releases into dias splits, without trusting their pickles.
+
+The official readers and converters are https://github.com/Genera1Z/DIAS, object_centric_bench/datum/.
 
 An official split is one LMDB file whose `b"__keys__"` value is a pickled list of 6-digit ASCII keys;
 each key's value is a pickled dict: `image` (JPEG or PNG file bytes), `segment` (a PNG file of a uint8

@@ -122,7 +122,7 @@ class PatchStats(FrozenBackbone):
     Texture statistics (per-patch spread and gradient energy, standardised per image) are left out on
     purpose: on the synthetic scenes they pull the grouping towards background texture. Per-image
     k-means over the tokens reaches FG-ARI 0.57 with them and 0.62 without at the demo's 16x16 grid,
-    and the trained demo 0.25 with them and 0.41 without (benchmarks/demo_features.py, demo_curve.py).
+    and the trained demo 0.25 with them and 0.41 without (research/demo_features.py, demo_curve.py).
     """
 
     version = 2  # part of the feature-cache key; bump whenever the descriptor changes
@@ -172,7 +172,7 @@ class ColourCodes(FrozenBackbone):
     an order drawn from its own pixels (a fixed hash, so an image always gets the same tokens), and fixed
     Fourier position channels are added.
 
-    Why each part (benchmarks/README.md, rows 38-49): with channels that name one colour in every image,
+    Why each part (research/demo.md, findings rows 38-49): with channels that name one colour in every image,
     the per-slot learned queries latch onto colours and slot attention collapses to one or two slots; the
     permutation, which k-means within an image cannot see, removes that. Brightness left in the codes slows
     binding far more than it hurts k-means. With these tokens, ten slots and the 30,000-step schedule the

@@ -1,6 +1,7 @@
 """Decoders that reconstruct the frozen backbone features (B, N, C) from the slots (B, K, D).
 
-RandomOrderTransformerDecoder is the release's "random auto-regressive" decoder (SPEC §7). It uses no
+RandomOrderTransformerDecoder is the release's "random auto-regressive" decoder (ARRandTransformerDecoder
+in https://github.com/Genera1Z/DIAS, object_centric_bench/model/dias.py). It uses no
 causal mask, so a "random order" only picks which tokens stay visible: a random subset of `keep` clue
 tokens, the rest replaced by a mask token. Attention without a mask is equivariant to token order, so
 this module applies the mask in the original raster order instead of permuting, un-permuting and paying

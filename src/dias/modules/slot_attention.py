@@ -1,4 +1,8 @@
-"""Slot attention with the release's per-iteration attention record (SPEC §6), optionally truncated."""
+"""Slot attention that keeps every iteration's attention, optionally truncated.
+
+As the release records it (SlotAttentionWithAllAttent in https://github.com/Genera1Z/DIAS,
+object_centric_bench/model/dias.py): the softmax over slots, before the renormalisation over tokens.
+"""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Object recognition by probing slots (issue 23): match slots to objects, then train a small MLP on them."""
+"""Object recognition by probing slots (`dias probe`): match slots to objects, then train a small MLP on them."""

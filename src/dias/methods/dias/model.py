@@ -143,7 +143,10 @@ class DIAS(SlotModel):
         return slots, torch.cat([attn, extra_attn]), merged.keep
 
     def init_weights(self) -> None:
-        """The release's initialisation (SPEC §14): zero biases; decoder layers start as identical copies."""
+        """The release's initialisation: zero Linear and GRU biases; the decoder layers start as identical copies.
+
+        As DIAS.reset_parameters in https://github.com/Genera1Z/DIAS, object_centric_bench/model/dias.py.
+        """
         release_init(project=self.project, slot_attention=self.slot_attention, decoder=self.decoder)
 
 
