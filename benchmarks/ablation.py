@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 
 from dias.baselines import BASELINE_NAMES, BASELINE_TITLES
-from dias.commands.evaluate import evaluate
 from dias.config import load_config
 from dias.demo.run import demo_config_path
 from dias.metrics import BACKGROUND_ID, IGNORE_ID
 from dias.runtime.distributed import DistInfo
 from dias.train.loaders import build_loaders
 from dias.train.loop import train
+from dias.train.validate import evaluate
 
 VARIANTS = {
     "slot attention (no distillation)": ["model.method.distill_weight=0.0"],

@@ -20,7 +20,6 @@ from machine import cpu_name
 from timing import synchronize
 from torch.utils.data import DataLoader
 
-from dias.commands.evaluate import evaluate
 from dias.commands.features import build_feature_cache
 from dias.config import load_config
 from dias.data.dataset import LmdbDataset, collate
@@ -29,6 +28,7 @@ from dias.data.synthetic import prepare_synthetic
 from dias.data.transforms import EvalTransform
 from dias.methods import build_model
 from dias.train.features import open_feature_split
+from dias.train.validate import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -29,7 +29,6 @@ import torch
 
 from dias.baselines import BASELINE_NAMES, BASELINE_TITLES, baseline_masks
 from dias.config import load_config
-from dias.schema import warmup_steps
 from dias.data import synthetic
 from dias.demo.run import demo_config_path
 from dias.losses import reconstruction_loss
@@ -37,6 +36,7 @@ from dias.masks import masks_from_attention, select_masks
 from dias.methods import build_model, method_of
 from dias.metrics import nanmean, score
 from dias.schedules import lr_at
+from dias.schema import warmup_steps
 
 
 def render(count: int, seed: int, split_code: int, size: int):

@@ -1,9 +1,8 @@
 """dias: Slot Attention with Re-Initialization and Self-Distillation (DIAS), complete and tested."""
 
-__version__ = "0.2.0"  # first: dias.config writes it into every config it saves
-
-from dias.config import load_config  # noqa: E402
-from dias.schema import Config, ConfigError  # noqa: E402
+from dias.config import load_config
+from dias.schema import Config, ConfigError
+from dias.version import __version__
 
 __all__ = ["Config", "ConfigError", "__version__", "build_model", "load", "load_config", "load_official_weights"]
 

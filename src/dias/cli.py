@@ -8,9 +8,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from dias import __version__
 from dias.errors import DiasError
 from dias.train.stop import Terminated, terminate_raises
+from dias.version import __version__
 
 EXIT_CODES = {"interrupted": 130, "terminated": 143}  # the shell's codes for SIGINT and SIGTERM
 DOES_NOT_FOLLOW_EXIT_CODE = 3  # `dias demo`: the fresh training does not follow the reference (or was too short)
@@ -330,7 +330,7 @@ def _infer(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from dias.train.checkpoint import export_weights
+    from dias.commands.export import export_weights
 
     print(f"weights written to {export_weights(args.checkpoint, args.out)}")
     return 0

@@ -25,7 +25,6 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from dias import __version__
 from dias.io import atomic_write_bytes
 from dias.schema import (
     DEFAULT_METHOD,
@@ -36,6 +35,7 @@ from dias.schema import (
     MethodConfig,
     TransformerDecoderConfig,
 )
+from dias.version import __version__
 
 CONFIG_FILE_NAME = "config.yaml"
 BASE_KEY = "base"  # a config file's base file or list of files (relative to it); the file holds its differences

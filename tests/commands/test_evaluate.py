@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from dias.baselines import BASELINE_NAMES, grid_partition
 from dias.cli import main
-from dias.commands.evaluate import evaluate, run_eval
+from dias.commands.evaluate import run_eval
 from dias.config import load_config
 from dias.data.codec import IGNORE_ID
 from dias.data.dataset import LmdbDataset, collate
@@ -21,6 +21,7 @@ from dias.methods.dias.model import build_model
 from dias.metrics import METRIC_NAMES
 from dias.schema import parse_mask_source
 from dias.train.checkpoint import save_checkpoint
+from dias.train.validate import evaluate
 
 EVAL_MODEL = [  # the suite's tiny run (tests/tiny.py) with a finer grid and sampled slots
     *TINY,
@@ -195,7 +196,7 @@ def test_metrics_json_card_and_report_carry_the_baselines(tiny, tmp_path):
 
 
 def test_validation_scores_the_baselines_once_and_reuses_them(tiny, monkeypatch):
-    from dias.commands import evaluate as evaluate_module
+    from dias.train import validate as evaluate_module
     from dias.train.validate import baseline_part, validate
 
     model, _, _, loader = tiny

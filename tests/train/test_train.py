@@ -16,8 +16,8 @@ import pytest
 import torch
 from tiny import TINY, signal_after_adam, tiny_config
 
-import dias.commands.evaluate as evaluate_module
 import dias.methods.dias.method as dias_method
+import dias.train.validate as evaluate_module
 import dias.train.window as window_module
 from dias.baselines import BASELINE_NAMES
 from dias.cli import main

@@ -30,7 +30,6 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from dias import __version__
 from dias.config import CONFIG_FILE_NAME, save_config
 from dias.data.dataset import LmdbDataset, collate
 from dias.data.records import load_header, split_path
@@ -48,6 +47,7 @@ from dias.schema import Config
 from dias.train.checkpoint import load_model
 from dias.train.log import METRICS_FILE_NAME, MetricsLogger
 from dias.train.stop import StopRequest
+from dias.version import __version__
 from dias.viz.tables import Column, Table, format_fraction, to_markdown
 
 PROBE_FILE, RESULT_FILE = "probe.pt", "metrics.json"

@@ -29,14 +29,15 @@ from typing import Any
 
 import torch
 
-from dias import __version__
+from dias.commands.export import export_weights
 from dias.config import CONFIG_FILE_NAME, apply_overrides, flatten, from_dict, load_config, save_config, to_dict
 from dias.errors import MissingFileError, UsageError
 from dias.io import atomic_write_bytes, file_sha256
 from dias.runtime.device import cpu_name
 from dias.schema import Config
-from dias.train.checkpoint import export_weights, load_checkpoint
+from dias.train.checkpoint import load_checkpoint
 from dias.train.log import format_records, read_metrics
+from dias.version import __version__
 
 REFERENCE_PACKAGE_DIR = "demo_model"  # inside the dias package
 WEIGHTS_FILE_NAME = "model.safetensors"

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from dias.methods.common import release_init
 from dias.modules.backbone import FrozenBackbone
 from dias.schema import Config, MethodConfig
 
@@ -65,6 +66,12 @@ class SlotModel(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> SlotOutput:
         raise NotImplementedError
+
+    def init_weights(self) -> None:
+        """The release's initialisation of the shared parts: zero Linear and GRU biases, the decoder's layers
+        identical copies (DIAS.reset_parameters in https://github.com/Genera1Z/DIAS,
+        object_centric_bench/model/dias.py). A method extends it for its own parts."""
+        release_init(project=self.project, slot_attention=self.slot_attention, decoder=self.decoder)
 
 
 class StepPlan(NamedTuple):

@@ -20,14 +20,14 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from dias import __version__
 from dias.config import apply_overrides, flatten, from_dict, load_config, to_dict, upgrade_layout
-from dias.errors import DiasError, UsageError
-from dias.io import SAFETENSORS_SUFFIX, atomic_write, atomic_write_bytes, safetensors_bytes, unwrap_state_dict
+from dias.errors import DiasError
+from dias.io import SAFETENSORS_SUFFIX, atomic_write, unwrap_state_dict
 from dias.methods import build_model, method_of
 from dias.methods.base import SlotModel
 from dias.methods.official import is_official_state_dict
 from dias.schema import Config
+from dias.version import __version__
 
 CHECKPOINT_FORMAT = "dias-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -142,21 +142,6 @@ def load_model(
         method.load_official(model, unwrap_state_dict(raw))
         return model, cfg
     raise CheckpointError(f"{path} is neither a dias checkpoint nor an official DIAS or SmoothSA checkpoint")
-
-
-def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write a checkpoint's trained weights, without the frozen backbone, as safetensors with its config.
-
-    The config travels in the file's metadata, so `load_model(out)` (or `dias.load(out)`) rebuilds the
-    model; the backbone comes from its own weights file (model.backbone.weights).
-    """
-    out = Path(out)
-    if out.suffix != SAFETENSORS_SUFFIX:
-        raise UsageError(f"the exported weights file must end in {SAFETENSORS_SUFFIX}, got {out}")
-    model, cfg = load_model(checkpoint)
-    metadata = {"format": EXPORT_FORMAT, "dias_version": __version__, "config": json.dumps(to_dict(cfg))}
-    atomic_write_bytes(out, safetensors_bytes(model_state(model), metadata=metadata))
-    return out
 
 
 def _load_exported(path: str | Path, config: str | Path | None, overrides) -> tuple[SlotModel, Config]:

@@ -35,7 +35,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dias import __version__
 from dias.config import CONFIG_FILE_NAME, flatten, from_dict, load_config, save_config, to_dict
 from dias.data.sampling import EpochSampler
 from dias.errors import DiasError, MissingFileError, UsageError
@@ -55,6 +54,7 @@ from dias.train.step import build_optimizer, optimisation_step
 from dias.train.stop import STOP_STATUSES, StopRequest
 from dias.train.validate import baseline_part, validate
 from dias.train.window import StatsWindow
+from dias.version import __version__
 
 LAST, BEST = "last.pt", "best.pt"
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from dias.methods.base import SlotModel, SlotOutput
-from dias.methods.common import backbone_from_config, release_init
+from dias.methods.common import backbone_from_config
 from dias.modules.backbone import FrozenBackbone
 from dias.modules.decoders import MLPDecoder, RandomOrderTransformerDecoder
 from dias.modules.initializers import LearnedQueries, NormalShared
@@ -142,13 +142,6 @@ class DIAS(SlotModel):
         # The teacher of self-distillation is the last map produced: the re-initialized one.
         return slots, torch.cat([attn, extra_attn]), merged.keep
 
-    def init_weights(self) -> None:
-        """The release's initialisation: zero Linear and GRU biases; the decoder layers start as identical copies.
-
-        As DIAS.reset_parameters in https://github.com/Genera1Z/DIAS, object_centric_bench/model/dias.py.
-        """
-        release_init(project=self.project, slot_attention=self.slot_attention, decoder=self.decoder)
-
 
 def build_model(cfg: Config) -> DIAS:
     """DIAS from cfg.model; cfg.data.image_size sets the token grid. (dias.methods.build_model builds any method.)"""
@@ -209,4 +202,4 @@ def build_model(cfg: Config) -> DIAS:
     return model
 
 
-__all__ = ["DIAS", "DIASOutput", "Reinit", "backbone_from_config", "build_model", "release_init"]
+__all__ = ["DIAS", "DIASOutput", "Reinit", "build_model"]

@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from dias.methods.base import SlotModel, SlotOutput
-from dias.methods.common import release_init
 from dias.modules.backbone import FrozenBackbone
 from dias.modules.decoders import RandomOrderTransformerDecoder
 from dias.modules.layers import PreNormMLP
@@ -101,7 +100,7 @@ class SmoothSA(SlotModel):
         """The release's initialisation: the shared modules exactly as DIAS's (zero Linear and GRU biases,
         decoder layers as identical copies); the preheater keeps PyTorch's defaults except its zero Gaussians.
         """
-        release_init(project=self.project, slot_attention=self.slot_attention, decoder=self.decoder)
+        super().init_weights()
         for parameter in (self.preheater.mean, self.preheater.log_std, self.preheater.query_log_std):
             parameter.zero_()
 
