@@ -22,9 +22,9 @@ from dias.demo.run import (
 )
 from dias.errors import MissingFileError, UsageError
 from dias.io import file_sha256
-from dias.train.checkpoint import CheckpointError, load_checkpoint
+from dias.train.checkpoint import LAST, CheckpointError, load_checkpoint
 from dias.train.log import MetricsLogError, read_metrics
-from dias.train.loop import LAST, train
+from dias.train.loop import train
 from dias.viz.gallery import REPORT_FILE_NAME
 
 REPO = Path(__file__).resolve().parents[2]

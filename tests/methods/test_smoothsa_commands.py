@@ -19,8 +19,7 @@ from dias.methods.dias.official import dias_official_key_map
 from dias.methods.official import OFFICIAL_PREFIX
 from dias.methods.smoothsa.model import SmoothSA
 from dias.methods.smoothsa.official import smoothsa_official_key_map
-from dias.train.checkpoint import load_checkpoint, load_model
-from dias.train.loop import LAST
+from dias.train.checkpoint import LAST, load_checkpoint, load_model
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = [

@@ -27,9 +27,10 @@ from dias.data.codec import record_key
 from dias.data.sampling import EpochSampler
 from dias.methods.dias.method import draw_reinit
 from dias.runtime.lock import FolderInUseError
-from dias.train.checkpoint import CheckpointError, load_checkpoint
+from dias.train.checkpoint import LAST, CheckpointError, load_checkpoint
 from dias.train.log import read_metrics
-from dias.train.loop import LAST, load_resume, train
+from dias.train.loop import train
+from dias.train.resume import load_resume
 from dias.train.window import NonFiniteLossError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -376,7 +377,7 @@ def test_a_new_run_starts_a_clean_log_and_removes_stale_temp_files(tiny_root, tm
 def test_resuming_with_other_total_steps_warns_naming_the_schedules(tiny_root, tmp_path, caplog):
     run = tmp_path / "run"
     train(tiny_config(tiny_root, "train.total_steps=2", "train.val_every=100"), run, max_steps=1, progress=False)
-    with caplog.at_level(logging.WARNING, logger="dias.train.loop"):
+    with caplog.at_level(logging.WARNING, logger="dias.train"):
         _resumed(run, max_steps=1, progress=False)
         assert "train.total_steps changes" not in caplog.text
         _resumed(run, ["train.total_steps=5"], max_steps=1, progress=False)
@@ -421,7 +422,7 @@ def test_skipped_corrupt_records_are_counted_and_warned(tiny_root, tmp_path, cap
         txn.put(record_key(3), bytes(value))
     env.close()
     cfg = tiny_config(data, "train.total_steps=4", "train.val_every=100", "data.skip_corrupt=true")
-    with caplog.at_level(logging.WARNING, logger="dias.train.loop"):
+    with caplog.at_level(logging.WARNING, logger="dias.train"):
         result = train(cfg, tmp_path / "run", progress=False)  # 4 batches of 4: one epoch, record 3 included
     assert result.status == "done" and result.num_skipped == 1
     assert "skipped 1 corrupt records of this batch (data.skip_corrupt=true); 1 so far" in caplog.text
@@ -461,7 +462,7 @@ def test_hand_edits_to_a_runs_config_yaml_are_named_on_resume(tiny_root, tmp_pat
     config = run / "config.yaml"
     text = config.read_text()
     config.write_text(text.replace("lr: 0.0004", "lr: 0.01").replace("every: 1\n", "every: 7\n"))
-    with caplog.at_level(logging.WARNING, logger="dias.train.loop"):
+    with caplog.at_level(logging.WARNING, logger="dias.train"):
         _resumed(run, ["log.every=7", "train.total_steps=2"], progress=False)  # log.every: also an override
     assert "config.yaml was edited by hand (optim.lr=0.01)" in caplog.text
     assert f"`dias train --resume {run} optim.lr=0.01`" in caplog.text

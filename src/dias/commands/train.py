@@ -6,7 +6,9 @@ from pathlib import Path
 
 from dias.config import load_config
 from dias.errors import FileInTheWayError
-from dias.train.loop import LAST, TrainResult, load_resume, train
+from dias.train.checkpoint import LAST
+from dias.train.loop import TrainResult, train
+from dias.train.resume import load_resume
 
 
 def run_train(

@@ -34,8 +34,9 @@ from dias.demo.reference import Reference, fresh_config, load_reference
 from dias.errors import FileInTheWayError, UsageError
 from dias.io import atomic_write_bytes, file_sha256
 from dias.runtime.lock import FolderLock
+from dias.train.checkpoint import BEST, LAST
 from dias.train.log import METRICS_FILE_NAME, read_metrics
-from dias.train.loop import BEST, LAST, train
+from dias.train.loop import train
 from dias.viz.gallery import REPORT_FILE_NAME
 
 DEMO_CONFIG = "demo.yaml"

@@ -32,6 +32,7 @@ from dias.version import __version__
 CHECKPOINT_FORMAT = "dias-checkpoint"
 CHECKPOINT_VERSION = 1
 EXPORT_FORMAT = "dias-weights"
+LAST, BEST = "last.pt", "best.pt"  # a run folder's checkpoints: the latest step's, the best validation's
 BACKBONE_PREFIX = "backbone."
 # Config sections that must agree for weights to be reusable; the backbone weights path may move.
 MODEL_DEFINING = ("model", "data.image_size")

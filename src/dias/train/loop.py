@@ -1,7 +1,7 @@
 """The training loop of every method: plain PyTorch, one process or torchrun DDP, exact resume.
 
     result = train(load_config("configs/demo.yaml"), run_dir="runs/demo")
-    cfg, checkpoint = load_resume("runs/demo")
+    cfg, checkpoint = load_resume("runs/demo")  # dias.train.resume
     result = train(cfg, run_dir="runs/demo", resume=checkpoint)
 
 A call reads as setup (build the Run: model, optimizer, scaler, loaders; restore it from last.pt) -> the steps
@@ -32,31 +32,27 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dias.config import CONFIG_FILE_NAME, flatten, from_dict, load_config, save_config, to_dict
-from dias.data.sampling import EpochSampler
-from dias.errors import DiasError, MissingFileError, UsageError
+from dias.config import CONFIG_FILE_NAME, save_config
 from dias.methods import method_of
-from dias.methods.base import Method, SlotModel
+from dias.methods.base import SlotModel
 from dias.runtime import distributed
-from dias.runtime.device import Precision, resolve_precision
+from dias.runtime.device import resolve_precision
 from dias.runtime.lock import FolderInUseError, FolderLock, remove_stale_temp_files
 from dias.schedules import lr_at
 from dias.schema import Config, val_every, warmup_steps
-from dias.train.checkpoint import check_compatible, config_from_checkpoint, load_checkpoint, load_trainable_state
+from dias.train.checkpoint import BEST, LAST, load_checkpoint
 from dias.train.features import batch_inputs
 from dias.train.loaders import batches, build_loaders
-from dias.train.log import METRICS_FILE_NAME, MetricsLogger, truncate_metrics
-from dias.train.state import capture_rng, restore_rng, save_training_checkpoint, seed_everything
+from dias.train.log import METRICS_FILE_NAME, MetricsLogger
+from dias.train.resume import restore
+from dias.train.state import Run, seed_everything
 from dias.train.step import build_optimizer, optimisation_step
 from dias.train.stop import STOP_STATUSES, StopRequest
 from dias.train.validate import baseline_part, validate
 from dias.train.window import StatsWindow
 from dias.version import __version__
-
-LAST, BEST = "last.pt", "best.pt"
 
 log = logging.getLogger(__name__)
 
@@ -75,37 +71,6 @@ class TrainResult:
     def stopped_by_signal(self) -> bool:
         """Whether Ctrl-C or SIGTERM stopped the run (last.pt saved) before it got where it was going."""
         return self.status in STOP_STATUSES.values()
-
-
-@dataclass
-class Run:
-    """A training run: what setup builds, and its position, which the steps advance and last.pt holds."""
-
-    cfg: Config
-    run_dir: Path
-    dist_info: distributed.DistInfo
-    method: Method
-    model: SlotModel  # checkpoints keep its parameter names
-    forward_model: torch.nn.Module  # what the step calls: the model, or its DDP / torch.compile wrapper
-    params: list[torch.nn.Parameter]  # the trainable ones: the frozen backbone is not optimised
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    precision: Precision
-    train_loader: DataLoader
-    sampler: EpochSampler
-    val_loader: DataLoader
-    step: int = 0  # optimisation steps done
-    epoch: int = 0  # the data position: the epoch, and the batches of it consumed
-    consumed: int = 0
-    best: float = -math.inf  # the best validation FG-ARI so far
-
-    def checkpoint(self, name: str) -> None:
-        """Save run_dir/name on rank 0, with every rank's RNG states: every rank calls it (a collective)."""
-        state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "best_fg_ari": self.best}
-        state["data"] = {"epoch": self.epoch, "batches": self.consumed}
-        rng = distributed.all_gather_objects(capture_rng(), self.dist_info)
-        if self.dist_info.is_main:
-            save_training_checkpoint(self.run_dir / name, self.model, self.cfg, self.step, rng=rng, **state)
 
 
 @dataclass
@@ -134,27 +99,6 @@ class Session:
         self.stop.restore()
         self.bar.close()
         self.logger.close()
-
-
-def load_resume(
-    run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), config: str | Path | None = None
-) -> tuple[Config, dict]:
-    """(config, checkpoint) to continue run_dir from its last.pt, which is read once, here.
-
-    The config is the checkpoint's (or the YAML `config`), with `overrides`; one that changes the model is
-    refused with CheckpointError. Pass both to `train(cfg, run_dir, resume=checkpoint)`.
-    """
-    run_dir = Path(run_dir)
-    if run_dir.is_file():
-        raise UsageError(f"--resume takes a run folder, not a file: pass --resume {run_dir.parent}")
-    path = run_dir / LAST
-    if not path.is_file():
-        raise MissingFileError(
-            f"{run_dir} holds no {LAST}, so it is not a run of `dias train` that can be resumed; "
-            "pass --resume the folder a run wrote, or start a new run with --config FILE"
-        )
-    checkpoint = load_checkpoint(path)
-    return config_from_checkpoint(checkpoint["config"], path, config=config, overrides=overrides), checkpoint
 
 
 def train(
@@ -238,30 +182,6 @@ def setup(cfg: Config, run_dir: Path, dist_info: distributed.DistInfo, resume: d
     if cfg.train.compile:  # the compiled wrapper shares the parameters; checkpoints keep the plain names
         run.forward_model = torch.compile(run.forward_model)
     return run
-
-
-def restore(run: Run, checkpoint: dict) -> None:
-    """Continue from last.pt: trainable weights, optimizer, grad scaler, step, best, data position, RNG states."""
-    cfg, path = run.cfg, run.run_dir / LAST
-    saved = from_dict(checkpoint["config"])
-    check_compatible(saved, cfg, path)  # a no-op after load_resume; guards a hand-made cfg
-    if run.dist_info.is_main and saved.train.total_steps != cfg.train.total_steps:
-        log.warning(
-            "train.total_steps changes from %d (in %s) to %d: the LR schedule (warm-up, cosine decay) and "
-            "the method's schedules (dias.methods) are now spread over %d steps, "
-            "so from step %d on they differ from those of an uninterrupted run of either length",
-            saved.train.total_steps, path, cfg.train.total_steps, cfg.train.total_steps, checkpoint["step"],
-        )  # fmt: skip
-    load_trainable_state(run.model, checkpoint["model"], path)
-    run.optimizer.load_state_dict(checkpoint["optimizer"])
-    run.scaler.load_state_dict(checkpoint["scaler"])
-    run.step, run.best = checkpoint["step"], checkpoint["best_fg_ari"]
-    run.epoch, run.consumed = checkpoint["data"]["epoch"], checkpoint["data"]["batches"]
-    restore_rng(checkpoint["rng"], run.dist_info, fallback_seed=cfg.train.seed + run.step)
-    if run.dist_info.is_main:
-        truncate_metrics(run.run_dir, run.step)
-        log.info("resumed %s at step %d (epoch %d, batch %d)", run.run_dir, run.step, run.epoch, run.consumed)
-        _warn_of_hand_edits(run.run_dir / CONFIG_FILE_NAME, saved, cfg)
 
 
 def begin(run: Run, *, fresh: bool, max_steps: int | None, time_limit: float | None, progress: bool) -> Session:
@@ -406,28 +326,3 @@ def _validate_and_keep_best(run: Run, session: Session) -> None:
 
 def _format(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-
-
-def _warn_of_hand_edits(path: Path, saved: Config, cfg: Config) -> None:
-    """Warn, naming the keys, when the run's config.yaml holds values that neither last.pt nor `cfg` has.
-
-    A resumed run takes its config from last.pt and the command's overrides, and then rewrites config.yaml:
-    an edit made to the file by hand would otherwise vanish without a word.
-    """
-    if not path.is_file():
-        return
-    try:
-        on_disk = flatten(to_dict(load_config(path)))
-    except DiasError as exc:
-        log.warning("%s cannot be read (%s); it is rewritten from %s", path, exc, LAST)
-        return
-    kept, used = flatten(to_dict(saved)), flatten(to_dict(cfg))
-    edits = [
-        f"{key}={on_disk[key]!r}" for key in on_disk if on_disk[key] != kept.get(key) and on_disk[key] != used.get(key)
-    ]
-    if edits:
-        log.warning(
-            "%s was edited by hand (%s); a resumed run takes its config from %s and the command's key=value "
-            "overrides, so these edits are replaced: pass them as overrides, e.g. `dias train --resume %s %s`",
-            path, ", ".join(edits), LAST, path.parent, " ".join(edit.replace("'", "") for edit in edits),
-        )  # fmt: skip

@@ -1,4 +1,5 @@
-"""Training state that is not a module's: seeding, RNG snapshots and the trainer's checkpoint write.
+"""Training state: the Run (what setup builds and the steps advance), seeding, RNG snapshots and the
+trainer's checkpoint write.
 
 RNG snapshots hold only tensors and plain data, so checkpoints stay loadable with weights_only=True.
 """
@@ -6,16 +7,21 @@ RNG snapshots hold only tensors and plain data, so checkpoints stay loadable wit
 from __future__ import annotations
 
 import logging
+import math
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
+from dias.data.sampling import EpochSampler
 from dias.errors import WriteError
-from dias.methods.base import SlotModel
+from dias.methods.base import Method, SlotModel
 from dias.runtime import distributed
+from dias.runtime.device import Precision
 from dias.schema import Config
 from dias.train.checkpoint import save_checkpoint
 
@@ -83,3 +89,35 @@ def save_training_checkpoint(path: Path, model: SlotModel, cfg: Config, step: in
     except WriteError as exc:  # its words say which file, why, and that the previous one is intact
         raise WriteError(exc.errno, f"could not save the step {step} checkpoint: {exc.strerror}") from exc
     log.info("saved %s (step %d)", path, step)
+
+
+@dataclass
+@dataclass
+class Run:
+    """A training run: what setup builds, and its position, which the steps advance and last.pt holds."""
+
+    cfg: Config
+    run_dir: Path
+    dist_info: distributed.DistInfo
+    method: Method
+    model: SlotModel  # checkpoints keep its parameter names
+    forward_model: torch.nn.Module  # what the step calls: the model, or its DDP / torch.compile wrapper
+    params: list[torch.nn.Parameter]  # the trainable ones: the frozen backbone is not optimised
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    precision: Precision
+    train_loader: DataLoader
+    sampler: EpochSampler
+    val_loader: DataLoader
+    step: int = 0  # optimisation steps done
+    epoch: int = 0  # the data position: the epoch, and the batches of it consumed
+    consumed: int = 0
+    best: float = -math.inf  # the best validation FG-ARI so far
+
+    def checkpoint(self, name: str) -> None:
+        """Save run_dir/name on rank 0, with every rank's RNG states: every rank calls it (a collective)."""
+        state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "best_fg_ari": self.best}
+        state["data"] = {"epoch": self.epoch, "batches": self.consumed}
+        rng = distributed.all_gather_objects(capture_rng(), self.dist_info)
+        if self.dist_info.is_main:
+            save_training_checkpoint(self.run_dir / name, self.model, self.cfg, self.step, rng=rng, **state)
