@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
-from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
-from dias.schedules import distill_weight_at, lr_at, reinit_prob_at
+from dias.losses import reconstruction_loss
+from dias.methods.dias.objective import distill_weight_at, distillation_loss, reinit_prob_at, select_distillation_pair
+from dias.schedules import lr_at
 
 B, K, N = 2, 7, 16
 

@@ -9,10 +9,11 @@ from tiny import TINY
 
 from dias.config import load_config
 from dias.io import WeightsMismatchError
-from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
+from dias.losses import reconstruction_loss
 from dias.masks import masks_from_attention
 from dias.methods import build_model
 from dias.methods.dias.model import DIAS
+from dias.methods.dias.objective import distillation_loss, select_distillation_pair
 from dias.methods.dias.official import dias_official_key_map, load_official_weights
 from dias.schema import num_attention_maps
 

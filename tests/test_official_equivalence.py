@@ -14,8 +14,9 @@ import torch
 from equivalence import assert_segmentation_matches_except_at_ties
 
 from dias.config import load_config
-from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
+from dias.losses import reconstruction_loss
 from dias.methods.dias.model import build_model
+from dias.methods.dias.objective import distillation_loss, select_distillation_pair
 from dias.methods.dias.official import dias_official_key_map, load_official_weights
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from dias.losses import select_distillation_pair
 from dias.masks import masks_from_attention
 from dias.methods.dias.model import build_model
+from dias.methods.dias.objective import select_distillation_pair
 
 
 @pytest.fixture()

@@ -17,9 +17,10 @@ import torch
 from equivalence import assert_segmentation_matches_except_at_ties
 
 from dias.io import WeightsMismatchError
-from dias.losses import preheat_loss, reconstruction_loss
+from dias.losses import reconstruction_loss
 from dias.methods.base import SlotOutput
 from dias.methods.smoothsa.model import SmoothSA, SmoothSAOutput, build_smoothsa
+from dias.methods.smoothsa.objective import preheat_loss
 from dias.methods.smoothsa.official import load_official_smoothsa_weights, smoothsa_official_key_map
 from dias.modules.backbone import OFFICIAL_BACKBONE_PREFIX, PatchStats, build_backbone
 from dias.modules.preheater import Preheater

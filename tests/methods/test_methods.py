@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from tiny import tiny_config
 
 from dias.config import load_config, to_dict
-from dias.losses import distillation_loss, reconstruction_loss
+from dias.losses import reconstruction_loss
 from dias.methods import METHODS, build_model, method_of
 from dias.methods.dias.model import DIAS
+from dias.methods.dias.objective import distill_weight_at, distillation_loss
 from dias.methods.smoothsa.model import SmoothSA
-from dias.schedules import distill_weight_at
 from dias.schema import ConfigError, MethodConfig
 
 REPO = Path(__file__).resolve().parents[2]

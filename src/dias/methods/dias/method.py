@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import torch
 
-from dias.losses import distillation_loss, reconstruction_loss, select_distillation_pair
+from dias.losses import reconstruction_loss
 from dias.methods.base import Method, Objective, StepPlan
 from dias.methods.dias.config import DIASConfig, check
 from dias.methods.dias.model import DIASOutput, build_model
+from dias.methods.dias.objective import distill_weight_at, distillation_loss, reinit_prob_at, select_distillation_pair
 from dias.methods.dias.official import load_official_weights
-from dias.schedules import distill_weight_at, reinit_prob_at
 from dias.schema import Config
 
 RECON, DISTILL = "recon", "distill"

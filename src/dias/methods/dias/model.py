@@ -1,6 +1,6 @@
 """DIAS: frozen backbone -> projection -> slot attention -> feature-reconstructing decoder.
 
-This file is the wiring: the modules live in dias.modules, the losses in dias.losses.
+This file is the wiring: the modules live in dias.modules, the objective in dias.methods.dias.objective.
 
     model = build_model(load_config("configs/dias-coco.yaml"))
     out = model(images=images)  # images (B, 3, 256, 256) uint8

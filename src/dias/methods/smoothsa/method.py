@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import torch
 
-from dias.losses import preheat_loss, reconstruction_loss
+from dias.losses import reconstruction_loss
 from dias.methods.base import Method, Objective, StepPlan
 from dias.methods.common import backbone_from_config
 from dias.methods.smoothsa.config import DEFAULTS, SmoothSAConfig, check, detach_steps
 from dias.methods.smoothsa.model import SmoothSA, SmoothSAOutput, build_smoothsa
+from dias.methods.smoothsa.objective import preheat_loss
 from dias.methods.smoothsa.official import load_official_smoothsa_weights
 from dias.schema import Config
 
