@@ -12,10 +12,10 @@ the image, so its first iteration does not have to undo a random start:
     query = qinit.detach() + query_noise * exp(query_log_std)  in training
     query = qinit.detach()                                     in eval
 
-The preheater is trained only by regressing `qinit` onto the final slots (dias.methods.smoothsa.objective.preheat_loss): slot
-attention starts from a detached copy, so it sends no gradient into `qinit`. While `detach_flag` is set
-(the release's first tenth of training) the preheater also reads detached inputs, so that loss does not
-reach the feature projection either.
+The preheater is trained only by regressing `qinit` onto the final slots
+(dias.methods.smoothsa.objective.preheat_loss): slot attention starts from a detached copy, so it sends
+no gradient into `qinit`. While `detach_flag` is set (the release's first tenth of training) the
+preheater also reads detached inputs, so that loss does not reach the feature projection either.
 """
 
 from __future__ import annotations

@@ -15,14 +15,12 @@ import torch
 from torch import nn
 
 from dias.methods.base import SlotModel, SlotOutput
-from dias.methods.common import backbone_from_config
+from dias.methods.common import backbone_from_config, build_decoder, build_projection, build_slot_attention
 from dias.modules.backbone import FrozenBackbone
-from dias.modules.decoders import MLPDecoder, RandomOrderTransformerDecoder
 from dias.modules.initializers import LearnedQueries, NormalShared
-from dias.modules.layers import PreNormMLP
 from dias.modules.redundancy import merge_redundant_slots
 from dias.modules.slot_attention import SlotAttention
-from dias.schema import Config, ConfigError
+from dias.schema import Config
 
 
 @dataclass(kw_only=True)
@@ -150,30 +148,7 @@ def build_model(cfg: Config) -> DIAS:
     h, w = backbone.grid_size(cfg.data.image_size)
     c = backbone.feature_dim
     initializer_cls = {"normal_shared": NormalShared, "learned": LearnedQueries}[m.initializer.name]
-    if m.decoder.name == "random_order_transformer":
-        if c % m.decoder.num_heads:
-            raise ConfigError(
-                f"config key model.decoder.num_heads = {m.decoder.num_heads} must divide the backbone's feature "
-                f"width {c} (the decoder's width)"
-            )
-        decoder = RandomOrderTransformerDecoder(
-            c,
-            m.slot_dim,
-            num_tokens=h * w,
-            num_layers=m.decoder.num_layers,
-            num_heads=m.decoder.num_heads,
-            mlp_ratio=m.decoder.mlp_ratio,
-            visible_short_prob=m.decoder.visible_short_prob,
-            visible_short_fraction=m.decoder.visible_short_fraction,
-        )
-    else:
-        decoder = MLPDecoder(
-            c,
-            m.slot_dim,
-            num_tokens=h * w,
-            hidden_dim=m.decoder.hidden_dim,
-            num_hidden_layers=m.decoder.num_hidden_layers,
-        )
+    decoder = build_decoder(m.decoder, feature_dim=c, slot_dim=m.slot_dim, num_tokens=h * w)
     reinit = None
     if m.method.reinit.enabled:
         r = m.method.reinit
@@ -184,17 +159,11 @@ def build_model(cfg: Config) -> DIAS:
             num_iters=r.num_iters,
             mask_pruned=r.mask_pruned,
         )
-    model = DIAS(
+    model = DIAS(  # the parts' random weights are drawn in this order: decoder, projection, initializer, ...
         backbone=backbone,
-        project=PreNormMLP(c, c),
+        project=build_projection(c),
         initializer=initializer_cls(m.num_slots, m.slot_dim),
-        slot_attention=SlotAttention(
-            c,
-            m.slot_dim,
-            mlp_hidden_dim=m.slot_attention.mlp_dim,
-            num_iters=m.slot_attention.num_iters,
-            truncate=m.slot_attention.truncate,
-        ),
+        slot_attention=build_slot_attention(m.slot_attention, feature_dim=c, slot_dim=m.slot_dim),
         decoder=decoder,
         reinit=reinit,
     )

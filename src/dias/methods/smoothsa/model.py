@@ -18,11 +18,12 @@ import torch
 from torch import nn
 
 from dias.methods.base import SlotModel, SlotOutput
+from dias.methods.common import build_decoder, build_projection, build_slot_attention
 from dias.modules.backbone import FrozenBackbone
 from dias.modules.decoders import RandomOrderTransformerDecoder
-from dias.modules.layers import PreNormMLP
 from dias.modules.preheater import Preheater
 from dias.modules.slot_attention import SlotAttention
+from dias.schema import SlotAttentionConfig, TransformerDecoderConfig
 
 
 @dataclass(kw_only=True)
@@ -129,25 +130,22 @@ def build_smoothsa(
     """
     h, w = backbone.grid_size(image_size)
     c = backbone.feature_dim
-    if c % decoder_heads:
-        raise ValueError(f"decoder_heads = {decoder_heads} must divide the backbone's feature width {c}")
-    model = SmoothSA(
+    slot_attention = SlotAttentionConfig(num_iters=num_iters, mlp_dim=slot_mlp_dim, truncate=truncate)
+    decoder = TransformerDecoderConfig(
+        num_layers=decoder_layers,
+        num_heads=decoder_heads,
+        mlp_ratio=decoder_mlp_ratio,
+        visible_short_prob=visible_short_prob,
+        visible_short_fraction=visible_short_fraction,
+    )
+    model = SmoothSA(  # the parts' random weights are drawn in this order: projection, preheater, ...
         backbone=backbone,
-        project=PreNormMLP(c, c),
+        project=build_projection(c),
         preheater=Preheater(
             c, slot_dim, num_slots=num_slots, num_heads=preheater_heads, mlp_hidden_dim=preheater_ffn_dim
         ),
-        slot_attention=SlotAttention(c, slot_dim, mlp_hidden_dim=slot_mlp_dim, num_iters=num_iters, truncate=truncate),
-        decoder=RandomOrderTransformerDecoder(
-            c,
-            slot_dim,
-            num_tokens=h * w,
-            num_layers=decoder_layers,
-            num_heads=decoder_heads,
-            mlp_ratio=decoder_mlp_ratio,
-            visible_short_prob=visible_short_prob,
-            visible_short_fraction=visible_short_fraction,
-        ),
+        slot_attention=build_slot_attention(slot_attention, feature_dim=c, slot_dim=slot_dim),
+        decoder=build_decoder(decoder, feature_dim=c, slot_dim=slot_dim, num_tokens=h * w),
     )
     model.init_weights()
     return model
