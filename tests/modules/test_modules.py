@@ -99,11 +99,11 @@ def test_slot_attention_masked_slots_get_nothing(slot_attention):
     mask[1, 2:] = False
     slots = torch.randn(B, K, D)
     slots[:, 0] += 100  # would win everywhere if it were not masked
-    _, attn = slot_attention(torch.randn(B, N, C), slots, mask)
+    _, attn = slot_attention(torch.randn(B, N, C), slots, slot_mask=mask)
     assert torch.all(attn[:, ~mask] == 0)
     winners = attn.argmax(dim=2)  # (T, B, N)
     assert all(mask[b][winners[:, b]].all() for b in range(B))
-    _, attn = slot_attention(torch.randn(B, N, C), slots, torch.zeros(B, K, dtype=torch.bool))
+    _, attn = slot_attention(torch.randn(B, N, C), slots, slot_mask=torch.zeros(B, K, dtype=torch.bool))
     assert torch.all(attn == 0)
 
 
@@ -185,7 +185,7 @@ def test_mlp_decoder():
     decoder = MLPDecoder(C, D, num_tokens=N, hidden_dim=32, num_hidden_layers=2)
     mask = torch.ones(B, K, dtype=torch.bool)
     mask[0, 0] = False
-    out = decoder(None, torch.randn(B, K, D), mask)
+    out = decoder(None, torch.randn(B, K, D), slot_mask=mask)
     assert out.recon.shape == (B, N, C) and out.attn.shape == (B, K, N)
     torch.testing.assert_close(out.attn.sum(dim=1), torch.ones(B, N))
     assert torch.all(out.attn[0, 0] == 0)

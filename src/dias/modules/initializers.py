@@ -39,7 +39,7 @@ class NormalShared(nn.Module):
         nn.init.xavier_uniform_(self.log_std)
 
     def forward(
-        self, batch_size: int, num_slots: int | None = None, *, noise: torch.Tensor | None = None
+        self, batch_size: int, *, num_slots: int | None = None, noise: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Slots (B, K, D); `noise` (B, K, D) replaces the standard-normal draw (e.g. one recorded elsewhere)."""
         shape = (batch_size, num_slots or self.num_slots, self.mean.shape[-1])
@@ -57,7 +57,7 @@ class LearnedQueries(nn.Module):
         nn.init.xavier_uniform_(self.queries)
 
     def forward(
-        self, batch_size: int, num_slots: int | None = None, *, noise: torch.Tensor | None = None
+        self, batch_size: int, *, num_slots: int | None = None, noise: torch.Tensor | None = None
     ) -> torch.Tensor:
         """The queries (B, K, D); `noise` is accepted for the initializers' common signature, and must be None."""
         if noise is not None:

@@ -71,8 +71,8 @@ class Preheater(nn.Module):
     def forward(
         self,
         inputs: torch.Tensor,
-        num_slots: int | None = None,
         *,
+        num_slots: int | None = None,
         noise: torch.Tensor | None = None,
         query_noise: torch.Tensor | None = None,
         detach_inputs: bool | None = None,

@@ -63,6 +63,7 @@ class SlotAttention(nn.Module):
         self,
         inputs: torch.Tensor,
         slots: torch.Tensor,
+        *,
         slot_mask: torch.Tensor | None = None,
         num_iters: int | None = None,
     ) -> SlotAttentionOutput:

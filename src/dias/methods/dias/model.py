@@ -95,14 +95,14 @@ class DIAS(SlotModel):
             )
         features, inputs = self.encode(images, features)  # (B, N, C), (B, N, C)
         if init_slots is None:
-            init_slots = self.initializer(features.shape[0], num_slots, noise=init_noise)  # (B, K, D)
-        slots, attn = self.slot_attention(inputs, init_slots, slot_mask)  # (B, K, D), (T, B, K, N)
+            init_slots = self.initializer(features.shape[0], num_slots=num_slots, noise=init_noise)  # (B, K, D)
+        slots, attn = self.slot_attention(inputs, init_slots, slot_mask=slot_mask)  # (B, K, D), (T, B, K, N)
         keep = None
         if self._reinit_now(reinit):
             slots, attn, keep = self._prune_and_reaggregate(inputs, slots, attn, slot_mask)
             if self.reinit.mask_pruned:
                 slot_mask = keep
-        decoded = self.decoder(features, slots, slot_mask, perm, visible)
+        decoded = self.decoder(features, slots, slot_mask=slot_mask, perm=perm, visible=visible)
         return DIASOutput(
             features=features,
             slots=slots,
@@ -134,7 +134,7 @@ class DIAS(SlotModel):
             min_clusters=settings.min_clusters,
         )
         mask = merged.keep if settings.mask_pruned else slot_mask
-        slots, extra_attn = self.slot_attention(inputs, merged.slots, mask, settings.num_iters)
+        slots, extra_attn = self.slot_attention(inputs, merged.slots, slot_mask=mask, num_iters=settings.num_iters)
         if settings.mask_pruned:
             slots = slots * merged.keep[:, :, None]  # pruned slots stay empty
         # The teacher of self-distillation is the last map produced: the re-initialized one.

@@ -78,10 +78,10 @@ class SmoothSA(SlotModel):
         """
         features, inputs = self.encode(images, features)  # (B, N, C), (B, N, C)
         preheated = self.preheater(
-            inputs, num_slots, noise=init_noise, query_noise=query_noise, detach_inputs=detach_preheat
+            inputs, num_slots=num_slots, noise=init_noise, query_noise=query_noise, detach_inputs=detach_preheat
         )
-        slots, attn = self.slot_attention(inputs, preheated.query, slot_mask)  # (B, K, D), (T, B, K, N)
-        decoded = self.decoder(features, slots, slot_mask, perm, visible)
+        slots, attn = self.slot_attention(inputs, preheated.query, slot_mask=slot_mask)  # (B, K, D), (T, B, K, N)
+        decoded = self.decoder(features, slots, slot_mask=slot_mask, perm=perm, visible=visible)
         return SmoothSAOutput(
             features=features,
             slots=slots,
