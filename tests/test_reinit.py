@@ -1,4 +1,4 @@
-"""Pruning + re-initialized aggregation wired into the model (METHOD.md (a)-(c))."""
+"""Pruning + re-initialized aggregation wired into the model (the paper's steps (a)-(c))."""
 
 import pytest
 import torch

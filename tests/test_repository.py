@@ -23,7 +23,8 @@ TEXT_SUFFIXES = {".md", ".py", ".sh", ".yaml", ".yml", ".toml", ".txt", ".json",
 # "../shared/", "issue 21", "issue #3", "issues/12", "the issue asks"; the outside reference notes by name
 # ("SPEC §6", "TRAJECTORY.md"), which a reader of the repository does not have
 OUTSIDE_REFERENCE = re.compile(
-    r"\.\./shared\b|(?i:\bissues? ?#?\d+|\bissues/\d+|\bthe issue\b)|\bSPEC\b|\b(?:FIXTURES|SMOOTHSA|TRAJECTORY)\.md\b"
+    r"\.\./shared\b|(?i:\bissues? ?#?\d+|\bissues/\d+|\bthe issue\b)|\bSPEC\b"
+    r"|\b(?:FIXTURES|SMOOTHSA|TRAJECTORY|METHOD|VIDEO|STYLE)\.md\b"
 )
 THIS_FILE = Path(__file__).resolve().relative_to(REPO).as_posix()
 

@@ -161,7 +161,8 @@ def from_dict(raw: dict[str, Any], *, version: str | None = None) -> Config:
     config.yaml names it under VERSION_KEY. Data saved by an older layout is upgraded first (upgrade_layout).
     The method that model.method names adds its defaults beneath `raw`, then checks the result.
     """
-    from dias.methods import METHODS  # the methods' sections, defaults and checks (they import torch)
+    # imported here so that `import dias` and `dias --help` stay quick: the methods import torch and timm
+    from dias.methods import METHODS
 
     raw = dict(raw)
     version = raw.pop(VERSION_KEY, version)
@@ -173,7 +174,7 @@ def from_dict(raw: dict[str, Any], *, version: str | None = None) -> Config:
             f"config key model.method.name = {name!r} is not one of {', '.join(map(repr, METHODS))}{hint}"
         )
     beneath = merge_config({"model": {"method": {"name": name}}}, METHODS[name].defaults)
-    cfg = _build(Config, merge_config(beneath, raw), prefix="", root=raw)
+    cfg = _build(Config, merge_config(beneath, raw), prefix="")
     METHODS[name].check(cfg)
     return cfg
 
@@ -280,8 +281,8 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _build(cls: type, raw: Any, prefix: str, root: dict[str, Any], owner: str = "") -> Any:
-    """`cls` from `raw`; `owner` names the key that picked `cls` (for the unknown-key message)."""
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    """`cls` from `raw`, whose keys sit under `prefix` (for the messages)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
@@ -290,7 +291,7 @@ def _build(cls: type, raw: Any, prefix: str, root: dict[str, Any], owner: str = 
     for key in raw:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-            of = f" (of {prefix}name={raw['name']})" if "name" in raw and "name" in names else owner
+            of = f" (of {prefix}name={raw['name']})" if "name" in raw and "name" in names else ""
             hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys{of}: {', '.join(names)}"
             raise ConfigError(f"unknown config key {prefix}{key}{hint}")
     kwargs = {}
@@ -302,9 +303,9 @@ def _build(cls: type, raw: Any, prefix: str, root: dict[str, Any], owner: str = 
             value = {"name": raw[name]} if isinstance(raw[name], str) else raw[name]  # a bare name: the defaults
             default_name = _default(cls, name).name
             tag = value.get("name", default_name) if isinstance(value, dict) else default_name
-            kwargs[name] = _build(_tagged_class(kind, tag, f"{prefix}{name}."), value, f"{prefix}{name}.", root)
+            kwargs[name] = _build(_tagged_class(kind, tag, f"{prefix}{name}."), value, f"{prefix}{name}.")
         elif dataclasses.is_dataclass(kind):
-            kwargs[name] = _build(kind, raw[name], f"{prefix}{name}.", root)
+            kwargs[name] = _build(kind, raw[name], f"{prefix}{name}.")
         else:
             key, rule = f"{prefix}{name}", fields[name].metadata.get(RULE)
             fix = f"; e.g. {key}={_as_override(_default(cls, name))}"  # the default: a value that loads

@@ -7,7 +7,7 @@
     objective = method.objective(out, plan, cfg)   # the loss to back-propagate and its terms
 
 The training loop (dias.train.loop), `dias doctor` and the benchmarks call these and nothing else, so
-none of them spells a loss out; a method's module (dias.methods.dias.method, dias.methods.smoothsa.method) owns its
+none of them spells a loss out; a method's folder (dias.methods.dias, dias.methods.smoothsa) owns its
 loss terms, their weights and schedules, and its per-step options. `forward` stays loss-free.
 """
 
@@ -65,7 +65,7 @@ class SlotModel(nn.Module):
         return features, self.project(features)
 
     def forward(self, *args: Any, **kwargs: Any) -> SlotOutput:
-        raise NotImplementedError
+        raise NotImplementedError("a method's model defines forward")
 
     def init_weights(self) -> None:
         """The release's initialisation of the shared parts: zero Linear and GRU biases, the decoder's layers

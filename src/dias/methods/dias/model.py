@@ -124,7 +124,7 @@ class DIAS(SlotModel):
     def _prune_and_reaggregate(
         self, inputs: torch.Tensor, slots: torch.Tensor, attn: torch.Tensor, slot_mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Merge redundant slots, then run further iterations from the merged slots (METHOD.md (a), (b))."""
+        """Merge redundant slots, then run further iterations from the merged slots (the paper's steps (a), (b))."""
         settings = self.reinit
         merged = merge_redundant_slots(
             slots,
