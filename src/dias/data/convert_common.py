@@ -1,6 +1,6 @@
 """The write loop every `dias prepare` converter shares: ordered, parallel, resumable, with a progress bar.
 
-A converter turns its raw files into a list of small picklable jobs (paths and settings, one per image)
+A converter turns its raw files into a list of small picklable jobs (paths and settings, one per image or clip)
 and a top-level `encode(job) -> bytes` function that builds one record. `write_split` runs `encode` in
 worker processes, appends the records in job order through LmdbWriter (atomic `.partial` file, resume
 after an interruption by skipping the first `num_written` jobs) and keeps a finished split made with the
@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from dias.data.records import LmdbWriter, load_header
+from dias.data.records import CLIP_KIND, IMAGE_KIND, LmdbWriter, load_header
 from dias.errors import FileInTheWayError
 
 CHUNK_SIZE = 16
@@ -41,6 +41,7 @@ def write_split(
     jobs: Sequence[Any],
     encode: Callable[[Any], bytes],
     image_format: str = "png",
+    kind: str = IMAGE_KIND,
     num_workers: int | None = 1,
     overwrite: bool = False,
     progress: bool = True,
@@ -55,14 +56,16 @@ def write_split(
     count = len(jobs)
     if path.exists() and not overwrite:
         header = load_header(path)
-        if header["dataset"] == dataset and header["info"] == info:
+        if header["dataset"] == dataset and header["info"] == info and header.get("kind", IMAGE_KIND) == kind:
             log.info("%s is already complete", path)
             return {"path": str(path), "num_records": header["num_records"], "num_resumed": count}
         raise FileInTheWayError(
             f"{path} already holds a {header['dataset']} split made with {header['info']}, not {info}; "
             "pass overwrite=True (`--overwrite`) to replace it"
         )
-    writer = LmdbWriter(path, dataset=dataset, split=split, image_format=image_format, info=info, overwrite=overwrite)
+    writer = LmdbWriter(
+        path, dataset=dataset, split=split, image_format=image_format, info=info, kind=kind, overwrite=overwrite
+    )
     with writer:
         start = writer.num_written
         if start > count:
@@ -71,7 +74,8 @@ def write_split(
                 "pass overwrite=True (`--overwrite`) to start again"
             )
         remaining = _slice(jobs, start)
-        bar = tqdm(total=count, initial=start, desc=f"{dataset} {split}", unit="img", disable=not progress)
+        unit = "clip" if kind == CLIP_KIND else "img"
+        bar = tqdm(total=count, initial=start, desc=f"{dataset} {split}", unit=unit, disable=not progress)
         with bar:
             for value in _run(encode, remaining, default_workers(num_workers), chunk_size):
                 writer.append(value)

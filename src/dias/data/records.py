@@ -2,9 +2,13 @@
 
 A split is a single LMDB file (`subdir=False`), e.g. `ROOT/train.lmdb`, holding:
 
-- `b"__header__"`: UTF-8 JSON `{"format": "dias-lmdb", "version": 1, "num_records": N, "dataset": ...,
-  "split": ..., "ignore_id": 65535, "image_format": "png" | "jpeg", "info": {...}}`, written last.
+- `b"__header__"`: UTF-8 JSON `{"format": "dias-lmdb", "version": 1, "kind": "image" | "clip",
+  "num_records": N, "dataset": ..., "split": ..., "ignore_id": 65535, "image_format": "png" | "jpeg",
+  "info": {...}}`, written last. A header without "kind" (files of dias 0.x) is an image split.
 - `b"00000000"`, `b"00000001"`, ...: one sample each, 8-digit zero-padded ASCII keys in write order.
+
+An image split holds the image records below; a clip split holds clip records (clip_codec.py: T frames,
+T masks with ids kept across frames, optional boxes and classes), with the same keys, header and checks.
 
 A sample value is a small binary container, little-endian:
 
@@ -37,6 +41,7 @@ from typing import Any
 import lmdb
 import numpy as np
 
+from dias.data.clip_codec import Clip, decode_clip
 from dias.data.codec import (
     FORMAT_VERSION,
     IGNORE_ID,
@@ -57,6 +62,8 @@ PROGRESS_KEY = b"__progress__"
 SPLIT_SUFFIX = ".lmdb"  # a split is ROOT/SPLIT.lmdb
 PARTIAL_SUFFIX = ".partial"
 LOCK_SUFFIX = "-lock"
+IMAGE_KIND, CLIP_KIND = "image", "clip"
+KINDS = (IMAGE_KIND, CLIP_KIND)
 DEFAULT_MAP_SIZE = 1 << 30
 DEFAULT_COMMIT_EVERY = 256
 PREPARE_HINT = "create it with `dias prepare ...` (e.g. `dias prepare synthetic --out DIR`)"
@@ -96,13 +103,17 @@ class LmdbWriter:
         split: str,
         image_format: str = "png",
         info: dict[str, Any] | None = None,
+        kind: str = IMAGE_KIND,
         map_size: int = DEFAULT_MAP_SIZE,
         commit_every: int = DEFAULT_COMMIT_EVERY,
         overwrite: bool = False,
     ):
         if image_format not in IMAGE_FORMATS:
             raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         self.path = Path(path)
+        self.kind = kind
         self.partial_path = partial_path(self.path)
         self.image_format = image_format
         self.commit_every = max(1, int(commit_every))
@@ -111,6 +122,8 @@ class LmdbWriter:
                 f"{self.path} already exists; pass overwrite=True (`--overwrite`) to replace it, or delete it"
             )
         identity = {"dataset": dataset, "split": split, "image_format": image_format, "info": info or {}}
+        if kind != IMAGE_KIND:  # image partial files written before clips existed still resume
+            identity["kind"] = kind
         try:
             self._identity = json.loads(json.dumps(identity, allow_nan=False))
         except (TypeError, ValueError) as exc:
@@ -153,10 +166,12 @@ class LmdbWriter:
 
     def add(self, image: np.ndarray, mask: np.ndarray, meta: dict[str, Any]) -> int:
         """Encode and append one sample; returns its index."""
+        if self.kind != IMAGE_KIND:
+            raise TypeError(f"{self.path} is a {self.kind} split; append records made by clip_codec.encode_clip")
         return self.append(encode_record(image, mask, meta, self.image_format))
 
     def append(self, value: bytes) -> int:
-        """Append one record made by `encode_record`; returns its index."""
+        """Append one record made by `encode_record` (`encode_clip` for a clip split); returns its index."""
         if self._closed:
             raise RuntimeError(f"writer for {self.path} is closed")
         index = self.num_written
@@ -180,6 +195,7 @@ class LmdbWriter:
         header = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
+            "kind": self.kind,
             "num_records": self.num_written,
             "dataset": self._identity["dataset"],
             "split": self._identity["split"],
@@ -340,6 +356,11 @@ class LmdbReader:
     def __len__(self) -> int:
         return int(self.header["num_records"])
 
+    @property
+    def kind(self) -> str:
+        """ "image" or "clip"; headers without a kind are image splits."""
+        return self.header.get("kind", IMAGE_KIND)
+
     def read_bytes(self, index: int) -> bytes:
         """The raw record value of sample `index`."""
         if not 0 <= index < len(self):
@@ -359,7 +380,18 @@ class LmdbReader:
 
     def read(self, index: int) -> Record:
         """The decoded sample `index`; a damaged record raises CorruptRecordError."""
+        self._require_kind(IMAGE_KIND)
         return decode_record(self.read_bytes(index), self.path, record_key(index))
+
+    def read_clip(self, index: int, frames: list[int] | range | None = None) -> Clip:
+        """The clip `index` with only `frames` decoded (default all); a damaged record raises CorruptRecordError."""
+        self._require_kind(CLIP_KIND)
+        return decode_clip(self.read_bytes(index), self.path, record_key(index), frames)
+
+    def _require_kind(self, kind: str) -> None:
+        if self.kind != kind:
+            other = "a clip dataset (ClipDataset)" if self.kind == CLIP_KIND else "an image dataset (LmdbDataset)"
+            raise LmdbFormatError(f"{self.path} holds {self.kind} records, not {kind} records; read it with {other}")
 
     def close(self) -> None:
         if self._env is not None:
@@ -392,6 +424,8 @@ def read_header(env: lmdb.Environment, path: str | Path) -> dict[str, Any]:
         raise LmdbFormatError(f"{path}: the header is not UTF-8 JSON ({exc}); {PREPARE_HINT}") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         raise LmdbFormatError(f"{path} is not a {FORMAT_NAME} file; {PREPARE_HINT}")
+    if header.get("kind", IMAGE_KIND) not in KINDS:
+        raise LmdbFormatError(f"{path} holds records of kind {header.get('kind')!r}; this dias reads {KINDS}")
     if header.get("version") != FORMAT_VERSION:
         raise LmdbFormatError(
             f"{path} uses {FORMAT_NAME} version {header.get('version')} but this dias reads version "
