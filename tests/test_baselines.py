@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from dias.baselines import BASELINE_NAMES, baseline_masks, grid_partition, kmeans, voronoi_partition
+from dias.baselines import (
+    BASELINE_NAMES,
+    baseline_masks,
+    grid_partition,
+    kmeans,
+    video_baseline_masks,
+    voronoi_partition,
+)
 from dias.metrics import ari
 
 
@@ -69,3 +76,28 @@ def test_kmeans_runs_in_float32_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         under_autocast = kmeans(tokens, 5, seed=0)
     assert torch.equal(under_autocast, kmeans(tokens, 5, seed=0))
+
+
+def test_video_baselines_are_one_hot_per_frame_and_blind_ones_are_constant_over_time():
+    tokens = torch.randn(2, 3, 36, 8)  # (B, T, N, C)
+    for name in BASELINE_NAMES:
+        masks = video_baseline_masks(name, tokens, num_slots=4, grid_size=(6, 6))
+        assert masks.shape == (2, 3, 4, 6, 6)
+        assert torch.equal(masks.sum(dim=2), torch.ones(2, 3, 6, 6))
+    for name in ("grid", "voronoi"):
+        masks = video_baseline_masks(name, tokens, num_slots=4, grid_size=(6, 6))
+        image = baseline_masks(name, tokens[:, 0], num_slots=4, grid_size=(6, 6))
+        assert torch.equal(masks, image[:, None].expand(-1, 3, -1, -1, -1))
+    with pytest.raises(ValueError, match=r"\(B, T, N, C\)"):
+        video_baseline_masks("grid", tokens[0], num_slots=4, grid_size=(6, 6))
+
+
+def test_video_kmeans_finds_each_frames_clusters_with_ids_redrawn_per_frame():
+    generator = torch.Generator().manual_seed(0)
+    truth = torch.randint(4, (64,), generator=generator)
+    centres = torch.randn(4, 8, generator=generator) * 10
+    frame = centres[truth] + 0.1 * torch.randn(64, 8, generator=generator)
+    tokens = frame.expand(1, 8, 64, 8)  # (B, T, N, C): one frame, eight times
+    labels = video_baseline_masks("kmeans", tokens, num_slots=4, grid_size=(8, 8)).argmax(dim=2).flatten(2)
+    assert torch.allclose(ari(labels[0], truth.expand(8, -1)), torch.ones(8, dtype=torch.float64))
+    assert not all(torch.equal(labels[0, 0], labels[0, t]) for t in range(1, 8))  # no identity across frames

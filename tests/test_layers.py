@@ -22,7 +22,7 @@ LAYERS = [
     ("renderers and the probe", ("viz", "probe")),
     ("methods", ("methods",)),
     ("modules", ("modules",)),
-    ("pure functions", ("losses", "schedules", "metrics", "baselines", "masks")),
+    ("pure functions", ("losses", "schedules", "metrics", "video_metrics", "baselines", "masks")),
     ("data", ("data",)),
     ("runtime", ("runtime",)),
     ("schema, files, errors, version, shipped configs", ("schema", "io", "errors", "version", "configs")),

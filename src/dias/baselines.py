@@ -10,6 +10,11 @@ same bilinear upsampling, argmax and metrics as the model's own masks:
 The first two never look at the image; the third looks only at the features the model is given.
 
     masks = baseline_masks("kmeans", tokens, num_slots=7, grid_size=(16, 16), seed=0)  # (B, 7, 16, 16)
+
+For video, `video_baseline_masks` applies the same rules to every frame of a clip, (B, T, N, C) tokens to
+(B, T, K, h, w) masks: the grid and the Voronoi cells are one partition for all frames (constant over
+time, so each cell is a track), and k-means runs on each frame's tokens alone, so its cluster ids are drawn
+afresh per frame and carry no identity from one frame to the next.
 """
 
 from __future__ import annotations
@@ -145,3 +150,14 @@ def baseline_masks(
     else:
         raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINE_NAMES)}")
     return masks.to(tokens.device).expand(b, -1, -1, -1)
+
+
+def video_baseline_masks(
+    name: str, tokens: torch.Tensor, *, num_slots: int, grid_size: tuple[int, int], seed: int = 0
+) -> torch.Tensor:
+    """The masks (B, T, K, h, w) of baseline `name` for clips of tokens (B, T, N, C), frame by frame."""
+    if tokens.dim() != 4:
+        raise ValueError(f"video tokens must be (B, T, N, C), got {tuple(tokens.shape)}")
+    b, t = tokens.shape[:2]
+    masks = baseline_masks(name, tokens.flatten(0, 1), num_slots=num_slots, grid_size=grid_size, seed=seed)
+    return masks.unflatten(0, (b, t))  # (B·T, K, h, w) -> (B, T, K, h, w)
