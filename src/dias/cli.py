@@ -85,6 +85,16 @@ def _add_prepare_parser(commands) -> None:
     synthetic.add_argument("--workers", type=positive_int, default=None, help="worker processes (default: all cores)")
     synthetic.add_argument("--overwrite", action="store_true", help="replace finished splits in --out")
     synthetic.set_defaults(run=_prepare_synthetic, on_stop=RESUMES)
+    video = datasets.add_parser("synthetic-video", help="generate the built-in video dataset")
+    video.add_argument("--out", type=Path, required=True, help="folder for train.lmdb and val.lmdb")
+    video.add_argument("--num-train", type=int, default=None, help="training videos")
+    video.add_argument("--num-val", type=int, default=None, help="validation videos")
+    video.add_argument("--num-frames", type=int, default=None, help="frames per video")
+    video.add_argument("--size", type=int, default=None, help="frame side in pixels")
+    video.add_argument("--seed", type=int, default=None, help="generator seed")
+    video.add_argument("--workers", type=positive_int, default=None, help="worker processes (default: all cores)")
+    video.add_argument("--overwrite", action="store_true", help="replace finished splits in --out")
+    video.set_defaults(run=_prepare_synthetic_video, on_stop=RESUMES)
     _add_benchmark_commands(commands, datasets)
 
 
@@ -226,6 +236,24 @@ def _prepare_synthetic(args: argparse.Namespace) -> int:
         args.out, overwrite=args.overwrite, **{k: v for k, v in options.items() if v is not None}
     )
     print(f"synthetic dataset ready in {args.out}: {summary}")
+    return 0
+
+
+def _prepare_synthetic_video(args: argparse.Namespace) -> int:
+    from dias.data import synthetic_video
+
+    options = {
+        "num_train": args.num_train,
+        "num_val": args.num_val,
+        "num_frames": args.num_frames,
+        "size": args.size,
+        "seed": args.seed,
+        "num_workers": args.workers,
+    }
+    summary = synthetic_video.prepare_synthetic_video(
+        args.out, overwrite=args.overwrite, **{k: v for k, v in options.items() if v is not None}
+    )
+    print(f"synthetic video dataset ready in {args.out}: {summary}")
     return 0
 
 

@@ -81,7 +81,7 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
     if size < MIN_SIZE:
         raise UsageError(f"synthetic images need size >= {MIN_SIZE} pixels, got {size}")
     background_name = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
-    image = _render_background(rng, size, background_name)  # (H,W,3) float
+    image = render_background(rng, size, background_name)  # (H,W,3) float
     num_objects = int(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1))
     min_area = math.ceil(MIN_VISIBLE_FRACTION * size * size)
     colors = rng.permutation(len(PALETTE))[:num_objects]  # distinct within the scene
@@ -154,14 +154,14 @@ def _sample_object(rng: np.random.Generator, size: int, color_index: int):
     if points == 0:
         inside = u * u + v * v <= 1.0
     else:
-        inside = _inside_star(u, v, points, inner, phase)
+        inside = inside_star(u, v, points, inner, phase)
     # brightness: 1 on the lit side, `darkest` on the far side, linear in between
     toward_light = np.clip((x * math.cos(light_angle) + y * math.sin(light_angle)) / radius, -1.0, 1.0)
     shading = (darkest + (1.0 - darkest) * (toward_light + 1.0) / 2).astype(np.float32)
     return shape, color, slice(top, bottom), slice(left, right), inside, shading
 
 
-def _inside_star(u: np.ndarray, v: np.ndarray, points: int, inner: float, phase: float) -> np.ndarray:
+def inside_star(u: np.ndarray, v: np.ndarray, points: int, inner: float, phase: float) -> np.ndarray:
     """Points (u,v) inside a star polygon with outer radius 1, folded into one half-sector."""
     sector = 2 * math.pi / points
     radius = np.hypot(u, v)
@@ -173,7 +173,7 @@ def _inside_star(u: np.ndarray, v: np.ndarray, points: int, inner: float, phase:
     return edge_x * qy - edge_y * (qx - 1.0) >= 0.0
 
 
-def _render_background(rng: np.random.Generator, size: int, name: str) -> np.ndarray:
+def render_background(rng: np.random.Generator, size: int, name: str) -> np.ndarray:
     """A muted (H,W,3) float32 texture in [0, 255]."""
     gray = rng.uniform(50, 170, size=(2, 1))
     colors = (gray + 0.4 * (rng.uniform(30, 200, size=(2, 3)) - gray)).astype(np.float32)  # muted pair
