@@ -6,6 +6,9 @@ import torch
 from torch import nn
 
 from dias.errors import UsageError
+from dias.modules.layers import MLP
+
+BOX_FEATURES = 4  # a conditioning box is (left, top, right, bottom), normalised to [0, 1]
 
 
 def standard_normal(
@@ -65,3 +68,20 @@ class LearnedQueries(nn.Module):
         if num_slots is not None and num_slots != self.num_slots:
             raise UsageError(f"learned queries hold {self.num_slots} slots; cannot give {num_slots}")
         return self.queries.expand(batch_size, -1, -1)  # (B, K, D)
+
+
+class BoxMLP(nn.Module):
+    """Conditional first slots from boxes: Linear -> GELU -> Linear (-> LayerNorm), one slot per box.
+
+    boxes (B, K, 4) -> (B, K, D). The video releases condition frame 0 on each object's box (normalised ltrb;
+    padding rows hold a pad value); RandSF.Q uses the MLP's output as the query itself, SmoothSA-video as the
+    mean of its preheater's sample with a LayerNorm after the MLP (`post_norm`). Deterministic.
+    """
+
+    def __init__(self, in_features: int, slot_dim: int, *, hidden_features: int | None = None, post_norm: bool = False):
+        super().__init__()
+        self.mlp = MLP(in_features, hidden_features or slot_dim, out_features=slot_dim)
+        self.norm = nn.LayerNorm(slot_dim) if post_norm else nn.Identity()
+
+    def forward(self, boxes: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.mlp(boxes))  # (B, K, D)

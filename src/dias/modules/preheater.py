@@ -4,7 +4,9 @@ SmoothSA (Zhao et al., "Smoothing Slot Attention Iterations and Recurrences", ht
 code https://github.com/Genera1Z/SmoothSA) starts slot attention from queries that have already looked at
 the image, so its first iteration does not have to undo a random start:
 
-    sample = mean + noise * exp(log_std)                       (B, K, D), one Gaussian shared by all slots
+    sample = mean + noise * exp(log_std)                       (B, K, D), one Gaussian shared by all slots,
+                                                               or mean = box_mlp(boxes) (SmoothSA-video's
+                                                               conditional first frame: one slot per box)
     memory = memory_proj(inputs)                               (B, N, D), not normalised
     x = sample + CrossAttn(x, memory)                          cross-attention first, on the raw sample
     x = x + SelfAttn(self_attn_norm(x))                        pre-norm self-attention among the slots
@@ -25,7 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from dias.modules.initializers import standard_normal
+from dias.modules.initializers import BoxMLP, standard_normal
 from dias.modules.layers import MLP, MultiHeadAttention
 
 
@@ -53,11 +55,16 @@ class Preheater(nn.Module):
         num_slots: int,
         num_heads: int = 4,
         mlp_hidden_dim: int = 1024,
+        box_features: int | None = None,
     ):
         super().__init__()
         self.num_slots = num_slots
-        # Zero init, as released: the first samples are plain N(0, 1) noise.
-        self.mean = nn.Parameter(torch.zeros(1, 1, slot_dim))
+        # Zero init, as released: the first samples are plain N(0, 1) noise. With box_features the mean is
+        # instead a post-norm MLP of each slot's box (NormalMlpPreheated in the SmoothSA release).
+        if box_features is None:
+            self.mean = nn.Parameter(torch.zeros(1, 1, slot_dim))
+        else:
+            self.box_mlp = BoxMLP(box_features, slot_dim, post_norm=True)
         self.log_std = nn.Parameter(torch.zeros(1, 1, slot_dim))
         self.query_log_std = nn.Parameter(torch.zeros(1, 1, slot_dim))
         self.memory_proj = nn.Linear(in_features, slot_dim)  # with bias, unlike everything after it
@@ -72,6 +79,7 @@ class Preheater(nn.Module):
         self,
         inputs: torch.Tensor,
         *,
+        boxes: torch.Tensor | None = None,
         num_slots: int | None = None,
         noise: torch.Tensor | None = None,
         query_noise: torch.Tensor | None = None,
@@ -79,12 +87,17 @@ class Preheater(nn.Module):
     ) -> PreheaterOutput:
         """inputs (B, N, C) projected features -> sample, qinit, query (B, K, D).
 
+        boxes (B, K, 4) are required by, and only by, a preheater built with box_features; they set K.
         noise / query_noise (B, K, D) replace the two standard-normal draws (e.g. recorded ones; query_noise
         is used in training only). detach_inputs overrides the `detach_flag` buffer for this call.
         """
-        shape = (inputs.shape[0], num_slots or self.num_slots, self.mean.shape[-1])
-        noise = standard_normal(noise, shape, like=self.mean, name="preheater noise")
-        sample = self.mean + noise * self.log_std.exp()  # (B, K, D)
+        if (boxes is None) != (getattr(self, "box_mlp", None) is None):
+            raise ValueError("pass boxes exactly when the preheater was built with box_features")
+        mean = self.mean if boxes is None else self.box_mlp(boxes)  # (1, 1, D) or (B, K, D)
+        k = (num_slots or self.num_slots) if boxes is None else boxes.shape[1]
+        shape = (inputs.shape[0], k, self.log_std.shape[-1])
+        noise = standard_normal(noise, shape, like=self.log_std, name="preheater noise")
+        sample = mean + noise * self.log_std.exp()  # (B, K, D)
         detach = bool(self.detach_flag) if detach_inputs is None else detach_inputs
         memory = self.memory_proj(inputs.detach() if detach else inputs)  # (B, N, D)
         # The release swaps the decoder layer's blocks: cross-attention first, and its pre-norm is the
@@ -94,6 +107,6 @@ class Preheater(nn.Module):
         qinit = x + self.mlp(self.mlp_norm(x))  # (B, K, D)
         query = qinit.detach()  # slot attention must not train the preheater
         if self.training:
-            query_noise = standard_normal(query_noise, shape, like=self.mean, name="preheater query_noise")
+            query_noise = standard_normal(query_noise, shape, like=self.log_std, name="preheater query_noise")
             query = query + query_noise * self.query_log_std.exp()
         return PreheaterOutput(sample, qinit, query)

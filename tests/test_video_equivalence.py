@@ -1,0 +1,264 @@
+"""Our SmoothSA-video and RandSF.Q models against forward passes recorded from the official releases (CPU float32).
+
+A video fixture (format "video-fixture-v1"; tests/fixtures/README.md) holds one official video model's weights,
+the backbone features of a clip batch (and the first-frame boxes of conditional configs), every random draw of
+an eval and a train pass in call order, and what the model computed. We build the model the file names, load
+its weights, replay its draws and compare every output. Everything (which release, K, the transitioner's
+window, conditioning) is read from the file: DIAS_VIDEO_FIXTURE=PATH runs these tests on another recording
+in the same format (another config or seed). The transitioner's dropout is 0 in the recordings.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+import torch
+from equivalence import assert_segmentation_matches_except_at_ties
+
+from dias.losses import reconstruction_loss
+from dias.methods.randsfq.model import build_randsfq
+from dias.methods.randsfq.objective import slot_contrast_loss
+from dias.methods.randsfq.official import load_official_randsfq_weights, randsfq_official_key_map
+from dias.methods.smoothsa_video.model import build_smoothsa_video
+from dias.methods.smoothsa_video.objective import video_preheat_loss
+from dias.methods.smoothsa_video.official import (
+    load_official_smoothsa_video_weights,
+    smoothsa_video_official_key_map,
+)
+from dias.methods.video import VideoSlotOutput
+from dias.modules.backbone import PatchStats
+
+FIXTURE_DIR = Path(__file__).resolve().parent / "fixtures"
+FIXTURE_ENV = "DIAS_VIDEO_FIXTURE"
+SHIPPED = sorted(FIXTURE_DIR.glob("video_model_*.pt"))
+FIXTURES = [Path(os.environ[FIXTURE_ENV])] if os.environ.get(FIXTURE_ENV) else SHIPPED
+TOL = dict(atol=1e-4, rtol=1e-4)
+SUM_TOL = dict(atol=2e-3, rtol=1e-4)  # sums over 256 or 384 values of order 1
+GRAD_REL, GRAD_ABS = 1e-3, 1e-6  # full gradients: max |ours - ref| <= GRAD_REL * max |ref| + GRAD_ABS
+SKETCH_ABS = 1e-5  # row and column sums: the same with this absolute floor
+NORM_RTOL, NORM_ATOL = 1e-3, 1e-9
+# The releases' video models share the image models' architecture (config-smoothsa/smoothsav_*.py,
+# config-randsfq/randsfq_*.py); K, the window and conditioning come from the fixture.
+ARCHITECTURE = dict(
+    image_size=256,
+    slot_dim=256,
+    num_iters=3,
+    slot_mlp_dim=1024,
+    decoder_layers=4,
+    decoder_heads=4,
+    decoder_mlp_ratio=4.0,
+    visible_short_prob=0.5,
+    visible_short_fraction=0.1,
+    transit_dropout=0.0,  # the recordings' (the release trains with 0.5; dropout masks cannot be recorded)
+)
+RELEASES = {  # the fixture's `repo` -> (builder, weight loader, key map)
+    "SmoothSA": (build_smoothsa_video, load_official_smoothsa_video_weights, smoothsa_video_official_key_map),
+    "RandSF.Q": (build_randsfq, load_official_randsfq_weights, randsfq_official_key_map),
+}
+PASSES = ("eval", "train")
+
+
+@pytest.fixture(scope="module", params=FIXTURES, ids=lambda p: p.stem)
+def fixture(request):
+    path = request.param
+    assert path.is_file(), f"video fixture not found at {path}"
+    data = torch.load(path, weights_only=True)
+    assert data["format"] == "video-fixture-v1", data["format"]
+    return data
+
+
+def _release(fixture):
+    return RELEASES[fixture["repo"]]
+
+
+@pytest.fixture(scope="module")
+def model(fixture):
+    build, load, _ = _release(fixture)
+    # Features are injected, so any backbone with a 16x16 grid at 256 px will do: PatchStats has no weights.
+    backbone = PatchStats(patch_size=16, feature_dim=fixture["train_features"].shape[-1])
+    model = build(
+        backbone,
+        num_slots=int(fixture["num_slots"]),
+        window=int(fixture["transit_dt"]),
+        conditional=bool(fixture["conditional"]),
+        **ARCHITECTURE,
+    )
+    load(model, {k: v.float() for k, v in fixture["weights"].items()})
+    return model
+
+
+def replay(fixture, name: str, num_tokens: int) -> dict:
+    """The recorded draws of a pass, in the release's call order, as our forward's keywords.
+
+    randn_like: the initializer's noise, then (SmoothSA-video, training) the preheater's query noise;
+    randint pairs: the transitioner's slot and feature indices, per frame that draws; vmap_randperm,
+    randint, rand: the decoder's token order, long-case visible count and short/long coin.
+    """
+    names, draws = list(fixture[f"{name}_draw_names"]), list(fixture[f"{name}_draws"])
+    keywords: dict = {}
+    noise = [d for n, d in zip(names, draws, strict=True) if n == "randn_like"]
+    if noise and not (fixture["conditional"] and fixture["repo"] == "RandSF.Q"):
+        keywords["init_noise"] = noise.pop(0)
+    if noise:
+        keywords["query_noise"] = noise.pop(0)
+    assert not noise, f"{name}: unexpected normal draws"
+    end = names.index("vmap_randperm") if "vmap_randperm" in names else len(names)
+    pair_draws = [d for n, d in zip(names[:end], draws[:end], strict=True) if n == "randint"]
+    keywords["pairs"] = list(zip(pair_draws[::2], pair_draws[1::2], strict=True))
+    if end < len(names):
+        assert names[end:] == ["vmap_randperm", "randint", "rand"], names[end:]
+        perm, keep_long, coin = draws[end:]
+        # sample_visible's rule (dias.modules.decoders), with the recorded draws in place of its own
+        keep_short = int(num_tokens * ARCHITECTURE["visible_short_fraction"]) - 1
+        keep = torch.where(coin < 1 - ARCHITECTURE["visible_short_prob"], keep_long, keep_short)
+        keywords |= dict(perm=perm, visible=torch.arange(num_tokens) < keep)
+    return keywords
+
+
+class Pass(NamedTuple):
+    name: str
+    out: VideoSlotOutput
+    expected: dict  # the fixture's entries of this pass, without the prefix
+    losses: dict[str, torch.Tensor]  # loss_recon, loss_ssc, (loss_preheat,) loss_total
+    grads: dict[str, torch.Tensor] | None  # official name -> gradient of loss_total (train)
+    term_grads: dict[str, dict] | None  # term -> official name -> gradient of that weighted term, or None
+
+
+def _losses(fixture, out, expected) -> dict[str, torch.Tensor]:
+    """The release's loss terms and weights (read from the fixture): recon + 0.5 ssc (+ 100 preheat)."""
+    terms = {"recon": reconstruction_loss(out.recon, out.features), "ssc": slot_contrast_loss(out.slots)}
+    if hasattr(out, "qinit"):
+        terms["preheat"] = video_preheat_loss(out.qinit, out.slots)
+    losses = {f"loss_{t}": v for t, v in terms.items()}
+    losses |= {f"loss_{t}_weighted": float(expected[f"loss_{t}_weight"]) * v for t, v in terms.items()}
+    losses["loss_total"] = sum(losses[f"loss_{t}_weighted"] for t in terms)
+    return losses
+
+
+@pytest.fixture(scope="module", params=PASSES)
+def run(request, fixture, model) -> Pass:
+    name = request.param
+    expected = {k.removeprefix(f"{name}_"): v for k, v in fixture.items() if k.startswith(f"{name}_")}
+    model.train(name == "train")
+    model.zero_grad(set_to_none=True)
+    features = expected["features"].float()
+    options = replay(fixture, name, features.shape[2])
+    if "bbox" in expected:
+        options["boxes"] = expected["bbox"]
+    if hasattr(model, "preheater"):
+        options["detach_preheat"] = bool(expected["detach_flag"])
+    out = model(features=features, **options)
+    losses = _losses(fixture, out, expected)
+    grads = term_grads = None
+    if name == "train":
+        _, _, key_map = _release(fixture)
+        ours = dict(model.named_parameters())
+        parameters = {official: ours[k] for official, k in key_map(model).items() if k in ours}
+        term_grads = {}
+        for term in [k.removeprefix("loss_").removesuffix("_weighted") for k in losses if k.endswith("_weighted")]:
+            found = torch.autograd.grad(
+                losses[f"loss_{term}_weighted"], list(parameters.values()), retain_graph=True, allow_unused=True
+            )
+            term_grads[term] = dict(zip(parameters, found, strict=True))
+        losses["loss_total"].backward()
+        grads = {official: p.grad.detach().clone() for official, p in parameters.items()}
+    return Pass(name, out, expected, losses, grads, term_grads)
+
+
+def _labelled(name: str):
+    return lambda message: f"{name}: {message}"
+
+
+def _tokens_last(x: torch.Tensor) -> torch.Tensor:  # (B, T, K, h, w) -> (B, T, K, N)
+    return x.flatten(-2)
+
+
+def test_encoding(run):
+    out, expected = run.out, run.expected
+    torch.testing.assert_close(out.features, expected["features"].float(), atol=0, rtol=0)
+    torch.testing.assert_close(out.inputs.sum(-1), expected["encode_sum_channels"], **SUM_TOL)
+    torch.testing.assert_close(out.inputs.sum(-2), expected["encode_sum_tokens"], **SUM_TOL)
+
+
+def test_queries_and_transitioner(run):
+    out, expected = run.out, run.expected
+    if "out_qinit" in expected:
+        torch.testing.assert_close(out.qinit, expected["out_qinit"], **TOL)
+    torch.testing.assert_close(out.queries, expected["query_per_frame"], **TOL)
+    torch.testing.assert_close(out.queries[:, 1:], expected["transit_out"], **TOL)
+
+
+def test_slots_and_attention(run):
+    out, expected = run.out, run.expected
+    attn = expected.get("out_attenta", expected.get("out_attent"))
+    torch.testing.assert_close(out.slots, expected["out_slotz"], **TOL)
+    torch.testing.assert_close(out.attn, _tokens_last(attn), **TOL)
+
+
+def test_decoder(run):
+    out, expected = run.out, run.expected
+    decoder_attn = expected.get("out_attentd", expected.get("out_attent2"))
+    torch.testing.assert_close(out.decoder_attn, _tokens_last(decoder_attn), **TOL)
+    if "out_recon" in expected:  # (B, T, C, h, w) in full
+        torch.testing.assert_close(out.recon, expected["out_recon"].flatten(-2).transpose(-1, -2), **TOL)
+    else:  # as sums
+        torch.testing.assert_close(out.recon.sum(-1), expected["out_recon_sum_channels"], **SUM_TOL)
+        torch.testing.assert_close(out.recon.sum(-2), expected["out_recon_sum_tokens"], **SUM_TOL)
+
+
+def test_segmentation_matches_except_at_ties(run):
+    out, expected = run.out, run.expected
+    assert_segmentation_matches_except_at_ties(out.decoder_attn.flatten(0, 1), expected["segment_argmax"].flatten(0, 1))
+
+
+def test_losses(run):
+    for key, value in run.losses.items():
+        torch.testing.assert_close(value, run.expected[key], **TOL, msg=_labelled(key))
+
+
+def _assert_within(ours: torch.Tensor, ref: torch.Tensor, floor: float, name: str) -> None:
+    """max |ours - ref| <= GRAD_REL * max |ref| + floor: a gradient's error relative to its own scale."""
+    difference, bound = (ours.double() - ref.double()).abs().max().item(), GRAD_REL * ref.abs().max().item() + floor
+    assert difference <= bound, f"{name}: max abs difference {difference:.3g} > {bound:.3g}"
+
+
+@pytest.mark.parametrize("run", ["train"], indirect=True)
+def test_full_gradients(run, fixture):
+    assert fixture["train_grad"], "the fixture holds no full gradient"
+    for key, ref in fixture["train_grad"].items():
+        _assert_within(run.grads[key], ref, GRAD_ABS, key)
+
+
+@pytest.mark.parametrize("run", ["train"], indirect=True)
+def test_gradient_sketches(run, fixture):
+    assert set(fixture["train_grad_rowsum"]) == set(run.grads)  # every parameter has a sketch
+    for key, grad in run.grads.items():
+        g = grad.double().reshape(grad.shape[0], -1)
+        _assert_within(g.sum(1), fixture["train_grad_rowsum"][key], SKETCH_ABS, f"{key} row sums")
+        _assert_within(g.sum(0), fixture["train_grad_colsum"][key], SKETCH_ABS, f"{key} column sums")
+
+
+@pytest.mark.parametrize("run", ["train"], indirect=True)
+def test_gradient_norms(run):
+    expected, grads, term_grads = run.expected, run.grads, run.term_grads
+    for key, ref in expected["grad_norm"].items():
+        torch.testing.assert_close(grads[key].double().norm(), ref, rtol=NORM_RTOL, atol=NORM_ATOL, msg=_labelled(key))
+    total = torch.stack([g.double().norm() for g in grads.values()]).norm()
+    torch.testing.assert_close(total, expected["grad_total_norm"], rtol=NORM_RTOL, atol=0)
+    for term, found in term_grads.items():
+        unused = {key for key, g in found.items() if g is None}
+        assert unused == set(expected[f"grad_unused_{term}"]), term
+        for key, ref in expected[f"grad_norm_{term}"].items():
+            ours = torch.zeros((), dtype=torch.float64) if key in unused else found[key].double().norm()
+            torch.testing.assert_close(ours, ref, rtol=NORM_RTOL, atol=NORM_ATOL, msg=_labelled(f"{term} {key}"))
+
+
+def test_every_release_key_is_ours(fixture, model):
+    _, _, key_map = _release(fixture)
+    ours = model.state_dict()
+    keys = key_map(model)
+    assert set(fixture["weights"]) <= set(keys)
+    assert all(tuple(ours[keys[k]].shape) == tuple(v.shape) for k, v in fixture["weights"].items())
