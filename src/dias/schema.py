@@ -50,6 +50,7 @@ MAX_STEPS = 10**9
 MAX_WIDTH = 4096
 MAX_IMAGE_SIZE = 4096
 MAX_SLOTS = 256
+MAX_CLIP_LENGTH = 1024
 STEPS = between(1, MAX_STEPS, "a step count; 10**9 steps would take years")
 STEPS_OR_NONE = between(0, MAX_STEPS, "a step count; 10**9 steps would take years")
 WIDTH = between(1, MAX_WIDTH, "a layer width; published OCL models use 256-1024 and memory grows with its square")
@@ -102,6 +103,12 @@ class DataConfig:
     num_workers: int = checked(4, at_least(0))
     skip_corrupt: bool = False  # skip and count corrupt records instead of raising
     features: str | None = None  # a feature cache folder from `dias features`: train and eval skip the backbone
+    # video datasets (clip splits): frames per training clip, a random window cut before decoding
+    clip_length: int = checked(6, between(1, MAX_CLIP_LENGTH, "frames; the official configs use 5-6"))
+    # frames per evaluation window (fixed, non-overlapping); None: whole videos (batch 1 if their lengths differ)
+    eval_clip_length: int | None = checked(None, between(1, MAX_CLIP_LENGTH, "frames"))
+    # objects every clip is padded to; None: the dataset's fixed count (MOVi-C 11, MOVi-D 21, MOVi-E 24, YTVIS 7)
+    max_objects: int | None = checked(None, between(1, MAX_SLOTS, "objects per video"))
 
 
 @dataclass

@@ -28,4 +28,3 @@ def boxes_from_masks(masks: torch.Tensor, num_objects: int) -> torch.Tensor:
     right = torch.where(cols, col_index, -1).amax(dim=2) + 1
     boxes = torch.stack([left / width, top / height, right / width, bottom / height], dim=-1).float()
     return torch.where(visible[..., None], boxes, torch.zeros_like(boxes))
-
