@@ -420,6 +420,13 @@ def _add_benchmark_commands(commands, datasets) -> None:
     official.add_argument("--split", default=None, help="output split name (default: the file's stem)")
     official.set_defaults(run=_import_official)
 
+    video = datasets.add_parser("import-official-video", help="import an official MOVi/YTVIS LMDB split as clips")
+    video.add_argument("--lmdb", type=Path, required=True, help="the release's SPLIT.lmdb file (PNG-list layout)")
+    add_common(video, raw=False)
+    video.add_argument("--dataset", required=True, choices=["movi_c", "movi_d", "movi_e", "ytvis"])
+    video.add_argument("--split", default=None, help="output split name (default: the file's stem)")
+    video.set_defaults(run=_import_official_video)
+
     doctor = commands.add_parser("doctor", help="check config, backbone weights and data; estimate memory and time")
     doctor.add_argument("--config", type=Path, default=None, help="YAML file (default: built-in defaults)")
     doctor.add_argument("--no-estimate", action="store_true", help="skip the timed forward + backward")
@@ -463,6 +470,14 @@ def _import_official(args: argparse.Namespace) -> int:
 
     return _print_ready(
         lambda: import_official(args.lmdb, args.out, args.dataset, args.split, args.workers, args.overwrite)
+    )
+
+
+def _import_official_video(args: argparse.Namespace) -> int:
+    from dias.data.import_official_video import import_official_video
+
+    return _print_ready(
+        lambda: import_official_video(args.lmdb, args.out, args.dataset, args.split, args.workers, args.overwrite)
     )
 
 

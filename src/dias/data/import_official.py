@@ -67,8 +67,8 @@ def read_keys(env: lmdb.Environment, path: str | Path) -> list[bytes]:
     return keys
 
 
-def read_official_record(path: str, key: bytes) -> dict[str, Any]:
-    """The restricted-unpickled dict stored under `key`."""
+def read_official_record(path: str, key: bytes, required: tuple[str, ...] = ("image", "segment")) -> dict[str, Any]:
+    """The restricted-unpickled dict stored under `key`, which must hold the `required` fields."""
     cache_key = (path, os.getpid())
     if cache_key not in _environments:
         _environments[cache_key] = open_official(path)
@@ -77,8 +77,8 @@ def read_official_record(path: str, key: bytes) -> dict[str, Any]:
     if raw is None:
         raise UsageError(f"{path}: key {key!r} is listed in {KEYS_KEY!r} but missing")
     record = safe_loads(raw, key=key)
-    if not isinstance(record, dict) or "image" not in record or "segment" not in record:
-        raise UsageError(f"{path}: record {key!r} is not a dict with 'image' and 'segment'")
+    if not isinstance(record, dict) or any(name not in record for name in required):
+        raise UsageError(f"{path}: record {key!r} is not a dict with {' and '.join(map(repr, required))}")
     return record
 
 
@@ -173,7 +173,7 @@ def import_official(
     if target.resolve() == lmdb_path.resolve():
         raise UsageError(f"--out would overwrite the official file {lmdb_path}; choose another folder")
     first_image = bytes(first["image"])
-    _close_environment(path_text)  # worker processes open their own
+    close_environment(path_text)  # worker processes open their own
     info = {
         "importer_version": IMPORTER_VERSION,
         "source": "official",
@@ -195,10 +195,10 @@ def import_official(
                 progress=progress,
             )
         finally:
-            _close_environment(path_text)
+            close_environment(path_text)
 
 
-def _close_environment(path: str) -> None:
+def close_environment(path: str) -> None:
     environment = _environments.pop((path, os.getpid()), None)
     if environment is not None:
         environment.close()
