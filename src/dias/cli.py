@@ -385,7 +385,7 @@ def _features(args: argparse.Namespace) -> int:
 
 
 def _add_benchmark_commands(commands, datasets) -> None:
-    """`dias prepare clevrtex|coco|voc|import-official` and `dias doctor`."""
+    """`dias prepare clevrtex|coco|voc|ytvis|import-official|import-official-video` and `dias doctor`."""
 
     def add_common(parser: argparse.ArgumentParser, raw: bool = True) -> None:
         if raw:
@@ -427,6 +427,12 @@ def _add_benchmark_commands(commands, datasets) -> None:
     video.add_argument("--split", default=None, help="output split name (default: the file's stem)")
     video.set_defaults(run=_import_official_video)
 
+    ytvis = datasets.add_parser("ytvis", help="YouTube-VIS download (JSON + JPEG) -> clips, one per video")
+    add_common(ytvis)
+    ytvis.add_argument("--splits", nargs="+", default=["train", "val"], choices=["train", "val", "test"])
+    ytvis.add_argument("--holdout", type=int, default=0, help="val = the last N train videos (no val JSON needed)")
+    ytvis.set_defaults(run=_prepare_ytvis)
+
     doctor = commands.add_parser("doctor", help="check config, backbone weights and data; estimate memory and time")
     doctor.add_argument("--config", type=Path, default=None, help="YAML file (default: built-in defaults)")
     doctor.add_argument("--no-estimate", action="store_true", help="skip the timed forward + backward")
@@ -463,6 +469,13 @@ def _prepare_voc(args: argparse.Namespace) -> int:
             args.raw, args.out, args.train_list, args.val_list, args.val_year, args.workers, args.overwrite
         )
     )
+
+
+def _prepare_ytvis(args: argparse.Namespace) -> int:
+    from dias.data.convert_ytvis import prepare_ytvis
+
+    splits = tuple(args.splits)
+    return _print_ready(lambda: prepare_ytvis(args.raw, args.out, splits, args.holdout, args.workers, args.overwrite))
 
 
 def _import_official(args: argparse.Namespace) -> int:
