@@ -6,6 +6,7 @@ from tiny import TINY_DATA
 
 from dias.config import load_config
 from dias.data.synthetic import prepare_synthetic
+from dias.data.synthetic_video import prepare_synthetic_video
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 SMALL_DEMO = [
@@ -31,6 +32,14 @@ def tiny_root(tmp_path_factory) -> Path:
     """The dataset of the tiny runs (tests/tiny.py): 16 training and 4 validation images of 32 px. Do not modify it."""
     root = tmp_path_factory.mktemp("tiny")
     prepare_synthetic(root, **TINY_DATA, num_workers=1, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_video_root(tmp_path_factory) -> Path:
+    """A tiny synthetic-video dataset: 4 training and 2 validation videos of 4 frames of 32 px. Do not modify it."""
+    root = tmp_path_factory.mktemp("tiny-video")
+    prepare_synthetic_video(root, num_train=4, num_val=2, num_frames=4, size=32, seed=3, num_workers=1, progress=False)
     return root
 
 

@@ -85,9 +85,22 @@ def checked(default: Any, rule: Rule) -> Any:
     return field(default=default, metadata={RULE: rule})
 
 
+# data.name: the image datasets, and the video datasets (clip splits) with the object count K every clip is padded
+# to. A fixed K per dataset, not the batch's largest count as in the official video code: a conditional model's
+# slots, and so a validation video's score, must not depend on which videos share its batch.
+IMAGE_DATASETS = ("synthetic", "clevrtex", "coco", "voc")
+VIDEO_SLOT_COUNTS = {"synthetic-video": 6, "movi_c": 11, "movi_d": 21, "movi_e": 24, "ytvis": 7}
+DatasetName = Literal[IMAGE_DATASETS + tuple(VIDEO_SLOT_COUNTS)]  # type: ignore[valid-type]
+
+
+def is_video(name: str) -> bool:
+    """Whether data.name is a video dataset (clip splits, dias.data.clip_dataset)."""
+    return name in VIDEO_SLOT_COUNTS
+
+
 @dataclass
 class DataConfig:
-    name: Literal["synthetic", "clevrtex", "coco", "voc"] = "synthetic"
+    name: DatasetName = "synthetic"
     root: str = "data/synthetic"  # folder holding {split}.lmdb
     train_split: str = "train"
     val_split: str = "val"
@@ -194,6 +207,7 @@ class MethodConfig:
     name: str = DEFAULT_METHOD
     # the keys that shape the objective, not the model: a checkpoint may be resumed or scored with others
     objective_keys: ClassVar[tuple[str, ...]] = ()
+    video: ClassVar[bool] = False  # a video method: trains and scores on clips (data.name a video dataset)
 
     def extra_iterations(self) -> int:
         """Slot-attention iterations an evaluation forward runs beyond model.slot_attention.num_iters."""
@@ -289,6 +303,13 @@ class Config:
     def __post_init__(self) -> None:
         """The checks that span sections and every method shares; a method's own run in dias.config."""
         self._check_patches()
+        if is_video(self.data.name) != self.model.method.video:
+            wants, kind = ("a video", "an image") if self.model.method.video else ("an image", "a video")
+            raise ConfigError(
+                f"config key data.name = {self.data.name!r} is {kind} dataset, but model.method.name = "
+                f"{self.model.method.name!r} trains on {wants} dataset; choose data.name from "
+                + ", ".join(tuple(VIDEO_SLOT_COUNTS) if self.model.method.video else IMAGE_DATASETS)
+            )
         # eval.mask_source=attn:I must name an iteration the model runs (in eval, re-initialization always runs).
         iteration = parse_mask_source(self.eval.mask_source)
         num_maps = num_attention_maps(self.model)

@@ -83,3 +83,14 @@ def frame_score(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]
 def score_all(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
     """Every convention at once: {"video": (B,) each, "videosaur": (B,) each, "frame": (B,T) each}."""
     return {"video": video_score(pred, gt), "videosaur": videosaur_score(pred, gt), "frame": frame_score(pred, gt)}
+
+
+def clip_scores(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One row per clip, (B,) float64 each, under labelled keys: the "video" convention as the plain metric names
+    (the official numbers), "videosaur/fg_ari", "videosaur/mbo", and "frame/<metric>", the mean over the clip's
+    frames that have ground truth (NaN when none has)."""
+    scores = score_all(pred, gt)
+    rows = dict(scores["video"])
+    rows |= {f"videosaur/{name}": value for name, value in scores["videosaur"].items()}
+    rows |= {f"frame/{name}": value.nanmean(dim=1) for name, value in scores["frame"].items()}
+    return rows

@@ -45,11 +45,14 @@ def _resumed(run, overrides=(), **kwargs):
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_every_shipped_config_trains_two_steps(path, tiny_root, tmp_path):
+def test_every_shipped_config_trains_two_steps(path, tiny_root, tiny_video_root, tmp_path):
     vit = ["data.image_size=56", "model.backbone.input_scale=1.0", "data.batch_size=2", "model.decoder.num_layers=1"]
     overrides = [*TINY, f"data.root={tiny_root}", "train.total_steps=2", "train.val_every=2", "optim.warmup_steps=0"]
     if path.name != "demo.yaml":
         overrides = [*overrides, *vit, "model.slot_dim=32", "eval.batch_size=2"]
+    if load_config(path).model.method.video:  # synthetic-video: K = 6 objects, 4-frame videos cut into 3 and 2
+        video = ["data.name=synthetic-video", "model.num_slots=6", "data.clip_length=3", "data.eval_clip_length=2"]
+        overrides = [*overrides, f"data.root={tiny_video_root}", *video]
     cfg = load_config(path, overrides)
     result = train(cfg, tmp_path / "run", progress=False)
     assert result.status == "done" and result.step == 2

@@ -18,18 +18,22 @@ from torch.utils.data import DataLoader
 
 from dias.baselines import BASELINE_TITLES, KMEANS_RESTARTS
 from dias.config import CONFIG_FILE_NAME, save_config
+from dias.data.clip_dataset import collate_clips
 from dias.data.codec import IGNORE_ID
 from dias.data.dataset import LmdbDataset, collate
 from dias.data.records import split_path
 from dias.data.transforms import EvalTransform
+from dias.errors import UsageError
 from dias.io import atomic_write_bytes, file_sha256, require_folder
 from dias.metrics import METRIC_NAMES
 from dias.runtime.device import resolve_device, resolve_precision
-from dias.schema import DECODER_SOURCE, Config, parse_mask_source
+from dias.schema import DECODER_SOURCE, Config, is_video, parse_mask_source
 from dias.train.checkpoint import load_model
 from dias.train.features import open_feature_split
+from dias.train.loaders import clip_split
 from dias.train.validate import EvalResult, evaluate
 from dias.version import __version__
+from dias.video_metrics import VIDEO_CONVENTION_TITLES
 from dias.viz.gallery import VizCollector, scores_table, write_visual_report
 from dias.viz.tables import to_markdown
 
@@ -92,6 +96,28 @@ def eval_card(
         "precision": precision,  # the one the forward ran in (after any fallback of eval.precision)
         "torch_version": torch.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    } | (_video_card(result, cfg) if result.clip_frames else {})
+
+
+def _video_card(result: EvalResult, cfg: Config) -> dict:
+    """What a video score depends on beyond an image score's: the clips' length and the conventions' meaning."""
+    return {
+        "num_clips": result.num_images,
+        "eval_clip_length": cfg.data.eval_clip_length,  # frames per scored clip; None: whole videos
+        "clip_frames": list(result.clip_frames),  # the frame counts the scored clips had
+        "conventions": {
+            "": VIDEO_CONVENTION_TITLES["video"],
+            "videosaur/": VIDEO_CONVENTION_TITLES["videosaur"],
+            "frame/": VIDEO_CONVENTION_TITLES["frame"] + "; per clip, then over clips",
+        },
+        "ground_truth": (
+            f"instance ids kept across frames, one track per object; id {IGNORE_ID} is ignored; a clip with no "
+            "ground-truth pixel has no score"
+        ),
+        "background": "the video convention counts the background track in ARI, mBO and mIoU and leaves it out "
+        "in ARI-FG; videosaur/ leaves it out of both",
+        "aggregation": "mean over clips with a score, per metric",
+        "baselines_over_time": "grid and Voronoi cells constant over time; k-means per frame (no identity)",
     }
 
 
@@ -116,6 +142,8 @@ def run_eval(
     parse_mask_source(cfg.eval.mask_source)
     device = resolve_device(cfg.eval.device, key="eval.device")
     precision = resolve_precision(cfg.eval.precision, device, key="eval.precision")
+    if viz > 0 and is_video(cfg.data.name):
+        raise UsageError("dias eval --viz draws images, not clips yet; leave out --viz for a video checkpoint")
     loader = _split_loader(cfg, split, device)
     collector = VizCollector(viz, cfg.eval.mask_source) if viz > 0 else None
     result = evaluate(
@@ -146,7 +174,17 @@ def run_eval(
 
 
 def _split_loader(cfg: Config, split: str, device: torch.device) -> DataLoader:
-    """The split in order, at the model's input size; with data.features, the cached tokens beside each image."""
+    """The split in order, at the model's input size; with data.features, the cached tokens beside each image;
+    a video split's clips (windows of data.eval_clip_length, or whole videos)."""
+    if is_video(cfg.data.name):
+        return DataLoader(
+            clip_split(cfg, split, train=False),
+            batch_size=cfg.eval.batch_size,
+            num_workers=cfg.data.num_workers,
+            shuffle=False,
+            collate_fn=collate_clips,
+            pin_memory=device.type == "cuda",
+        )
     dataset = LmdbDataset(
         split_path(cfg.data.root, split), EvalTransform(cfg.data.image_size), skip_corrupt=cfg.data.skip_corrupt
     )

@@ -38,13 +38,14 @@ from dias.data.codec import CorruptRecordError, record_key
 from dias.data.dataset import collate
 from dias.data.records import CLIP_KIND, LmdbReader
 from dias.errors import UsageError
+from dias.schema import VIDEO_SLOT_COUNTS
 
 log = logging.getLogger(__name__)
 
 Sample = dict[str, Any]
 
-# dataset name in the split header -> the object count K every clip is padded to
-SLOT_COUNTS = {"movi_c": 11, "movi_d": 21, "movi_e": 24, "ytvis": 7, "synthetic-video": 6}
+# dataset name in the split header (and data.name) -> the object count K every clip is padded to; one list, the schema's
+SLOT_COUNTS = VIDEO_SLOT_COUNTS
 
 
 def slot_count(dataset: str, max_objects: int | None = None) -> int:

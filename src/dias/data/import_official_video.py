@@ -33,10 +33,12 @@ from dias.data.import_official import (
     read_official_record,
 )
 from dias.data.records import CLIP_KIND, split_path
+from dias.data.synthetic_video import DATASET_NAME as SYNTHETIC_VIDEO
 from dias.errors import UsageError
 from dias.runtime.lock import MIXED_DATASET, FolderLock
+from dias.schema import VIDEO_SLOT_COUNTS
 
-VIDEO_DATASETS = ("movi_c", "movi_d", "movi_e", "ytvis")
+VIDEO_DATASETS = tuple(name for name in VIDEO_SLOT_COUNTS if name != SYNTHETIC_VIDEO)  # the official ones
 VIDEO_FIELDS = ("video", "segment")
 IMPORTER_VERSION = 1
 PNG_LIST, LIBX264RGB = "png-list", "libx264rgb"

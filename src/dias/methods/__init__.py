@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from dias.methods.base import Method
 from dias.methods.dias.method import METHOD as DIAS
+from dias.methods.randsfq.method import METHOD as RANDSFQ
 from dias.methods.smoothsa.method import METHOD as SMOOTHSA
+from dias.methods.smoothsa_video.method import METHOD as SMOOTHSA_VIDEO
 from dias.schema import Config
 
-METHODS: dict[str, Method] = {method.name: method for method in (DIAS, SMOOTHSA)}
+METHODS: dict[str, Method] = {method.name: method for method in (DIAS, SMOOTHSA, SMOOTHSA_VIDEO, RANDSFQ)}
 
 
 def method_of(cfg: Config) -> Method:

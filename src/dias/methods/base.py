@@ -54,6 +54,7 @@ class SlotModel(nn.Module):
     project: nn.Module
     slot_attention: nn.Module
     decoder: nn.Module
+    conditional: bool = False  # whether forward reads `boxes` (B, T, K, 4): a video model that conditions frame 0
 
     def encode(self, images: torch.Tensor | None, features: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(features (B, N, C) detached, inputs (B, N, C) projected) from exactly one of images or features."""

@@ -2,6 +2,7 @@
 
     dataset = open_feature_split(cfg, "val", train=False)  # refuses a cache that does not match cfg
     inputs = batch_inputs(batch, device)                    # {"features": (B, N, C)} or {"images": (B, 3, H, W)}
+    inputs = batch_inputs(clips, device, boxes=True)        # {"images": (B, T, 3, H, W), "boxes": (B, T, K, 4)}
 
 The cache's layout, record codec and identity check live in dias.data.feature_cache; `dias features`
 (dias.commands.features) builds it with `expected_info` as its identity.
@@ -58,12 +59,18 @@ def open_feature_split(cfg: Config, split: str, *, train: bool, source: LmdbData
     )
 
 
-def batch_inputs(batch: dict[str, Any], device: torch.device | str) -> dict[str, torch.Tensor]:
-    """The model's keyword inputs for a batch: cached `features` when present, else `images`.
+def batch_inputs(batch: dict[str, Any], device: torch.device | str, *, boxes: bool = False) -> dict[str, torch.Tensor]:
+    """The model's keyword inputs for a batch: cached `features` when present, else `images`; for a clip batch
+    (dias.data.clip_dataset) `images` (B, T, 3, H, W) and, with `boxes` (a conditional model), `boxes` (B, T, K, 4).
 
     The copies are asynchronous from pinned memory (the loaders pin batches for CUDA); elsewhere they are
     ordinary copies.
     """
+    if "video" in batch:
+        inputs = {"images": batch["video"].to(device, non_blocking=True)}
+        if boxes:
+            inputs["boxes"] = batch["boxes"].to(device, non_blocking=True)
+        return inputs
     if "features" in batch:
         return {"features": batch["features"].to(device, non_blocking=True)}
     return {"images": batch["image"].to(device, non_blocking=True)}

@@ -215,7 +215,8 @@ def train_steps(run: Run, session: Session) -> None:
         if "index" not in batch:  # every record of the batch was corrupt and skipped
             run.epoch, run.consumed = next_epoch, next_consumed
             continue
-        inputs = batch_inputs(batch, run.dist_info.device)  # images (B, 3, H, W) uint8, or cached features (B, N, C)
+        # images (B, 3, H, W) uint8 or cached features (B, N, C); clips (B, T, 3, H, W) and boxes (B, T, K, 4)
+        inputs = batch_inputs(batch, run.dist_info.device, boxes=getattr(run.model, "conditional", False))
 
         # schedules: set before the step, so step 0 trains with lr 0 (as in the release); the method's plan
         # holds its loss weights and forward options (DIAS: the distillation ramp, the re-initialization coin)

@@ -53,6 +53,10 @@ class SmoothSAVideo(SlotModel):
         self.decoder = decoder
         self.transitioner = transitioner  # registered last, as the release adds it after its image parts
 
+    @property
+    def conditional(self) -> bool:
+        return hasattr(self.preheater, "box_mlp")
+
     def forward(
         self,
         images: torch.Tensor | None = None,

@@ -1,0 +1,27 @@
+"""RandSF.Q's config section, `model.method` with `name: randsfq`, its defaults and its load-time checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from dias.methods.video_config import VideoMethodConfig, check_video
+from dias.schema import Config
+
+# What `model.method=randsfq` brings along, beneath the config files: the shared Gaussian for frame 0 (the
+# release's NormalShared; conditional configs replace it by the box MLP) and untruncated slot attention
+# (the release's trunc_bp=None, "> bi-level" in its config notes).
+DEFAULTS = {"model": {"initializer": {"name": "normal_shared"}, "slot_attention": {"truncate": None}}}
+
+
+@dataclass
+class RandSFQConfig(VideoMethodConfig):
+    """RandSF.Q's objective: mse(recon, features) + contrast_weight * SlotContrast(slots; contrast_tau)."""
+
+    name: Literal["randsfq"] = "randsfq"
+    objective_keys: ClassVar[tuple[str, ...]] = ("contrast_weight", "contrast_tau")
+
+
+def check(cfg: Config) -> None:
+    """What RandSF.Q cannot run, refused at load (dias.methods.video_config.check_video)."""
+    check_video(cfg, method="randsfq", truncate=None, initializer="normal_shared")

@@ -1,0 +1,118 @@
+"""What the video methods' config sections share (SmoothSA-video, RandSF.Q): the transitioner, the first frame's
+condition, SlotContrast's weight, and the load-time checks of a run on clips.
+
+Both releases train recon + 0.5 * SlotContrast (tau 0.1); the transitioner's time-gap window `dt` equals the
+training clip length (6 on MOVi, 5 on YTVIS), so `window` is derived from data.clip_length unless given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from dias.schema import (
+    FRACTION,
+    MAX_CLIP_LENGTH,
+    POSITIVE,
+    VIDEO_SLOT_COUNTS,
+    Config,
+    ConfigError,
+    MethodConfig,
+    at_least,
+    between,
+    checked,
+)
+
+
+@dataclass
+class VideoMethodConfig(MethodConfig):
+    """The keys both video methods' sections hold; each method's section subclasses it with its name."""
+
+    # frame 0's query from each object's first-frame box (MOVi), instead of a shared Gaussian (YTVIS)
+    conditional: bool = False
+    # the transitioner's time-gap range, the release's `dt`; None: data.clip_length, as every official config
+    window: int | None = checked(None, between(2, MAX_CLIP_LENGTH, "frames"))
+    transit_heads: int = checked(4, at_least(1))
+    transit_mlp_ratio: float = checked(4.0, between(0.01, 8, "transformers use 4; memory grows with it"))
+    transit_dropout: float = checked(0.5, FRACTION)
+    contrast_weight: float = checked(0.5, at_least(0))  # SlotContrast's weight beside the reconstruction
+    contrast_tau: float = checked(0.1, POSITIVE)  # its softmax temperature
+    video: ClassVar[bool] = True
+
+
+def window(cfg: Config) -> int:
+    """The transitioner's window dt: model.method.window, or data.clip_length (the official configs' choice)."""
+    given = cfg.model.method.window
+    return cfg.data.clip_length if given is None else given
+
+
+def object_count(cfg: Config) -> int:
+    """K the clips are padded to: data.max_objects, or data.name's fixed count."""
+    d = cfg.data
+    return d.max_objects if d.max_objects is not None else VIDEO_SLOT_COUNTS[d.name]
+
+
+def check_video(cfg: Config, *, method: str, truncate: str | None, initializer: str) -> None:
+    """What a video method cannot run, refused at load naming the key: another initializer or truncation than
+    its own, the MLP decoder, cached features, a mask source other than the decoder or the last iteration, and
+    (conditional) a slot count other than the boxes' rows."""
+    m = cfg.model
+    if m.initializer.name != initializer:
+        raise ConfigError(
+            f"config key model.initializer.name = {m.initializer.name!r} does not fit model.method.name = "
+            f"{method!r}; use model.initializer={initializer}"
+        )
+    if m.slot_attention.truncate != truncate:
+        raise ConfigError(
+            f"config key model.slot_attention.truncate = {m.slot_attention.truncate!r} does not fit "
+            f"model.method.name = {method!r}; use model.slot_attention.truncate={truncate or 'null'}"
+        )
+    if m.decoder.name != "random_order_transformer":
+        raise ConfigError(
+            f"config key model.decoder.name = {m.decoder.name!r}: {method} uses the random-order transformer "
+            "decoder; use model.decoder=random_order_transformer"
+        )
+    if cfg.data.features is not None:
+        raise ConfigError(
+            f"config key data.features = {cfg.data.features!r}: the feature cache holds images, not clips; "
+            "unset data.features for a video method"
+        )
+    if cfg.eval.mask_source not in ("decoder", "attn:-1"):
+        raise ConfigError(
+            f"config key eval.mask_source = {cfg.eval.mask_source!r}: a video model keeps each frame's last "
+            "slot-attention map only; use eval.mask_source=decoder or attn:-1"
+        )
+    if window(cfg) < 2:
+        raise ConfigError(
+            f"config key data.clip_length = {cfg.data.clip_length}: the transitioner pairs a frame with an earlier "
+            "one, so training clips need at least 2 frames; use data.clip_length=2 or more (the releases use 5-6)"
+        )
+    if m.method.conditional and m.num_slots != object_count(cfg):
+        raise ConfigError(
+            f"config key model.num_slots = {m.num_slots}: a conditional {method} gets one slot per box, and "
+            f"data.name={cfg.data.name} pads every clip to {object_count(cfg)} objects; use "
+            f"model.num_slots={object_count(cfg)} (or set data.max_objects={m.num_slots})"
+        )
+
+
+def build_options(cfg: Config) -> dict:
+    """The keyword arguments both video models' builders take from cfg (all but the backbone and their own)."""
+    m = cfg.model
+    d = m.decoder
+    return {
+        "image_size": cfg.data.image_size,
+        "num_slots": m.num_slots,
+        "slot_dim": m.slot_dim,
+        "num_iters": m.slot_attention.num_iters,
+        "slot_mlp_dim": m.slot_attention.mlp_dim,
+        "window": window(cfg),
+        "conditional": m.method.conditional,
+        "decoder_layers": d.num_layers,
+        "decoder_heads": d.num_heads,
+        "decoder_mlp_ratio": d.mlp_ratio,
+        "visible_short_prob": d.visible_short_prob,
+        "visible_short_fraction": d.visible_short_fraction,
+        "transit_heads": m.method.transit_heads,
+        "transit_mlp_ratio": m.method.transit_mlp_ratio,
+        "transit_dropout": m.method.transit_dropout,
+    }
