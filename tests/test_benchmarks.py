@@ -178,3 +178,16 @@ def test_smoothsa_trajectory_replays_the_official_steps(tmp_path):
         "--out", str(out),
     )  # fmt: skip
     assert "training steps of the package against the official release" in out.read_text()
+
+
+def test_video_step_times_both_video_methods(tmp_path):
+    """One clip of 2 frames; the official rows only where DIAS_SMOOTHSA_OFFICIAL / DIAS_RANDSFQ_OFFICIAL are set."""
+    out = tmp_path / "video_step.md"
+    _benchmark(
+        "video_step.py", "--batch-size", "1", "--frames", "2", "--steps", "1", "--rounds", "1", "--gemm-size", "64",
+        "--out", str(out),
+    )  # fmt: skip
+    text = out.read_text()
+    assert text.count("| dias |") == 2 and "### smoothsa-video" in text and "### randsfq" in text
+    for env in ("DIAS_SMOOTHSA_OFFICIAL", "DIAS_RANDSFQ_OFFICIAL"):
+        assert (f"{env} is not set" in text) != bool(os.environ.get(env))
