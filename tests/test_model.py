@@ -145,6 +145,13 @@ def test_every_shipped_config_builds_and_runs(path):
     cfg = load_config(path)
     model = build_model(cfg)
     h, w = model.backbone.grid_size(cfg.data.image_size)
+    if cfg.model.method.video:  # a clip of 3 frames; conditional models read frame 0's boxes
+        features = torch.randn(1, 3, h * w, model.backbone.feature_dim)
+        boxes = torch.rand(1, 3, cfg.model.num_slots, 4) if model.conditional else None
+        out = model.train()(features=features, boxes=boxes)
+        assert out.recon.shape == features.shape
+        assert out.attn.shape == out.decoder_attn.shape == (1, 3, cfg.model.num_slots, h * w)
+        return
     features = torch.randn(1, h * w, model.backbone.feature_dim)
     out = model.train()(features=features)
     assert out.recon.shape == features.shape
