@@ -72,7 +72,6 @@ def test_model_method_alone_brings_a_video_methods_defaults(name, initializer, t
         ("smoothsa-video-movi-e.yaml", ["model.num_slots=11"], "model.num_slots"),
         ("randsfq-movi-c.yaml", ["model.slot_attention.truncate=bi-level"], "model.slot_attention.truncate"),
         ("smoothsa-video-movi-c.yaml", ["model.initializer=normal_shared"], "model.initializer.name"),
-        ("randsfq-movi-c.yaml", ["data.features=cache"], "data.features"),
         ("randsfq-movi-c.yaml", ["eval.mask_source=attn:0"], "eval.mask_source"),
         ("randsfq-movi-c.yaml", ["data.clip_length=1"], "data.clip_length"),
     ],

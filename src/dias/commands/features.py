@@ -3,6 +3,9 @@
     build_feature_cache(cfg, "cache/coco", num_train_views=4)
     dataset = open_feature_split(cfg, "val", train=False)  # refuses a cache that does not match cfg
 
+On a video dataset the unit is a video: every frame of its evaluation view and of V training views (one
+crop and flip per video), one record per frame (dias.data.clip_feature_cache).
+
 The cache's layout, record codec and identity check live in dias.data.feature_cache; this module knows
 the config: what a run's tokens depend on (`expected_info`) and how to rebuild them.
 """
@@ -15,19 +18,23 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from dias.data.clip_codec import clip_length_of
+from dias.data.clip_dataset import ClipDataset
+from dias.data.clip_feature_cache import encode_frame
+from dias.data.clip_transforms import ClipEvalTransform, ClipTrainTransform
 from dias.data.dataset import LmdbDataset
 from dias.data.feature_cache import (
     DTYPES,
     encode_features,
 )
-from dias.data.records import LmdbWriter, split_path
+from dias.data.records import LmdbReader, LmdbWriter, split_path
 from dias.data.sampling import sample_seed
 from dias.data.transforms import EvalTransform, TrainTransform
 from dias.errors import UsageError
 from dias.methods.common import backbone_from_config
 from dias.runtime.device import resolve_device
 from dias.runtime.lock import MIXED_DATASET, FolderLock
-from dias.schema import Config
+from dias.schema import Config, is_video
 from dias.train.features import expected_info
 
 
@@ -67,8 +74,14 @@ def build_feature_cache(
                 "num_views": views + 1,
                 "seed": seed,
             }
-            source = LmdbDataset(split_path(cfg.data.root, split), skip_corrupt=False)
             path = split_path(out_dir, split)
+            if is_video(cfg.data.name):
+                summary[split] = _cache_clips(
+                    cfg, split=split, path=path, info=info, views=views, backbone=backbone, device=device,
+                    batch_size=batch_size, progress=progress, overwrite=overwrite,
+                )  # fmt: skip
+                continue
+            source = LmdbDataset(split_path(cfg.data.root, split), skip_corrupt=False)
             transforms = [EvalTransform(cfg.data.image_size)]
             transforms += [TrainTransform(cfg.data.image_size, cfg.data.crop_scale, cfg.data.flip)] * views
             total = len(source) * (views + 1)
@@ -89,3 +102,36 @@ def build_feature_cache(
                 bar.close()
             summary[split] = {"path": str(path), "num_images": len(source), "num_views": views + 1}
         return summary
+
+
+def _cache_clips(cfg, *, split, path, info, views, backbone, device, batch_size, progress, overwrite) -> dict:
+    """One clip split: per video, view 0 (ClipEvalTransform) then `views` ClipTrainTransform views, each frame
+    one record of tokens and boxes. View v of video i is drawn with the per-sample seed (seed, v, i), so a
+    resumed build that restarts inside a video's view recomputes the same view and skips its written frames."""
+    source = ClipDataset(split_path(cfg.data.root, split), None, train=False, max_objects=cfg.data.max_objects)
+    with LmdbReader(source.path) as reader:
+        num_frames = [clip_length_of(reader.read_bytes(i)) for i in range(len(reader))]
+    info = {**info, "num_frames": num_frames}
+    transforms = [ClipEvalTransform(cfg.data.image_size)]
+    transforms += [ClipTrainTransform(cfg.data.image_size, cfg.data.crop_scale, cfg.data.flip)] * views
+    total = sum(num_frames) * (views + 1)
+    with LmdbWriter(path, dataset=cfg.data.name, split=split, info=info, overwrite=overwrite) as writer:
+        bar = tqdm(total=total, initial=writer.num_written, desc=f"features {split}", disable=not progress)
+        first = 0  # the record of frame 0 of the current (video, view)
+        for index, length in enumerate(num_frames):
+            for view, transform in enumerate(transforms):
+                if first + length > writer.num_written:
+                    source.transform = transform
+                    with torch.random.fork_rng(devices=[]):
+                        torch.manual_seed(sample_seed(info["seed"], view, index))  # fixed per (video, view)
+                        clip = source[index]
+                    for frame in range(writer.num_written - first, length, batch_size):
+                        frames = slice(frame, min(frame + batch_size, length))
+                        tokens = backbone(clip["video"][frames].to(device)).cpu()  # (t, N, C)
+                        for row, boxes in zip(tokens, clip["boxes"][frames], strict=True):
+                            writer.append(encode_frame(row, boxes, info["dtype"]))
+                        bar.update(frames.stop - frames.start)
+                first += length
+        bar.close()
+    # num_images counts frames (the images of one view), as the image summary counts images
+    return {"path": str(path), "num_images": sum(num_frames), "num_videos": len(num_frames), "num_views": views + 1}

@@ -54,7 +54,7 @@ def object_count(cfg: Config) -> int:
 
 def check_video(cfg: Config, *, method: str, truncate: str | None, initializer: str) -> None:
     """What a video method cannot run, refused at load naming the key: another initializer or truncation than
-    its own, the MLP decoder, cached features, a mask source other than the decoder or the last iteration, and
+    its own, the MLP decoder, a mask source other than the decoder or the last iteration, and
     (conditional) a slot count other than the boxes' rows."""
     m = cfg.model
     if m.initializer.name != initializer:
@@ -71,11 +71,6 @@ def check_video(cfg: Config, *, method: str, truncate: str | None, initializer: 
         raise ConfigError(
             f"config key model.decoder.name = {m.decoder.name!r}: {method} uses the random-order transformer "
             "decoder; use model.decoder=random_order_transformer"
-        )
-    if cfg.data.features is not None:
-        raise ConfigError(
-            f"config key data.features = {cfg.data.features!r}: the feature cache holds images, not clips; "
-            "unset data.features for a video method"
         )
     if cfg.eval.mask_source not in ("decoder", "attn:-1"):
         raise ConfigError(

@@ -3,8 +3,10 @@
     dataset = open_feature_split(cfg, "val", train=False)  # refuses a cache that does not match cfg
     inputs = batch_inputs(batch, device)                    # {"features": (B, N, C)} or {"images": (B, 3, H, W)}
     inputs = batch_inputs(clips, device, boxes=True)        # {"images": (B, T, 3, H, W), "boxes": (B, T, K, 4)}
+    inputs = batch_inputs(cached_clips, device, boxes=True) # {"features": (B, T, N, C), "boxes": (B, T, K, 4)}
 
-The cache's layout, record codec and identity check live in dias.data.feature_cache; `dias features`
+The cache's layout, record codec and identity check live in dias.data.feature_cache (and clip_feature_cache
+for video, opened by `open_clip_feature_split`); `dias features`
 (dias.commands.features) builds it with `expected_info` as its identity.
 """
 
@@ -14,12 +16,14 @@ from typing import Any
 
 import torch
 
+from dias.data.clip_dataset import ClipDataset, slot_count
+from dias.data.clip_feature_cache import ClipFeatureDataset
 from dias.data.dataset import LmdbDataset
 from dias.data.feature_cache import FEATURES_KIND, FeatureDataset, source_identity
 from dias.data.records import load_header, split_path
 from dias.io import file_sha256
 from dias.modules.backbone import STAND_IN_BACKBONES
-from dias.schema import Config
+from dias.schema import Config, is_video
 
 REBUILD_HINT = (
     "rebuild it with `dias features --config CONFIG --out {out} --overwrite` and this run's overrides, "
@@ -37,8 +41,9 @@ def backbone_id(cfg: Config) -> str:
 
 
 def expected_info(cfg: Config, split: str) -> dict[str, Any]:
-    """Everything the cached tokens of `split` must have been built from to feed a run of `cfg`."""
-    return {
+    """Everything the cached tokens of `split` must have been built from to feed a run of `cfg`; for a video
+    dataset also K, the rows its cached boxes are padded to (the clip length is not: windows are cut at read)."""
+    info = {
         "kind": FEATURES_KIND,
         "backbone": backbone_id(cfg),
         "image_size": cfg.data.image_size,
@@ -46,6 +51,9 @@ def expected_info(cfg: Config, split: str) -> dict[str, Any]:
         "flip": cfg.data.flip,
         "source": source_identity(load_header(split_path(cfg.data.root, split))),
     }
+    if is_video(cfg.data.name):
+        info["num_slots"] = slot_count(cfg.data.name, cfg.data.max_objects)
+    return info
 
 
 def open_feature_split(cfg: Config, split: str, *, train: bool, source: LmdbDataset | None = None) -> FeatureDataset:
@@ -59,18 +67,33 @@ def open_feature_split(cfg: Config, split: str, *, train: bool, source: LmdbData
     )
 
 
+def open_clip_feature_split(
+    cfg: Config, split: str, *, train: bool, source: ClipDataset | None = None
+) -> ClipFeatureDataset:
+    """The cached tokens of a clip split: random data.clip_length windows of training views (train), or
+    `source`'s evaluation windows with their view-0 tokens; checked against `cfg` and the split's LMDB."""
+    return ClipFeatureDataset(
+        split_path(cfg.data.features, split),
+        expected=expected_info(cfg, split),
+        clip_length=cfg.data.clip_length if train else cfg.data.eval_clip_length,
+        train=train,
+        source=source,
+        rebuild_hint=REBUILD_HINT.format(out=cfg.data.features),
+    )
+
+
 def batch_inputs(batch: dict[str, Any], device: torch.device | str, *, boxes: bool = False) -> dict[str, torch.Tensor]:
-    """The model's keyword inputs for a batch: cached `features` when present, else `images`; for a clip batch
-    (dias.data.clip_dataset) `images` (B, T, 3, H, W) and, with `boxes` (a conditional model), `boxes` (B, T, K, 4).
+    """The model's keyword inputs for a batch: cached `features` (B, N, C) or (B, T, N, C) when present, else
+    `images`, (B, T, 3, H, W) for a clip batch (dias.data.clip_dataset); with `boxes` (a conditional video
+    model) also `boxes` (B, T, K, 4).
 
     The copies are asynchronous from pinned memory (the loaders pin batches for CUDA); elsewhere they are
     ordinary copies.
     """
-    if "video" in batch:
-        inputs = {"images": batch["video"].to(device, non_blocking=True)}
-        if boxes:
-            inputs["boxes"] = batch["boxes"].to(device, non_blocking=True)
-        return inputs
     if "features" in batch:
-        return {"features": batch["features"].to(device, non_blocking=True)}
-    return {"images": batch["image"].to(device, non_blocking=True)}
+        inputs = {"features": batch["features"].to(device, non_blocking=True)}
+    else:
+        inputs = {"images": batch["video" if "video" in batch else "image"].to(device, non_blocking=True)}
+    if boxes:
+        inputs["boxes"] = batch["boxes"].to(device, non_blocking=True)
+    return inputs

@@ -2,7 +2,8 @@
 
 For a video dataset (data.name in dias.schema.VIDEO_SLOT_COUNTS) the items are clips: in training a random
 window of data.clip_length frames per video, in validation fixed windows of data.eval_clip_length (None: whole
-videos), one crop and flip per clip (dias.data.clip_dataset, dias.data.clip_transforms).
+videos), one crop and flip per clip (dias.data.clip_dataset, dias.data.clip_transforms). With data.features the
+windows' tokens (and boxes) come from the cache of `dias features`; validation still reads the clips' masks.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from dias.data.clip_dataset import ClipDataset, collate_clips
+from dias.data.clip_feature_cache import ClipFeatureDataset
 from dias.data.clip_transforms import ClipEvalTransform, ClipTrainTransform
 from dias.data.dataset import LmdbDataset, collate
 from dias.data.records import split_path
@@ -20,16 +22,18 @@ from dias.data.sampling import EpochSampler, SeededSamples
 from dias.data.transforms import EvalTransform, TrainTransform
 from dias.runtime import distributed
 from dias.schema import Config, is_video
-from dias.train.features import open_feature_split
+from dias.train.features import open_clip_feature_split, open_feature_split
 
 
 def build_loaders(cfg: Config, dist_info: distributed.DistInfo) -> tuple[DataLoader, EpochSampler, DataLoader]:
     """The training loader (seeded, resumable, this rank's share) and the validation loader."""
     d = cfg.data
-    collate_fn = collate
+    train_collate = collate_fn = collate
     if is_video(d.name):
         train_set, val_set = clip_split(cfg, d.train_split, train=True), clip_split(cfg, d.val_split, train=False)
         collate_fn = collate_clips
+        # cached training windows hold no frames; all have data.clip_length of them, so plain stacking batches them
+        train_collate = collate if d.features is not None else collate_clips
     else:
         val_set = LmdbDataset(split_path(d.root, d.val_split), EvalTransform(d.image_size), d.skip_corrupt)
         if d.features is None:
@@ -45,7 +49,7 @@ def build_loaders(cfg: Config, dist_info: distributed.DistInfo) -> tuple[DataLoa
         batch_size=d.batch_size,
         sampler=sampler,
         num_workers=d.num_workers,
-        collate_fn=collate_fn,
+        collate_fn=train_collate,
         worker_init_fn=ignore_sigterm,
         drop_last=True,
         persistent_workers=d.num_workers > 0,
@@ -60,8 +64,17 @@ def build_loaders(cfg: Config, dist_info: distributed.DistInfo) -> tuple[DataLoa
     return train_loader, sampler, val_loader
 
 
-def clip_split(cfg: Config, split: str, *, train: bool) -> ClipDataset:
-    """A video split's clips: random windows of data.clip_length (train) or fixed ones of data.eval_clip_length."""
+def clip_split(cfg: Config, split: str, *, train: bool) -> ClipDataset | ClipFeatureDataset:
+    """A video split's clips: random windows of data.clip_length (train) or fixed ones of data.eval_clip_length;
+    with data.features, their cached tokens (train: tokens and boxes only; eval: beside the decoded clip)."""
+    d = cfg.data
+    if d.features is None:
+        return clips(cfg, split, train=train)
+    return open_clip_feature_split(cfg, split, train=train, source=None if train else clips(cfg, split, train=False))
+
+
+def clips(cfg: Config, split: str, *, train: bool) -> ClipDataset:
+    """The decoded clips of a video split, cut and transformed as `clip_split` says."""
     d = cfg.data
     return ClipDataset(
         split_path(d.root, split),
