@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from dias.data.codec import BACKGROUND_ID
-from dias.metrics import adjusted_rand_index, best_overlap, contingency, iou_from_table, score
+from dias.metrics import METRIC_NAMES, adjusted_rand_index, best_overlap, contingency, iou_from_table, score
 
 VIDEO_CONVENTIONS = ("video", "videosaur", "frame")  # the keys of `score_all`, in the order results are shown
 VIDEO_CONVENTION_TITLES = {
@@ -34,6 +34,9 @@ VIDEO_CONVENTION_TITLES = {
     "videosaur": "video, background excluded (VideoSAUR, SlotContrast)",
     "frame": "per frame (image metrics, mean over frames)",
 }
+# Short names of the conventions for table rows, and the prefix of each one's keys in `clip_scores`.
+VIDEO_CONVENTION_LABELS = {"video": "video", "videosaur": "VideoSAUR", "frame": "per frame"}
+VIDEO_CONVENTION_PREFIXES = {"video": "", "videosaur": "videosaur/", "frame": "frame/"}
 VIDEOSAUR_METRIC_NAMES = ("fg_ari", "mbo")
 
 
@@ -90,7 +93,16 @@ def clip_scores(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]
     (the official numbers), "videosaur/fg_ari", "videosaur/mbo", and "frame/<metric>", the mean over the clip's
     frames that have ground truth (NaN when none has)."""
     scores = score_all(pred, gt)
-    rows = dict(scores["video"])
-    rows |= {f"videosaur/{name}": value for name, value in scores["videosaur"].items()}
-    rows |= {f"frame/{name}": value.nanmean(dim=1) for name, value in scores["frame"].items()}
-    return rows
+    scores["frame"] = {name: value.nanmean(dim=1) for name, value in scores["frame"].items()}
+    return {
+        VIDEO_CONVENTION_PREFIXES[convention] + name: value
+        for convention, per_metric in scores.items()
+        for name, value in per_metric.items()
+    }
+
+
+def convention_metrics(metrics: dict[str, float | None], convention: str) -> dict[str, float | None]:
+    """One convention's figures out of a flat `clip_scores`-keyed dict, under the plain metric names."""
+    prefix = VIDEO_CONVENTION_PREFIXES[convention]
+    names = VIDEOSAUR_METRIC_NAMES if convention == "videosaur" else METRIC_NAMES
+    return {name: metrics.get(prefix + name) for name in names}

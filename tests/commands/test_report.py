@@ -94,3 +94,46 @@ def test_a_run_given_twice_or_by_folder_and_file_is_counted_once(tmp_path, capsy
     runs = [str(a), str(a / "metrics.json"), f"{a}/", str(tmp_path / "b")]
     assert main(["report", *runs, "--out", str(tmp_path / "summary")]) == 0
     assert "| coco | 2 | 30.0 ± 14.1 |" in capsys.readouterr().out
+
+
+def video_metrics_file(path, ari, eval_clip_length=2):
+    """A `dias eval` metrics.json of a video run: the three conventions' keys and the clip length in the card."""
+    path.mkdir(parents=True, exist_ok=True)
+    metrics = {"ari": ari, "fg_ari": 0.6, "mbo": 0.4, "miou": 0.3, "videosaur/fg_ari": 0.5, "videosaur/mbo": 0.2}
+    metrics |= {"frame/ari": 0.7, "frame/fg_ari": 0.8, "frame/mbo": 0.5, "frame/miou": 0.45}
+    report = {
+        "metrics": metrics,
+        "baselines": {"kmeans": {**metrics, "ari": 0.1}},
+        "card": {"dataset": "synthetic-video", "split": "val", "mask_source": "decoder",
+                 "eval_clip_length": eval_clip_length, "clip_frames": [eval_clip_length]},
+    }  # fmt: skip
+    (path / "metrics.json").write_text(json.dumps(report))
+
+
+def test_report_on_video_runs_labels_the_conventions_and_the_clip_length(tmp_path, capsys):
+    video_metrics_file(tmp_path / "seed0" / "eval-val", ari=0.5)
+    video_metrics_file(tmp_path / "seed1" / "eval-val", ari=0.3)
+    video_metrics_file(tmp_path / "long" / "eval-val", ari=0.2, eval_clip_length=6)
+    metrics_file(tmp_path / "image" / "eval-val", 0.2, 0.4, 0.3, 0.3)
+    prefix = tmp_path / "summary"
+    paths = [str(tmp_path / name) for name in ("seed0", "seed1", "long", "image")]
+    assert main(["report", *paths, "--out", str(prefix)]) == 0
+    table = (tmp_path / "summary.md").read_text()
+    assert "| synthetic-video, 2-frame clips, video | 2 | 40.0 ± 14.1 | 60.0 ± 0.0 | 40.0 ± 0.0 | 30.0 ± 0.0 |" in table
+    assert "| synthetic-video, 2-frame clips, VideoSAUR | 2 | – | 50.0 ± 0.0 | 20.0 ± 0.0 | – |" in table
+    assert (
+        "| synthetic-video, 2-frame clips, per frame | 2 | 70.0 ± 0.0 | 80.0 ± 0.0 | 50.0 ± 0.0 | 45.0 ± 0.0 |" in table
+    )
+    assert "| synthetic-video, 2-frame clips, video: k-means on the backbone tokens | 2 | 10.0 ± 0.0 |" in table
+    assert "| synthetic-video, 6-frame clips, video | 1 | 20.0 |" in table
+    assert "| coco | 1 | 20.0 | 40.0 | 30.0 | 30.0 |" in table  # an image run beside them keeps its row
+    assert "VideoSAUR: video, background excluded" in table
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "summary.csv").read_text())))
+    assert [row["convention"] for row in rows[:2]] == ["video", "video"]
+    assert rows[0]["clip_length"] == "2-frame clips" and rows[-1]["convention"] == ""
+
+
+def test_image_only_reports_keep_their_csv_columns(tmp_path):
+    metrics_file(tmp_path / "a", 0.2, 0.4, 0.3, 0.3)
+    header = to_csv(aggregate([json.loads((tmp_path / "a" / "metrics.json").read_text())])).splitlines()[0]
+    assert header.startswith("dataset,split,mask_source,segmentation,num_runs,ari_mean")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import TINY_VIDEO
 
 from dias.commands.evaluate import run_eval
 from dias.config import from_dict, load_config
@@ -22,13 +23,6 @@ from dias.schema import ConfigError
 from dias.train.loop import train
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-# a stand-in backbone on 32 px frames (a 4x4 token grid), small widths; synthetic-video pads to K = 6 objects
-TINY_VIDEO = [
-    "data.name=synthetic-video", "model.num_slots=6", "data.image_size=32", "model.backbone.name=patch_stats",
-    "model.backbone.patch_size=8", "model.slot_dim=32", "model.slot_attention.mlp_dim=64", "model.decoder.num_layers=1",
-    "data.clip_length=3", "data.batch_size=2", "data.num_workers=0", "eval.batch_size=2", "train.device=cpu",
-    "eval.device=cpu", "log.every=1", "log.tensorboard=false", "train.precision=fp32",
-]  # fmt: skip
 
 
 def tiny(config: str, *overrides: str):

@@ -23,7 +23,6 @@ from dias.data.codec import IGNORE_ID
 from dias.data.dataset import LmdbDataset, collate
 from dias.data.records import split_path
 from dias.data.transforms import EvalTransform
-from dias.errors import UsageError
 from dias.io import atomic_write_bytes, file_sha256, require_folder
 from dias.metrics import METRIC_NAMES
 from dias.runtime.device import resolve_device, resolve_precision
@@ -34,6 +33,7 @@ from dias.train.loaders import clip_split
 from dias.train.validate import EvalResult, evaluate
 from dias.version import __version__
 from dias.video_metrics import VIDEO_CONVENTION_TITLES
+from dias.viz.clips import ClipCollector, write_clip_report
 from dias.viz.gallery import VizCollector, scores_table, write_visual_report
 from dias.viz.tables import to_markdown
 
@@ -142,10 +142,9 @@ def run_eval(
     parse_mask_source(cfg.eval.mask_source)
     device = resolve_device(cfg.eval.device, key="eval.device")
     precision = resolve_precision(cfg.eval.precision, device, key="eval.precision")
-    if viz > 0 and is_video(cfg.data.name):
-        raise UsageError("dias eval --viz draws images, not clips yet; leave out --viz for a video checkpoint")
     loader = _split_loader(cfg, split, device)
-    collector = VizCollector(viz, cfg.eval.mask_source) if viz > 0 else None
+    video = is_video(cfg.data.name)
+    collector = (ClipCollector if video else VizCollector)(viz, cfg.eval.mask_source) if viz > 0 else None
     result = evaluate(
         model,
         loader,
@@ -164,7 +163,10 @@ def run_eval(
     path = out_dir / METRICS_FILE_NAME
     atomic_write_bytes(path, (json.dumps(report, indent=2, allow_nan=False) + "\n").encode("utf-8"))
     save_config(cfg, out_dir / CONFIG_FILE_NAME)
-    if collector is not None:
+    if isinstance(collector, ClipCollector):  # clips of one video share its index: keyed by row
+        per_clip = {i: {n: float(result.scores[n][i]) for n in METRIC_NAMES} for i in range(result.num_images)}
+        write_clip_report(out_dir, collector.items, report, per_clip)
+    elif collector is not None:
         per_image = {
             int(index): {n: float(result.scores[n][i]) for n in METRIC_NAMES} for i, index in enumerate(result.indices)
         }

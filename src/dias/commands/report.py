@@ -23,7 +23,9 @@ from dias.commands.evaluate import EVAL_DIR_PREFIX, METRICS_FILE_NAME
 from dias.errors import MissingFileError
 from dias.io import atomic_write_bytes
 from dias.metrics import METRIC_NAMES, METRIC_TITLES
+from dias.video_metrics import VIDEO_CONVENTION_LABELS, VIDEO_CONVENTION_TITLES, VIDEO_CONVENTIONS, convention_metrics
 from dias.viz import tables
+from dias.viz.clips import clip_length_text
 from dias.viz.tables import Column, Table, format_exact, format_score
 
 EVAL_DIR_GLOB = EVAL_DIR_PREFIX + "*"
@@ -39,11 +41,15 @@ class SummaryRow:
     mean: dict[str, float]  # metric -> mean over runs, ×100
     std: dict[str, float]  # metric -> sample std over runs (ddof=1), ×100; NaN for a single run
     baseline: str | None = None  # a dias.baselines name for a baseline's row; None for the model's
+    clip_length: str | None = None  # video: the scored clips' length ("2-frame clips"); None for images
+    convention: str | None = None  # video: a dias.video_metrics convention; None for images
 
     @property
     def label(self) -> str:
         name = self.dataset if self.mask_source == "decoder" else f"{self.dataset} ({self.mask_source})"
+        name = name if self.clip_length is None else f"{name}, {self.clip_length}"
         name = name if self.split in ("val", "") else f"{name} [{self.split}]"
+        name = name if self.convention is None else f"{name}, {VIDEO_CONVENTION_LABELS[self.convention]}"
         return name if self.baseline is None else f"{name}: {BASELINE_TITLES.get(self.baseline, self.baseline)}"
 
 
@@ -70,17 +76,24 @@ def aggregate(reports: list[dict[str, Any]]) -> list[SummaryRow]:
     """Group metrics.json contents by (dataset, split, mask source); mean and sample std over runs, ×100.
 
     Rows keep the order in which their group first appears; each group's baselines (when the reports
-    have them) follow its model row.
+    have them) follow its model row. A video report (`dias eval` on clips) is also grouped by its clip
+    length, and gives one block of rows per score convention (video, VideoSAUR, per frame).
     """
-    groups: dict[tuple[str, str, str, str | None], list[dict[str, float]]] = {}
+    groups: dict[tuple[str, str, str, str | None, str | None, str | None], list[dict[str, float]]] = {}
     for report in reports:
         card = report.get("card", {})
         key = (str(card.get("dataset", "?")), str(card.get("split", "")), str(card.get("mask_source", "decoder")))
-        groups.setdefault((*key, None), []).append(report["metrics"])
-        for baseline, metrics in report.get("baselines", {}).items():
-            groups.setdefault((*key, baseline), []).append(metrics)
+        sources = [(None, report["metrics"]), *report.get("baselines", {}).items()]
+        if not is_video_report(report):
+            for baseline, metrics in sources:
+                groups.setdefault((*key, None, None, baseline), []).append(metrics)
+            continue
+        for convention in VIDEO_CONVENTIONS:
+            for baseline, metrics in sources:
+                video_key = (*key, clip_length_text(card), convention, baseline)
+                groups.setdefault(video_key, []).append(convention_metrics(metrics, convention))
     rows = []
-    for (dataset, split, mask_source, baseline), runs in groups.items():
+    for (dataset, split, mask_source, clip_length, convention, baseline), runs in groups.items():
         values = {name: 100 * np.array([_number(run.get(name)) for run in runs]) for name in METRIC_NAMES}
         rows.append(
             SummaryRow(
@@ -91,9 +104,16 @@ def aggregate(reports: list[dict[str, Any]]) -> list[SummaryRow]:
                 mean={name: float(v.mean()) for name, v in values.items()},
                 std={name: float(v.std(ddof=1)) if len(v) > 1 else math.nan for name, v in values.items()},
                 baseline=baseline,
+                clip_length=clip_length,
+                convention=convention,
             )
         )
     return rows
+
+
+def is_video_report(report: dict[str, Any]) -> bool:
+    """Whether a metrics.json scored clips (its eval card holds their length)."""
+    return "eval_clip_length" in report.get("card", {})
 
 
 def _number(value: Any) -> float:
@@ -105,6 +125,8 @@ def to_markdown(rows: list[SummaryRow]) -> str:
     notes = ["Mean ± sample standard deviation (ddof=1) over runs, ×100."]
     if any(row.baseline is not None for row in rows):
         notes.append("Baselines are scored on the same images, token grid, upsampling and metrics as the model.")
+    if any(row.convention is not None for row in rows):
+        notes += [f"{VIDEO_CONVENTION_LABELS[c]}: {VIDEO_CONVENTION_TITLES[c]}." for c in VIDEO_CONVENTIONS]
     cells = [
         [row.label, str(row.num_runs), *(format_score(row.mean[name], row.std[name]) for name in METRIC_NAMES)]
         for row in rows
@@ -114,9 +136,13 @@ def to_markdown(rows: list[SummaryRow]) -> str:
 
 def to_csv(rows: list[SummaryRow]) -> str:
     stats = [f"{name}_{stat}" for name in METRIC_NAMES for stat in ("mean", "std")]
-    columns = [Column(title) for title in ("dataset", "split", "mask_source", "segmentation", "num_runs", *stats)]
+    video = any(row.convention is not None for row in rows)  # image-only reports keep their columns
+    keys = ("dataset", "split", "mask_source", *(("clip_length", "convention") if video else ()), "segmentation")
+    columns = [Column(title) for title in (*keys, "num_runs", *stats)]
     cells = [
-        [row.dataset, row.split, row.mask_source, row.baseline or "model", str(row.num_runs)]
+        [row.dataset, row.split, row.mask_source]
+        + ([row.clip_length or "", row.convention or ""] if video else [])
+        + [row.baseline or "model", str(row.num_runs)]
         + [format_exact(value) for name in METRIC_NAMES for value in (row.mean[name], row.std[name])]
         for row in rows
     ]

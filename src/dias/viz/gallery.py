@@ -126,12 +126,10 @@ def write_visual_report(
         atomic_write_bytes(out_dir / VIZ_DIR_NAME / name, data)
         scores = (per_image or {}).get(item.index, {})
         text = ", ".join(f"{METRIC_TITLES[k]} {format_fraction(v)}" for k, v in scores.items() if v == v)
-        figures.append(
-            f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
-            f"<figcaption>{html.escape(f'image {item.index}' + (f': {text}' if text else ''))}</figcaption></figure>"
-        )
+        figures.append(figure(name, data, f"image {item.index}" + (f": {text}" if text else "")))
+    scores = to_html(scores_table(report["metrics"], report.get("baselines")))
     path = out_dir / REPORT_FILE_NAME
-    atomic_write_bytes(path, _page(report, figures).encode("utf-8"))
+    atomic_write_bytes(path, page(report, figures, scores=scores + BASELINE_NOTE, heading="Images").encode("utf-8"))
     return path
 
 
@@ -147,10 +145,24 @@ def scores_table(
     )
 
 
-def _page(report: dict[str, Any], figures: list[str]) -> str:
+BASELINE_NOTE = """
+<p>The baselines are scored on the same images, token grid, upsampling and metrics as the model: a number
+means something only where it beats them.</p>"""
+
+
+def figure(name: str, data: bytes, text: str) -> str:
+    """An HTML <figure> embedding PNG bytes, captioned with `text` (escaped)."""
+    image = base64.b64encode(data).decode("ascii")
+    return (
+        f'<figure><img alt="{name}" src="data:image/png;base64,{image}">'
+        f"<figcaption>{html.escape(text)}</figcaption></figure>"
+    )
+
+
+def page(report: dict[str, Any], figures: list[str], *, scores: str, heading: str) -> str:
+    """The self-contained report.html: the scores section (HTML), the eval card, then the figures."""
     card = report["card"]
     title = f"dias eval: {card.get('dataset', '')} {card.get('split', '')} ({card.get('mask_source', '')})"
-    scores = to_html(scores_table(report["metrics"], report.get("baselines")))
     card_table = to_html(
         Table(
             columns=[Column("field"), Column("value")],
@@ -169,11 +181,9 @@ img {{ image-rendering: pixelated; max-width: 100%; }}
 <h1>{html.escape(title)}</h1>
 <h2>Metrics (&times;100)</h2>
 {scores}
-<p>The baselines are scored on the same images, token grid, upsampling and metrics as the model: a number
-means something only where it beats them.</p>
 <h2>Eval card</h2>
 {card_table}
-<h2>Images</h2>
+<h2>{html.escape(heading)}</h2>
 {"".join(figures)}
 </body></html>
 """
