@@ -18,9 +18,10 @@ from typing import Literal
 import numpy as np
 import torch
 
+from dias.commands.doctor_clips import DEFAULT_CLIP_SAMPLE_SIZE, check_clip_split
 from dias.config import load_config
 from dias.data.codec import IGNORE_ID, CorruptRecordError, count_objects
-from dias.data.records import LmdbReader, split_path
+from dias.data.records import CLIP_KIND, LmdbReader, split_path
 from dias.io import WeightsMismatchError
 from dias.methods import build_model, method_of
 from dias.modules.backbone import VIT_NAMES, WEIGHTS_OPTION, ViTBackbone
@@ -107,8 +108,12 @@ def check_model(cfg: Config) -> Check:
     return Check("OK", "model", f"builds: {trainable:,} trainable + {frozen:,} frozen parameters")
 
 
-def check_split(cfg: Config, split: str, sample_size: int = DEFAULT_SAMPLE_SIZE) -> Check:
-    """A split opens, has records, and a sample of them decodes; reports objects per image and ignore pixels."""
+def check_split(
+    cfg: Config, split: str, sample_size: int = DEFAULT_SAMPLE_SIZE, clip_sample: int = DEFAULT_CLIP_SAMPLE_SIZE
+) -> Check:
+    """A split opens, has records, and a sample of them decodes; reports objects per image and ignore pixels.
+
+    A clip split (video) samples at most `clip_sample` videos, decoded whole (dias.commands.doctor_clips)."""
     name = f"data {split}"
     path = split_path(cfg.data.root, split)
     fix = _prepare_hint(cfg)
@@ -119,6 +124,9 @@ def check_split(cfg: Config, split: str, sample_size: int = DEFAULT_SAMPLE_SIZE)
     except ValueError as exc:
         return Check("FAIL", name, f"{exc}; or point data.root=DIR at a prepared dataset")
     with reader:
+        if reader.kind == CLIP_KIND:
+            status, message = check_clip_split(cfg, reader, split, fix=fix, sample_size=min(sample_size, clip_sample))
+            return Check(status, name, message)
         count = len(reader)
         if count == 0:
             return Check("FAIL", name, f"{path} holds no records; re-create it ({fix})")
@@ -178,11 +186,10 @@ def estimate_cost(cfg: Config) -> list[Check]:
     try:
         model = _build_without_weights(cfg, torch.device("cpu")).to(device).train()
         trainable, frozen = _count_parameters(model)
-        size = cfg.data.image_size
-        images = torch.randint(0, 256, (PROBE_BATCH_SIZE, 3, size, size), dtype=torch.uint8, device=device)
+        inputs = _probe_inputs(cfg, model, device)
         saved_bytes, seconds = 0, 0.0
         for _ in range(2):  # the first pass pays one-off costs; time the second
-            saved_bytes, seconds = _probe_step(model, images, cfg=cfg, device=device, precision=precision)
+            saved_bytes, seconds = _probe_step(model, inputs, cfg=cfg, device=device, precision=precision)
     except Exception as exc:
         return [Check("FAIL", "estimate", f"a training step fails: {type(exc).__name__}: {exc}")]
     batch = cfg.data.batch_size
@@ -191,18 +198,19 @@ def estimate_cost(cfg: Config) -> list[Check]:
     total = (parameter_bytes + activation_bytes) / BYTES_PER_GIB
     step = seconds / PROBE_BATCH_SIZE * batch
     hours = step * cfg.train.total_steps / 3600
+    unit = f" clips of {cfg.data.clip_length} frames" if cfg.model.method.video else ""
     return [
         Check(
             "OK",
             "memory",
-            f"~{total:.2f} GiB per rank on {device} at batch {batch}: parameters+grads+Adam "
+            f"~{total:.2f} GiB per rank on {device} at batch {batch}{unit}: parameters+grads+Adam "
             f"{parameter_bytes / BYTES_PER_GIB:.2f} GiB, activations {activation_bytes / BYTES_PER_GIB:.2f} GiB "
             f"(measured under {precision.name}; a rough estimate)",
         ),
         Check(
             "OK",
             "step time",
-            f"~{step:.2f} s per step at batch {batch} on {device} (scaled from a batch of {PROBE_BATCH_SIZE}); "
+            f"~{step:.2f} s per step at batch {batch}{unit} on {device} (scaled from a batch of {PROBE_BATCH_SIZE}); "
             f"~{hours:.1f} h for train.total_steps={cfg.train.total_steps}",
         ),
     ]
@@ -221,8 +229,20 @@ def exit_code(checks: list[Check]) -> int:
     return 1 if any(check.status == "FAIL" for check in checks) else 0
 
 
+def _probe_inputs(cfg: Config, model, device: torch.device) -> dict[str, torch.Tensor]:
+    """A random batch of PROBE_BATCH_SIZE images (B, 3, H, W), or of training clips (B, T, 3, H, W) with
+    first-frame boxes (B, T, K, 4) when the model is conditional."""
+    size = cfg.data.image_size
+    frames = (cfg.data.clip_length,) if cfg.model.method.video else ()
+    images = torch.randint(0, 256, (PROBE_BATCH_SIZE, *frames, 3, size, size), dtype=torch.uint8, device=device)
+    if not model.conditional:
+        return {"images": images}
+    low = torch.rand(PROBE_BATCH_SIZE, *frames, cfg.model.num_slots, 2, device=device) / 2
+    return {"images": images, "boxes": torch.cat([low, low + 0.5], dim=-1)}  # ltrb in [0, 1]
+
+
 def _probe_step(
-    model, images: torch.Tensor, *, cfg: Config, device: torch.device, precision: Precision
+    model, inputs: dict[str, torch.Tensor], *, cfg: Config, device: torch.device, precision: Precision
 ) -> tuple[int, float]:
     """(bytes autograd saved for backward, seconds) of one forward + backward of the method's objective.
 
@@ -241,7 +261,7 @@ def _probe_step(
     _synchronize(device)
     start = time.perf_counter()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), precision.autocast():
-        out = model(images=images, **plan.forward_options)
+        out = model(**inputs, **plan.forward_options)
         loss = method.objective(out, plan, cfg).loss
     loss.backward()
     _synchronize(device)
@@ -273,6 +293,6 @@ def _synchronize(device: torch.device) -> None:
 
 
 def _prepare_hint(cfg: Config) -> str:
-    if cfg.data.name == "synthetic":
-        return f"create it with `dias prepare synthetic --out {cfg.data.root}`"
+    if cfg.data.name in ("synthetic", "synthetic-video"):
+        return f"create it with `dias prepare {cfg.data.name} --out {cfg.data.root}`"
     return f"create it with `dias prepare {cfg.data.name} --raw DIR --out {cfg.data.root}`"

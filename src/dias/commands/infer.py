@@ -48,8 +48,15 @@ class SegmentResult(NamedTuple):
     keep: torch.Tensor | None  # (B, K) bool slots kept by pruning, when the model prunes
 
 
+class ClipResult(NamedTuple):
+    masks: list[torch.Tensor]  # T x (H, W) long: slot index per pixel; one index is one slot in every frame
+    slots: torch.Tensor  # (T, K, D) each frame's slots
+    attn: torch.Tensor  # (T, K, N) each frame's last slot-attention map
+    decoder_attn: torch.Tensor  # (T, K, N) decoder attention (the masks before upsampling)
+
+
 class Segmenter:
-    """A trained model (any method) with its config, ready to segment arbitrary images."""
+    """A trained model (any method) with its config, ready to segment arbitrary images, or clips (a video model)."""
 
     def __init__(self, model: SlotModel, cfg: Config, device: str | torch.device = AUTO):
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
@@ -60,6 +67,8 @@ class Segmenter:
     @torch.inference_mode()
     def segment(self, images: Any, num_slots: int | None = None, seed: int | None = 0) -> SegmentResult:
         """images: one image or a sequence (PIL, numpy, tensor), or a (B,3,H,W) tensor. Deterministic for a seed."""
+        if self.video:
+            raise UsageError("this is a video checkpoint: segment a clip's frames with segment_clip(frames)")
         if isinstance(images, torch.Tensor) and images.dim() == 4:
             images = list(images)
         elif not isinstance(images, Sequence) or isinstance(images, (str, bytes)):
@@ -76,6 +85,58 @@ class Segmenter:
             masks_from_attention(out.decoder_attn[i : i + 1], p.shape[-2:], grid)[0].cpu() for i, p in enumerate(pixels)
         ]
         return SegmentResult(masks, out.slots.cpu(), out.attn.cpu(), out.decoder_attn.cpu(), out.keep)
+
+    @property
+    def video(self) -> bool:
+        """Whether the model is a video method's: it segments clips (segment_clip), not single images."""
+        return self.cfg.model.method.video
+
+    @torch.inference_mode()
+    def segment_clip(self, frames: Any, boxes: Any = None, seed: int | None = 0) -> ClipResult:
+        """frames: a sequence of T images of one size (PIL, numpy, tensor) or a (T,3,H,W) tensor, in time order.
+
+        A conditional model (MOVi configs) needs boxes: (M, 4) ltrb in [0, 1] of the objects in the first frame,
+        M <= K (model.num_slots; the rest are padded with empty boxes, as in training). Slot k is the same slot
+        in every frame, so masks[t] == k follows one object over time.
+        """
+        if not self.video:
+            raise UsageError("this is an image checkpoint: segment frames one by one with segment(images)")
+        pixels = [to_image_tensor(frame) for frame in frames]
+        if not pixels:
+            raise UsageError("a clip needs at least one frame")
+        if len({tuple(p.shape[-2:]) for p in pixels}) > 1:
+            raise UsageError(
+                f"a clip's frames must share one size, got {sorted({tuple(p.shape[-2:]) for p in pixels})}"
+            )
+        size = self.cfg.data.image_size
+        clip = torch.stack([resize_image(p, size) for p in pixels])[None].to(self.device)  # (1,T,3,S,S)
+        inputs = {"images": clip, "boxes": self._first_frame_boxes(boxes, len(pixels))}
+        if seed is not None:
+            torch.manual_seed(seed)  # an unconditional model samples frame 0's slots
+        with self.precision.autocast():
+            out = self.model(**inputs)
+        grid = self.model.backbone.grid_size(size)
+        masks = masks_from_attention(out.decoder_attn[0], pixels[0].shape[-2:], grid).cpu()  # (T,H,W)
+        return ClipResult(list(masks), out.slots[0].cpu(), out.attn[0].cpu(), out.decoder_attn[0].cpu())
+
+    def _first_frame_boxes(self, boxes: Any, num_frames: int) -> torch.Tensor | None:
+        """(1, T, K, 4) with frame 0's boxes, padded to K with (0, 0, 0, 0); None for an unconditional model."""
+        if not self.model.conditional:
+            if boxes is not None:
+                raise UsageError("this model is not conditional: it reads no boxes; pass boxes=None")
+            return None
+        num_slots = self.cfg.model.num_slots
+        if boxes is None:
+            raise UsageError(
+                f"this model is conditional: it starts from the first frame's object boxes; pass boxes, an (M, 4) "
+                f"array of ltrb in [0, 1] with M <= {num_slots}"
+            )
+        boxes = torch.as_tensor(np.asarray(boxes, dtype=np.float32))
+        if boxes.dim() != 2 or boxes.shape[1] != 4 or len(boxes) > num_slots:
+            raise UsageError(f"boxes must be (M, 4) ltrb with M <= {num_slots}, got {tuple(boxes.shape)}")
+        padded = torch.zeros(1, num_frames, num_slots, 4)
+        padded[0, 0, : len(boxes)] = boxes  # only frame 0's are read
+        return padded.to(self.device)
 
 
 def load(
@@ -130,9 +191,17 @@ def run_infer(
 ) -> dict[str, Any]:
     """Segment image files; per image write STEM_mask.png, STEM_overlay.png, STEM_slots.npz (+ slot masks).
 
+    A video model reads each input as one clip instead (dias.commands.infer_video.run_infer_clips).
+
     Unreadable files are reported in the summary and skipped; no image file at all is a FileNotFoundError.
     Returns the summary written to summary.json.
     """
+    if segmenter.video:  # each input is a clip
+        from dias.commands.infer_video import run_infer_clips
+
+        if num_slots is not None:
+            raise UsageError("a video model keeps its trained model.num_slots; drop --num-slots")
+        return run_infer_clips(segmenter, inputs, out_dir, slot_masks=slot_masks, seed=seed)
     if batch_size < 1:
         raise UsageError(f"batch_size must be at least 1, got {batch_size}")
     out_dir = Path(out_dir)
