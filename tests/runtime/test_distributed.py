@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import TINY
+from tiny import TINY, TINY_VIDEO
 
 from dias.runtime.distributed import DistInfo, all_reduce_sum_, init_distributed
 from dias.train.log import read_metrics
@@ -28,12 +28,14 @@ torch.save({k: v for k, v in result.model.state_dict().items()}, f"{out}/rank{ra
 """
 
 
-def _run_two_ranks(worker: str, root, tmp_path, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    """torchrun `worker` (argv: data root, run folder, output folder, demo config, `extra`) on two gloo ranks."""
+def _run_two_ranks(
+    worker: str, root, tmp_path, extra: tuple[str, ...] = (), config: str = "demo.yaml"
+) -> subprocess.CompletedProcess:
+    """torchrun `worker` (argv: data root, run folder, output folder, `config`, `extra`) on two gloo ranks."""
     script = tmp_path / "worker.py"
     script.write_text(worker.replace("TINY_OVERRIDES", repr(TINY)))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    args = [str(script), str(root), str(tmp_path / "run"), str(tmp_path), str(REPO / "configs" / "demo.yaml"), *extra]
+    args = [str(script), str(root), str(tmp_path / "run"), str(tmp_path), str(REPO / "configs" / config), *extra]
     return subprocess.run([*command, *args], capture_output=True, text=True, timeout=180)
 
 
@@ -55,6 +57,17 @@ def test_two_gloo_ranks_end_with_equal_weights(method, tiny_root, tmp_path):
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key
     assert [r["step"] for r in read_metrics(tmp_path / "run") if "loss" in r] == [1, 2, 3]  # rank 0 logs once
+
+
+def test_two_gloo_ranks_train_a_video_method_to_equal_weights(tiny_video_root, tmp_path):
+    extra = (*TINY_VIDEO, "data.batch_size=2", "data.eval_clip_length=2")  # after the worker's image overrides
+    result = _run_two_ranks(WORKER, tiny_video_root, tmp_path, extra, config="randsfq-ytvis.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "effective batch 4" in result.stderr
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert "transitioner.time_embed.weight" in rank0
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
 
 
 SIGTERM_WORKER = """import os, signal, sys, torch
