@@ -32,7 +32,7 @@ TINY_DATA = {"num_train": 16, "num_val": 4, "size": 32}  # tiny_root: 4 batches 
 # a video config's overrides on tiny_video_root: a stand-in backbone on 32 px frames (a 4x4 token grid), small
 # widths; synthetic-video pads to K = 6 objects
 TINY_VIDEO = [
-    "data.name=synthetic-video", "model.num_slots=6", "data.image_size=32", "model.backbone.name=patch_stats",
+    "data.name=synthetic_video", "model.num_slots=6", "data.image_size=32", "model.backbone.name=patch_stats",
     "model.backbone.patch_size=8", "model.slot_dim=32", "model.slot_attention.mlp_dim=64", "model.decoder.num_layers=1",
     "data.clip_length=3", "data.batch_size=2", "data.num_workers=0", "eval.batch_size=2", "train.device=cpu",
     "eval.device=cpu", "log.every=1", "log.tensorboard=false", "train.precision=fp32",

@@ -89,7 +89,7 @@ def checked(default: Any, rule: Rule) -> Any:
 # to. A fixed K per dataset, not the batch's largest count as in the official video code: a conditional model's
 # slots, and so a validation video's score, must not depend on which videos share its batch.
 IMAGE_DATASETS = ("synthetic", "clevrtex", "coco", "voc")
-VIDEO_SLOT_COUNTS = {"synthetic-video": 6, "movi_c": 11, "movi_d": 21, "movi_e": 24, "ytvis": 7}
+VIDEO_SLOT_COUNTS = {"synthetic_video": 6, "movi_c": 11, "movi_d": 21, "movi_e": 24, "ytvis": 7}
 DatasetName = Literal[IMAGE_DATASETS + tuple(VIDEO_SLOT_COUNTS)]  # type: ignore[valid-type]
 
 

@@ -104,7 +104,7 @@ def video_metrics_file(path, ari, eval_clip_length=2):
     report = {
         "metrics": metrics,
         "baselines": {"kmeans": {**metrics, "ari": 0.1}},
-        "card": {"dataset": "synthetic-video", "split": "val", "mask_source": "decoder",
+        "card": {"dataset": "synthetic_video", "split": "val", "mask_source": "decoder",
                  "eval_clip_length": eval_clip_length, "clip_frames": [eval_clip_length]},
     }  # fmt: skip
     (path / "metrics.json").write_text(json.dumps(report))
@@ -119,13 +119,13 @@ def test_report_on_video_runs_labels_the_conventions_and_the_clip_length(tmp_pat
     paths = [str(tmp_path / name) for name in ("seed0", "seed1", "long", "image")]
     assert main(["report", *paths, "--out", str(prefix)]) == 0
     table = (tmp_path / "summary.md").read_text()
-    assert "| synthetic-video, 2-frame clips, video | 2 | 40.0 ± 14.1 | 60.0 ± 0.0 | 40.0 ± 0.0 | 30.0 ± 0.0 |" in table
-    assert "| synthetic-video, 2-frame clips, VideoSAUR | 2 | – | 50.0 ± 0.0 | 20.0 ± 0.0 | – |" in table
+    assert "| synthetic_video, 2-frame clips, video | 2 | 40.0 ± 14.1 | 60.0 ± 0.0 | 40.0 ± 0.0 | 30.0 ± 0.0 |" in table
+    assert "| synthetic_video, 2-frame clips, VideoSAUR | 2 | – | 50.0 ± 0.0 | 20.0 ± 0.0 | – |" in table
     assert (
-        "| synthetic-video, 2-frame clips, per frame | 2 | 70.0 ± 0.0 | 80.0 ± 0.0 | 50.0 ± 0.0 | 45.0 ± 0.0 |" in table
+        "| synthetic_video, 2-frame clips, per frame | 2 | 70.0 ± 0.0 | 80.0 ± 0.0 | 50.0 ± 0.0 | 45.0 ± 0.0 |" in table
     )
-    assert "| synthetic-video, 2-frame clips, video: k-means on the backbone tokens | 2 | 10.0 ± 0.0 |" in table
-    assert "| synthetic-video, 6-frame clips, video | 1 | 20.0 |" in table
+    assert "| synthetic_video, 2-frame clips, video: k-means on the backbone tokens | 2 | 10.0 ± 0.0 |" in table
+    assert "| synthetic_video, 6-frame clips, video | 1 | 20.0 |" in table
     assert "| coco | 1 | 20.0 | 40.0 | 30.0 | 30.0 |" in table  # an image run beside them keeps its row
     assert "VideoSAUR: video, background excluded" in table
     rows = list(csv.DictReader(io.StringIO((tmp_path / "summary.csv").read_text())))

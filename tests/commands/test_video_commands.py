@@ -127,7 +127,7 @@ def test_doctor_reads_clip_splits_builds_the_video_model_and_times_a_clip_step(c
     text = format_checks(checks)
     assert exit_code(checks) == 0 and "WARN" not in text, text
     by_name = {check.name: check for check in checks}
-    assert "4 videos (synthetic-video)" in by_name["data train"].message and "within K=6" in text
+    assert "4 videos (synthetic_video)" in by_name["data train"].message and "within K=6" in text
     assert "frames per video 4-4" in by_name["data val"].message
     assert "clips of 3 frames" in by_name["step time"].message
     too_short = run_checks(CONFIGS / config, [*overrides, "data.clip_length=5"], estimate=False)

@@ -19,7 +19,7 @@ from dias.train.loop import train
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY_VIDEO = [
-    "data.name=synthetic-video", "model.num_slots=6", "data.image_size=32", "model.backbone.name=patch_stats",
+    "data.name=synthetic_video", "model.num_slots=6", "data.image_size=32", "model.backbone.name=patch_stats",
     "model.backbone.patch_size=8", "model.slot_dim=32", "model.slot_attention.mlp_dim=64", "model.decoder.num_layers=1",
     "data.clip_length=3", "data.batch_size=2", "data.num_workers=0", "eval.batch_size=2", "train.device=cpu",
     "eval.device=cpu", "log.every=1", "log.tensorboard=false", "train.precision=fp32",

@@ -31,7 +31,7 @@ def moving_square_clip(num_frames: int, height: int = SIZE, width: int = SIZE + 
 @pytest.fixture
 def clip_split(tmp_path):
     path = tmp_path / "train.lmdb"
-    with LmdbWriter(path, dataset="synthetic-video", split="train", kind="clip") as writer:
+    with LmdbWriter(path, dataset="synthetic_video", split="train", kind="clip") as writer:
         for num_frames in (8, 5):
             frames, masks = moving_square_clip(num_frames)
             classes = np.tile([[3, 7]], (num_frames, 1))
@@ -90,7 +90,7 @@ def test_boxes_are_recomputed_from_augmented_masks_and_padded(clip_split):
     dataset = ClipDataset(clip_split, clip_length=8, train=True, transform=ClipTrainTransform(16))
     torch.manual_seed(3)
     sample = dataset[0]
-    assert sample["boxes"].shape == (8, slot_count("synthetic-video"), 4)
+    assert sample["boxes"].shape == (8, slot_count("synthetic_video"), 4)
     torch.testing.assert_close(sample["boxes"], boxes_from_masks(sample["masks"], dataset.num_slots))
     assert sample["boxes"][:, 2:].eq(0).all()  # padding rows
     assert sample["classes"].shape == (8, 6) and sample["classes"][0].tolist() == [3, 7, 0, 0, 0, 0]

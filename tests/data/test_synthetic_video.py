@@ -82,7 +82,7 @@ def test_prepare_writes_clips_and_resumes(tmp_path, monkeypatch):
     options = {"num_train": 5, "num_val": 1, "num_frames": 4, "size": 32, "seed": 2, "num_workers": 1}
     prepare_synthetic_video(tmp_path / "fresh", progress=False, **options)
     header = load_header(tmp_path / "fresh" / "train.lmdb")
-    assert header["kind"] == "clip" and header["dataset"] == "synthetic-video"
+    assert header["kind"] == "clip" and header["dataset"] == "synthetic_video"
     with LmdbReader(tmp_path / "fresh" / "train.lmdb") as reader:
         clip = reader.read_clip(4)
     assert clip.frames.shape == (4, 32, 32, 3) and clip.meta["id"] == 4

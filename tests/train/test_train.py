@@ -51,7 +51,7 @@ def test_every_shipped_config_trains_two_steps(path, tiny_root, tiny_video_root,
     if path.name != "demo.yaml":
         overrides = [*overrides, *vit, "model.slot_dim=32", "eval.batch_size=2"]
     if load_config(path).model.method.video:  # synthetic-video: K = 6 objects, 4-frame videos cut into 3 and 2
-        video = ["data.name=synthetic-video", "model.num_slots=6", "data.clip_length=3", "data.eval_clip_length=2"]
+        video = ["data.name=synthetic_video", "model.num_slots=6", "data.clip_length=3", "data.eval_clip_length=2"]
         overrides = [*overrides, f"data.root={tiny_video_root}", *video]
     cfg = load_config(path, overrides)
     result = train(cfg, tmp_path / "run", progress=False)

@@ -293,6 +293,6 @@ def _synchronize(device: torch.device) -> None:
 
 
 def _prepare_hint(cfg: Config) -> str:
-    if cfg.data.name in ("synthetic", "synthetic-video"):
+    if cfg.data.name in ("synthetic", "synthetic_video"):
         return f"create it with `dias prepare {cfg.data.name} --out {cfg.data.root}`"
     return f"create it with `dias prepare {cfg.data.name} --raw DIR --out {cfg.data.root}`"

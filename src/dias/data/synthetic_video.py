@@ -44,7 +44,7 @@ from dias.data.synthetic import (
 from dias.errors import UsageError
 from dias.runtime.lock import MIXED_DATASET, FolderLock
 
-DATASET_NAME = "synthetic-video"
+DATASET_NAME = "synthetic_video"
 GENERATOR_VERSION = 1  # bump when render_video changes, so stale partial files are not resumed
 DEFAULT_NUM_TRAIN = 2_000
 DEFAULT_NUM_VAL = 200
