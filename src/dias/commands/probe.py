@@ -8,7 +8,8 @@ the frozen model (no gradient) -> slots matched to the objects (dias.probe.match
 each probe: one on the model's slots, and one each on "slots" that learn nothing (backbone tokens pooled in
 the image-blind grid's cells and in per-image k-means segments). LR: linear warm-up over 5 % of the steps,
 then cosine to lr / 1000. Then the val split (centre crop) is scored: class top-1 and top-3, the box IoU and
-the number of matches, micro-averaged over the matched objects, beside the majority class.
+the number of matches, micro-averaged over the matched objects, beside the majority class. On a video model
+the batches are clips and slot tracks are matched to object tracks over each clip (dias.commands.probe_clips).
 
 The run folder holds probe.pt (the probes, their optimizers, the step: saved atomically every
 probe.checkpoint_every steps, at the end and on Ctrl-C / SIGTERM; `resume=True` continues it, with a fresh
@@ -30,6 +31,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from dias.commands.probe_clips import check_clip_options, clip_loader, match_clips
 from dias.config import CONFIG_FILE_NAME, save_config
 from dias.data.dataset import LmdbDataset, collate
 from dias.data.records import load_header, split_path
@@ -43,7 +45,7 @@ from dias.probe.objects import MODEL_SOURCE, Matched, match_batch
 from dias.probe.probe import Probe, probe_loss, top_k_correct
 from dias.runtime.lock import FolderLock
 from dias.schedules import lr_at
-from dias.schema import Config
+from dias.schema import Config, is_video
 from dias.train.checkpoint import load_model
 from dias.train.log import METRICS_FILE_NAME, MetricsLogger
 from dias.train.stop import StopRequest
@@ -141,6 +143,8 @@ def _match_options(model: SlotModel, cfg: Config) -> dict[str, Any]:
     # ClevrTex's classes are those its train split names
     train_info = load_header(split_path(cfg.data.root, cfg.data.train_split))["info"]
     vocabulary = label_vocabulary(cfg.data.name, p.attribute, train_info=train_info)
+    if is_video(cfg.data.name):
+        check_clip_options(cfg)
     model.eval().requires_grad_(False)
     grid = model.backbone.grid_size(cfg.data.image_size)
     match = dict(
@@ -184,7 +188,7 @@ def _train_probes(run: ProbeRun, *, logger: MetricsLogger, stop: StopRequest) ->
 
         # the frozen model's slots matched to the objects; the training targets counted for the majority baseline
         with torch.no_grad():
-            matched = match_batch(run.model(images=batch["image"]), batch, **run.match)
+            matched = _matched(run.model, batch, run.match, cfg, train=True)
         run.majority.update(matched[MODEL_SOURCE].classes.tolist())
         run.box_sum += matched[MODEL_SOURCE].boxes.double().sum(0)
 
@@ -211,7 +215,9 @@ def _finish(run: ProbeRun, checkpoint: str | Path, out_dir: Path) -> dict[str, d
         "dataset": cfg.data.name, "split": cfg.data.val_split, "attribute": p.attribute,
         "num_classes": len(run.match["vocabulary"]), "mask_source": p.mask_source, "iou_threshold": p.iou_threshold,
         "matching": MATCHING[p.official_cap], "steps": p.total_steps, "batch_size": p.batch_size,
-        "metrics": "micro-averaged over the matched objects; box IoU of each matched pair's predicted box",
+        "metrics": "micro-averaged over the matched objects; box IoU of each matched pair's predicted box"
+        + ("; video: tracks matched by space-time IoU, one sample per frame a matched object is visible in"
+           if is_video(cfg.data.name) else ""),
     }  # fmt: skip
     text = json.dumps({"metrics": metrics, "card": card}, indent=2) + "\n"
     atomic_write_bytes(out_dir / RESULT_FILE, text.encode("utf-8"))
@@ -243,7 +249,7 @@ def _score(
     for probe in probes.values():
         probe.eval()
     for batch in _loader(cfg, train=False, seed=cfg.probe.seed):
-        matched = match_batch(model(images=batch["image"]), batch, **match)
+        matched = _matched(model, batch, match, cfg, train=False)
         for source, probe in probes.items():
             m = matched[source]
             if len(m.classes):
@@ -266,7 +272,16 @@ def _means(total: Counter) -> dict[str, float]:
     return {k: (total[k] / n if n else math.nan) for k in ("top1", "top3", "box_iou")} | {"num_matches": int(n)}
 
 
+def _matched(model, batch: dict[str, Any], match: dict, cfg: Config, *, train: bool) -> dict[str, Matched]:
+    """The frozen model's vectors matched to the batch's objects: per image, or per track over each clip."""
+    if is_video(cfg.data.name):
+        return match_clips(model, batch, match, cfg, train=train)
+    return match_batch(model(images=batch["image"]), batch, **match)
+
+
 def _loader(cfg: Config, *, train: bool, seed: int) -> DataLoader:
+    if is_video(cfg.data.name):
+        return clip_loader(cfg, train=train, seed=seed)
     d = cfg.data
     split = d.train_split if train else d.val_split
     transform = TrainTransform(d.image_size, d.crop_scale, d.flip) if train else EvalTransform(d.image_size)

@@ -26,15 +26,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from dias.data import convert_clevrtex, synthetic
+import torch
+
+from dias.data import convert_clevrtex, synthetic, synthetic_video
 from dias.errors import DiasError
 
 NUM_COCO_LOGITS = 91  # COCO category ids run 1..90; id 0 is never a target
+NUM_YTVIS_LOGITS = 41  # YouTube-VIS category ids run 1..40; id 0 (unknown in a clip record) is never a target
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )  # fmt: skip  # SegmentationClass indices; 0 is never a target
 UNSEEN_CLASS = -1  # a class the train split never has: equal to no probe output, so always counted wrong
+UNKNOWN_CLASS = 0  # a YTVIS clip object without a category id: matched, but no probe sample
 RECONVERT_CLEVRTEX = (
     "put the CLEVRTEX_*.json scene files beside the images and convert again: "
     "`dias prepare clevrtex --raw DIR --out DIR --overwrite`"
@@ -50,6 +54,8 @@ VOCABULARIES: dict[str, dict[str, tuple[str, ...]]] = {
     "synthetic": {"shape": tuple(synthetic.SHAPES), "color": tuple(synthetic.PALETTE)},
     "coco": {"category": tuple(str(i) for i in range(NUM_COCO_LOGITS))},
     "voc": {"category": VOC_CLASSES},
+    synthetic_video.DATASET_NAME: {"shape": tuple(synthetic.SHAPES), "color": tuple(synthetic.PALETTE)},
+    "ytvis": {"category": tuple(str(i) for i in range(NUM_YTVIS_LOGITS))},
 }
 
 
@@ -105,6 +111,33 @@ def object_classes(
         return [vocabulary.index(shape) for shape in meta["shapes"]]
     palette = list(synthetic.PALETTE.values())
     return [min(range(len(palette)), key=lambda i: _distance(rgb, palette[i])) for rgb in meta["colors"]]
+
+
+def clip_object_classes(
+    dataset: str,
+    attribute: str,
+    *,
+    num_objects: int,
+    classes: torch.Tensor | None = None,
+    meta: dict[str, Any] | None = None,
+) -> list[int]:
+    """The class id of each object of one clip (objects 1..M in mask-id order), constant over the clip.
+
+    YTVIS: `classes` (T, K) the clip's category ids per frame (0 where unknown), the largest over the frames
+    (a record holds one id per object, or 0). Synthetic-video: the record's `meta` (its shapes and colours,
+    as the image data has them).
+    """
+    vocabulary = label_vocabulary(dataset, attribute)
+    if dataset == "ytvis":
+        if classes is None:
+            raise ProbeLabelError(
+                "these ytvis clips have no category ids; convert them again with `dias prepare ytvis --overwrite` "
+                "or `dias prepare import-official-video --dataset ytvis --overwrite`"
+            )
+        return [int(c) for c in classes[:, :num_objects].amax(0)]
+    if meta is None:
+        raise ValueError(f"{dataset} classes are read from each record's meta: pass meta=")
+    return object_classes(meta, "synthetic", attribute, vocabulary=vocabulary)[:num_objects]
 
 
 def _require_attribute(dataset: str, attribute: str, attributes: tuple[str, ...]) -> None:

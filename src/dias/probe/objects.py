@@ -58,7 +58,7 @@ def match_batch(
     """Each source's matched vectors, classes and boxes over a batch (images, instance masks, metas)."""
     masks = batch["mask"]  # (B, H, W) instance ids
     size = tuple(masks.shape[-2:])
-    objects_per_image = [_objects(mask) for mask in masks]
+    objects_per_image = [objects_of(mask) for mask in masks]
     classes_per_image = [object_classes(meta, dataset, attribute, vocabulary=vocabulary) for meta in batch["meta"]]
     matched = {}
     for source in sources:
@@ -80,8 +80,9 @@ def match_batch(
     return matched
 
 
-def _objects(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(object ids (M,) ascending, masks (M, H, W) bool) of one instance mask; background and ignore left out."""
+def objects_of(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(object ids (M,) ascending, masks (M, ...) bool) of one instance mask (H, W), or a clip's (T, H, W);
+    background and ignore left out."""
     ids = mask.unique()
     ids = ids[(ids != BACKGROUND_ID) & (ids != IGNORE_ID)]
-    return ids, mask[None] == ids[:, None, None]
+    return ids, mask[None] == ids.view(-1, *[1] * mask.dim())
