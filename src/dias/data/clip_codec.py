@@ -167,24 +167,7 @@ def decode_clip(
         raise corrupt("CRC32 mismatch: the clip bytes are damaged")
     starts = np.cumsum([table_length] + [a + b for a, b in lengths]).tolist()
     wanted = range(num_frames) if frames is None else [int(i) for i in frames]
-    images, masks = [], []
-    for index in wanted:
-        if not 0 <= index < num_frames:
-            raise IndexError(f"frame {index} out of range for a clip of {num_frames} frames")
-        start = starts[index]
-        image_length, mask_length = lengths[index]
-        try:
-            images.append(decode_image_bytes(body[start : start + image_length]))
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise corrupt(f"undecodable image of frame {index}: {exc}") from None
-        try:
-            masks.append(decode_mask_bytes(body[start + image_length : start + image_length + mask_length]))
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise corrupt(f"undecodable mask of frame {index}: {exc}") from None
-        if images[-1].shape[:2] != masks[-1].shape:
-            raise corrupt(f"frame {index} is {images[-1].shape[:2]} pixels but its mask is {masks[-1].shape}")
-    if len({image.shape for image in images}) > 1:
-        raise corrupt(f"the frames have different sizes {sorted({image.shape for image in images})}")
+    images, masks = _decode_frames(body, starts, lengths, wanted, corrupt)
     offset = starts[-1]
     boxes = classes = None
     if flags & HAS_BOXES:
@@ -206,6 +189,31 @@ def decode_clip(
     frames_array = np.stack(images) if images else np.zeros((0, *empty, 3), np.uint8)
     masks_array = np.stack(masks) if masks else np.zeros((0, *empty), np.uint16)
     return Clip(frames_array, masks_array, boxes, classes, meta)
+
+
+def _decode_frames(
+    body: bytes, starts: list[int], lengths: list[tuple[int, int]], wanted: Sequence[int], corrupt
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The images (H, W, 3) and masks (H, W) of frames `wanted`, each checked to decode and to match in size."""
+    images, masks = [], []
+    for index in wanted:
+        if not 0 <= index < len(lengths):
+            raise IndexError(f"frame {index} out of range for a clip of {len(lengths)} frames")
+        start = starts[index]
+        image_length, mask_length = lengths[index]
+        try:
+            images.append(decode_image_bytes(body[start : start + image_length]))
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise corrupt(f"undecodable image of frame {index}: {exc}") from None
+        try:
+            masks.append(decode_mask_bytes(body[start + image_length : start + image_length + mask_length]))
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise corrupt(f"undecodable mask of frame {index}: {exc}") from None
+        if images[-1].shape[:2] != masks[-1].shape:
+            raise corrupt(f"frame {index} is {images[-1].shape[:2]} pixels but its mask is {masks[-1].shape}")
+    if len({image.shape for image in images}) > 1:
+        raise corrupt(f"the frames have different sizes {sorted({image.shape for image in images})}")
+    return images, masks
 
 
 def clip_length_of(data: bytes, path: str | Path | None = None, key: bytes | int | None = None) -> int:

@@ -214,6 +214,15 @@ def render_record(job: tuple[int, int, int, int]) -> bytes:
     return encode_record(image, mask, {"id": index, **meta})
 
 
+def check_generator_options(*, num_train: int, num_val: int, seed: int, size: int) -> None:
+    """The built-in generators' options (images and videos): counts and seed whole and >= 0, size >= MIN_SIZE."""
+    for name, value in (("num_train", num_train), ("num_val", num_val), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise UsageError(f"{name} must be a non-negative integer, got {value!r}")
+    if size < MIN_SIZE:
+        raise UsageError(f"size must be at least {MIN_SIZE} pixels, got {size}")
+
+
 def prepare_synthetic(
     out: str | Path,
     num_train: int = DEFAULT_NUM_TRAIN,
@@ -229,11 +238,7 @@ def prepare_synthetic(
     Returns {split: {"path": str, "num_records": int, "num_resumed": int}}. A finished split made with
     other settings is only replaced with overwrite=True.
     """
-    for name, value in (("num_train", num_train), ("num_val", num_val), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise UsageError(f"{name} must be a non-negative integer, got {value!r}")
-    if size < MIN_SIZE:
-        raise UsageError(f"size must be at least {MIN_SIZE} pixels, got {size}")
+    check_generator_options(num_train=num_train, num_val=num_val, seed=seed, size=size)
     num_workers = num_workers or os.cpu_count() or 1
     out = Path(out)
     with FolderLock(out, why=MIXED_DATASET):  # one writer: two would mix their splits

@@ -35,9 +35,11 @@ from dias.data.synthetic import (
     BACKGROUNDS,
     COLOR_JITTER,
     DARKEST_SIDE,
+    MIN_SIZE,
     PALETTE,
     SHAPES,
     SPLIT_CODES,
+    check_generator_options,
     inside_star,
     render_background,
 )
@@ -51,7 +53,6 @@ DEFAULT_NUM_VAL = 200
 DEFAULT_NUM_FRAMES = 8
 DEFAULT_SIZE = 64
 DEFAULT_SEED = 0
-MIN_SIZE = 32
 MIN_FRAMES = 3
 MIN_OBJECTS, MAX_OBJECTS = 3, 6
 NUM_SLOTS = MAX_OBJECTS  # the fixed slot count a clip dataset pads this dataset's objects to
@@ -221,11 +222,7 @@ def prepare_synthetic_video(
     Returns {split: {"path": str, "num_records": int, "num_resumed": int}}. A finished split made with
     other settings is only replaced with overwrite=True.
     """
-    for name, value in (("num_train", num_train), ("num_val", num_val), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise UsageError(f"{name} must be a non-negative integer, got {value!r}")
-    if size < MIN_SIZE:
-        raise UsageError(f"size must be at least {MIN_SIZE} pixels, got {size}")
+    check_generator_options(num_train=num_train, num_val=num_val, seed=seed, size=size)
     if num_frames < MIN_FRAMES:
         raise UsageError(f"num_frames must be at least {MIN_FRAMES}, got {num_frames}")
     num_workers = num_workers or os.cpu_count() or 1

@@ -25,21 +25,21 @@ CROP_ATTEMPTS = 10
 
 
 def resize_image(image: torch.Tensor, size: int) -> torch.Tensor:
-    """(3,H,W) uint8 -> (3,size,size) uint8: bilinear, antialiased, rounded."""
+    """(..., 3, H, W) uint8 -> (..., 3, size, size) uint8, any leading dims: bilinear, antialiased, rounded."""
     if image.shape[-2:] == (size, size):
         return image
-    resized = F.interpolate(
-        image[None].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
-    )
-    return resized[0].round().clamp(0, 255).to(torch.uint8)
+    frames = image.reshape(-1, *image.shape[-3:]).float()
+    resized = F.interpolate(frames, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return resized.round().clamp(0, 255).to(torch.uint8).reshape(*image.shape[:-2], size, size)
 
 
 def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
-    """(H,W) integer ids -> (size,size) int64, nearest-exact (ids up to 2**24 stay exact in float32)."""
+    """(..., H, W) integer ids -> (..., size, size) int64, nearest-exact (ids up to 2**24 stay exact in float32)."""
     if mask.shape[-2:] == (size, size):
         return mask.long()
-    resized = F.interpolate(mask[None, None].float(), size=(size, size), mode="nearest-exact")
-    return resized[0, 0].long()
+    planes = mask.reshape(-1, 1, *mask.shape[-2:]).float()
+    resized = F.interpolate(planes, size=(size, size), mode="nearest-exact")
+    return resized.long().reshape(*mask.shape[:-2], size, size)
 
 
 def center_square(height: int, width: int) -> tuple[int, int, int, int]:
@@ -66,46 +66,65 @@ def random_crop_box(height: int, width: int, scale: tuple[float, float]) -> tupl
     return center_square(height, width)
 
 
-def crop(sample: Sample, box: tuple[int, int, int, int]) -> Sample:
+IMAGE_KEYS = ("image", "mask")  # an image sample's picture (3, H, W) and its instance ids (H, W)
+
+
+def crop(sample: Sample, box: tuple[int, int, int, int], keys: tuple[str, str] = IMAGE_KEYS) -> Sample:
+    """The (top, left, height, width) window of the sample's picture and mask (any leading dims: a clip's frames)."""
     top, left, height, width = box
     out = dict(sample)
-    out["image"] = sample["image"][:, top : top + height, left : left + width]
-    out["mask"] = sample["mask"][top : top + height, left : left + width]
+    for key in keys:
+        out[key] = sample[key][..., top : top + height, left : left + width]
     return out
 
 
-def resize(sample: Sample, size: int) -> Sample:
+def resize(sample: Sample, size: int, keys: tuple[str, str] = IMAGE_KEYS) -> Sample:
+    picture, mask = keys
     out = dict(sample)
-    out["image"] = resize_image(sample["image"], size)
-    out["mask"] = resize_mask(sample["mask"], size)
+    out[picture] = resize_image(sample[picture], size)
+    out[mask] = resize_mask(sample[mask], size)
     return out
 
 
 class EvalTransform:
-    """Largest centred square, resized to image_size."""
+    """Largest centred square, resized to image_size; `keys` name the picture and the mask in the sample."""
 
-    def __init__(self, image_size: int):
+    def __init__(self, image_size: int, *, keys: tuple[str, str] = IMAGE_KEYS):
         self.image_size = image_size
+        self.keys = keys
 
     def __call__(self, sample: Sample) -> Sample:
-        height, width = sample["image"].shape[-2:]
-        return resize(crop(sample, center_square(height, width)), self.image_size)
+        height, width = sample[self.keys[0]].shape[-2:]
+        return resize(crop(sample, center_square(height, width), self.keys), self.image_size, self.keys)
 
 
 class TrainTransform:
-    """Random resized crop (scale relative to the largest square), resize, horizontal flip."""
+    """Random resized crop (scale relative to the largest square), resize, horizontal flip.
 
-    def __init__(self, image_size: int, crop_scale: tuple[float, float] = (0.75, 1.0), flip: bool = True):
+    One crop box and one flip coin per sample: for a clip (keys naming its frames and masks) the same for
+    every frame.
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        crop_scale: tuple[float, float] = (0.75, 1.0),
+        flip: bool = True,
+        *,
+        keys: tuple[str, str] = IMAGE_KEYS,
+    ):
         if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
             raise ValueError(f"data.crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale}")
         self.image_size = image_size
         self.crop_scale = crop_scale
         self.flip = flip
+        self.keys = keys
 
     def __call__(self, sample: Sample) -> Sample:
-        height, width = sample["image"].shape[-2:]
-        out = resize(crop(sample, random_crop_box(height, width, self.crop_scale)), self.image_size)
+        height, width = sample[self.keys[0]].shape[-2:]
+        box = random_crop_box(height, width, self.crop_scale)
+        out = resize(crop(sample, box, self.keys), self.image_size, self.keys)
         if self.flip and bool(torch.rand(1) < 0.5):
-            out["image"] = out["image"].flip(-1)
-            out["mask"] = out["mask"].flip(-1)
+            for key in self.keys:
+                out[key] = out[key].flip(-1)
         return out
