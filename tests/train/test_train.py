@@ -284,11 +284,13 @@ def test_loss_decreases_on_a_tiny_set(tiny_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_compiled_training_follows_the_eager_losses(tiny_root, tmp_path, monkeypatch):
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)  # the eager random streams
+def test_compiled_training_follows_the_eager_losses(tiny_root, tmp_path):
     overrides = ["train.total_steps=3", "optim.warmup_steps=1", "train.val_every=100", "train.checkpoint_every=100"]
     eager = train(tiny_config(tiny_root, *overrides), tmp_path / "eager", progress=False)
-    compiled = train(tiny_config(tiny_root, *overrides, "train.compile=true"), tmp_path / "compiled", progress=False)
+    # the eager random streams; inductor's own patch (a monkeypatch's undo deletes the key from its config module)
+    with torch._inductor.config.patch(fallback_random=True):
+        cfg = tiny_config(tiny_root, *overrides, "train.compile=true")
+        compiled = train(cfg, tmp_path / "compiled", progress=False)
     assert compiled.step == 3
     torch.testing.assert_close(torch.tensor(compiled.losses), torch.tensor(eager.losses), rtol=1e-4, atol=1e-5)
     assert not any(k.startswith("_orig_mod") for k in load_checkpoint(tmp_path / "compiled" / LAST)["model"])
