@@ -191,3 +191,17 @@ def test_video_step_times_both_video_methods(tmp_path):
     assert text.count("| dias |") == 2 and "### smoothsa-video" in text and "### randsfq" in text
     for env in ("DIAS_SMOOTHSA_OFFICIAL", "DIAS_RANDSFQ_OFFICIAL"):
         assert (f"{env} is not set" in text) != bool(os.environ.get(env))
+
+
+def test_video_synthetic_writes_both_methods_beside_the_baselines(tmp_path):
+    """One step of each video method on 4 + 2 generated videos of 3 frames of 32 px."""
+    out = tmp_path / "video_synthetic.md"
+    _benchmark(
+        "video_synthetic.py", "--steps", "1", "--seeds", "42", "--data", str(tmp_path / "video"), "--num-train", "4",
+        "--num-val", "2", "--frames", "3", "--size", "32", "--clip-length", "2", "--batch-size", "2", "--slot-dim",
+        "32", "--out", str(out),
+    )  # fmt: skip
+    text = out.read_text()
+    for row in ("| SmoothSA-video |", "| RandSF.Q |", "| fixed grid", "| fixed Voronoi", "| k-means"):
+        assert row in text
+    assert "VideoSAUR FG-ARI" in text and "per-frame mBO" in text
