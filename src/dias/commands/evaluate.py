@@ -32,8 +32,8 @@ from dias.train.features import open_feature_split
 from dias.train.loaders import clip_split
 from dias.train.validate import EvalResult, evaluate
 from dias.version import __version__
-from dias.video_metrics import VIDEO_CONVENTION_TITLES
-from dias.viz.clips import ClipCollector, write_clip_report
+from dias.video_metrics import VIDEO_CONVENTION_PREFIXES, VIDEO_CONVENTION_TITLES
+from dias.viz.clips import ClipCollector, video_scores_table, write_clip_report
 from dias.viz.gallery import VizCollector, scores_table, write_visual_report
 from dias.viz.tables import to_markdown
 
@@ -211,6 +211,8 @@ def format_metrics(
 ) -> str:
     """A Markdown table of the metrics, x100 with one decimal ("–" where no image had a score).
 
-    With `baselines`, one row for the model and one per baseline below it: report.html's table.
+    With `baselines`, one row for the model and one per baseline below it: report.html's table. A video run's
+    metrics (the VideoSAUR and per-frame conventions beside the official one) get one labelled block each.
     """
-    return to_markdown(scores_table(metrics, baselines))
+    video = any(key.startswith(VIDEO_CONVENTION_PREFIXES["videosaur"]) for key in metrics)
+    return to_markdown((video_scores_table if video else scores_table)(metrics, baselines))
