@@ -25,10 +25,11 @@ def test_dataset_sample_shapes(synthetic_root):
 
 def test_dataset_is_picklable_and_opens_lazily(synthetic_root):
     dataset = LmdbDataset(synthetic_root / "val.lmdb")
-    assert dataset._reader is None
+    assert not dataset._lmdb.is_open
     dataset[0]
+    assert dataset._lmdb.is_open
     copy = pickle.loads(pickle.dumps(dataset))
-    assert copy._reader is None
+    assert not copy._lmdb.is_open
     assert torch.equal(copy[0]["image"], dataset[0]["image"])
 
 

@@ -24,7 +24,6 @@ videos share its batch. A fixed K makes every video's input the same whatever th
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from dias.data.boxes import boxes_from_masks
 from dias.data.clip_codec import clip_length_of
 from dias.data.codec import CorruptRecordError, record_key
 from dias.data.dataset import collate
-from dias.data.records import CLIP_KIND, LmdbReader
+from dias.data.records import CLIP_KIND, LmdbReader, WorkerReader
 from dias.errors import UsageError
 from dias.schema import VIDEO_SLOT_COUNTS
 
@@ -88,8 +87,7 @@ class ClipDataset(Dataset):
         self.train = train
         self.transform = transform
         self.skip_corrupt = skip_corrupt
-        self._reader: LmdbReader | None = None
-        self._reader_pid: int | None = None
+        self._lmdb = WorkerReader(self.path)
         self._warned: set[int] = set()
         with LmdbReader(self.path) as reader:
             self.header = reader.header
@@ -110,7 +108,7 @@ class ClipDataset(Dataset):
 
     def __getitem__(self, item: int) -> Sample | None:
         index, start = self.items[item]
-        reader = self._open()
+        reader = self._lmdb.get()
         try:
             num_frames = clip_length_of(reader.read_bytes(index), self.path, record_key(index))
             length = num_frames if self.clip_length is None else self.clip_length
@@ -150,19 +148,6 @@ class ClipDataset(Dataset):
             classes[:, :num_objects] = torch.from_numpy(clip.classes)
             sample["classes"] = classes
         return sample
-
-    def _open(self) -> LmdbReader:
-        # An LMDB environment must not cross a fork: each worker process opens its own, on first use.
-        if self._reader is None or self._reader_pid != os.getpid():
-            self._reader = LmdbReader(self.path)
-            self._reader_pid = os.getpid()
-        return self._reader
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_reader"] = None
-        state["_reader_pid"] = None
-        return state
 
 
 def collate_clips(batch: list[Sample | None]) -> dict[str, Any]:

@@ -20,7 +20,6 @@ frames, for reports), as the image cache does.
 
 from __future__ import annotations
 
-import os
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from torch.utils.data import Dataset
 
 from dias.data.clip_dataset import ClipDataset
 from dias.data.feature_cache import DTYPE_BY_CODE, HEADER, check_cache, decode_features, encode_features
-from dias.data.records import LmdbReader
+from dias.data.records import LmdbReader, WorkerReader
 from dias.errors import UsageError
 
 
@@ -90,8 +89,7 @@ class ClipFeatureDataset(Dataset):
         self.clip_length = clip_length
         self.train = train
         self.source = source
-        self._reader: LmdbReader | None = None
-        self._reader_pid: int | None = None
+        self._lmdb = WorkerReader(self.path)
 
     def __len__(self) -> int:
         return len(self.num_frames) if self.train else len(self.source)
@@ -117,12 +115,7 @@ class ClipFeatureDataset(Dataset):
 
     def read(self, index: int, view: int, frames: range) -> tuple[torch.Tensor, torch.Tensor]:
         """(T, N, C) tokens and (T, K, 4) boxes of `frames` of view `view` of video `index`."""
-        if self._reader is None or self._reader_pid != os.getpid():
-            self._reader = LmdbReader(self.path)  # opened lazily, in each DataLoader worker
-            self._reader_pid = os.getpid()
+        reader = self._lmdb.get()
         first = self.offsets[index] * self.num_views + view * self.num_frames[index]
-        decoded = [decode_frame(self._reader.read_bytes(first + t), self.path, first + t) for t in frames]
+        decoded = [decode_frame(reader.read_bytes(first + t), self.path, first + t) for t in frames]
         return torch.stack([tokens for tokens, _ in decoded]), torch.stack([boxes for _, boxes in decoded])
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_reader": None, "_reader_pid": None}

@@ -8,7 +8,6 @@ batch = next(iter(loader))  # image (B,3,H,W) uint8, mask (B,H,W) int64, index (
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dias.data.codec import CorruptRecordError
-from dias.data.records import LmdbReader
+from dias.data.records import LmdbReader, WorkerReader
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +47,7 @@ class LmdbDataset(Dataset):
         self.with_meta = with_meta  # samples also carry the record's metadata (e.g. object labels)
         with LmdbReader(self.path) as reader:
             self.header = reader.header
-        self._reader: LmdbReader | None = None
-        self._reader_pid: int | None = None
+        self._lmdb = WorkerReader(self.path)
         self._warned: set[int] = set()
 
     def __len__(self) -> int:
@@ -57,7 +55,7 @@ class LmdbDataset(Dataset):
 
     def __getitem__(self, index: int) -> Sample | None:
         try:
-            image, mask, meta = self._open().read(index)
+            image, mask, meta = self._lmdb.get().read(index)
         except CorruptRecordError as exc:
             if not self.skip_corrupt:
                 raise
@@ -73,19 +71,6 @@ class LmdbDataset(Dataset):
         if self.with_meta:
             sample["meta"] = meta
         return self.transform(sample) if self.transform is not None else sample
-
-    def _open(self) -> LmdbReader:
-        # An LMDB environment must not cross a fork: each worker process opens its own, on first use.
-        if self._reader is None or self._reader_pid != os.getpid():
-            self._reader = LmdbReader(self.path)
-            self._reader_pid = os.getpid()
-        return self._reader
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_reader"] = None
-        state["_reader_pid"] = None
-        return state
 
 
 def collate(batch: list[Sample | None]) -> dict[str, Any]:

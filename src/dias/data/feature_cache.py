@@ -17,7 +17,6 @@ b"DFT1" | dtype u8 | N u32 | C u32 | CRC32 u32 | the (N, C) tokens, little-endia
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dias.data.codec import CorruptRecordError
-from dias.data.records import LmdbReader
+from dias.data.records import LmdbReader, WorkerReader
 from dias.errors import DiasError
 
 FEATURES_KIND = "features"
@@ -126,8 +125,7 @@ class FeatureDataset(Dataset):
         self.num_views = int(self.header["info"]["num_views"])
         self.train = train
         self.source = source
-        self._reader: LmdbReader | None = None
-        self._reader_pid: int | None = None
+        self._lmdb = WorkerReader(self.path)
 
     def __len__(self) -> int:
         return int(self.header["num_records"]) // self.num_views
@@ -135,14 +133,9 @@ class FeatureDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         view = int(torch.randint(1, self.num_views, ())) if self.train and self.num_views > 1 else 0
         record = index * self.num_views + view
-        if self._reader is None or self._reader_pid != os.getpid():
-            self._reader = LmdbReader(self.path)  # opened lazily, in each DataLoader worker
-            self._reader_pid = os.getpid()
-        sample = {"features": decode_features(self._reader.read_bytes(record), self.path, record), "index": index}
+        data = self._lmdb.get().read_bytes(record)
+        sample = {"features": decode_features(data, self.path, record), "index": index}
         if self.source is not None:
             original = self.source[index]
             sample["image"], sample["mask"] = original["image"], original["mask"]
         return sample
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_reader": None, "_reader_pid": None}

@@ -406,6 +406,30 @@ class LmdbReader:
         self.close()
 
 
+class WorkerReader:
+    """An LmdbReader opened on first use in each process that reads: an LMDB environment must not cross a
+    fork, so a dataset handed to DataLoader workers opens its split again in each worker. Pickling (what
+    spawned workers receive) carries the path only."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._reader: LmdbReader | None = None
+        self._pid: int | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._reader is not None and self._pid == os.getpid()
+
+    def get(self) -> LmdbReader:
+        if not self.is_open:
+            self._reader = LmdbReader(self.path)
+            self._pid = os.getpid()
+        return self._reader
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "_reader": None, "_pid": None}
+
+
 def read_header(env: lmdb.Environment, path: str | Path) -> dict[str, Any]:
     """The validated header of an open split."""
     try:
