@@ -55,6 +55,18 @@ def open_official(path: str | Path) -> lmdb.Environment:
     return lmdb.open(str(path), subdir=path.is_dir(), readonly=True, lock=False, readahead=False, meminit=False)
 
 
+def official_keys(path: Path, *, what: str) -> list[bytes]:
+    """The ordered keys of an official LMDB file; one that lists none (`what`: its records' name) is refused."""
+    env = open_official(path)
+    try:
+        keys = read_keys(env, path)
+    finally:
+        env.close()
+    if not keys:
+        raise UsageError(f"{path} lists no {what}")
+    return keys
+
+
 def read_keys(env: lmdb.Environment, path: str | Path) -> list[bytes]:
     """The release's ordered sample keys, from the restricted-unpickled `__keys__` list."""
     with env.begin() as txn:
@@ -156,13 +168,7 @@ def import_official(
 ) -> dict[str, Any]:
     """Convert one official split file into OUT/SPLIT.lmdb (SPLIT defaults to the file's stem, e.g. val)."""
     lmdb_path = Path(lmdb_path)
-    env = open_official(lmdb_path)
-    try:
-        keys = read_keys(env, lmdb_path)
-    finally:
-        env.close()
-    if not keys:
-        raise UsageError(f"{lmdb_path} lists no samples")
+    keys = official_keys(lmdb_path, what="samples")
     path_text = str(lmdb_path.resolve())
     first = read_official_record(path_text, keys[0])
     dataset = dataset or detect_dataset(first)

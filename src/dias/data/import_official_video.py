@@ -28,8 +28,7 @@ from dias.data.convert_common import write_split
 from dias.data.import_official import (
     close_environment,
     decode_segment,
-    open_official,
-    read_keys,
+    official_keys,
     read_official_record,
 )
 from dias.data.records import CLIP_KIND, split_path
@@ -101,13 +100,7 @@ def import_official_video(
     if dataset not in VIDEO_DATASETS:
         raise UsageError(f"unknown official video dataset {dataset!r}; choose from {', '.join(VIDEO_DATASETS)}")
     lmdb_path = Path(lmdb_path)
-    env = open_official(lmdb_path)
-    try:
-        keys = read_keys(env, lmdb_path)
-    finally:
-        env.close()
-    if not keys:
-        raise UsageError(f"{lmdb_path} lists no videos")
+    keys = official_keys(lmdb_path, what="videos")
     path_text = str(lmdb_path.resolve())
     try:
         if video_layout(read_official_record(path_text, keys[0], VIDEO_FIELDS)) == LIBX264RGB:
