@@ -23,7 +23,7 @@ LAYERS = [
     ("methods", ("methods",)),
     ("modules", ("modules",)),
     ("pure functions", ("losses", "schedules", "metrics", "video_metrics", "baselines", "masks")),
-    ("data", ("data",)),
+    ("data and backbone weights", ("data", "weights")),
     ("runtime", ("runtime",)),
     ("schema, files, errors, version, shipped configs", ("schema", "io", "errors", "version", "configs")),
 ]

@@ -33,3 +33,11 @@ class UsageError(DiasError, ValueError):
 
 class MissingPackageError(DiasError, ImportError):
     """An optional package a command needs is not installed; the message names the pip command."""
+
+
+class DownloadError(DiasError, ConnectionError):
+    """A download could not start or finish (no index or hub reachable); the message names another way in."""
+
+
+class DamagedFileError(DiasError, ValueError):
+    """A file's content is not what it should be: a hash that differs from the pinned one, or a truncated file."""

@@ -126,10 +126,12 @@ class DataConfig:
 
 @dataclass
 class BackboneConfig:
-    name: Literal["vit_small_patch14_reg4_dinov2", "vit_base_patch14_reg4_dinov2", "patch_stats", "colour_codes"] = (
-        "vit_small_patch14_reg4_dinov2"
-    )
-    weights: str | None = None  # local .safetensors/.pth file; never downloaded
+    name: Literal[
+        "vit_small_patch14_reg4_dinov2", "vit_base_patch14_reg4_dinov2", "vit_small_patch14_dinov2", "patch_stats",
+        "colour_codes",
+    ] = "vit_small_patch14_reg4_dinov2"  # fmt: skip
+    # a local .safetensors/.pth file, or a name of NAMED_WEIGHTS (`dias weights get NAME` fetches it once)
+    weights: str | None = None
     input_scale: float = checked(  # bicubic rescale before the ViT: 256 -> 224
         0.875, between(1 / 16, 1, "an enlarged image adds no detail, only memory; raise data.image_size instead")
     )
@@ -303,6 +305,12 @@ class Config:
     def __post_init__(self) -> None:
         """The checks that span sections and every method shares; a method's own run in dias.config."""
         self._check_patches()
+        b = self.model.backbone
+        if b.weights in NAMED_WEIGHTS and b.name != NAMED_WEIGHTS[b.weights]:
+            raise ConfigError(
+                f"config key model.backbone.weights = {b.weights!r} fits the {NAMED_WEIGHTS[b.weights]} backbone, "
+                f"not {b.name}; set model.backbone.name={NAMED_WEIGHTS[b.weights]}"
+            )
         if is_video(self.data.name) != self.model.method.video:
             wants, kind = ("a video", "an image") if self.model.method.video else ("an image", "a video")
             raise ConfigError(
@@ -364,6 +372,8 @@ PATCH_STATS = "patch_stats"
 COLOUR_CODES = "colour_codes"
 STAND_INS = (PATCH_STATS, COLOUR_CODES)  # parameter-free demo backbones, cut into model.backbone.patch_size patches
 VIT_PATCH_SIZE = 14  # the DINOv2 ViTs' patch (the "patch14" of their names)
+# model.backbone.weights may name weights that dias.weights fetches into the user's cache: name -> the backbone
+NAMED_WEIGHTS = {"dinov2-vits14": "vit_small_patch14_dinov2"}
 
 
 def scaled_side(image_size: int, input_scale: float) -> int:
