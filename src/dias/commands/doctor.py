@@ -22,6 +22,7 @@ from dias.commands.doctor_clips import DEFAULT_CLIP_SAMPLE_SIZE, check_clip_spli
 from dias.config import load_config
 from dias.data.codec import IGNORE_ID, CorruptRecordError, count_objects
 from dias.data.records import CLIP_KIND, LmdbReader, split_path
+from dias.errors import DamagedFileError, DownloadError
 from dias.io import WeightsMismatchError
 from dias.methods import build_model, method_of
 from dias.modules.backbone import VIT_NAMES, WEIGHTS_OPTION, ViTBackbone
@@ -92,7 +93,7 @@ def check_backbone(cfg: Config) -> Check:
         vit = ViTBackbone(
             backbone.name, backbone.weights, image_size=cfg.data.image_size, input_scale=backbone.input_scale
         )
-    except (FileNotFoundError, WeightsMismatchError) as exc:  # missing, unreadable or not fitting
+    except (FileNotFoundError, WeightsMismatchError, DamagedFileError, DownloadError) as exc:  # missing, bad, unfetched
         return Check("FAIL", "backbone", str(exc))
     num_tensors = len(vit.vit.state_dict())
     return Check("OK", "backbone", f"{backbone.weights} loads into {backbone.name} ({num_tensors} tensors fit)")

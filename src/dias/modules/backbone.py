@@ -1,6 +1,7 @@
 """Frozen feature extractors: uint8 images (B, 3, H, W) -> patch tokens (B, N, C), row-major.
 
-`build_backbone` gives a timm DINOv2 ViT with registers (the release's encoder), or one of two
+`build_backbone` gives a timm DINOv2 ViT with registers (the release's encoder), the ViT-S/14 without
+registers (whose weights `dias weights get dinov2-vits14` fetches without a model hub), or one of two
 parameter-free stand-ins for offline CPU demos: `PatchStats` (patch colour statistics) and `ColourCodes`
 (which colours a patch holds, per image in its own channel order). All are frozen, stay in eval mode and
 run without grad.
@@ -21,10 +22,11 @@ from torch import nn
 from dias.errors import MissingFileError, UsageError
 from dias.io import check_state_dict, read_state_dict
 from dias.schema import COLOUR_CODES, PATCH_STATS, scaled_side
+from dias.weights.get import resolve_weights
 
 log = logging.getLogger(__name__)
 
-VIT_NAMES = ("vit_small_patch14_reg4_dinov2", "vit_base_patch14_reg4_dinov2")
+VIT_NAMES = ("vit_small_patch14_reg4_dinov2", "vit_base_patch14_reg4_dinov2", "vit_small_patch14_dinov2")
 WEIGHTS_OPTION = "model.backbone.weights"
 # Where an official release checkpoint (DIAS, SmoothSA) keeps the backbone: index 0 of its Sequential is the resize.
 OFFICIAL_BACKBONE_PREFIX = "m.encode_backbone.1."
@@ -56,7 +58,11 @@ class FrozenBackbone(nn.Module):
 
 
 class ViTBackbone(FrozenBackbone):
-    """timm DINOv2 ViT with 4 registers; tokens are the last block's output without the final norm."""
+    """timm DINOv2 ViT (with 4 registers, or none); tokens are the last block's output without the final norm.
+
+    `weights` is a timm-layout file, an official DIAS checkpoint, or a name of schema.NAMED_WEIGHTS, which
+    dias.weights fetches into the user's cache once.
+    """
 
     def __init__(
         self, name: str, weights: str | Path | None = None, *, image_size: int = 256, input_scale: float = 0.875
@@ -81,9 +87,10 @@ class ViTBackbone(FrozenBackbone):
             self.load_weights(weights)
         self.freeze()
 
-    def load_weights(self, path: str | Path) -> None:
-        """Load timm-layout weights (any pos-embed grid; resampled) or an official DIAS checkpoint's backbone."""
-        path = Path(path)
+    def load_weights(self, weights: str | Path) -> None:
+        """Load timm-layout weights (any pos-embed grid; resampled), an official DIAS checkpoint's backbone, or
+        named weights from the store."""
+        path = resolve_weights(weights)
         if not path.is_file():
             raise MissingFileError(f"backbone weights not found at {path}; pass {WEIGHTS_OPTION}=PATH")
         state = read_state_dict(path, option=WEIGHTS_OPTION)

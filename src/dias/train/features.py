@@ -24,6 +24,7 @@ from dias.data.records import load_header, split_path
 from dias.io import file_sha256
 from dias.modules.backbone import STAND_IN_BACKBONES
 from dias.schema import Config, is_video
+from dias.weights.get import resolve_weights
 
 REBUILD_HINT = (
     "rebuild it with `dias features --config CONFIG --out {out} --overwrite` and this run's overrides, "
@@ -36,7 +37,7 @@ def backbone_id(cfg: Config) -> str:
     backbone = cfg.model.backbone
     if backbone.name in STAND_IN_BACKBONES:
         return f"{backbone.name}/v{STAND_IN_BACKBONES[backbone.name].version}/p{backbone.patch_size}"
-    weights = "random" if backbone.weights is None else file_sha256(backbone.weights)[:16]
+    weights = "random" if backbone.weights is None else file_sha256(resolve_weights(backbone.weights))[:16]
     return f"{backbone.name}/{weights}/x{backbone.input_scale}"
 
 

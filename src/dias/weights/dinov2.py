@@ -23,7 +23,7 @@ import re
 import numpy as np
 import torch
 
-from dias.weights.onnx_reader import OnnxGraph, OnnxFormatError
+from dias.weights.onnx_reader import OnnxFormatError, OnnxGraph
 
 HF_PREFIX = "backbone."  # where the exported model keeps its Dinov2Model
 EMBEDDINGS_SCOPE = "/backbone/embeddings/"
@@ -96,7 +96,8 @@ def timm_state_dict(hf: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
             raise ConversionError(f"no timm name for the backbone weight {key!r}: not the expected DINOv2 export")
     for (block, kind), found in parts.items():
         if set(found) != {"query", "key", "value"}:
-            raise ConversionError(f"block {block} lacks its attention {kind}s {sorted({'query', 'key', 'value'} - set(found))}")
+            missing = sorted({"query", "key", "value"} - set(found))
+            raise ConversionError(f"block {block} lacks the attention {kind} of {', '.join(missing)}")
         fused = np.concatenate([found["query"], found["key"], found["value"]], axis=0)
         state[f"blocks.{block}.attn.qkv.{kind}"] = torch.from_numpy(np.ascontiguousarray(fused))
     return dict(sorted(state.items()))

@@ -140,7 +140,7 @@ def _tensor(message: memoryview) -> tuple[str, np.ndarray]:
         elif number == 9:
             raw = value
         elif number == 14 and value == EXTERNAL:
-            raise OnnxFormatError(f"tensor {name or '?'} keeps its values in an external file; pass a single-file model")
+            raise OnnxFormatError(f"tensor {name or '?'} keeps its values in another file; pass a single-file model")
         elif number in (FLOAT_DATA, INT32_DATA, INT64_DATA, DOUBLE_DATA, UINT64_DATA):
             typed.setdefault(number, []).append(value)
     if data_type not in DTYPES:
@@ -180,4 +180,3 @@ def _varints(view: memoryview) -> list[int]:
         number, position = _varint(view, position)
         numbers.append(number)
     return numbers
-

@@ -77,8 +77,14 @@ def save(name: str, state: dict[str, torch.Tensor], card: dict[str, Any]) -> Pat
     state = {k: v.to(DTYPE).contiguous() for k, v in state.items()}
     blob = safetensors_bytes(state, {"name": name, "source": card["source"]["kind"]})
     model, card_path = target / MODEL_FILE, target / CARD_FILE
-    card = {**card, "file": MODEL_FILE, "sha256": hashlib.sha256(blob).hexdigest(), "dtype": str(DTYPE).removeprefix("torch."),
-            "bytes": len(blob)}  # fmt: skip
+    digest = hashlib.sha256(blob).hexdigest()
+    card = {
+        **card,
+        "file": MODEL_FILE,
+        "sha256": digest,
+        "dtype": str(DTYPE).removeprefix("torch."),
+        "bytes": len(blob),
+    }
     atomic_write_bytes(model, blob)
     try:
         atomic_write_bytes(card_path, (json.dumps(card, indent=2) + "\n").encode())
