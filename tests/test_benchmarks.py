@@ -205,3 +205,12 @@ def test_video_synthetic_writes_both_methods_beside_the_baselines(tmp_path):
     for row in ("| SmoothSA-video |", "| RandSF.Q |", "| fixed grid", "| fixed Voronoi", "| k-means"):
         assert row in text
     assert "VideoSAUR FG-ARI" in text and "per-frame mBO" in text
+
+
+def test_features_speed_prints_a_row_per_precision_and_batch_size(tmp_path):
+    out = tmp_path / "speed.md"
+    result = _benchmark(
+        "features_speed.py", "--image-size", "28", "--batch-sizes", "1", "2", "--rounds", "1", "--out", str(out)
+    )
+    assert "| fp32 | 1 |" in result.stdout and "| fp32 | 2 |" in result.stdout and "2 x 2 x 384 tokens" in result.stdout
+    assert out.read_text() == result.stdout
