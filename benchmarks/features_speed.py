@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 from pathlib import Path
 
@@ -48,7 +49,8 @@ def table(backbone: ViTBackbone, *, image_size: int, batch_sizes: list[int], rou
     side = image_size // backbone.patch_size
     lines = [
         f"# {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads, {NAME} at {image_size} px "
-        f"-> {side} x {side} x {backbone.feature_dim} tokens, median of {rounds} calls",
+        f"-> {side} x {side} x {backbone.feature_dim} tokens, median of {rounds} calls, "
+        f"load average {os.getloadavg()[0]:.1f} before the run (other processes share the cores)",
         "| precision | batch | images/s | ms/image |",
         "|---|---|---|---|",
     ]

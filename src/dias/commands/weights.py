@@ -18,8 +18,9 @@ from dias.weights.get import get_weights
 
 def run_get(name: str, source: str | os.PathLike | None = None) -> str:
     """Fetch (or convert from `source`) and store `name`; the lines to print: where, from what, the caveat."""
-    was_stored = source is None and _check_name(name) and store.stored(name) is not None
-    path = get_weights(name, source)
+    _check_name(name)
+    was_stored = source is None and store.stored(name) is not None
+    path = get_weights(name, source=source)
     card = store.read_card(name) or {}
     origin = card.get("source", {})
     status = "already stored" if was_stored else "stored"
@@ -54,7 +55,6 @@ def run_path(name: str) -> Path:
     return path
 
 
-def _check_name(name: str) -> bool:
+def _check_name(name: str) -> None:
     if name not in NAMED_WEIGHTS:
         raise UsageError(f"no weights named {name!r}; choose one of {', '.join(NAMED_WEIGHTS)}")
-    return True
