@@ -126,7 +126,7 @@ class DataConfig:
 
 @dataclass
 class BackboneConfig:
-    name: Literal["vit_small_patch14_reg4_dinov2", "vit_base_patch14_reg4_dinov2", "patch_stats", "colour_codes"] = (
+    name: Literal["vit_small_patch14_reg4_dinov2", "vit_base_patch14_reg4_dinov2", "vit_small_patch14_dinov2", "patch_stats", "colour_codes"] = (
         "vit_small_patch14_reg4_dinov2"
     )
     weights: str | None = None  # local .safetensors/.pth file; never downloaded

@@ -24,7 +24,7 @@ from dias.schema import COLOUR_CODES, PATCH_STATS, scaled_side
 
 log = logging.getLogger(__name__)
 
-VIT_NAMES = ("vit_small_patch14_reg4_dinov2", "vit_base_patch14_reg4_dinov2")
+VIT_NAMES = ("vit_small_patch14_reg4_dinov2", "vit_base_patch14_reg4_dinov2", "vit_small_patch14_dinov2")
 WEIGHTS_OPTION = "model.backbone.weights"
 # Where an official release checkpoint (DIAS, SmoothSA) keeps the backbone: index 0 of its Sequential is the resize.
 OFFICIAL_BACKBONE_PREFIX = "m.encode_backbone.1."
