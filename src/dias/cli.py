@@ -198,6 +198,10 @@ def _add_features_parser(commands) -> None:
     )
     features.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16")
     features.add_argument("--batch-size", type=positive_int, default=32)
+    features.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+        help="the backbone's autocast; auto: bf16 where the hardware has it natively, else fp32 (fp16 on a GPU)",
+    )  # fmt: skip
     features.add_argument("--device", default="auto", help=DEVICE_HELP)
     features.add_argument("--overwrite", action="store_true", help="replace finished cache files")
     features.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
@@ -415,6 +419,7 @@ def _features(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         batch_size=args.batch_size,
         device=args.device,
+        precision=args.precision,
         overwrite=args.overwrite,
     )
     for split, item in summary.items():

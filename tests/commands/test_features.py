@@ -153,3 +153,32 @@ def test_training_and_evaluation_read_the_cache(cache, tmp_path):
     assert main(["eval", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--out", str(tmp_path / "eval")]) == 0
     card = json.loads((tmp_path / "eval" / "metrics.json").read_text())["card"]
     assert card["num_images"] == 6
+
+
+def test_precision_is_recorded_and_bf16_tokens_are_fp32_tokens_rounded(cfg_and_root, tmp_path, monkeypatch):
+    import dias.runtime.device as device_module
+
+    cfg, _ = cfg_and_root
+    vit = load_config(DEMO, [*_vit_overrides(cfg)])
+    torch.manual_seed(0)  # the same random ViT twice
+    fp32 = build_feature_cache(vit, tmp_path / "fp32", splits=("val",), precision="fp32", progress=False)
+    torch.manual_seed(0)
+    bf16 = build_feature_cache(vit, tmp_path / "bf16", splits=("val",), precision="bf16", progress=False)
+    monkeypatch.setattr(device_module, "cpu_has_fast_bf16", lambda: True)
+    build_feature_cache(cfg, tmp_path / "stand-in", splits=("val",), progress=False)  # auto: fp32 for a stand-in
+    with LmdbReader(fp32["val"]["path"]) as a, LmdbReader(bf16["val"]["path"]) as b:
+        assert a.header["info"]["precision"] == "fp32" and b.header["info"]["precision"] == "bf16"
+        exact, rounded = decode_features(a.read_bytes(0)), decode_features(b.read_bytes(0))
+    assert not torch.equal(exact, rounded)
+    scale = exact.abs().mean()
+    assert (exact - rounded).abs().mean() < 0.05 * scale  # rounding, not another backbone
+    with LmdbReader(tmp_path / "stand-in" / "val.lmdb") as reader:
+        assert reader.header["info"]["precision"] == "fp32"
+
+
+def _vit_overrides(cfg) -> list[str]:
+    """A random ViT (the release's architecture at a 56 px input: 4 x 4 tokens) over the same synthetic images."""
+    return [
+        f"data.root={cfg.data.root}", "data.image_size=64", "model.backbone.name=vit_small_patch14_reg4_dinov2",
+        "model.backbone.input_scale=0.875",
+    ]

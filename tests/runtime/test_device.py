@@ -7,7 +7,7 @@ import torch
 
 import dias.runtime.device as device_module
 from dias.cli import main
-from dias.runtime.device import DeviceError, Precision, resolve_device, resolve_precision
+from dias.runtime.device import DeviceError, Precision, inference_precision, resolve_device, resolve_precision
 
 
 @pytest.fixture(autouse=True)
@@ -55,6 +55,18 @@ def test_fp16_on_cuda_is_scaled_and_explicit_choices_are_kept(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     with pytest.raises(DeviceError, match="does not support bf16"):
         resolve_precision("bf16", torch.device("cuda", 0))
+
+
+@pytest.mark.parametrize(
+    ("device", "fast_bf16", "gpu_bf16", "expected"),
+    [("cpu", True, False, "bf16"), ("cpu", False, False, "fp32"), ("cuda", False, True, "bf16"),
+     ("cuda", False, False, "fp16"), ("mps", True, False, "fp32")],
+)  # fmt: skip
+def test_auto_inference_precision_is_the_native_low_precision(monkeypatch, device, fast_bf16, gpu_bf16, expected):
+    monkeypatch.setattr(device_module, "cpu_has_fast_bf16", lambda: fast_bf16)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: gpu_bf16)
+    assert inference_precision("auto", torch.device(device)).name == expected
+    assert inference_precision("fp32", torch.device(device)).name == "fp32"  # asked for: honoured
 
 
 def test_autocast_sets_the_dtype_and_fp32_runs_without_it():

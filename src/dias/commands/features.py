@@ -32,7 +32,8 @@ from dias.data.sampling import sample_seed
 from dias.data.transforms import EvalTransform, TrainTransform
 from dias.errors import UsageError
 from dias.methods.common import backbone_from_config
-from dias.runtime.device import resolve_device
+from dias.modules.backbone import STAND_IN_BACKBONES
+from dias.runtime.device import AUTO, inference_precision, resolve_device
 from dias.runtime.lock import MIXED_DATASET, FolderLock
 from dias.schema import Config, is_video
 from dias.train.features import expected_info
@@ -48,6 +49,7 @@ def build_feature_cache(
     dtype: str = "fp16",
     batch_size: int = 32,
     device: str = "auto",
+    precision: str = "auto",
     seed: int = 0,
     progress: bool = True,
     overwrite: bool = False,
@@ -55,12 +57,18 @@ def build_feature_cache(
     """Cache every split's tokens: view 0 (eval) for all splits, plus random training views for the train split.
 
     Training view v of image i is drawn with the sampling module's per-sample seed (seed, v, i) inside a
-    forked RNG, so a resumed build draws the same views and the caller's RNG is untouched.
+    forked RNG, so a resumed build draws the same views and the caller's RNG is untouched. `precision` is the
+    backbone's autocast (runtime.device.inference_precision: "auto" is bf16 where the hardware has it natively,
+    fp32 for the parameter-free stand-ins);
+    the cache records it, and reads do not check it: bf16 and fp32 tokens of one image differ by rounding only.
     """
     if dtype not in DTYPES:
         raise UsageError(f"feature dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     device = resolve_device(device)
     backbone = backbone_from_config(cfg).to(device)
+    if precision == AUTO and cfg.model.backbone.name in STAND_IN_BACKBONES:
+        precision = "fp32"  # parameter-free colour statistics: nothing to gain, and the tokens stay exact
+    autocast = inference_precision(precision, device)
     splits = splits or (cfg.data.train_split, cfg.data.val_split)
     with FolderLock(out_dir, why=MIXED_DATASET):  # one writer: two would mix their splits
         summary = {}
@@ -73,11 +81,12 @@ def build_feature_cache(
                 "dtype": dtype,
                 "num_views": views + 1,
                 "seed": seed,
+                "precision": autocast.name,
             }
             path = split_path(out_dir, split)
             if is_video(cfg.data.name):
                 summary[split] = _cache_clips(
-                    cfg, split=split, path=path, info=info, views=views, backbone=backbone, device=device,
+                    cfg, split=split, path=path, info=info, views=views, backbone=backbone, device=device, autocast=autocast,
                     batch_size=batch_size, progress=progress, overwrite=overwrite,
                 )  # fmt: skip
                 continue
@@ -95,7 +104,8 @@ def build_feature_cache(
                         with torch.random.fork_rng(devices=[]):
                             torch.manual_seed(sample_seed(seed, view, index))  # fixed per (image, view): resumable
                             images.append(transforms[view](source[index])["image"])
-                    tokens = backbone(torch.stack(images).to(device)).cpu()  # (b, N, C)
+                    with autocast.autocast():
+                        tokens = backbone(torch.stack(images).to(device)).float().cpu()  # (b, N, C)
                     for row in tokens:
                         writer.append(encode_features(row, dtype))
                     bar.update(len(records))
@@ -104,7 +114,7 @@ def build_feature_cache(
         return summary
 
 
-def _cache_clips(cfg, *, split, path, info, views, backbone, device, batch_size, progress, overwrite) -> dict:
+def _cache_clips(cfg, *, split, path, info, views, backbone, device, autocast, batch_size, progress, overwrite) -> dict:
     """One clip split: per video, view 0 (ClipEvalTransform) then `views` ClipTrainTransform views, each frame
     one record of tokens and boxes. View v of video i is drawn with the per-sample seed (seed, v, i), so a
     resumed build that restarts inside a video's view recomputes the same view and skips its written frames."""
@@ -127,7 +137,8 @@ def _cache_clips(cfg, *, split, path, info, views, backbone, device, batch_size,
                         clip = source[index]
                     for frame in range(writer.num_written - first, length, batch_size):
                         frames = slice(frame, min(frame + batch_size, length))
-                        tokens = backbone(clip["video"][frames].to(device)).cpu()  # (t, N, C)
+                        with autocast.autocast():
+                            tokens = backbone(clip["video"][frames].to(device)).float().cpu()  # (t, N, C)
                         for row, boxes in zip(tokens, clip["boxes"][frames], strict=True):
                             writer.append(encode_frame(row, boxes, info["dtype"]))
                         bar.update(frames.stop - frames.start)

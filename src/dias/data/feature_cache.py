@@ -36,9 +36,10 @@ HEADER = struct.Struct("<4sBIII")
 DTYPES = {"fp16": (1, torch.float16, np.float16), "fp32": (2, torch.float32, np.float32)}
 DTYPE_BY_CODE = {code: (torch_dtype, np_dtype) for code, torch_dtype, np_dtype in DTYPES.values()}
 # Recorded keys that follow from the others (grid and width from backbone + image size) or are the
-# builder's choices that any run can read (storage dtype, number of training views, their seed), and a clip
+# builder's choices that any run can read (storage dtype, number of training views, their seed, the backbone's
+# autocast precision), and a clip
 # split's frame counts (which its source identity already fixes; dias.data.clip_feature_cache).
-DERIVED_KEYS = ("grid", "feature_dim", "dtype", "num_views", "seed", "num_frames")
+DERIVED_KEYS = ("grid", "feature_dim", "dtype", "num_views", "seed", "num_frames", "precision")
 
 
 class FeatureCacheError(DiasError, ValueError):

@@ -107,6 +107,17 @@ def resolve_precision(requested: str, device: torch.device, *, key: str = "train
     return Precision(name, device.type)
 
 
+def inference_precision(requested: str, device: torch.device, *, key: str = "--precision") -> Precision:
+    """The precision a frozen forward (feature extraction) runs in: "auto" is the fastest one `device` has
+    natively (bf16 on a CUDA GPU that supports it, else fp16; bf16 on a CPU with bf16 matrix instructions,
+    else fp32), any other value as `resolve_precision` reads it."""
+    if requested != AUTO:
+        return resolve_precision(requested, device, key=key)
+    if device.type == "cuda":
+        return Precision("bf16" if torch.cuda.is_bf16_supported() else "fp16", "cuda")
+    return Precision("bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32", device.type)
+
+
 def cpu_name() -> str:
     """The CPU model from /proc/cpuinfo (Linux), plus whether it has AVX-512 BF16; else the platform's name.
 

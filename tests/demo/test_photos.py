@@ -1,0 +1,30 @@
+"""The demo's real photos: shipped with their sources, and segmented by a model beside k-means on its tokens."""
+
+import json
+
+import torch
+from PIL import Image
+
+from dias.demo.photos import DISPLAY_HEIGHT, photo_panel, photo_paths, save_photo_panel
+from dias.demo.reference import load_reference
+from dias.train.checkpoint import load_model
+
+
+def test_the_four_photos_ship_with_author_and_licence():
+    paths = photo_paths()
+    assert [p.stem for p in paths] == ["astronaut", "chelsea", "coffee", "rocket"]
+    sources = json.loads((paths[0].parent / "sources.json").read_text(encoding="utf-8"))
+    assert set(sources) == {p.name for p in paths}
+    assert all(item["licence"] and item["author"] for item in sources.values())
+    assert all(min(Image.open(p).size) == 256 for p in paths)
+
+
+def test_panel_rows_show_the_model_and_kmeans_partitions(tmp_path):
+    model, cfg = load_model(load_reference().weights)
+    torch.manual_seed(5)
+    panel = photo_panel(model, cfg)
+    assert panel.dtype == torch.uint8 and panel.shape[0] == 3
+    assert panel.shape[1] >= 4 * DISPLAY_HEIGHT  # one row per photo
+    assert torch.equal(panel, photo_panel(model, cfg))  # seeded: the same panel whatever the global RNG
+    path = save_photo_panel(model, cfg, tmp_path / "photos.png")
+    assert Image.open(path).size == (panel.shape[2], panel.shape[1])
