@@ -7,10 +7,18 @@ probe's resume, the config schema, the official importer, the Python API).
 import json
 import shutil
 
+import numpy as np
 import pytest
+import torch
+from tiny import tiny_config
 
 from dias.cli import main
+from dias.commands.probe import PROBE_FILE, RESULT_FILE
+from dias.data.records import LmdbWriter, split_path
 from dias.demo.reference import WEIGHTS_FILE_NAME, bundled_reference_dir, load_reference
+from dias.methods import build_model
+from dias.schema import ConfigError
+from dias.train.checkpoint import save_checkpoint
 
 
 @pytest.fixture
@@ -75,3 +83,67 @@ def test_a_damaged_reference_log_or_card_is_one_line(reference_copy, tmp_path, c
     (reference_copy / "card.json").write_text('{"runs": [{"seed": 1}]}')
     assert main(args) == 1
     assert "card.json is damaged" in _one_line_error(capsys)
+
+
+# --- the probe resumes only what it started -----------------------------------------------------------------
+
+PROBE_RUN = ["probe.total_steps=2", "probe.batch_size=4", "probe.checkpoint_every=1", "eval.batch_size=4"]
+
+
+@pytest.fixture(scope="module")
+def two_models(tiny_root, tmp_path_factory):
+    """Two untrained tiny models, DIAS and SmoothSA, as checkpoints."""
+    folder = tmp_path_factory.mktemp("probe-models")
+    paths = []
+    for name, overrides in (("dias", []), ("smoothsa", ["model.method=smoothsa", "model.initializer=preheated"])):
+        cfg = tiny_config(tiny_root, *overrides)
+        torch.manual_seed(0)
+        paths.append(folder / f"{name}.pt")
+        save_checkpoint(paths[-1], build_model(cfg), cfg, step=0)
+    return paths
+
+
+def test_probe_resume_on_another_model_is_refused_and_keeps_the_run(two_models, tmp_path, capsys):
+    dias_model, smoothsa_model = two_models
+    out = tmp_path / "probe"
+    args = ["probe", "--out", str(out), *PROBE_RUN, "probe.attribute=shape"]
+    assert main([args[0], "--checkpoint", str(dias_model), *args[1:]]) == 0
+    before = {name: (out / name).read_bytes() for name in (PROBE_FILE, RESULT_FILE)}
+    capsys.readouterr()
+    assert main([args[0], "--checkpoint", str(smoothsa_model), *args[1:], "--resume"]) == 1
+    assert "another model" in _one_line_error(capsys)
+    assert {name: (out / name).read_bytes() for name in before} == before  # metrics.json not replaced
+
+
+def test_probe_resume_with_another_attribute_is_refused(two_models, tmp_path, capsys):
+    out = tmp_path / "probe"
+    args = ["probe", "--checkpoint", str(two_models[0]), "--out", str(out), *PROBE_RUN]
+    assert main([*args, "probe.attribute=shape"]) == 0
+    capsys.readouterr()
+    assert main([*args, "probe.attribute=color", "--resume"]) == 1
+    assert "probe.attribute='shape', not 'color'" in _one_line_error(capsys)
+    assert main([*args, "probe.attribute=shape", "probe.total_steps=3", "--resume"]) == 0  # the same one goes on
+
+
+def test_probe_mask_source_is_checked_at_config_load(tiny_root):
+    with pytest.raises(ConfigError, match="probe.mask_source = 'attn:9' is invalid.*probe.mask_source=attn:"):
+        tiny_config(tiny_root, "probe.mask_source=attn:9")
+
+
+@pytest.mark.parametrize("key", ["probe.batch_size", "data.batch_size", "eval.batch_size"])
+def test_a_batch_size_beyond_any_memory_is_refused_at_config_load(tiny_root, key):
+    with pytest.raises(ConfigError, match=f"{key} = 100000"):
+        tiny_config(tiny_root, f"{key}=100000")
+
+
+def test_probe_on_records_without_the_attribute_is_one_line(two_models, tmp_path, capsys):
+    root = tmp_path / "data"
+    for split, count in (("train", 4), ("val", 2)):
+        with LmdbWriter(split_path(root, split), dataset="synthetic", split=split) as writer:
+            for _ in range(count):
+                mask = np.zeros((32, 32), np.uint16)
+                mask[4:20, 4:20] = 1
+                writer.add(np.zeros((32, 32, 3), np.uint8), mask, {"id": "x"})
+    args = ["probe", "--checkpoint", str(two_models[0]), "--out", str(tmp_path / "probe"), *PROBE_RUN]
+    assert main([*args, f"data.root={root}", "probe.attribute=shape"]) == 1
+    assert "has no object shapes (`shapes`)" in _one_line_error(capsys)
