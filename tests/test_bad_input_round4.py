@@ -6,14 +6,17 @@ probe's resume, the config schema, the official importer, the Python API).
 
 import json
 import shutil
+import signal
+import time
 
 import numpy as np
 import pytest
 import torch
 from tiny import tiny_config
 
+import dias.commands.probe as probe_module
 from dias.cli import main
-from dias.commands.probe import PROBE_FILE, RESULT_FILE
+from dias.commands.probe import PROBE_FILE, RESULT_FILE, run_probe
 from dias.data.records import LmdbWriter, split_path
 from dias.demo.reference import WEIGHTS_FILE_NAME, bundled_reference_dir, load_reference
 from dias.methods import build_model
@@ -147,3 +150,21 @@ def test_probe_on_records_without_the_attribute_is_one_line(two_models, tmp_path
     args = ["probe", "--checkpoint", str(two_models[0]), "--out", str(tmp_path / "probe"), *PROBE_RUN]
     assert main([*args, f"data.root={root}", "probe.attribute=shape"]) == 1
     assert "has no object shapes (`shapes`)" in _one_line_error(capsys)
+
+
+def test_sigterm_during_a_long_probe_step_stops_at_once_and_saves(two_models, tmp_path, monkeypatch):
+    real, calls = probe_module._matched, []
+
+    def slow_second_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the second step's frozen forward, as if its batch took minutes
+            signal.raise_signal(signal.SIGTERM)
+            time.sleep(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(probe_module, "_matched", slow_second_step)
+    out, start = tmp_path / "probe", time.monotonic()
+    stopped = run_probe(two_models[0], out, overrides=[*PROBE_RUN, "probe.total_steps=5", "probe.attribute=shape"])
+    assert time.monotonic() - start < 30
+    assert stopped.status == "terminated" and stopped.step == 1 and not (out / RESULT_FILE).exists()
+    assert torch.load(out / PROBE_FILE, weights_only=True)["step"] == 1

@@ -48,7 +48,7 @@ from dias.schedules import lr_at
 from dias.schema import Config, is_video
 from dias.train.checkpoint import load_model, read_checkpoint
 from dias.train.log import METRICS_FILE_NAME, MetricsLogger
-from dias.train.stop import StopRequest
+from dias.train.stop import StepAbandoned, StopRequest
 from dias.version import __version__
 from dias.viz.tables import Column, Table, format_fraction, to_markdown
 
@@ -231,13 +231,17 @@ def _train_probes(run: ProbeRun, *, logger: MetricsLogger, stop: StopRequest) ->
     for probe in run.probes.values():
         probe.train()
     while run.step < p.total_steps and stop.status is None:
-        # data, schedule
-        batch = next(batches)
+        # data, then the frozen model's slots matched to the objects: no state changes, so a stop signal drops
+        # them at once (a large batch can take minutes) and the run saves the probes as they were
+        try:
+            with stop.abandon_on_stop(), torch.no_grad():
+                batch = next(batches)
+                matched = _matched(run.model, batch, run.match, cfg, train=True)
+        except StepAbandoned:
+            break
         lr = lr_at(run.step, p.lr, warmup, p.total_steps, p.lr / 1000)
 
-        # the frozen model's slots matched to the objects; the training targets counted for the majority baseline
-        with torch.no_grad():
-            matched = _matched(run.model, batch, run.match, cfg, train=True)
+        # the training targets counted for the majority baseline
         run.majority.update(matched[MODEL_SOURCE].classes.tolist())
         run.box_sum += matched[MODEL_SOURCE].boxes.double().sum(0)
 
