@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from tiny import tiny_config
+from tiny import DEMO_CONFIG, TINY, tiny_config
 
 import dias.commands.probe as probe_module
 from dias.cli import main
@@ -168,3 +168,42 @@ def test_sigterm_during_a_long_probe_step_stops_at_once_and_saves(two_models, tm
     assert time.monotonic() - start < 30
     assert stopped.status == "terminated" and stopped.step == 1 and not (out / RESULT_FILE).exists()
     assert torch.load(out / PROBE_FILE, weights_only=True)["step"] == 1
+
+
+# --- config files and overrides ---------------------------------------------------------------------------
+
+
+def test_a_config_file_with_a_byte_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    config = tmp_path / "latin1.yaml"
+    config.write_bytes(b"# caf\xe9\ntrain:\n  total_steps: 5\n")
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 1
+    assert "is not UTF-8" in _one_line_error(capsys)
+
+
+def test_an_integer_of_thousands_of_digits_is_one_line(tmp_path, capsys):
+    huge = "9" * 5000
+    args = ["train", "--config", str(DEMO_CONFIG), "--out", str(tmp_path / "run")]
+    assert main([*args, f"train.total_steps={huge}"]) == 1
+    assert "more than 4300 digits" in _one_line_error(capsys)
+    config = tmp_path / "huge.yaml"
+    config.write_text(f"train:\n  total_steps: {huge}\n")
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 1
+    assert "more than 4300 digits" in _one_line_error(capsys)
+
+
+def test_a_key_twice_in_an_inline_mapping_override_is_refused(tiny_root):
+    with pytest.raises(ConfigError, match="key total_steps appears twice; keep one"):
+        tiny_config(tiny_root, "train={total_steps: 3, total_steps: 4}")
+
+
+@pytest.mark.parametrize("seed", [2**63, 2**64, -1])
+def test_a_seed_beyond_63_bits_is_refused_at_config_load(tiny_root, seed):
+    with pytest.raises(ConfigError, match="train.seed .* 63-bit seed"):
+        tiny_config(tiny_root, f"train.seed={seed}")
+
+
+def test_a_file_name_over_255_bytes_is_one_line(tiny_root, tmp_path, capsys):
+    out = tmp_path / ("a" * 300)
+    args = ["train", "--config", str(DEMO_CONFIG), "--out", str(out), f"data.root={tiny_root}", *TINY]
+    assert main([*args, "train.total_steps=1"]) == 1
+    assert "File name too long" in _one_line_error(capsys)

@@ -8,7 +8,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from dias.errors import DiasError
+from dias.errors import DiasError, os_error_message
 from dias.train.stop import Terminated, terminate_raises
 from dias.version import __version__
 
@@ -46,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"dias: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a path too long, a read-only filesystem, no permission: the user's to fix
+        message = os_error_message(exc)
+        if message is None:
+            raise
+        if args.debug:
+            traceback.print_exc()
+        print(f"dias: error: {_one_line_text(message)}", file=sys.stderr)
+        return 1
     except (KeyboardInterrupt, Terminated) as exc:  # `dias train` saves and returns; the others stop here
         status = "terminated" if isinstance(exc, Terminated) else "interrupted"
         print(f"\ndias: {status}{args.on_stop}", file=sys.stderr)
@@ -55,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
 def _one_line(exc: BaseException) -> str:
     """The message without OSError's "[Errno N]" prefix, on one line."""
     text = exc.strerror if isinstance(exc, OSError) and exc.strerror and exc.filename is None else str(exc)
-    return " ".join(str(text).split())
+    return _one_line_text(str(text))
+
+
+def _one_line_text(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _build_parser() -> argparse.ArgumentParser:
