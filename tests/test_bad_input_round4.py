@@ -207,3 +207,44 @@ def test_a_file_name_over_255_bytes_is_one_line(tiny_root, tmp_path, capsys):
     args = ["train", "--config", str(DEMO_CONFIG), "--out", str(out), f"data.root={tiny_root}", *TINY]
     assert main([*args, "train.total_steps=1"]) == 1
     assert "File name too long" in _one_line_error(capsys)
+
+
+# --- report ------------------------------------------------------------------------------------------------
+
+
+def _scored_run(folder, method, ari):
+    """A run folder as `dias eval` leaves it: eval-val/metrics.json and the config beside it."""
+    scores = {"ari": ari, "fg_ari": 0.5, "mbo": 0.4, "miou": 0.3}
+    (folder / "eval-val").mkdir(parents=True)
+    card = {"dataset": "synthetic", "split": "val", "mask_source": "decoder"}
+    (folder / "eval-val" / "metrics.json").write_text(json.dumps({"metrics": scores, "card": card}))
+    (folder / "eval-val" / "config.yaml").write_text(f"model:\n  method:\n    name: {method}\n")
+    return folder
+
+
+def test_report_leaves_out_a_truncated_metrics_json_naming_it(tmp_path, capsys):
+    good, bad = _scored_run(tmp_path / "good", "dias", 0.2), _scored_run(tmp_path / "bad", "dias", 0.4)
+    text = (bad / "eval-val" / "metrics.json").read_text()
+    (bad / "eval-val" / "metrics.json").write_text(text[:30])
+    assert main(["report", str(good), str(bad), "--out", str(tmp_path / "summary")]) == 0
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "| synthetic | 1 | 20.0" in markdown and "Left out, unreadable: " in markdown and "not JSON" in markdown
+    assert main(["report", str(bad), "--out", str(tmp_path / "summary")]) == 1
+    assert "no readable metrics.json" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    "content", ['{"metrics": {"ari": "x"}}', "[1]", '{"metrics": 3}', '{"metrics": {}, "card": 1}']
+)
+def test_report_refuses_an_odd_metrics_json_in_one_line(tmp_path, capsys, content):
+    bad = _scored_run(tmp_path / "bad", "dias", 0.4)
+    (bad / "eval-val" / "metrics.json").write_text(content)
+    assert main(["report", str(bad), "--out", str(tmp_path / "summary")]) == 1
+    _one_line_error(capsys)
+
+
+def test_report_never_averages_two_methods_into_one_row(tmp_path):
+    runs = [_scored_run(tmp_path / "a", "dias", 0.2), _scored_run(tmp_path / "b", "smoothsa", 0.6)]
+    assert main(["report", *map(str, runs), "--out", str(tmp_path / "summary")]) == 0
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "| dias, synthetic | 1 | 20.0" in markdown and "| smoothsa, synthetic | 1 | 60.0" in markdown

@@ -58,6 +58,7 @@ def eval_card(
     size = cfg.data.image_size
     num_scored = result.num_scored()
     return {
+        "method": cfg.model.method.name,
         "dataset": cfg.data.name,
         "data_root": str(cfg.data.root),
         "split": split,
