@@ -5,6 +5,7 @@ probe's resume, the config schema, the official importer, the Python API).
 """
 
 import json
+import re
 import shutil
 import signal
 import time
@@ -14,11 +15,13 @@ import pytest
 import torch
 from tiny import DEMO_CONFIG, TINY, tiny_config
 
+import dias
 import dias.commands.probe as probe_module
 from dias.cli import main
 from dias.commands.probe import PROBE_FILE, RESULT_FILE, run_probe
 from dias.data.records import LmdbWriter, split_path
 from dias.demo.reference import WEIGHTS_FILE_NAME, bundled_reference_dir, load_reference
+from dias.errors import UsageError
 from dias.methods import build_model
 from dias.schema import ConfigError
 from dias.train.checkpoint import save_checkpoint
@@ -248,3 +251,49 @@ def test_report_never_averages_two_methods_into_one_row(tmp_path):
     assert main(["report", *map(str, runs), "--out", str(tmp_path / "summary")]) == 0
     markdown = (tmp_path / "summary.md").read_text()
     assert "| dias, synthetic | 1 | 20.0" in markdown and "| smoothsa, synthetic | 1 | 60.0" in markdown
+
+
+# --- the Python API ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def segmenter(two_models):
+    return dias.load(two_models[0], device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("images", "words"),
+    [
+        ([torch.rand(3, 40, 50) * 2 - 1], "float images must be in [0, 1]"),
+        ([torch.rand(3, 40, 50) * 255], "float images must be in [0, 1]"),
+        ([torch.full((3, 8, 8), float("nan"))], "float images must be in [0, 1]"),
+        ([torch.randint(0, 300, (3, 8, 8))], "integer images must be in 0-255"),
+        ([], "at least one image"),
+        ([torch.zeros(3, 0, 0)], "at least one pixel"),
+        ([np.zeros((0, 5, 3), np.uint8)], "at least one pixel"),
+    ],
+)
+def test_segment_refuses_images_it_would_scramble(segmenter, images, words):
+    with pytest.raises(UsageError, match=re.escape(words)):
+        segmenter.segment(images)
+
+
+def test_segment_takes_floats_in_zero_one_and_integers_in_0_255(segmenter):
+    image = torch.rand(3, 40, 50)
+    as_uint8 = segmenter.segment([(image * 255).round().to(torch.uint8)]).masks[0]
+    assert torch.equal(segmenter.segment([image]).masks[0], as_uint8)
+    assert torch.equal(segmenter.segment([(image * 255).round().long()]).masks[0], as_uint8)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "words"),
+    [
+        ({"images": torch.rand(2, 3, 32, 32)}, "images must be uint8"),
+        ({"images": torch.zeros(2, 32, 32, 3, dtype=torch.uint8)}, "images must be a (B, 3, H, W) uint8 tensor"),
+        ({"images": np.zeros((2, 3, 32, 32), np.uint8)}, "images must be a (B, 3, H, W) uint8 tensor"),
+        ({"features": torch.rand(2, 16, 5)}, "features must be a (B, N, 64) float tensor"),
+    ],
+)
+def test_model_forward_refuses_wrong_layouts_and_dtypes_in_one_line(segmenter, inputs, words):
+    with pytest.raises(UsageError, match=re.escape(words)):
+        segmenter.model(**inputs)

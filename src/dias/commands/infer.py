@@ -74,6 +74,8 @@ class Segmenter:
         elif not isinstance(images, Sequence) or isinstance(images, (str, bytes)):
             images = [images]
         pixels = [to_image_tensor(image) for image in images]
+        if not pixels:
+            raise UsageError("segment() needs at least one image, got none")
         size = self.cfg.data.image_size
         batch = torch.stack([resize_image(p, size) for p in pixels]).to(self.device)  # (B,3,S,S)
         if seed is not None:
