@@ -219,6 +219,9 @@ def _add_export_parser(commands) -> None:
     export = commands.add_parser("export", help="write trained weights without the backbone as safetensors")
     export.add_argument("--checkpoint", type=Path, required=True, help="dias checkpoint (last.pt or best.pt)")
     export.add_argument("--out", type=Path, required=True, help="output .safetensors file")
+    export.add_argument(
+        "--config", type=Path, default=None, help="the config of an official release checkpoint (which holds none)"
+    )
     export.set_defaults(run=_export)
 
 
@@ -372,7 +375,7 @@ def _infer(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from dias.commands.export import export_weights
 
-    print(f"weights written to {export_weights(args.checkpoint, args.out)}")
+    print(f"weights written to {export_weights(args.checkpoint, args.out, config=args.config)}")
     return 0
 
 
