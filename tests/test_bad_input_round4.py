@@ -5,6 +5,7 @@ probe's resume, the config schema, the official importer, the Python API).
 """
 
 import json
+import pathlib
 import re
 import shutil
 import signal
@@ -22,7 +23,9 @@ from dias.commands.probe import PROBE_FILE, RESULT_FILE, run_probe
 from dias.data.records import LmdbWriter, split_path
 from dias.demo.reference import WEIGHTS_FILE_NAME, bundled_reference_dir, load_reference
 from dias.errors import UsageError
+from dias.io import WeightsMismatchError
 from dias.methods import build_model
+from dias.methods.dias.official import dias_official_key_map, load_official_weights
 from dias.schema import ConfigError
 from dias.train.checkpoint import save_checkpoint
 
@@ -297,3 +300,66 @@ def test_segment_takes_floats_in_zero_one_and_integers_in_0_255(segmenter):
 def test_model_forward_refuses_wrong_layouts_and_dtypes_in_one_line(segmenter, inputs, words):
     with pytest.raises(UsageError, match=re.escape(words)):
         segmenter.model(**inputs)
+
+
+def test_official_weights_on_a_model_with_learned_queries_are_refused(tiny_root):
+    model = build_model(tiny_config(tiny_root, "model.initializer=normal_shared"))
+    release = {official: value + 0.5 for official, value in _official(model).items()}
+    learned = build_model(tiny_config(tiny_root, "model.initializer=learned"))
+    with pytest.raises(WeightsMismatchError, match="no weights for initializer.queries"):
+        load_official_weights(learned, release)
+
+
+def _official(model):
+    ours = model.state_dict()
+    return {official: ours[name] for official, name in dias_official_key_map(model).items()}
+
+
+# --- messages ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"", "the file is empty or cut short"),
+        (b"hello text\n", "it is not a torch file"),
+        ("object", "it holds a Python object (pathlib.PosixPath)"),
+        ("truncated", "damaged or truncated"),
+    ],
+)
+def test_an_unreadable_checkpoint_says_why_and_never_advises_weights_only_false(
+    two_models, tmp_path, capsys, content, words
+):
+    path = tmp_path / "bad.pt"
+    if content == "object":
+        torch.save({"model": pathlib.Path("x")}, path)
+    elif content == "truncated":
+        path.write_bytes(two_models[0].read_bytes()[:1000])
+    else:
+        path.write_bytes(content)
+    assert main(["eval", "--checkpoint", str(path)]) == 1
+    error = _one_line_error(capsys)
+    assert words in error and "weights_only" not in error
+
+
+def test_a_run_folder_as_checkpoint_names_its_last_pt(two_models, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(two_models[0], run / "last.pt")
+    assert main(["eval", "--checkpoint", str(run)]) == 1
+    assert f"pass --checkpoint {run / 'last.pt'}" in _one_line_error(capsys)
+
+
+def test_a_missing_split_names_what_is_there_and_a_moved_dataset_says_so(two_models, tiny_root, tmp_path, capsys):
+    args = ["eval", "--checkpoint", str(two_models[0]), "--out", str(tmp_path / "eval")]
+    assert main([*args, "--split", "nope", f"data.root={tiny_root}"]) == 1
+    error = _one_line_error(capsys)
+    assert "no split 'nope' in" in error and "which holds train, val" in error
+    assert main([*args, f"data.root={tmp_path / 'moved'}"]) == 1
+    assert "was the dataset moved?" in _one_line_error(capsys)
+
+
+def test_a_missing_feature_cache_names_dias_features(tiny_root, tmp_path, capsys):
+    args = ["train", "--config", str(DEMO_CONFIG), "--out", str(tmp_path / "run"), f"data.root={tiny_root}", *TINY]
+    assert main([*args, f"data.features={tmp_path / 'nocache'}"]) == 1
+    assert "dias features" in _one_line_error(capsys)
