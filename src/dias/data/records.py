@@ -469,6 +469,9 @@ def read_header(env: lmdb.Environment, path: str | Path) -> dict[str, Any]:
             f"{path} uses {FORMAT_NAME} version {header.get('version')} but this dias reads version "
             f"{FORMAT_VERSION}; re-create it with this dias, or use the dias that wrote it"
         )
+    count = header.get("num_records")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise CorruptSplitError(path, f"its header's num_records is {count!r}, not a count of records")
     return header
 
 
