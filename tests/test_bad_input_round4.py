@@ -4,23 +4,27 @@ Each test names the fault it guards against; the fix is where the input enters (
 probe's resume, the config schema, the official importer, the Python API).
 """
 
+import errno
 import json
+import os
 import pathlib
 import re
 import shutil
 import signal
 import time
 
+import lmdb
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tiny import DEMO_CONFIG, TINY, tiny_config
 
 import dias
 import dias.commands.probe as probe_module
 from dias.cli import main
 from dias.commands.probe import PROBE_FILE, RESULT_FILE, run_probe
-from dias.data.records import LmdbWriter, split_path
+from dias.data.records import HEADER_KEY, CorruptSplitError, LmdbWriter, load_header, split_path
 from dias.demo.reference import WEIGHTS_FILE_NAME, bundled_reference_dir, load_reference
 from dias.errors import UsageError
 from dias.io import WeightsMismatchError
@@ -39,9 +43,11 @@ def reference_copy(tmp_path):
 
 
 def _one_line_error(capsys) -> str:
+    """The error line a command printed last (after any log or progress lines); there is no traceback."""
     err = capsys.readouterr().err
-    assert err.startswith("dias: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    return err
+    last = err.strip().splitlines()[-1] if err.strip() else ""
+    assert last.startswith("dias: error: ") and "Traceback" not in err, err
+    return last
 
 
 # --- the demo reference checks what it vouches for --------------------------------------------------------
@@ -363,3 +369,61 @@ def test_a_missing_feature_cache_names_dias_features(tiny_root, tmp_path, capsys
     args = ["train", "--config", str(DEMO_CONFIG), "--out", str(tmp_path / "run"), f"data.root={tiny_root}", *TINY]
     assert main([*args, f"data.features={tmp_path / 'nocache'}"]) == 1
     assert "dias features" in _one_line_error(capsys)
+
+
+# --- command-line values and damaged inputs -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["demo", "--minutes", "-1"],
+        ["demo", "--minutes", "nan"],
+        ["demo", "--minutes", "inf"],
+        ["demo", "--minutes", "-0.5"],
+        ["eval", "--checkpoint", "x.pt", "--viz", "-1"],
+        ["prepare", "synthetic", "--out", "x", "--num-train", "0"],
+        ["prepare", "synthetic", "--out", "x", "--size", "0"],
+        ["prepare", "synthetic-video", "--out", "x", "--num-frames", "0"],
+    ],
+)
+def test_command_line_values_that_cannot_work_are_refused_by_the_parser(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    assert f"dias {args[0]}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("count", [-5, "x", None, True])
+def test_a_split_header_with_a_bad_record_count_is_one_line(tiny_root, tmp_path, capsys, count):
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root)
+    with lmdb.open(str(split_path(root, "val")), subdir=False) as env, env.begin(write=True) as txn:
+        header = json.loads(bytes(txn.get(HEADER_KEY)))
+        header["num_records"] = count
+        txn.put(HEADER_KEY, json.dumps(header).encode())
+    with pytest.raises(CorruptSplitError, match="num_records"):
+        load_header(split_path(root, "val"))
+
+
+def test_infer_where_no_input_is_readable_exits_1_with_the_summary(two_models, tmp_path, capsys):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "a.png").write_text("not a picture")
+    out = tmp_path / "masks"
+    assert main(["infer", str(inputs), "--checkpoint", str(two_models[0]), "--out", str(out), "--device", "cpu"]) == 1
+    assert "none of the 1 images could be read" in _one_line_error(capsys)
+    assert json.loads((out / "summary.json").read_text())["num_skipped"] == 1
+
+
+def test_infer_into_a_read_only_filesystem_is_one_line(two_models, tmp_path, capsys, monkeypatch):
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", read_only)
+    args = ["infer", str(image), "--checkpoint", str(two_models[0]), "--out", str(tmp_path / "masks")]
+    assert main([*args, "--device", "cpu"]) == 1
+    assert "Read-only file system" in _one_line_error(capsys)
