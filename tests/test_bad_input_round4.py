@@ -427,3 +427,12 @@ def test_infer_into_a_read_only_filesystem_is_one_line(two_models, tmp_path, cap
     args = ["infer", str(image), "--checkpoint", str(two_models[0]), "--out", str(tmp_path / "masks")]
     assert main([*args, "--device", "cpu"]) == 1
     assert "Read-only file system" in _one_line_error(capsys)
+
+
+def test_a_probe_without_any_match_writes_valid_json_and_exits_1(two_models, tmp_path, capsys):
+    out = tmp_path / "probe"
+    args = ["probe", "--checkpoint", str(two_models[0]), "--out", str(out), *PROBE_RUN, "probe.attribute=shape"]
+    assert main([*args, "probe.iou_threshold=1"]) == 1  # IoU > 1: nothing can match
+    assert "no slot of the model matched" in _one_line_error(capsys)
+    metrics = json.loads((out / RESULT_FILE).read_text())["metrics"]
+    assert metrics["model"]["top1"] is None and metrics["model"]["num_matches"] == 0

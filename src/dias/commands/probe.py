@@ -61,6 +61,10 @@ MATCHING = {False: "uncapped: every Hungarian pair above the IoU threshold", Tru
 log = logging.getLogger(__name__)
 
 
+class ProbeScoreError(DiasError, ValueError):
+    """No slot of the model matched any val object: the probe has nothing to score."""
+
+
 class ProbeResumeError(DiasError, ValueError):
     """`--resume` on a probe run started with another model, dataset or label: its probes cannot continue."""
 
@@ -272,8 +276,18 @@ def _finish(run: ProbeRun, checkpoint: str | Path, out_dir: Path) -> dict[str, d
         + ("; video: tracks matched by space-time IoU, one sample per frame a matched object is visible in"
            if is_video(cfg.data.name) else ""),
     }  # fmt: skip
-    text = json.dumps({"metrics": metrics, "card": card}, indent=2) + "\n"
+    scores = {
+        s: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}
+        for s, m in metrics.items()
+    }
+    text = json.dumps({"metrics": scores, "card": card}, indent=2, allow_nan=False) + "\n"  # no match: null
     atomic_write_bytes(out_dir / RESULT_FILE, text.encode("utf-8"))
+    if metrics[MODEL_SOURCE]["num_matches"] == 0:
+        raise ProbeScoreError(
+            f"no slot of the model matched an object of the {cfg.data.val_split} split (IoU > "
+            f"probe.iou_threshold={p.iou_threshold}), so the probe has no score ({out_dir / RESULT_FILE} holds null); "
+            "lower probe.iou_threshold, or check that the model segments these images (dias eval)"
+        )
     return metrics
 
 
