@@ -30,6 +30,7 @@ from dias.errors import UsageError
 from dias.io import WeightsMismatchError
 from dias.methods import build_model
 from dias.methods.dias.official import dias_official_key_map, load_official_weights
+from dias.modules.backbone import ViTBackbone
 from dias.schema import ConfigError
 from dias.train.checkpoint import save_checkpoint
 
@@ -436,3 +437,9 @@ def test_a_probe_without_any_match_writes_valid_json_and_exits_1(two_models, tmp
     assert "no slot of the model matched" in _one_line_error(capsys)
     metrics = json.loads((out / RESULT_FILE).read_text())["metrics"]
     assert metrics["model"]["top1"] is None and metrics["model"]["num_matches"] == 0
+
+
+def test_a_vit_without_weights_is_the_same_at_every_build():
+    first, second = (ViTBackbone("vit_small_patch14_reg4_dinov2", image_size=56) for _ in range(2))
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
