@@ -33,6 +33,7 @@ from dias.methods.dias.official import dias_official_key_map, load_official_weig
 from dias.modules.backbone import ViTBackbone
 from dias.schema import ConfigError
 from dias.train.checkpoint import save_checkpoint
+from dias.train.log import METRICS_FILE_NAME, MetricsLogError, read_metrics
 
 
 @pytest.fixture
@@ -443,3 +444,12 @@ def test_a_vit_without_weights_is_the_same_at_every_build():
     first, second = (ViTBackbone("vit_small_patch14_reg4_dinov2", image_size=56) for _ in range(2))
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize(
+    "line", [b'{"step": 100, "loss": \n', b'{"step": 1, "lo\xe9ss": 3}\n', b"[1]\n", b'{"loss": 1}\n']
+)
+def test_a_damaged_metrics_log_line_names_the_fix(tmp_path, line):
+    (tmp_path / METRICS_FILE_NAME).write_bytes(b'{"step": 1, "loss": 2.0}\n' + line + b'{"step": 2, "loss": 1.0}\n')
+    with pytest.raises(MetricsLogError, match="line 2, is not a JSON record with a step.*delete that line"):
+        read_metrics(tmp_path)
