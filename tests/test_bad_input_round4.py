@@ -453,3 +453,9 @@ def test_a_damaged_metrics_log_line_names_the_fix(tmp_path, line):
     (tmp_path / METRICS_FILE_NAME).write_bytes(b'{"step": 1, "loss": 2.0}\n' + line + b'{"step": 2, "loss": 1.0}\n')
     with pytest.raises(MetricsLogError, match="line 2, is not a JSON record with a step.*delete that line"):
         read_metrics(tmp_path)
+
+
+def test_evaluating_records_of_another_dataset_than_data_name_warns(two_models, tiny_root, tmp_path, caplog):
+    args = ["eval", "--checkpoint", str(two_models[0]), "--out", str(tmp_path / "eval"), f"data.root={tiny_root}"]
+    assert main([*args, "data.name=coco"]) == 0
+    assert "data.name is coco, but" in caplog.text and "holds synthetic records" in caplog.text

@@ -475,6 +475,17 @@ def read_header(env: lmdb.Environment, path: str | Path) -> dict[str, Any]:
     return header
 
 
+def warn_if_other_dataset(header: dict[str, Any], name: str, path: str | Path) -> None:
+    """Log a warning when a split's records were written for another dataset than data.name says."""
+    written_for = header.get("dataset")
+    if written_for != name:
+        log.warning(
+            "data.name is %s, but %s holds %s records: the run uses %s's settings and its card and report call "
+            "it %s; pass data.name=%s if that is what the records are",
+            name, path, written_for, name, name, written_for,
+        )  # fmt: skip
+
+
 def load_header(path: str | Path) -> dict[str, Any]:
     """Open a split, read its validated header, close it."""
     with LmdbReader(path) as reader:
