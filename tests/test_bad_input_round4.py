@@ -26,6 +26,7 @@ from dias.cli import main
 from dias.commands.probe import PROBE_FILE, RESULT_FILE, run_probe
 from dias.data.records import HEADER_KEY, CorruptSplitError, LmdbWriter, load_header, split_path
 from dias.demo.reference import WEIGHTS_FILE_NAME, bundled_reference_dir, load_reference
+from dias.demo.run import ensure_data
 from dias.errors import UsageError
 from dias.io import WeightsMismatchError
 from dias.methods import build_model
@@ -459,3 +460,8 @@ def test_evaluating_records_of_another_dataset_than_data_name_warns(two_models, 
     args = ["eval", "--checkpoint", str(two_models[0]), "--out", str(tmp_path / "eval"), f"data.root={tiny_root}"]
     assert main([*args, "data.name=coco"]) == 0
     assert "data.name is coco, but" in caplog.text and "holds synthetic records" in caplog.text
+
+
+def test_demo_data_of_another_size_or_count_is_named_in_a_warning(tiny_root, caplog):
+    ensure_data(tiny_root, load_reference())
+    assert "is not the demo's dataset" in caplog.text and "'size': 32" in caplog.text

@@ -28,7 +28,7 @@ from typing import Any
 
 from dias.commands.evaluate import run_eval
 from dias.config import CONFIG_FILE_NAME
-from dias.data.records import split_path
+from dias.data.records import load_header, split_path
 from dias.demo.follow import FollowCheck, compare_to_reference
 from dias.demo.reference import Reference, fresh_config, load_reference
 from dias.errors import FileInTheWayError, UsageError
@@ -98,13 +98,32 @@ def run_demo(
 
 def ensure_data(root: Path, ref: Reference, progress: bool = True) -> None:
     """Generate the synthetic dataset in `root` unless both of the reference config's splits are there."""
+    from dias.data import synthetic
+
     splits = (ref.config.data.train_split, ref.config.data.val_split)
     if all(split_path(root, split).exists() for split in splits):
+        _warn_unless_demo_data(root, splits)
         return
-    from dias.data.synthetic import prepare_synthetic
-
     log.info("generating the synthetic dataset in %s (once)", root)
-    prepare_synthetic(root, progress=progress)
+    synthetic.prepare_synthetic(root, progress=progress)
+
+
+def _warn_unless_demo_data(root: Path, splits: tuple[str, str]) -> None:
+    """Warn about a split that `dias prepare synthetic` with its defaults (what the reference used) did not write."""
+    from dias.data import synthetic
+
+    defaults = {"generator_version": synthetic.GENERATOR_VERSION, "seed": synthetic.DEFAULT_SEED}
+    defaults |= {"size": synthetic.DEFAULT_SIZE}
+    counts = (synthetic.DEFAULT_NUM_TRAIN, synthetic.DEFAULT_NUM_VAL)
+    for split, count in zip(splits, counts, strict=True):
+        header = load_header(split_path(root, split))
+        if header.get("dataset") != synthetic.DATASET_NAME or header.get("info") != defaults | {"num_images": count}:
+            log.warning(
+                "%s is not the demo's dataset (`dias prepare synthetic` with its defaults: %d and %d images of %d px, "
+                "seed %d) but %s %s: the scores and the check do not compare with the reference's",
+                split_path(root, split), *counts, synthetic.DEFAULT_SIZE, synthetic.DEFAULT_SEED,
+                header.get("dataset"), header.get("info"),
+            )  # fmt: skip
 
 
 def evaluate_bundled(ref: Reference, data_root: Path, out: Path, progress: bool = True) -> dict[str, Any]:
