@@ -99,7 +99,7 @@ def test_bad_overrides_name_the_key(override, message):
             "model.slot_dim=0",
             "in 1 .. 4096 (a layer width; published OCL models use 256-1024 and memory grows with its square)",
         ),
-        ("data.batch_size=0", ">= 1"),
+        ("data.batch_size=0", "in 1 .. 4096 (images per step; memory and a step's time grow with it)"),
         ("data.num_workers=-1", ">= 0"),
         ("data.image_size=0", "in 1 .. 4096 (pixels per side; a ViT's memory grows with its 4th power)"),
         ("train.device=gpu", "one of auto, cpu, cuda, cuda:N, mps"),
@@ -116,7 +116,7 @@ def test_bad_overrides_name_the_key(override, message):
         ("model.method.reinit.prob=1.5", "in [0, 1]"),
         ("model.method.reinit.threshold=3", "in [0, 2]"),
         ("model.decoder.num_heads=0", ">= 1"),
-        ("eval.batch_size=0", ">= 1"),
+        ("eval.batch_size=0", "in 1 .. 4096 (images per step; memory and a step's time grow with it)"),
         ("log.every=0", STEPS),
     ],
 )

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import traceback
 from pathlib import Path
 
-from dias.errors import DiasError
+from dias.errors import DiasError, os_error_message
 from dias.schema import NAMED_WEIGHTS
 from dias.train.stop import Terminated, terminate_raises
 from dias.version import __version__
@@ -30,6 +31,28 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0 (a number of pictures to write, say)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def minutes(text: str) -> float:
+    """An argparse type: a finite number of minutes >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of minutes, 0 or more, got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
@@ -47,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"dias: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a path too long, a read-only filesystem, no permission: the user's to fix
+        message = os_error_message(exc)
+        if message is None:
+            raise
+        if args.debug:
+            traceback.print_exc()
+        print(f"dias: error: {_one_line_text(message)}", file=sys.stderr)
+        return 1
     except (KeyboardInterrupt, Terminated) as exc:  # `dias train` saves and returns; the others stop here
         status = "terminated" if isinstance(exc, Terminated) else "interrupted"
         print(f"\ndias: {status}{args.on_stop}", file=sys.stderr)
@@ -56,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
 def _one_line(exc: BaseException) -> str:
     """The message without OSError's "[Errno N]" prefix, on one line."""
     text = exc.strerror if isinstance(exc, OSError) and exc.strerror and exc.filename is None else str(exc)
-    return " ".join(str(text).split())
+    return _one_line_text(str(text))
+
+
+def _one_line_text(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -79,19 +114,19 @@ def _add_prepare_parser(commands) -> None:
     datasets = prepare.add_subparsers(title="datasets", metavar="DATASET", required=True)
     synthetic = datasets.add_parser("synthetic", help="generate the built-in multi-object dataset")
     synthetic.add_argument("--out", type=Path, required=True, help="folder for train.lmdb and val.lmdb")
-    synthetic.add_argument("--num-train", type=int, default=None, help="training images")
-    synthetic.add_argument("--num-val", type=int, default=None, help="validation images")
-    synthetic.add_argument("--size", type=int, default=None, help="image side in pixels")
+    synthetic.add_argument("--num-train", type=positive_int, default=None, help="training images")
+    synthetic.add_argument("--num-val", type=positive_int, default=None, help="validation images")
+    synthetic.add_argument("--size", type=positive_int, default=None, help="image side in pixels")
     synthetic.add_argument("--seed", type=int, default=None, help="generator seed")
     synthetic.add_argument("--workers", type=positive_int, default=None, help="worker processes (default: all cores)")
     synthetic.add_argument("--overwrite", action="store_true", help="replace finished splits in --out")
     synthetic.set_defaults(run=_prepare_synthetic, on_stop=RESUMES)
     video = datasets.add_parser("synthetic-video", help="generate the built-in video dataset")
     video.add_argument("--out", type=Path, required=True, help="folder for train.lmdb and val.lmdb")
-    video.add_argument("--num-train", type=int, default=None, help="training videos")
-    video.add_argument("--num-val", type=int, default=None, help="validation videos")
-    video.add_argument("--num-frames", type=int, default=None, help="frames per video")
-    video.add_argument("--size", type=int, default=None, help="frame side in pixels")
+    video.add_argument("--num-train", type=positive_int, default=None, help="training videos")
+    video.add_argument("--num-val", type=positive_int, default=None, help="validation videos")
+    video.add_argument("--num-frames", type=positive_int, default=None, help="frames per video")
+    video.add_argument("--size", type=positive_int, default=None, help="frame side in pixels")
     video.add_argument("--seed", type=int, default=None, help="generator seed")
     video.add_argument("--workers", type=positive_int, default=None, help="worker processes (default: all cores)")
     video.add_argument("--overwrite", action="store_true", help="replace finished splits in --out")
@@ -112,7 +147,9 @@ def _add_eval_parser(commands) -> None:
     evaluate.add_argument("--config", type=Path, default=None, help="YAML file (required for release checkpoints)")
     evaluate.add_argument("--out", type=Path, default=None, help="output folder (default: CHECKPOINT_DIR/eval-SPLIT)")
     evaluate.add_argument("--split", default=None, help="split to score (default: data.val_split)")
-    evaluate.add_argument("--viz", type=int, default=0, metavar="N", help="write panels and report.html for N images")
+    evaluate.add_argument(
+        "--viz", type=non_negative_int, default=0, metavar="N", help="write panels and report.html for N images"
+    )
     _add_device(evaluate, "eval.device")
     evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. eval.mask_source=attn:0")
     evaluate.set_defaults(run=_evaluate)
@@ -158,7 +195,7 @@ def _add_demo_parser(commands) -> None:
         "--out", type=Path, default=None, help="folder for everything the demo writes (default: runs/demo)"
     )
     demo.add_argument(
-        "--minutes", type=float, default=None, help="time budget of the fresh training (default: 7; 0: no limit)"
+        "--minutes", type=minutes, default=None, help="time budget of the fresh training (default: 7; 0: no limit)"
     )
     halves = demo.add_mutually_exclusive_group()
     halves.add_argument("--eval-only", action="store_true", help="only score the bundled model")
@@ -212,6 +249,9 @@ def _add_export_parser(commands) -> None:
     export = commands.add_parser("export", help="write trained weights without the backbone as safetensors")
     export.add_argument("--checkpoint", type=Path, required=True, help="dias checkpoint (last.pt or best.pt)")
     export.add_argument("--out", type=Path, required=True, help="output .safetensors file")
+    export.add_argument(
+        "--config", type=Path, default=None, help="the config of an official release checkpoint (which holds none)"
+    )
     export.set_defaults(run=_export)
 
 
@@ -382,7 +422,7 @@ def _infer(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from dias.commands.export import export_weights
 
-    print(f"weights written to {export_weights(args.checkpoint, args.out)}")
+    print(f"weights written to {export_weights(args.checkpoint, args.out, config=args.config)}")
     return 0
 
 

@@ -18,6 +18,7 @@ import difflib
 import json
 import math
 import os
+import sys
 import types
 import typing
 from pathlib import Path
@@ -41,6 +42,7 @@ CONFIG_FILE_NAME = "config.yaml"
 BASE_KEY = "base"  # a config file's base file or list of files (relative to it); the file holds its differences
 VERSION_KEY = "dias_version"  # the version of dias that saved a config (save_config writes it first)
 YAML_MERGE_TAG = "tag:yaml.org,2002:merge"  # the `<<: *anchor` key
+YAML_STRING_NAME = "<unicode string>"  # PyYAML's name for text parsed from a string, not a file
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -66,6 +68,13 @@ def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
             raw = yaml.load(f, Loader=UniqueKeyLoader)  # a SafeLoader: no Python objects
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}{_yaml_position(exc)}: not valid YAML: {_yaml_problem(exc)}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{path}: byte {exc.start} is not UTF-8 ({exc.object[exc.start : exc.start + 1]!r}); "
+                "save the file as UTF-8"
+            ) from None
+        except ValueError as exc:  # a YAML value Python cannot hold, e.g. an integer of more than 4300 digits
+            raise ConfigError(f"{path}: a value cannot be read: {_unreadable(exc)}") from None
     if raw is None:  # an empty file, or comments only: a mistake, not a wish for the defaults
         raise ConfigError(
             f"config file {path} is empty; write at least one section into it, "
@@ -99,6 +108,8 @@ class UniqueKeyLoader(yaml.SafeLoader):
             line = key_node.start_mark.line + 1
             if key in lines:
                 where = ".".join(str(part) for part in (*_path_to(self._root, node), key))
+                if key_node.start_mark.name == YAML_STRING_NAME:  # an override's inline mapping
+                    raise ConfigError(f"key {where} appears twice; keep one")
                 raise ConfigError(
                     f"{key_node.start_mark.name}: key {where} appears twice, on lines {lines[key]} and {line}; keep one"
                 )
@@ -262,10 +273,18 @@ def _parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ConfigError(f"override {item!r} is not of the form section.key=value")
     try:
-        value = yaml.safe_load(text) if text else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override {item!r}: cannot parse value: {exc}") from None
+        value = yaml.load(text, Loader=UniqueKeyLoader) if text else None  # an inline mapping's keys once each
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: e.g. an integer of more than 4300 digits
+        shown = item if len(item) <= 80 else item[:60] + f"... ({len(item)} characters)"
+        raise ConfigError(f"override {shown!r}: cannot parse value: {_unreadable(exc)}") from None
     return key.strip(), value
+
+
+def _unreadable(exc: Exception) -> str:
+    """Why a YAML value cannot be read, in one line (Python's advice to raise its digit limit left out)."""
+    if "integer string conversion" in str(exc):
+        return f"an integer of more than {sys.get_int_max_str_digits()} digits, far beyond any config value"
+    return " ".join(str(exc).split())
 
 
 def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:

@@ -10,6 +10,8 @@ so `except FileNotFoundError` around a dias call keeps working.
 
 from __future__ import annotations
 
+import errno
+
 
 class DiasError(Exception):
     """Base of every error a user can cause; the message names the problem and the fix."""
@@ -41,3 +43,24 @@ class DownloadError(DiasError, ConnectionError):
 
 class DamagedFileError(DiasError, ValueError):
     """A file's content is not what it should be: a hash that differs from the pinned one, or a truncated file."""
+
+
+# OSErrors a user's paths or machine cause, not a bug: the fix for each
+OS_ERROR_FIXES = {
+    errno.ENAMETOOLONG: "use a shorter name (at most 255 bytes per file or folder name)",
+    errno.EROFS: "the filesystem is read-only; pass an output path on a writable one",
+    errno.EACCES: "you may not write or read there; pass another path or change its permissions",
+    errno.EPERM: "you may not write or read there; pass another path or change its permissions",
+    errno.ENOSPC: "the disk is full; free some space or pass an output path on another disk",
+    errno.EDQUOT: "the disk quota is used up; free some space or pass an output path on another disk",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; pass another path",
+}
+
+
+def os_error_message(exc: OSError) -> str | None:
+    """One line for an OSError a user can fix (OS_ERROR_FIXES): what failed, on which path, and the fix."""
+    fix = OS_ERROR_FIXES.get(exc.errno)
+    if fix is None:
+        return None
+    where = f" at {exc.filename}" if exc.filename is not None else ""
+    return f"{exc.strerror or exc}{where}; {fix}"

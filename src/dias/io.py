@@ -188,6 +188,23 @@ def safetensors_bytes(state: dict[str, torch.Tensor], metadata: dict[str, str]) 
     return len(text).to_bytes(8, "little") + text + blob[8 + size :]
 
 
+def load_problem(exc: Exception) -> str:
+    """Why torch.load (weights_only) failed, in words; never torch's advice to load with weights_only=False."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, EOFError):
+        return "the file is empty or cut short"
+    if isinstance(exc, KeyError) or "invalid load key" in text:
+        return "it is not a torch file (its first bytes are text or another format)"
+    unsupported = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if unsupported:
+        return f"it holds a Python object ({unsupported.group(1)}) beside its tensors, which dias never unpickles"
+    if "Weights only load failed" in text:
+        return "it holds Python objects beside its tensors, which dias never unpickles"
+    if "zip archive" in text or "central directory" in text:
+        return "it is damaged or truncated (not a complete torch zip archive)"
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
 def read_state_dict(path: str | os.PathLike, *, option: str) -> dict[str, torch.Tensor]:
     """Tensors from a .safetensors or .pth file (loaded with weights_only), unwrapped (see unwrap_state_dict).
 
@@ -203,10 +220,12 @@ def read_state_dict(path: str | os.PathLike, *, option: str) -> dict[str, torch.
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # safetensors, zipfile and the unpickler each raise their own types
-        kind = "a .safetensors file" if path.suffix == SAFETENSORS_SUFFIX else "a torch .pth/.pt file"
+        if path.suffix == SAFETENSORS_SUFFIX:
+            kind, problem = "a .safetensors file", f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        else:
+            kind, problem = "a torch .pth/.pt file", load_problem(exc)
         raise WeightsMismatchError(
-            f"cannot read {path} as {kind} ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
-            f"is it a complete download? Pass {option}=PATH to a good file"
+            f"cannot read {path} as {kind} ({problem}); is it a complete download? Pass {option}=PATH to a good file"
         ) from None
     if not isinstance(state, dict):
         raise WeightsMismatchError(f"{path} holds a {type(state).__name__}, not a state dict; check {option}")

@@ -51,8 +51,12 @@ MAX_WIDTH = 4096
 MAX_IMAGE_SIZE = 4096
 MAX_SLOTS = 256
 MAX_CLIP_LENGTH = 1024
+MAX_BATCH_SIZE = 4096
 STEPS = between(1, MAX_STEPS, "a step count; 10**9 steps would take years")
 STEPS_OR_NONE = between(0, MAX_STEPS, "a step count; 10**9 steps would take years")
+BATCH_SIZE = between(1, MAX_BATCH_SIZE, "images per step; memory and a step's time grow with it")
+# torch seeds a generator with any 64-bit number; a run adds its step (and rank) to its seed, so keep headroom
+SEED = between(0, 2**63 - 1, "a 63-bit seed")
 WIDTH = between(1, MAX_WIDTH, "a layer width; published OCL models use 256-1024 and memory grows with its square")
 
 
@@ -112,7 +116,7 @@ class DataConfig:
         (0.75, 1.0), Rule(lambda value: 0 < value[0] <= value[1] <= 1, "two numbers with 0 < low <= high <= 1")
     )
     flip: bool = True
-    batch_size: int = checked(32, at_least(1))
+    batch_size: int = checked(32, BATCH_SIZE)
     num_workers: int = checked(4, at_least(0))
     skip_corrupt: bool = False  # skip and count corrupt records instead of raising
     features: str | None = None  # a feature cache folder from `dias features`: train and eval skip the backbone
@@ -243,7 +247,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     total_steps: int = checked(50000, STEPS)
-    seed: int = 42
+    seed: int = checked(42, SEED)
     # fp16: autocast + GradScaler on CUDA; elsewhere bf16 or fp32 (dias.runtime.device says which)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: str = checked("auto", DEVICE)  # auto: this process's GPU when CUDA is present, else the CPU
@@ -256,8 +260,8 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     mask_source: str = checked(DECODER_SOURCE, MASK_SOURCE)  # decoder | attn:0 | attn:-1
-    batch_size: int = checked(32, at_least(1))
-    seed: int = 0
+    batch_size: int = checked(32, BATCH_SIZE)
+    seed: int = checked(0, SEED)
     device: str = checked("auto", DEVICE)  # of `dias eval`; validation in training runs on train.device
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # of `dias eval` and of validation in training
 
@@ -271,7 +275,7 @@ class ProbeConfig:
     """`dias probe`: an MLP trained on a frozen model's slots, matched to objects (dias.probe)."""
 
     total_steps: int = checked(10000, STEPS)
-    batch_size: int = checked(32, at_least(1))  # images per step; the probe sees every matched slot of them
+    batch_size: int = checked(32, BATCH_SIZE)  # images per step; the probe sees every matched slot of them
     lr: float = checked(1e-3, POSITIVE)  # Adam, no weight decay, no clipping
     warmup_steps: int | None = checked(None, STEPS_OR_NONE)  # None: probe.total_steps // 20
     iou_threshold: float = checked(0.1, FRACTION)  # a slot and an object match when their IoU is above this
@@ -281,7 +285,7 @@ class ProbeConfig:
     )
     mask_source: str = checked("attn:-1", MASK_SOURCE)  # the protocol: the last slot-attention iteration
     official_cap: bool = False  # keep only objects 0 and 1 of each image, as the published numbers do
-    seed: int = 0
+    seed: int = checked(0, SEED)
     checkpoint_every: int = checked(1000, STEPS)
 
 
@@ -318,8 +322,12 @@ class Config:
                 f"{self.model.method.name!r} trains on {wants} dataset; choose data.name from "
                 + ", ".join(tuple(VIDEO_SLOT_COUNTS) if self.model.method.video else IMAGE_DATASETS)
             )
-        # eval.mask_source=attn:I must name an iteration the model runs (in eval, re-initialization always runs).
-        iteration = parse_mask_source(self.eval.mask_source)
+        self._check_mask_source("eval.mask_source", self.eval.mask_source)
+        self._check_mask_source("probe.mask_source", self.probe.mask_source)
+
+    def _check_mask_source(self, key: str, mask_source: str) -> None:
+        """attn:I must name an iteration the model runs (in eval, re-initialization always runs)."""
+        iteration = parse_mask_source(mask_source)
         num_maps = num_attention_maps(self.model)
         if iteration is not None and not -num_maps <= iteration < num_maps:
             runs = f"model.slot_attention.num_iters={self.model.slot_attention.num_iters}"
@@ -327,9 +335,9 @@ class Config:
                 runs += f" + model.method.reinit.num_iters={self.model.method.extra_iterations()}"
             closest = max(-num_maps, min(iteration, num_maps - 1))
             raise ConfigError(
-                f"config key eval.mask_source = {self.eval.mask_source!r} is invalid: the model runs {num_maps} "
+                f"config key {key} = {mask_source!r} is invalid: the model runs {num_maps} "
                 f"slot-attention iterations ({runs}), so I must be in {-num_maps} .. {num_maps - 1}; "
-                f"did you mean eval.mask_source={ATTN_SOURCE_PREFIX}{closest}?"
+                f"did you mean {key}={ATTN_SOURCE_PREFIX}{closest}?"
             )
 
     def _check_patches(self) -> None:

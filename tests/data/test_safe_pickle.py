@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dias.cli import main
 from dias.data.codec import IGNORE_ID
 from dias.data.import_official import import_official
 from dias.data.records import LmdbReader
@@ -153,3 +154,45 @@ def test_cli_reports_a_refused_pickle(tmp_path, capsys):
     )
     assert "refused to unpickle" in capsys.readouterr().err
     assert not marker.exists()
+
+
+def _official_records():
+    """One official COCO-format record and one VOC-format record (the release's pickled dicts)."""
+    index = np.zeros((H, W), np.uint8)
+    index[1:] = 1
+    index[2:5, 2:5] = 2
+    coco = {
+        "image": jpeg_bytes(2), "segment": segment(index), "clazz": np.array([184, 1], dtype=np.uint8),
+        "isthing": np.array([False, True]),
+    }  # fmt: skip
+    return coco, {"image": jpeg_bytes(3), "segment": segment(index)}
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("dias: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(("records", "claimed", "found"), [("coco", "clevrtex", "coco"), ("voc", "coco", "voc")])
+def test_import_official_refuses_a_dataset_the_records_contradict(tmp_path, capsys, records, claimed, found):
+    coco, voc = _official_records()
+    official = tmp_path / "val.lmdb"
+    write_official(official, [coco if records == "coco" else voc] * 3)
+    out = tmp_path / "out"
+    args = ["prepare", "import-official", "--lmdb", str(official), "--dataset", claimed, "--out", str(out)]
+    assert main([*args, "--workers", "2"]) == 1
+    error = _one_line_error(capsys)
+    assert f"in the official {found} format" in error and f"pass --dataset {found}" in error
+    assert not out.exists() or not any(out.glob("*.lmdb*"))  # nothing half-written
+
+
+@pytest.mark.parametrize("kind", ["png", "folder"])
+def test_import_official_of_a_file_that_is_no_lmdb_is_one_line(tmp_path, capsys, kind):
+    given = tmp_path / "x.png"
+    if kind == "png":
+        given.write_bytes(png_bytes(np.zeros((H, W, 3), np.uint8)))
+    else:
+        given.mkdir()
+    assert main(["prepare", "import-official", "--lmdb", str(given), "--out", str(tmp_path / "out")]) == 1
+    assert "is not an LMDB" in _one_line_error(capsys)

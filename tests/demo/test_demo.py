@@ -212,8 +212,11 @@ def test_a_fresh_training_stopped_by_a_signal_is_not_checked_and_exits_like_trai
     assert main(demo) == code
     assert "not checked" in capsys.readouterr().out
     assert load_checkpoint(out / FRESH_DIR_NAME / LAST)["step"] == 1
-    assert not (out / FRESH_DIR_NAME / MARKER_FILE_NAME).exists()
+    assert json.loads((out / FRESH_DIR_NAME / MARKER_FILE_NAME).read_text())["step"] == 1  # still the demo's run
     assert not (out / FRESH_DIR_NAME / CHECK_FILE_NAME).exists()
+    monkeypatch.undo()
+    assert main([*demo, "--minutes", "0", "train.total_steps=2"]) in (0, 3)  # the next demo starts it afresh
+    assert load_checkpoint(out / FRESH_DIR_NAME / LAST)["step"] == 2
 
 
 def test_an_unknown_mode_is_refused(tmp_path):

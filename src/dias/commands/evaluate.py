@@ -21,7 +21,7 @@ from dias.config import CONFIG_FILE_NAME, save_config
 from dias.data.clip_dataset import collate_clips
 from dias.data.codec import IGNORE_ID
 from dias.data.dataset import LmdbDataset, collate
-from dias.data.records import split_path
+from dias.data.records import split_path, warn_if_other_dataset
 from dias.data.transforms import EvalTransform
 from dias.io import atomic_write_bytes, file_sha256, require_folder
 from dias.metrics import METRIC_NAMES
@@ -58,6 +58,7 @@ def eval_card(
     size = cfg.data.image_size
     num_scored = result.num_scored()
     return {
+        "method": cfg.model.method.name,
         "dataset": cfg.data.name,
         "data_root": str(cfg.data.root),
         "split": split,
@@ -190,6 +191,7 @@ def _split_loader(cfg: Config, split: str, device: torch.device) -> DataLoader:
     dataset = LmdbDataset(
         split_path(cfg.data.root, split), EvalTransform(cfg.data.image_size), skip_corrupt=cfg.data.skip_corrupt
     )
+    warn_if_other_dataset(dataset.header, cfg.data.name, dataset.path)
     if cfg.data.features is not None:  # tokens from `dias features`; images and masks still come from the split
         dataset = open_feature_split(cfg, split, train=False, source=dataset)
     return DataLoader(

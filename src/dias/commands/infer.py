@@ -74,6 +74,8 @@ class Segmenter:
         elif not isinstance(images, Sequence) or isinstance(images, (str, bytes)):
             images = [images]
         pixels = [to_image_tensor(image) for image in images]
+        if not pixels:
+            raise UsageError("segment() needs at least one image, got none")
         size = self.cfg.data.image_size
         batch = torch.stack([resize_image(p, size) for p in pixels]).to(self.device)  # (B,3,S,S)
         if seed is not None:
@@ -193,7 +195,8 @@ def run_infer(
 
     A video model reads each input as one clip instead (dias.commands.infer_video.run_infer_clips).
 
-    Unreadable files are reported in the summary and skipped; no image file at all is a FileNotFoundError.
+    Unreadable files are reported in the summary and skipped; no image file at all is a FileNotFoundError,
+    and none readable a UsageError (after the summary is written).
     Returns the summary written to summary.json.
     """
     if segmenter.video:  # each input is a clip
@@ -242,6 +245,11 @@ def run_infer(
         "skipped": skipped,
     }
     atomic_write_bytes(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2).encode("utf-8"))
+    if not done:
+        raise UsageError(
+            f"none of the {len(paths)} images could be read (the first: {skipped[0]['reason']}); every reason is "
+            f"in {out_dir / SUMMARY_FILE}"
+        )
     return summary
 
 

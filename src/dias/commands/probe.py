@@ -36,7 +36,7 @@ from dias.config import CONFIG_FILE_NAME, save_config
 from dias.data.dataset import LmdbDataset, collate
 from dias.data.records import load_header, split_path
 from dias.data.transforms import EvalTransform, TrainTransform
-from dias.errors import FileInTheWayError, MissingFileError
+from dias.errors import DiasError, FileInTheWayError, MissingFileError
 from dias.io import atomic_write_bytes, file_sha256
 from dias.methods.base import SlotModel
 from dias.probe.labels import label_vocabulary
@@ -46,18 +46,27 @@ from dias.probe.probe import Probe, probe_loss, top_k_correct
 from dias.runtime.lock import FolderLock
 from dias.schedules import lr_at
 from dias.schema import Config, is_video
-from dias.train.checkpoint import load_model
+from dias.train.checkpoint import load_model, read_checkpoint
 from dias.train.log import METRICS_FILE_NAME, MetricsLogger
-from dias.train.stop import StopRequest
+from dias.train.stop import StepAbandoned, StopRequest
 from dias.version import __version__
 from dias.viz.tables import Column, Table, format_fraction, to_markdown
 
 PROBE_FILE, RESULT_FILE = "probe.pt", "metrics.json"
+CHECKPOINT_HASH = "checkpoint_sha256"  # probe.pt's origin: the SHA-256 of the model's checkpoint file
 SOURCES = (MODEL_SOURCE, "grid", "kmeans")
 MAJORITY = "majority"
 MATCHING = {False: "uncapped: every Hungarian pair above the IoU threshold", True: "official cap: objects 0 and 1 only"}
 
 log = logging.getLogger(__name__)
+
+
+class ProbeScoreError(DiasError, ValueError):
+    """No slot of the model matched any val object: the probe has nothing to score."""
+
+
+class ProbeResumeError(DiasError, ValueError):
+    """`--resume` on a probe run started with another model, dataset or label: its probes cannot continue."""
 
 
 @dataclass
@@ -76,6 +85,7 @@ class ProbeRun:
     cfg: Config
     match: dict[str, Any]  # match_batch's options (dias.probe.objects)
     path: Path  # the run's probe.pt
+    origin: dict[str, Any]  # what the probes are trained on (origin()); a resume must match it
     probes: dict[str, Probe]  # one per source
     optimizers: dict[str, torch.optim.Optimizer]
     step: int = 0
@@ -87,22 +97,57 @@ class ProbeRun:
             "step": self.step, "probes": {s: self.probes[s].state_dict() for s in SOURCES},
             "optimizers": {s: self.optimizers[s].state_dict() for s in SOURCES},
             "classes": list(self.majority), "counts": list(self.majority.values()), "box_sum": self.box_sum,
+            "origin": self.origin,
         }  # fmt: skip
         buffer = io.BytesIO()
         torch.save(state, buffer)
         atomic_write_bytes(self.path, buffer.getvalue())
 
     def restore(self) -> None:
+        """Continue probe.pt; refused (ProbeResumeError) when it was started on another model or label."""
         if not self.path.is_file():
             raise MissingFileError(
                 f"no {PROBE_FILE} in {self.path.parent} to resume; leave out --resume to start a run"
             )
-        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        state = read_checkpoint(self.path)
+        differences = origin_differences(state.get("origin", {}) if isinstance(state, dict) else {}, self.origin)
+        if differences:
+            raise ProbeResumeError(
+                f"the probe run in {self.path.parent} was started with {'; '.join(differences)}: its probes cannot "
+                "continue on this one; resume with what it started with, or leave out --resume and pass another --out"
+            )
         for s in SOURCES:
             self.probes[s].load_state_dict(state["probes"][s])
             self.optimizers[s].load_state_dict(state["optimizers"][s])
         self.step, self.majority = state["step"], Counter(dict(zip(state["classes"], state["counts"], strict=True)))
         self.box_sum = state["box_sum"]
+
+
+def origin(checkpoint: str | Path, cfg: Config, vocabulary: list) -> dict[str, Any]:
+    """What a probe run's probes learn from: the model (its file's hash), the dataset, the label and the matching."""
+    p = cfg.probe
+    return {
+        CHECKPOINT_HASH: file_sha256(checkpoint), "checkpoint": str(checkpoint), "data.name": cfg.data.name,
+        "probe.attribute": p.attribute, "num_classes": len(vocabulary), "probe.mask_source": p.mask_source,
+        "probe.official_cap": p.official_cap,
+    }  # fmt: skip
+
+
+def origin_differences(started: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """How `now` (origin()) differs from what a probe run `started` with, in words; the path alone may differ."""
+    differences = []
+    started_hash, now_hash = str(started.get(CHECKPOINT_HASH))[:12], now[CHECKPOINT_HASH][:12]
+    if started_hash != now_hash:
+        differences.append(
+            f"another model: --checkpoint {started.get('checkpoint')} (SHA-256 {started_hash}...), "
+            f"not {now['checkpoint']} (SHA-256 {now_hash}...)"
+        )
+    differences += [
+        f"{key}={started.get(key)!r}, not {value!r}"
+        for key, value in now.items()
+        if key not in (CHECKPOINT_HASH, "checkpoint") and started.get(key) != value
+    ]
+    return differences
 
 
 def run_probe(
@@ -120,7 +165,7 @@ def run_probe(
     matching = MATCHING[cfg.probe.official_cap]
     resume_command = f"dias probe --checkpoint {checkpoint} --out {out_dir} --resume"  # + the same overrides
     with FolderLock(out_dir):
-        run = _setup(model, cfg, match, out_dir, resume=resume, resume_command=resume_command)
+        run = _setup(model, cfg, match, out_dir, checkpoint=checkpoint, resume=resume, resume_command=resume_command)
         logger = MetricsLogger(out_dir, cfg, fresh=not resume)
         stop = StopRequest()
         stop.install()
@@ -156,7 +201,14 @@ def _match_options(model: SlotModel, cfg: Config) -> dict[str, Any]:
 
 
 def _setup(
-    model: SlotModel, cfg: Config, match: dict[str, Any], out_dir: Path, *, resume: bool, resume_command: str
+    model: SlotModel,
+    cfg: Config,
+    match: dict[str, Any],
+    out_dir: Path,
+    *,
+    checkpoint: str | Path,
+    resume: bool,
+    resume_command: str,
 ) -> ProbeRun:
     """Fresh probes and optimizers (or probe.pt's, with `resume`); a new run never replaces one already there."""
     if not resume and (out_dir / PROBE_FILE).exists():
@@ -167,7 +219,8 @@ def _setup(
     dims = {s: model.backbone.feature_dim for s in SOURCES} | {MODEL_SOURCE: cfg.model.slot_dim}
     probes = {s: Probe(dims[s], len(match["vocabulary"])) for s in SOURCES}
     optimizers = {s: torch.optim.Adam(probes[s].parameters(), lr=0.0, weight_decay=0.0) for s in SOURCES}
-    run = ProbeRun(model, cfg, match, out_dir / PROBE_FILE, probes, optimizers)
+    started_with = origin(checkpoint, cfg, match["vocabulary"])
+    run = ProbeRun(model, cfg, match, out_dir / PROBE_FILE, started_with, probes, optimizers)
     if resume:
         run.restore()
     save_config(cfg, out_dir / CONFIG_FILE_NAME)
@@ -182,13 +235,17 @@ def _train_probes(run: ProbeRun, *, logger: MetricsLogger, stop: StopRequest) ->
     for probe in run.probes.values():
         probe.train()
     while run.step < p.total_steps and stop.status is None:
-        # data, schedule
-        batch = next(batches)
+        # data, then the frozen model's slots matched to the objects: no state changes, so a stop signal drops
+        # them at once (a large batch can take minutes) and the run saves the probes as they were
+        try:
+            with stop.abandon_on_stop(), torch.no_grad():
+                batch = next(batches)
+                matched = _matched(run.model, batch, run.match, cfg, train=True)
+        except StepAbandoned:
+            break
         lr = lr_at(run.step, p.lr, warmup, p.total_steps, p.lr / 1000)
 
-        # the frozen model's slots matched to the objects; the training targets counted for the majority baseline
-        with torch.no_grad():
-            matched = _matched(run.model, batch, run.match, cfg, train=True)
+        # the training targets counted for the majority baseline
         run.majority.update(matched[MODEL_SOURCE].classes.tolist())
         run.box_sum += matched[MODEL_SOURCE].boxes.double().sum(0)
 
@@ -219,8 +276,18 @@ def _finish(run: ProbeRun, checkpoint: str | Path, out_dir: Path) -> dict[str, d
         + ("; video: tracks matched by space-time IoU, one sample per frame a matched object is visible in"
            if is_video(cfg.data.name) else ""),
     }  # fmt: skip
-    text = json.dumps({"metrics": metrics, "card": card}, indent=2) + "\n"
+    scores = {
+        s: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}
+        for s, m in metrics.items()
+    }
+    text = json.dumps({"metrics": scores, "card": card}, indent=2, allow_nan=False) + "\n"  # no match: null
     atomic_write_bytes(out_dir / RESULT_FILE, text.encode("utf-8"))
+    if metrics[MODEL_SOURCE]["num_matches"] == 0:
+        raise ProbeScoreError(
+            f"no slot of the model matched an object of the {cfg.data.val_split} split (IoU > "
+            f"probe.iou_threshold={p.iou_threshold}), so the probe has no score ({out_dir / RESULT_FILE} holds null); "
+            "lower probe.iou_threshold, or check that the model segments these images (dias eval)"
+        )
     return metrics
 
 

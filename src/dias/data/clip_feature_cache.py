@@ -29,7 +29,14 @@ import torch
 from torch.utils.data import Dataset
 
 from dias.data.clip_dataset import ClipDataset
-from dias.data.feature_cache import DTYPE_BY_CODE, HEADER, check_cache, decode_features, encode_features
+from dias.data.feature_cache import (
+    DTYPE_BY_CODE,
+    HEADER,
+    check_cache,
+    decode_features,
+    encode_features,
+    require_cache,
+)
 from dias.data.records import LmdbReader, WorkerReader
 from dias.errors import UsageError
 
@@ -79,6 +86,7 @@ class ClipFeatureDataset(Dataset):
         if not train and source is None:
             raise ValueError("evaluation reads the masks from the clip split: pass its ClipDataset as source")
         self.path = Path(path)
+        require_cache(self.path)
         with LmdbReader(self.path) as reader:
             self.header = reader.header
         info = self.header.get("info", {})

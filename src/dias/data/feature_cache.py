@@ -27,8 +27,8 @@ import torch
 from torch.utils.data import Dataset
 
 from dias.data.codec import CorruptRecordError
-from dias.data.records import LmdbReader, WorkerReader
-from dias.errors import DiasError
+from dias.data.records import LmdbReader, WorkerReader, partial_path
+from dias.errors import DiasError, MissingFileError
 
 FEATURES_KIND = "features"
 MAGIC = b"DFT1"
@@ -44,6 +44,15 @@ DERIVED_KEYS = ("grid", "feature_dim", "dtype", "num_views", "seed", "num_frames
 
 class FeatureCacheError(DiasError, ValueError):
     """A feature cache does not match the run that would read it; the message names the keys and the fix."""
+
+
+def require_cache(path: Path) -> None:
+    """Refuse (MissingFileError) a split of a feature cache that is not there, naming `dias features`."""
+    if not path.is_file() and not partial_path(path).exists():
+        raise MissingFileError(
+            f"no feature cache split at {path}: data.features={path.parent} names no cache of it; build one with "
+            f"`dias features --config CONFIG --out {path.parent}`, or leave data.features out to run the backbone"
+        )
 
 
 def encode_features(tokens: torch.Tensor, dtype: str = "fp16") -> bytes:
@@ -120,6 +129,7 @@ class FeatureDataset(Dataset):
         rebuild_hint: str = "rebuild it with `dias features`",
     ):
         self.path = Path(path)
+        require_cache(self.path)
         with LmdbReader(self.path) as reader:
             self.header = reader.header
         check_cache(self.header.get("info", {}), expected, self.path, rebuild_hint)

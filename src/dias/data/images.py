@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from dias.errors import UsageError
+
 
 def to_image_tensor(image: Any) -> torch.Tensor:
     """A PIL image, numpy array (H,W), (H,W,3|4) or tensor (3,H,W) -> (3,H,W) uint8 RGB."""
@@ -36,14 +38,30 @@ def to_image_tensor(image: Any) -> torch.Tensor:
     if image.dim() == 2:
         image = image[None].expand(3, -1, -1)
     if image.dim() != 3 or image.shape[0] not in (1, 3, 4):
-        raise ValueError(f"expected an image (H,W), (H,W,C) array or (C,H,W) tensor, got shape {tuple(image.shape)}")
+        raise UsageError(f"expected an image (H,W), (H,W,C) array or (C,H,W) tensor, got shape {tuple(image.shape)}")
+    if 0 in image.shape:
+        raise UsageError(f"an image must have at least one pixel, got shape {tuple(image.shape)}")
     if image.shape[0] == 1:
         image = image.expand(3, -1, -1)
     image = image[:3]  # RGBA: drop alpha
+    if image.dtype == torch.bool:
+        raise UsageError("boolean images are masks, not pictures; pass uint8 (0-255) or floats in [0, 1]")
     if image.is_floating_point():
-        if image.max() > 1:
-            raise ValueError("float images must be in [0, 1]; pass uint8 for 0-255 values")
+        # floats are 0-1: below 0 (a normalised tensor, say) or above 1 (0-255 as float) would wrap or clip
+        low, high = float(image.min()), float(image.max())
+        if not (0 <= low and high <= 1):
+            raise UsageError(
+                f"float images must be in [0, 1], got values in [{low:.3g}, {high:.3g}]; pass uint8 for 0-255 "
+                "values, and undo any mean/std normalisation first"
+            )
         image = (image * 255).round()
+    elif image.dtype != torch.uint8:
+        low, high = int(image.min()), int(image.max())
+        if not (0 <= low and high <= 255):
+            raise UsageError(
+                f"integer images must be in 0-255, got values in [{low}, {high}] ({image.dtype}); "
+                "pass uint8, uint16 arrays (read as 16-bit) or floats in [0, 1]"
+            )
     return image.to(torch.uint8).contiguous()
 
 

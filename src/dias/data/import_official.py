@@ -52,7 +52,12 @@ def open_official(path: str | Path) -> lmdb.Environment:
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"no official LMDB at {path}; pass --lmdb the release's SPLIT.lmdb file")
-    return lmdb.open(str(path), subdir=path.is_dir(), readonly=True, lock=False, readahead=False, meminit=False)
+    try:
+        return lmdb.open(str(path), subdir=path.is_dir(), readonly=True, lock=False, readahead=False, meminit=False)
+    except lmdb.Error as exc:
+        raise UsageError(
+            f"{path} is not an LMDB ({' '.join(str(exc).split())}); pass --lmdb the release's SPLIT.lmdb file"
+        ) from None
 
 
 def official_keys(path: Path, *, what: str) -> list[bytes]:
@@ -103,6 +108,19 @@ def detect_dataset(record: dict[str, Any]) -> str:
     return "voc"
 
 
+FORMAT_SIGNS = {"coco": "an `isthing` field", "clevrtex": "a `depth` field", "voc": "neither `isthing` nor `depth`"}
+
+
+def check_format(dataset: str, record: dict[str, Any]) -> None:
+    """Refuse (ValueError) a record whose fields are another dataset's: its index map means something else."""
+    found = detect_dataset(record)
+    if found != dataset:
+        raise ValueError(
+            f"it is in the official {found} format ({FORMAT_SIGNS[found]}), not {dataset}'s "
+            f"({FORMAT_SIGNS[dataset]}); pass --dataset {found}, or leave --dataset out to read it from the records"
+        )
+
+
 def decode_segment(segment: Any) -> np.ndarray:
     """The PNG-encoded index map (1-D uint8 array or bytes) -> (H,W) uint8."""
     data = np.asarray(segment, dtype=np.uint8).tobytes() if not isinstance(segment, bytes) else segment
@@ -137,7 +155,8 @@ def index_lookup(dataset: str, record: dict[str, Any]) -> tuple[np.ndarray, list
 
 
 def convert_record(dataset: str, record: dict[str, Any], key: bytes) -> bytes:
-    """One official record -> one dias record (image bytes kept as they are)."""
+    """One official record -> one dias record (image bytes kept as they are); refused when in another format."""
+    check_format(dataset, record)
     index = decode_segment(record["segment"])
     lookup, categories = index_lookup(dataset, record)
     mask = lookup[index]  # (H,W) uint16
@@ -174,6 +193,10 @@ def import_official(
     dataset = dataset or detect_dataset(first)
     if dataset not in DATASETS:
         raise UsageError(f"unknown official dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    try:  # here, before any worker starts or any file is written
+        check_format(dataset, first)
+    except ValueError as exc:
+        raise UsageError(f"{lmdb_path}: record {keys[0]!r}: {exc}") from None
     split = split or lmdb_path.name.split(".")[0]
     target = split_path(out, split)
     if target.resolve() == lmdb_path.resolve():

@@ -300,11 +300,25 @@ def require_split_file(path: str | Path) -> None:
     path = Path(path)
     if path.is_dir():
         raise MissingFileError(f"{path} is a folder; pass the split file inside it, e.g. {split_path(path, 'train')}")
-    if not path.is_file():
-        hint = ""
-        if partial_path(path).exists():
-            hint = f"; {partial_path(path)} is an interrupted write: rerun the same command to finish it"
-        raise MissingFileError(f"no LMDB split at {path}: {PREPARE_HINT}{hint}")
+    if path.is_file():
+        return
+    if partial_path(path).exists():
+        raise MissingFileError(
+            f"no LMDB split at {path}: {partial_path(path)} is an interrupted write; rerun the same command to "
+            "finish it"
+        )
+    if not path.parent.is_dir():
+        raise MissingFileError(
+            f"no LMDB split at {path}: there is no folder {path.parent} (was the dataset moved?); point data.root "
+            f"at the dataset's folder, or {PREPARE_HINT}"
+        )
+    splits = sorted(p.name[: -len(SPLIT_SUFFIX)] for p in path.parent.glob(f"*{SPLIT_SUFFIX}") if p.is_file())
+    if splits:
+        raise MissingFileError(
+            f"no split {path.name[: -len(SPLIT_SUFFIX)]!r} in {path.parent}, which holds {', '.join(splits)}; name "
+            "one of those (--split, data.train_split, data.val_split)"
+        )
+    raise MissingFileError(f"no LMDB split at {path}: {PREPARE_HINT}")
 
 
 # LMDB refuses to open one file twice in a process, and an environment must not be used across fork().
@@ -455,7 +469,21 @@ def read_header(env: lmdb.Environment, path: str | Path) -> dict[str, Any]:
             f"{path} uses {FORMAT_NAME} version {header.get('version')} but this dias reads version "
             f"{FORMAT_VERSION}; re-create it with this dias, or use the dias that wrote it"
         )
+    count = header.get("num_records")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise CorruptSplitError(path, f"its header's num_records is {count!r}, not a count of records")
     return header
+
+
+def warn_if_other_dataset(header: dict[str, Any], name: str, path: str | Path) -> None:
+    """Log a warning when a split's records were written for another dataset than data.name says."""
+    written_for = header.get("dataset")
+    if written_for != name:
+        log.warning(
+            "data.name is %s, but %s holds %s records: the run uses %s's settings and its card and report call "
+            "it %s; pass data.name=%s if that is what the records are",
+            name, path, written_for, name, name, written_for,
+        )  # fmt: skip
 
 
 def load_header(path: str | Path) -> dict[str, Any]:

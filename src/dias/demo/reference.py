@@ -31,7 +31,7 @@ import torch
 
 from dias.commands.export import export_weights
 from dias.config import CONFIG_FILE_NAME, apply_overrides, flatten, from_dict, load_config, save_config, to_dict
-from dias.errors import MissingFileError, UsageError
+from dias.errors import DiasError, MissingFileError, UsageError
 from dias.io import atomic_write_bytes, file_sha256
 from dias.runtime.device import cpu_name
 from dias.schema import Config
@@ -50,6 +50,10 @@ REFERENCE_OPTION = "--reference"
 RUN_SPECIFIC_KEYS = ("train.seed", "train.out_dir", "data.root", "data.num_workers", "train.device")
 
 
+class DamagedReferenceError(DiasError, ValueError):
+    """A reference folder whose card, logs or weights are unreadable, or disagree with each other."""
+
+
 @dataclass
 class Reference:
     root: Path
@@ -65,7 +69,11 @@ def bundled_reference_dir() -> Path:
 
 
 def load_reference(root: str | Path | None = None) -> Reference:
-    """The reference in `root` (default: the bundled one); a missing file is an error naming it."""
+    """The reference in `root` (default: the bundled one), its weights checked against the card's SHA-256.
+
+    A missing file, a damaged card or log, a log name that leaves the folder, or weights whose hash is not
+    the card's are errors naming the file.
+    """
     root = Path(root) if root is not None else bundled_reference_dir()
     for name in (WEIGHTS_FILE_NAME, CONFIG_FILE_NAME, CARD_FILE_NAME):
         if not (root / name).is_file():
@@ -73,15 +81,72 @@ def load_reference(root: str | Path | None = None) -> Reference:
                 f"the demo reference in {root} has no {name}; pass {REFERENCE_OPTION} DIR with a folder written by "
                 "scripts/package_demo_model.py, or reinstall dias"
             )
-    card = json.loads((root / CARD_FILE_NAME).read_text(encoding="utf-8"))
+    card = _read_card(root)
     logs = {}
     for run in card["runs"]:
-        path = root / run["log"]
-        if not path.is_file():
-            raise MissingFileError(f"the demo reference in {root} has no {run['log']} (named in {CARD_FILE_NAME})")
-        with open(path, encoding="utf-8") as f:
-            logs[int(run["seed"])] = [json.loads(line) for line in f if line.strip()]
-    return Reference(root, root / WEIGHTS_FILE_NAME, load_config(root / CONFIG_FILE_NAME), logs, card)
+        logs[run["seed"]] = _read_log(_log_path(root, run["log"]))
+    weights = root / WEIGHTS_FILE_NAME
+    if file_sha256(weights) != card["weights"]["sha256"]:
+        raise DamagedReferenceError(
+            f"{weights} is not the file its {CARD_FILE_NAME} vouches for (its SHA-256 differs); the weights are "
+            "damaged or were replaced: reinstall dias, or pass "
+            f"{REFERENCE_OPTION} DIR with a folder written by scripts/package_demo_model.py"
+        )
+    return Reference(root, weights, load_config(root / CONFIG_FILE_NAME), logs, card)
+
+
+def _read_card(root: Path) -> dict[str, Any]:
+    """The card of the reference in `root`, its shape checked: weights with a sha256, runs with a seed and a log."""
+    path = root / CARD_FILE_NAME
+    damaged = f"the demo reference's {path} is damaged"
+    fix = f"reinstall dias, or pass {REFERENCE_OPTION} DIR with a folder written by scripts/package_demo_model.py"
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise DamagedReferenceError(f"{damaged} (not JSON: {exc}); {fix}") from exc
+    try:
+        runs, sha256 = card["runs"], card["weights"]["sha256"]
+        valid = isinstance(sha256, str) and isinstance(runs, list) and bool(runs)
+        for run in runs:
+            valid = valid and isinstance(run["log"], str) and isinstance(run["seed"], int)
+    except (KeyError, TypeError):
+        valid = False
+    if not valid:
+        raise DamagedReferenceError(f"{damaged} (it lacks the weights' sha256 or a run's seed and log); {fix}")
+    return card
+
+
+def _log_path(root: Path, name: str) -> Path:
+    """The log `name` (named in the card) in `root`; refused when it would lead out of the folder."""
+    path = root / name
+    if Path(name).name != name or name in ("", ".", "..") or not path.resolve().is_relative_to(root.resolve()):
+        raise DamagedReferenceError(
+            f"the demo reference's {CARD_FILE_NAME} in {root} names the log {name!r}, which leads out of that "
+            "folder; a card names its logs by file name, inside the folder"
+        )
+    if not path.is_file():
+        raise MissingFileError(f"the demo reference in {root} has no {name} (named in {CARD_FILE_NAME})")
+    return path
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    """The records of one reference log; a line that is not a JSON record is an error naming the file and line."""
+    records = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict):
+                raise DamagedReferenceError(
+                    f"the demo reference's log {path} is damaged at line {number} (not a JSON record); reinstall "
+                    f"dias, or pass {REFERENCE_OPTION} DIR with a folder written by scripts/package_demo_model.py"
+                )
+            records.append(record)
+    return records
 
 
 def package_reference(run_dirs: list[str | Path], out: str | Path, *, trained_on: str | None = None) -> dict[str, Any]:

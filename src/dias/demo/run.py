@@ -12,8 +12,9 @@ overrides apply to the fresh training only, so `dias demo optim.lr=1e-9` shows t
 
 Everything is written inside OUT: OUT/data (the dataset, unless `data_dir` names another), OUT/bundled
 (the bundled model's scores and report.html) and OUT/fresh (the fresh run, with check.json and check.md).
-The demo replaces only a fresh run it made itself: after training it records the SHA-256 of its last.pt in
-OUT/fresh/demo.json, and a later demo replaces that run only while last.pt still matches. Any other run
+The demo replaces only a fresh run it made itself: after training (finished or stopped by a signal) it records
+the SHA-256 of its last.pt in OUT/fresh/demo.json, and a later demo replaces that run only while last.pt still
+matches. Any other run
 there (a `dias train` run, a demo run resumed or changed since) is refused unless `overwrite=True`.
 """
 
@@ -28,7 +29,7 @@ from typing import Any
 
 from dias.commands.evaluate import run_eval
 from dias.config import CONFIG_FILE_NAME
-from dias.data.records import split_path
+from dias.data.records import load_header, split_path
 from dias.demo.follow import FollowCheck, compare_to_reference
 from dias.demo.reference import Reference, fresh_config, load_reference
 from dias.errors import FileInTheWayError, UsageError
@@ -44,7 +45,7 @@ DEFAULT_OUT_DIR = Path("runs/demo")
 DATA_DIR_NAME, BUNDLED_DIR_NAME, FRESH_DIR_NAME = "data", "bundled", "fresh"
 DEFAULT_MINUTES = 7.0  # of fresh training: with data, evaluation and start-up the demo ends within 10 minutes
 NUM_VIZ_IMAGES = 8
-MARKER_FILE_NAME = "demo.json"  # {"made_by": "dias demo", "last_sha256": ..., "step": ...}
+MARKER_FILE_NAME = "demo.json"  # {"made_by": "dias demo", "last_sha256": ..., "step": ..., "status": ...}
 CHECK_FILE_NAME, CHECK_TABLE_NAME = "check.json", "check.md"
 MADE_BY = "dias demo"
 RUN_FILES = (LAST, BEST, METRICS_FILE_NAME, CONFIG_FILE_NAME, CHECK_FILE_NAME, CHECK_TABLE_NAME)  # a run's own
@@ -76,7 +77,7 @@ def run_demo(
     or None, "check": FollowCheck or None}. `mode` is "all", "eval" (the bundled model only) or "train" (the
     fresh training and its check only). `minutes` (None: no limit) and `max_steps` cap the fresh training.
     Ctrl-C or SIGTERM stops the fresh training (checkpointed): its "status" is "interrupted" or
-    "terminated", no check is made and no marker is written, so a later demo leaves that run alone.
+    "terminated" and no check is made; the marker is written, so a later demo starts that run afresh.
     """
     if mode not in MODES:
         raise UsageError(f"unknown demo mode {mode!r}; use one of {', '.join(MODES)}")
@@ -98,13 +99,32 @@ def run_demo(
 
 def ensure_data(root: Path, ref: Reference, progress: bool = True) -> None:
     """Generate the synthetic dataset in `root` unless both of the reference config's splits are there."""
+    from dias.data import synthetic
+
     splits = (ref.config.data.train_split, ref.config.data.val_split)
     if all(split_path(root, split).exists() for split in splits):
+        _warn_unless_demo_data(root, splits)
         return
-    from dias.data.synthetic import prepare_synthetic
-
     log.info("generating the synthetic dataset in %s (once)", root)
-    prepare_synthetic(root, progress=progress)
+    synthetic.prepare_synthetic(root, progress=progress)
+
+
+def _warn_unless_demo_data(root: Path, splits: tuple[str, str]) -> None:
+    """Warn about a split that `dias prepare synthetic` with its defaults (what the reference used) did not write."""
+    from dias.data import synthetic
+
+    defaults = {"generator_version": synthetic.GENERATOR_VERSION, "seed": synthetic.DEFAULT_SEED}
+    defaults |= {"size": synthetic.DEFAULT_SIZE}
+    counts = (synthetic.DEFAULT_NUM_TRAIN, synthetic.DEFAULT_NUM_VAL)
+    for split, count in zip(splits, counts, strict=True):
+        header = load_header(split_path(root, split))
+        if header.get("dataset") != synthetic.DATASET_NAME or header.get("info") != defaults | {"num_images": count}:
+            log.warning(
+                "%s is not the demo's dataset (`dias prepare synthetic` with its defaults: %d and %d images of %d px, "
+                "seed %d) but %s %s: the scores and the check do not compare with the reference's",
+                split_path(root, split), *counts, synthetic.DEFAULT_SIZE, synthetic.DEFAULT_SEED,
+                header.get("dataset"), header.get("info"),
+            )  # fmt: skip
 
 
 def evaluate_bundled(ref: Reference, data_root: Path, out: Path, progress: bool = True) -> dict[str, Any]:
@@ -151,10 +171,11 @@ def train_and_check(
         time_limit = None if minutes is None else minutes * 60
         result = train(cfg, run_dir, time_limit=time_limit, max_steps=max_steps, progress=progress)
         fresh = {"run_dir": str(run_dir), "status": result.status, "step": result.step}
-        if result.stopped_by_signal:  # the user (or the scheduler) asked to stop: no marker, no check
-            return fresh, None
         marker = {"made_by": MADE_BY, "last_sha256": file_sha256(run_dir / LAST), "step": result.step}
+        marker["status"] = result.status  # the demo's own run, even when stopped: the next demo replaces it
         atomic_write_bytes(run_dir / MARKER_FILE_NAME, json.dumps(marker).encode("utf-8"))
+        if result.stopped_by_signal:  # the user (or the scheduler) asked to stop: no check
+            return fresh, None
         check = compare_to_reference(read_metrics(run_dir), ref.logs)
         atomic_write_bytes(run_dir / CHECK_FILE_NAME, (json.dumps(check.to_json(), indent=2) + "\n").encode("utf-8"))
         atomic_write_bytes(run_dir / CHECK_TABLE_NAME, (check.table() + "\n\n" + check.verdict + "\n").encode("utf-8"))

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from dias.errors import UsageError
 from dias.methods.common import release_init
 from dias.modules.backbone import FrozenBackbone
 from dias.schema import Config, MethodConfig
@@ -42,6 +43,34 @@ class SlotOutput:
     keep: torch.Tensor | None = None  # (B, K) bool slots kept by pruning; None when no slot was pruned
 
 
+def check_inputs(images: Any, features: Any, *, feature_dim: int) -> None:
+    """Refuse (UsageError) images that are not (B, 3, H, W) uint8, or features that are not (B, N, feature_dim) float.
+
+    Float images are refused rather than guessed at: 0-1 and 0-255 floats look alike to a model that reads 0-255.
+    """
+    if images is not None:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3 or 0 in images.shape:
+            raise UsageError(
+                f"images must be a (B, 3, H, W) uint8 tensor, got {shape}; use dias.load(...).segment(images) "
+                "for PIL images, arrays and other layouts"
+            )
+        if images.dtype != torch.uint8:
+            raise UsageError(
+                f"images must be uint8 (0-255), got {images.dtype}; from floats in [0, 1] pass "
+                "(images * 255).round().to(torch.uint8), or use dias.load(...).segment(images)"
+            )
+    if features is not None:
+        shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+        if (
+            not isinstance(features, torch.Tensor)
+            or features.dim() != 3
+            or features.shape[-1] != feature_dim
+            or not features.is_floating_point()
+        ):
+            raise UsageError(f"features must be a (B, N, {feature_dim}) float tensor (backbone tokens), got {shape}")
+
+
 class SlotModel(nn.Module):
     """What every method's model is to the engine: a frozen backbone, a projection, slot attention and a
     decoder, whose forward takes `images` (B, 3, H, W) uint8 or `features` (B, N, C) and returns a SlotOutput.
@@ -59,7 +88,8 @@ class SlotModel(nn.Module):
     def encode(self, images: torch.Tensor | None, features: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(features (B, N, C) detached, inputs (B, N, C) projected) from exactly one of images or features."""
         if (images is None) == (features is None):
-            raise ValueError("pass exactly one of images or features")
+            raise UsageError("pass exactly one of images or features")
+        check_inputs(images, features, feature_dim=self.backbone.feature_dim)
         if features is None:
             features = self.backbone(images)
         features = features.detach()  # (B, N, C)

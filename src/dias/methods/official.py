@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dias.io import check_state_dict, read_state_dict, unwrap_state_dict
+from dias.io import WeightsMismatchError, check_state_dict, read_state_dict, unwrap_state_dict
 from dias.modules.backbone import OFFICIAL_BACKBONE_PREFIX
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def official_key_map(model: nn.Module, method_names: dict[str, str]) -> dict[str
     """Every official state-dict key (with "m.") that this model can load -> our state-dict key.
 
     `method_names` maps the method's own parts (our prefix -> the release's, after "m."), beside the shared
-    OFFICIAL_NAMES; a model key that neither names raises ValueError.
+    OFFICIAL_NAMES; a model key that neither names (a part the release lacks) raises WeightsMismatchError.
     """
     names = {**OFFICIAL_NAMES, **method_names}
     key_map, unnamed = {}, []
@@ -72,8 +72,11 @@ def official_key_map(model: nn.Module, method_names: dict[str, str]) -> dict[str
             unnamed.append(ours)
         else:
             key_map[OFFICIAL_PREFIX + official] = ours
-    if unnamed:
-        raise ValueError(f"no official name for {', '.join(unnamed)}; add it to the method's official names")
+    if unnamed:  # e.g. learned queries (model.initializer=learned): the release has no weights for them
+        raise WeightsMismatchError(
+            f"the official release has no weights for {', '.join(unnamed)}, so it cannot fill this model; load it "
+            "with the config of its method and dataset (configs/), whose model the release trained"
+        )
     return key_map
 
 

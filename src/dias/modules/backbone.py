@@ -30,6 +30,7 @@ VIT_NAMES = ("vit_small_patch14_reg4_dinov2", "vit_base_patch14_reg4_dinov2", "v
 WEIGHTS_OPTION = "model.backbone.weights"
 # Where an official release checkpoint (DIAS, SmoothSA) keeps the backbone: index 0 of its Sequential is the resize.
 OFFICIAL_BACKBONE_PREFIX = "m.encode_backbone.1."
+RANDOM_BACKBONE_SEED = 0  # a ViT built without weights: one fixed draw, so every load of a run rebuilds it
 # Present in a full timm checkpoint but deliberately removed here: the features are the raw last-block
 # output (no final norm) and there is no classifier.
 DROPPED_TIMM_PREFIXES = ("norm.", "fc_norm.", "head.")
@@ -71,9 +72,14 @@ class ViTBackbone(FrozenBackbone):
         if name not in VIT_NAMES:
             raise ValueError(f"unknown ViT backbone {name!r}; choose one of {', '.join(VIT_NAMES)}")
         self.input_scale = input_scale
-        self.vit = timm.create_model(
-            name, pretrained=False, img_size=scaled_side(image_size, input_scale), num_classes=0
-        )
+        # Without weights the ViT is random, and a checkpoint (which leaves the frozen backbone out) must rebuild
+        # the same one at every load: it is drawn from a fixed seed, beside the caller's random stream.
+        with torch.random.fork_rng(devices=[], enabled=weights is None):
+            if weights is None:
+                torch.manual_seed(RANDOM_BACKBONE_SEED)
+            self.vit = timm.create_model(
+                name, pretrained=False, img_size=scaled_side(image_size, input_scale), num_classes=0
+            )
         self.vit.norm = nn.Identity()
         self.feature_dim = self.vit.embed_dim
         self.patch_size = self.vit.patch_embed.patch_size[0]
@@ -81,8 +87,10 @@ class ViTBackbone(FrozenBackbone):
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
         if weights is None:
             log.warning(
-                "no backbone weights given: the %s backbone is randomly initialised; pass %s=PATH", name, WEIGHTS_OPTION
-            )
+                "no backbone weights given: the %s backbone is random (the same draw at every load, seed %d); pass "
+                "%s=PATH",
+                name, RANDOM_BACKBONE_SEED, WEIGHTS_OPTION,
+            )  # fmt: skip
         else:
             self.load_weights(weights)
         self.freeze()

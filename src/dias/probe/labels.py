@@ -37,6 +37,7 @@ VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )  # fmt: skip  # SegmentationClass indices; 0 is never a target
+SYNTHETIC_KEYS = {"shape": "shapes", "color": "colors"}  # a synthetic record's meta key of each attribute
 UNSEEN_CLASS = -1  # a class the train split never has: equal to no probe output, so always counted wrong
 UNKNOWN_CLASS = 0  # a YTVIS clip object without a category id: matched, but no probe sample
 RECONVERT_CLEVRTEX = (
@@ -107,10 +108,16 @@ def object_classes(
                 f"`dias prepare {dataset} --raw DIR --out DIR --overwrite` (VOC needs its SegmentationClass PNGs)"
             )
         return [int(category) for category in meta["categories"]]
+    key = SYNTHETIC_KEYS[attribute]
+    if key not in meta:
+        raise ProbeLabelError(
+            f"the {dataset} record {meta.get('id', '?')} has no object {attribute}s (`{key}`): these records were not "
+            f"made by `dias prepare {dataset}`; make them again with it, or set data.name to the records' dataset"
+        )
     if attribute == "shape":
-        return [vocabulary.index(shape) for shape in meta["shapes"]]
+        return [vocabulary.index(shape) for shape in meta[key]]
     palette = list(synthetic.PALETTE.values())
-    return [min(range(len(palette)), key=lambda i: _distance(rgb, palette[i])) for rgb in meta["colors"]]
+    return [min(range(len(palette)), key=lambda i: _distance(rgb, palette[i])) for rgb in meta[key]]
 
 
 def clip_object_classes(

@@ -22,7 +22,7 @@ from safetensors import safe_open
 
 from dias.config import apply_overrides, flatten, from_dict, load_config, to_dict, upgrade_layout
 from dias.errors import DiasError
-from dias.io import SAFETENSORS_SUFFIX, atomic_write, unwrap_state_dict
+from dias.io import SAFETENSORS_SUFFIX, atomic_write, load_problem, unwrap_state_dict
 from dias.methods import build_model, method_of
 from dias.methods.base import SlotModel
 from dias.methods.official import is_official_state_dict
@@ -70,12 +70,15 @@ def save_checkpoint(path: str | Path, model: SlotModel, cfg: Config, step: int, 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load any checkpoint file safely (weights_only); errors name the file."""
     path = Path(path)
+    if path.is_dir():
+        hint = f"; pass --checkpoint {path / LAST}" if (path / LAST).is_file() else "; pass --checkpoint FILE"
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file{hint}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found at {path}; pass --checkpoint PATH")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for damaged or foreign files
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {load_problem(exc)}") from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

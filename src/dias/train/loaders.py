@@ -17,7 +17,7 @@ from dias.data.clip_dataset import ClipDataset, collate_clips
 from dias.data.clip_feature_cache import ClipFeatureDataset
 from dias.data.clip_transforms import ClipEvalTransform, ClipTrainTransform
 from dias.data.dataset import LmdbDataset, collate
-from dias.data.records import split_path
+from dias.data.records import split_path, warn_if_other_dataset
 from dias.data.sampling import EpochSampler, SeededSamples
 from dias.data.transforms import EvalTransform, TrainTransform
 from dias.runtime import distributed
@@ -36,6 +36,7 @@ def build_loaders(cfg: Config, dist_info: distributed.DistInfo) -> tuple[DataLoa
         train_collate = collate if d.features is not None else collate_clips
     else:
         val_set = LmdbDataset(split_path(d.root, d.val_split), EvalTransform(d.image_size), d.skip_corrupt)
+        warn_if_other_dataset(val_set.header, d.name, val_set.path)
         if d.features is None:
             transform = TrainTransform(d.image_size, d.crop_scale, d.flip)
             train_set = LmdbDataset(split_path(d.root, d.train_split), transform, d.skip_corrupt)

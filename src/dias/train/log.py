@@ -102,16 +102,23 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     training, and is left out; any other line that does not parse is an error naming the file and line.
     """
     path = Path(run_dir) / METRICS_FILE_NAME
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except ValueError:
-            if number == len(lines):  # no newline after it yet: the write is in progress
-                break
-            raise MetricsLogError(f"{path}, line {number}, is not a JSON record; the log is damaged") from None
+            record = json.loads(line.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError included
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+        elif number == len(lines):  # no newline after it yet: the write is in progress
+            break
+        else:
+            raise MetricsLogError(
+                f"{path}, line {number}, is not a JSON record with a step; the log is damaged: delete that line (a "
+                "resumed run rewrites the log from its checkpoint's step) and run the command again"
+            )
     return records

@@ -5,6 +5,14 @@ stop.install()
 while ... and stop.status is None:  # "interrupted" (Ctrl-C) or "terminated" (SIGTERM) once signalled
     ...
 stop.restore()
+
+Work that changes nothing (a frozen model's forward, say) can be dropped on the first signal instead:
+
+try:
+    with stop.abandon_on_stop():  # a signal here sets status and raises StepAbandoned at once
+        ...
+except StepAbandoned:
+    ...  # status is set; save what was there before the block
 """
 
 from __future__ import annotations
@@ -16,6 +24,10 @@ import threading
 from collections.abc import Iterator
 
 STOP_STATUSES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}  # a run stopped by a signal
+
+
+class StepAbandoned(Exception):
+    """A stop signal came inside `StopRequest.abandon_on_stop()`: the block's work is dropped, status is set."""
 
 
 class StopRequest:
@@ -30,6 +42,7 @@ class StopRequest:
     def __init__(self):
         self.status: str | None = None
         self._ctrl_c = False
+        self._abandon = False  # inside abandon_on_stop(): a signal raises StepAbandoned
         self._previous: dict[int, object] = {}
         self._pid = os.getpid()  # the training process; a forked worker stays quiet
 
@@ -46,14 +59,30 @@ class StopRequest:
             signal.signal(signum, previous)
         self._previous.clear()
 
+    @contextlib.contextmanager
+    def abandon_on_stop(self) -> Iterator[None]:
+        """Within the block a stop signal sets status and raises StepAbandoned at once, in this process.
+
+        For work that changes no state, however long it takes: the caller drops it and stops promptly.
+        """
+        self._abandon = True
+        try:
+            yield
+        finally:
+            self._abandon = False
+
     def _handle(self, signum, frame) -> None:
+        in_this_process = os.getpid() == self._pid  # a forked worker stays quiet
         if signum == signal.SIGINT:
             if self._ctrl_c:
                 raise KeyboardInterrupt
             self._ctrl_c = True
-            if os.getpid() == self._pid:  # os.write: a handler inside a write to sys.stderr must not re-enter it
-                os.write(2, b"\nCtrl-C: stopping after this step and saving last.pt; Ctrl-C again stops at once\n")
+            if in_this_process and not self._abandon:  # os.write: a handler inside a write must not re-enter it
+                os.write(2, b"\nCtrl-C: stopping after this step and saving; Ctrl-C again stops at once\n")
         self.status = self.status or STOP_STATUSES[signum]
+        if self._abandon and in_this_process:
+            self._abandon = False
+            raise StepAbandoned
 
 
 class Terminated(BaseException):
