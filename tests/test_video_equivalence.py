@@ -6,6 +6,11 @@ an eval and a train pass in call order, and what the model computed. We build th
 its weights, replay its draws and compare every output. Everything (which release, K, the transitioner's
 window, conditioning) is read from the file: DIAS_VIDEO_FIXTURE=PATH runs these tests on another recording
 in the same format (another config or seed). The transitioner's dropout is 0 in the recordings.
+
+A SmoothSA-video recording also holds a train pass with the preheater's detach flag off (`train_nodetach`, the
+release's value from step total_step / 10): the same features and draws as `train`, so the same forward, and
+its losses, gradient norms and the full gradients the flag changes. The tests compare it whenever the file
+holds it and skip it otherwise (RandSF.Q has no preheater).
 """
 
 from __future__ import annotations
@@ -58,7 +63,8 @@ RELEASES = {  # the fixture's `repo` -> (builder, weight loader, key map)
     "SmoothSA": (build_smoothsa_video, load_official_smoothsa_video_weights, smoothsa_video_official_key_map),
     "RandSF.Q": (build_randsfq, load_official_randsfq_weights, randsfq_official_key_map),
 }
-PASSES = ("eval", "train")
+PASSES = ("eval", "train", "train_nodetach")
+TRAIN_PASSES = pytest.mark.parametrize("run", PASSES[1:], indirect=True)  # the passes with a backward
 
 
 @pytest.fixture(scope="module", params=FIXTURES, ids=lambda p: p.stem)
@@ -141,11 +147,16 @@ def _losses(fixture, out, expected) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module", params=PASSES)
 def run(request, fixture, model) -> Pass:
     name = request.param
-    expected = {k.removeprefix(f"{name}_"): v for k, v in fixture.items() if k.startswith(f"{name}_")}
-    model.train(name == "train")
+    if f"{name}_loss_total" not in fixture:
+        pytest.skip(f"the recording holds no {name} pass")
+    source = "eval" if name == "eval" else "train"  # train_nodetach replays train's inputs and draws
+    expected = {k.removeprefix(f"{source}_"): v for k, v in fixture.items() if k.startswith(f"{source}_")}
+    if name == "train_nodetach":  # its losses, gradients and flag, over train's forward values
+        expected |= {k.removeprefix(f"{name}_"): v for k, v in fixture.items() if k.startswith(f"{name}_")}
+    model.train(source == "train")
     model.zero_grad(set_to_none=True)
     features = expected["features"].float()
-    options = replay(fixture, name, features.shape[2])
+    options = replay(fixture, source, features.shape[2])
     if "bbox" in expected:
         options["boxes"] = expected["bbox"]
     if hasattr(model, "preheater"):
@@ -153,7 +164,7 @@ def run(request, fixture, model) -> Pass:
     out = model(features=features, **options)
     losses = _losses(fixture, out, expected)
     grads = term_grads = None
-    if name == "train":
+    if source == "train":
         _, _, key_map = _release(fixture)
         ours = dict(model.named_parameters())
         parameters = {official: ours[k] for official, k in key_map(model).items() if k in ours}
@@ -225,14 +236,17 @@ def _assert_within(ours: torch.Tensor, ref: torch.Tensor, floor: float, name: st
     assert difference <= bound, f"{name}: max abs difference {difference:.3g} > {bound:.3g}"
 
 
-@pytest.mark.parametrize("run", ["train"], indirect=True)
+@TRAIN_PASSES
 def test_full_gradients(run, fixture):
-    assert fixture["train_grad"], "the fixture holds no full gradient"
-    for key, ref in fixture["train_grad"].items():
+    reference = dict(fixture["train_grad"])
+    if run.name == "train_nodetach":
+        reference |= fixture["train_nodetach_grad"]  # the ones the flag changes; every other gradient is train's
+    assert reference, "the fixture holds no full gradient"
+    for key, ref in reference.items():
         _assert_within(run.grads[key], ref, GRAD_ABS, key)
 
 
-@pytest.mark.parametrize("run", ["train"], indirect=True)
+@pytest.mark.parametrize("run", ["train"], indirect=True)  # train_nodetach records no sketches
 def test_gradient_sketches(run, fixture):
     assert set(fixture["train_grad_rowsum"]) == set(run.grads)  # every parameter has a sketch
     for key, grad in run.grads.items():
@@ -241,7 +255,7 @@ def test_gradient_sketches(run, fixture):
         _assert_within(g.sum(0), fixture["train_grad_colsum"][key], SKETCH_ABS, f"{key} column sums")
 
 
-@pytest.mark.parametrize("run", ["train"], indirect=True)
+@TRAIN_PASSES
 def test_gradient_norms(run):
     expected, grads, term_grads = run.expected, run.grads, run.term_grads
     for key, ref in expected["grad_norm"].items():
