@@ -16,17 +16,21 @@ holds it and skip it otherwise (RandSF.Q has no preheater).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 import torch
 from equivalence import assert_segmentation_matches_except_at_ties
+from torch import nn
 
 from dias.losses import reconstruction_loss
+from dias.methods.randsfq.config import RandSFQConfig
 from dias.methods.randsfq.model import build_randsfq
 from dias.methods.randsfq.objective import slot_contrast_loss
 from dias.methods.randsfq.official import load_official_randsfq_weights, randsfq_official_key_map
+from dias.methods.smoothsa_video.config import SmoothSAVideoConfig
 from dias.methods.smoothsa_video.model import build_smoothsa_video
 from dias.methods.smoothsa_video.objective import video_preheat_loss
 from dias.methods.smoothsa_video.official import (
@@ -34,7 +38,9 @@ from dias.methods.smoothsa_video.official import (
     smoothsa_video_official_key_map,
 )
 from dias.methods.video import VideoSlotOutput
+from dias.methods.video_config import VideoMethodConfig
 from dias.modules.backbone import PatchStats
+from dias.schema import PreheatedInitializerConfig, SlotAttentionConfig, TransformerDecoderConfig
 
 FIXTURE_DIR = Path(__file__).resolve().parent / "fixtures"
 FIXTURE_ENV = "DIAS_VIDEO_FIXTURE"
@@ -47,21 +53,35 @@ SKETCH_ABS = 1e-5  # row and column sums: the same with this absolute floor
 NORM_RTOL, NORM_ATOL = 1e-3, 1e-9
 # The releases' video models share the image models' architecture (config-smoothsa/smoothsav_*.py,
 # config-randsfq/randsfq_*.py); K, the window and conditioning come from the fixture.
-ARCHITECTURE = dict(
-    image_size=256,
-    slot_dim=256,
-    num_iters=3,
-    slot_mlp_dim=1024,
-    decoder_layers=4,
-    decoder_heads=4,
-    decoder_mlp_ratio=4.0,
-    visible_short_prob=0.5,
-    visible_short_fraction=0.1,
-    transit_dropout=0.0,  # the recordings' (the release trains with 0.5; dropout masks cannot be recorded)
+IMAGE_SIZE, SLOT_DIM = 256, 256
+SLOT_ATTENTION = dict(num_iters=3, mlp_dim=1024)  # and the release's truncation
+DECODER = TransformerDecoderConfig(
+    num_layers=4, num_heads=4, mlp_ratio=4.0, visible_short_prob=0.5, visible_short_fraction=0.1
 )
-RELEASES = {  # the fixture's `repo` -> (builder, weight loader, key map)
-    "SmoothSA": (build_smoothsa_video, load_official_smoothsa_video_weights, smoothsa_video_official_key_map),
-    "RandSF.Q": (build_randsfq, load_official_randsfq_weights, randsfq_official_key_map),
+TRANSIT_DROPOUT = 0.0  # the recordings' (the release trains with 0.5; dropout masks cannot be recorded)
+
+
+class Release(NamedTuple):
+    build: Callable[..., nn.Module]
+    load: Callable[[nn.Module, dict], None]  # the official weights
+    key_map: Callable[[nn.Module], dict[str, str]]  # official name -> ours
+    method: type[VideoMethodConfig]  # its model.method section
+    truncate: str | None  # its slot attention's truncation
+    own: dict  # the builder's keywords of its own
+
+
+RELEASES = {  # the fixture's `repo`
+    "SmoothSA": Release(
+        build_smoothsa_video,
+        load_official_smoothsa_video_weights,
+        smoothsa_video_official_key_map,
+        SmoothSAVideoConfig,
+        "bi-level",
+        {"preheater": PreheatedInitializerConfig(num_heads=4, ffn_dim=1024)},
+    ),
+    "RandSF.Q": Release(
+        build_randsfq, load_official_randsfq_weights, randsfq_official_key_map, RandSFQConfig, None, {}
+    ),
 }
 PASSES = ("eval", "train", "train_nodetach")
 TRAIN_PASSES = pytest.mark.parametrize("run", PASSES[1:], indirect=True)  # the passes with a backward
@@ -82,17 +102,21 @@ def _release(fixture):
 
 @pytest.fixture(scope="module")
 def model(fixture):
-    build, load, _ = _release(fixture)
+    release = _release(fixture)
     # Features are injected, so any backbone with a 16x16 grid at 256 px will do: PatchStats has no weights.
     backbone = PatchStats(patch_size=16, feature_dim=fixture["train_features"].shape[-1])
-    model = build(
+    model = release.build(
         backbone,
+        image_size=IMAGE_SIZE,
         num_slots=int(fixture["num_slots"]),
+        slot_dim=SLOT_DIM,
         window=int(fixture["transit_dt"]),
-        conditional=bool(fixture["conditional"]),
-        **ARCHITECTURE,
+        slot_attention=SlotAttentionConfig(**SLOT_ATTENTION, truncate=release.truncate),
+        decoder=DECODER,
+        method=release.method(conditional=bool(fixture["conditional"]), transit_dropout=TRANSIT_DROPOUT),
+        **release.own,
     )
-    load(model, {k: v.float() for k, v in fixture["weights"].items()})
+    release.load(model, {k: v.float() for k, v in fixture["weights"].items()})
     return model
 
 
@@ -118,8 +142,8 @@ def replay(fixture, name: str, num_tokens: int) -> dict:
         assert names[end:] == ["vmap_randperm", "randint", "rand"], names[end:]
         perm, keep_long, coin = draws[end:]
         # sample_visible's rule (dias.modules.decoders), with the recorded draws in place of its own
-        keep_short = int(num_tokens * ARCHITECTURE["visible_short_fraction"]) - 1
-        keep = torch.where(coin < 1 - ARCHITECTURE["visible_short_prob"], keep_long, keep_short)
+        keep_short = int(num_tokens * DECODER.visible_short_fraction) - 1
+        keep = torch.where(coin < 1 - DECODER.visible_short_prob, keep_long, keep_short)
         keywords |= dict(perm=perm, visible=torch.arange(num_tokens) < keep)
     return keywords
 
@@ -165,9 +189,8 @@ def run(request, fixture, model) -> Pass:
     losses = _losses(fixture, out, expected)
     grads = term_grads = None
     if source == "train":
-        _, _, key_map = _release(fixture)
         ours = dict(model.named_parameters())
-        parameters = {official: ours[k] for official, k in key_map(model).items() if k in ours}
+        parameters = {official: ours[k] for official, k in _release(fixture).key_map(model).items() if k in ours}
         term_grads = {}
         for term in [k.removeprefix("loss_").removesuffix("_weighted") for k in losses if k.endswith("_weighted")]:
             found = torch.autograd.grad(
@@ -271,8 +294,7 @@ def test_gradient_norms(run):
 
 
 def test_every_release_key_is_ours(fixture, model):
-    _, _, key_map = _release(fixture)
     ours = model.state_dict()
-    keys = key_map(model)
+    keys = _release(fixture).key_map(model)
     assert set(fixture["weights"]) <= set(keys)
     assert all(tuple(ours[keys[k]].shape) == tuple(v.shape) for k, v in fixture["weights"].items())
