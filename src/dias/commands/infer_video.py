@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dias.commands.clip_boxes import BOX_FILE_FORMAT, first_frame_boxes, read_clip_boxes
+from dias.commands.clip_boxes import BOX_FILE_FORMAT, ClipBoxes, first_frame_boxes, read_clip_boxes
 from dias.commands.infer import (
     IMAGE_SUFFIXES,
     SUMMARY_FILE,
@@ -158,8 +158,8 @@ def run_infer_clips(
     return summary
 
 
-def _read_boxes(segmenter: Segmenter, boxes: str | Path | None):
-    """The boxes file a conditional model needs (ClipBoxes), None for an unconditional one; refused otherwise."""
+def _read_boxes(segmenter: Segmenter, boxes: str | Path | None) -> ClipBoxes | None:
+    """The boxes file a conditional model needs, None for an unconditional one; refused otherwise."""
     if not segmenter.model.conditional:
         if boxes is not None:
             raise UsageError("this video model is not conditional: it reads no boxes; drop --boxes")
