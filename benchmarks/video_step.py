@@ -60,13 +60,17 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dias.io import atomic_write
 from dias.losses import reconstruction_loss
+from dias.methods.randsfq.config import RandSFQConfig
 from dias.methods.randsfq.model import build_randsfq
 from dias.methods.randsfq.objective import slot_contrast_loss
 from dias.methods.randsfq.official import load_official_randsfq_weights
+from dias.methods.smoothsa_video.config import SmoothSAVideoConfig
 from dias.methods.smoothsa_video.model import build_smoothsa_video
 from dias.methods.smoothsa_video.objective import video_preheat_loss
 from dias.methods.smoothsa_video.official import load_official_smoothsa_video_weights
+from dias.methods.video_config import VideoMethodConfig
 from dias.modules.backbone import PatchStats
+from dias.schema import PreheatedInitializerConfig, SlotAttentionConfig, TransformerDecoderConfig
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT = REPO / "benchmarks" / "results" / "video_step.md"
@@ -80,16 +84,12 @@ ARCHITECTURE = dict(
     image_size=IMAGE_SIZE,
     num_slots=NUM_SLOTS,
     slot_dim=256,
-    num_iters=3,
-    slot_mlp_dim=1024,
-    conditional=True,
-    decoder_layers=4,
-    decoder_heads=4,
-    decoder_mlp_ratio=4.0,
-    visible_short_prob=0.5,
-    visible_short_fraction=0.1,
-    transit_dropout=0.5,
+    decoder=TransformerDecoderConfig(
+        num_layers=4, num_heads=4, mlp_ratio=4.0, visible_short_prob=0.5, visible_short_fraction=0.1
+    ),
 )
+SLOT_ATTENTION = dict(num_iters=3, mlp_dim=1024)  # and the release's truncation
+TRANSIT_DROPOUT = 0.5
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,9 @@ class Release:
     build: Callable[..., nn.Module]
     load_weights: Callable[[nn.Module, dict], None]
     preheat: bool  # SmoothSA-video's third loss term
+    method: type[VideoMethodConfig]  # its model.method section
+    truncate: str | None  # its slot attention's truncation
+    own: dict  # the builder's keywords of its own
 
 
 METHODS = {
@@ -110,6 +113,9 @@ METHODS = {
         build=build_smoothsa_video,
         load_weights=load_official_smoothsa_video_weights,
         preheat=True,
+        method=SmoothSAVideoConfig,
+        truncate="bi-level",
+        own={"preheater": PreheatedInitializerConfig(num_heads=4, ffn_dim=1024)},
     ),
     "randsfq": Release(
         env="DIAS_RANDSFQ_OFFICIAL",
@@ -118,6 +124,9 @@ METHODS = {
         build=build_randsfq,
         load_weights=load_official_randsfq_weights,
         preheat=False,
+        method=RandSFQConfig,
+        truncate=None,
+        own={},
     ),
 }
 
@@ -141,7 +150,14 @@ def adam_step(params: list[nn.Parameter], optimizer: torch.optim.Optimizer, loss
 def our_step(release: Release, features: torch.Tensor, boxes: torch.Tensor, weights: dict | None) -> Callable:
     """The package's model and loss terms, composed as the release's step; `weights`: the official model's."""
     backbone = PatchStats(patch_size=PATCH, feature_dim=FEATURE_DIM)  # never runs: features are given
-    model = release.build(backbone, window=features.shape[1], **ARCHITECTURE).train()
+    model = release.build(
+        backbone,
+        window=features.shape[1],
+        slot_attention=SlotAttentionConfig(**SLOT_ATTENTION, truncate=release.truncate),
+        method=release.method(conditional=True, transit_dropout=TRANSIT_DROPOUT),
+        **ARCHITECTURE,
+        **release.own,
+    ).train()
     if weights is not None:
         release.load_weights(model, weights)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -25,6 +25,7 @@ from dias.methods.smoothsa.official import load_official_smoothsa_weights, smoot
 from dias.modules.backbone import OFFICIAL_BACKBONE_PREFIX, PatchStats, build_backbone
 from dias.modules.preheater import Preheater
 from dias.modules.slot_attention import SlotAttention
+from dias.schema import PreheatedInitializerConfig, SlotAttentionConfig, TransformerDecoderConfig
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_DIR = REPO / "tests" / "fixtures"
@@ -45,15 +46,12 @@ VIT_S = "vit_small_patch14_reg4_dinov2"
 ARCHITECTURE = dict(
     image_size=256,
     slot_dim=256,
-    num_iters=3,
-    slot_mlp_dim=1024,
-    decoder_layers=4,
-    decoder_heads=4,
-    decoder_mlp_ratio=4.0,
-    visible_short_prob=0.5,
-    visible_short_fraction=0.1,  # int(256 * 0.1) - 1 = 24 visible tokens in the short case, as released
-    preheater_heads=4,
-    preheater_ffn_dim=1024,
+    slot_attention=SlotAttentionConfig(num_iters=3, mlp_dim=1024, truncate="bi-level"),
+    # int(256 * 0.1) - 1 = 24 visible tokens in the short case, as released
+    decoder=TransformerDecoderConfig(
+        num_layers=4, num_heads=4, mlp_ratio=4.0, visible_short_prob=0.5, visible_short_fraction=0.1
+    ),
+    preheater=PreheatedInitializerConfig(num_heads=4, ffn_dim=1024),
 )
 
 

@@ -6,22 +6,31 @@ an eval and a train pass in call order, and what the model computed. We build th
 its weights, replay its draws and compare every output. Everything (which release, K, the transitioner's
 window, conditioning) is read from the file: DIAS_VIDEO_FIXTURE=PATH runs these tests on another recording
 in the same format (another config or seed). The transitioner's dropout is 0 in the recordings.
+
+A SmoothSA-video recording also holds a train pass with the preheater's detach flag off (`train_nodetach`, the
+release's value from step total_step / 10): the same features and draws as `train`, so the same forward, and
+its losses, gradient norms and the full gradients the flag changes. The tests compare it whenever the file
+holds it and skip it otherwise (RandSF.Q has no preheater).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 import torch
 from equivalence import assert_segmentation_matches_except_at_ties
+from torch import nn
 
 from dias.losses import reconstruction_loss
+from dias.methods.randsfq.config import RandSFQConfig
 from dias.methods.randsfq.model import build_randsfq
 from dias.methods.randsfq.objective import slot_contrast_loss
 from dias.methods.randsfq.official import load_official_randsfq_weights, randsfq_official_key_map
+from dias.methods.smoothsa_video.config import SmoothSAVideoConfig
 from dias.methods.smoothsa_video.model import build_smoothsa_video
 from dias.methods.smoothsa_video.objective import video_preheat_loss
 from dias.methods.smoothsa_video.official import (
@@ -29,7 +38,9 @@ from dias.methods.smoothsa_video.official import (
     smoothsa_video_official_key_map,
 )
 from dias.methods.video import VideoSlotOutput
+from dias.methods.video_config import VideoMethodConfig
 from dias.modules.backbone import PatchStats
+from dias.schema import PreheatedInitializerConfig, SlotAttentionConfig, TransformerDecoderConfig
 
 FIXTURE_DIR = Path(__file__).resolve().parent / "fixtures"
 FIXTURE_ENV = "DIAS_VIDEO_FIXTURE"
@@ -42,23 +53,38 @@ SKETCH_ABS = 1e-5  # row and column sums: the same with this absolute floor
 NORM_RTOL, NORM_ATOL = 1e-3, 1e-9
 # The releases' video models share the image models' architecture (config-smoothsa/smoothsav_*.py,
 # config-randsfq/randsfq_*.py); K, the window and conditioning come from the fixture.
-ARCHITECTURE = dict(
-    image_size=256,
-    slot_dim=256,
-    num_iters=3,
-    slot_mlp_dim=1024,
-    decoder_layers=4,
-    decoder_heads=4,
-    decoder_mlp_ratio=4.0,
-    visible_short_prob=0.5,
-    visible_short_fraction=0.1,
-    transit_dropout=0.0,  # the recordings' (the release trains with 0.5; dropout masks cannot be recorded)
+IMAGE_SIZE, SLOT_DIM = 256, 256
+SLOT_ATTENTION = dict(num_iters=3, mlp_dim=1024)  # and the release's truncation
+DECODER = TransformerDecoderConfig(
+    num_layers=4, num_heads=4, mlp_ratio=4.0, visible_short_prob=0.5, visible_short_fraction=0.1
 )
-RELEASES = {  # the fixture's `repo` -> (builder, weight loader, key map)
-    "SmoothSA": (build_smoothsa_video, load_official_smoothsa_video_weights, smoothsa_video_official_key_map),
-    "RandSF.Q": (build_randsfq, load_official_randsfq_weights, randsfq_official_key_map),
+TRANSIT_DROPOUT = 0.0  # the recordings' (the release trains with 0.5; dropout masks cannot be recorded)
+
+
+class Release(NamedTuple):
+    build: Callable[..., nn.Module]
+    load: Callable[[nn.Module, dict], None]  # the official weights
+    key_map: Callable[[nn.Module], dict[str, str]]  # official name -> ours
+    method: type[VideoMethodConfig]  # its model.method section
+    truncate: str | None  # its slot attention's truncation
+    own: dict  # the builder's keywords of its own
+
+
+RELEASES = {  # the fixture's `repo`
+    "SmoothSA": Release(
+        build_smoothsa_video,
+        load_official_smoothsa_video_weights,
+        smoothsa_video_official_key_map,
+        SmoothSAVideoConfig,
+        "bi-level",
+        {"preheater": PreheatedInitializerConfig(num_heads=4, ffn_dim=1024)},
+    ),
+    "RandSF.Q": Release(
+        build_randsfq, load_official_randsfq_weights, randsfq_official_key_map, RandSFQConfig, None, {}
+    ),
 }
-PASSES = ("eval", "train")
+PASSES = ("eval", "train", "train_nodetach")
+TRAIN_PASSES = pytest.mark.parametrize("run", PASSES[1:], indirect=True)  # the passes with a backward
 
 
 @pytest.fixture(scope="module", params=FIXTURES, ids=lambda p: p.stem)
@@ -76,17 +102,21 @@ def _release(fixture):
 
 @pytest.fixture(scope="module")
 def model(fixture):
-    build, load, _ = _release(fixture)
+    release = _release(fixture)
     # Features are injected, so any backbone with a 16x16 grid at 256 px will do: PatchStats has no weights.
     backbone = PatchStats(patch_size=16, feature_dim=fixture["train_features"].shape[-1])
-    model = build(
+    model = release.build(
         backbone,
+        image_size=IMAGE_SIZE,
         num_slots=int(fixture["num_slots"]),
+        slot_dim=SLOT_DIM,
         window=int(fixture["transit_dt"]),
-        conditional=bool(fixture["conditional"]),
-        **ARCHITECTURE,
+        slot_attention=SlotAttentionConfig(**SLOT_ATTENTION, truncate=release.truncate),
+        decoder=DECODER,
+        method=release.method(conditional=bool(fixture["conditional"]), transit_dropout=TRANSIT_DROPOUT),
+        **release.own,
     )
-    load(model, {k: v.float() for k, v in fixture["weights"].items()})
+    release.load(model, {k: v.float() for k, v in fixture["weights"].items()})
     return model
 
 
@@ -112,8 +142,8 @@ def replay(fixture, name: str, num_tokens: int) -> dict:
         assert names[end:] == ["vmap_randperm", "randint", "rand"], names[end:]
         perm, keep_long, coin = draws[end:]
         # sample_visible's rule (dias.modules.decoders), with the recorded draws in place of its own
-        keep_short = int(num_tokens * ARCHITECTURE["visible_short_fraction"]) - 1
-        keep = torch.where(coin < 1 - ARCHITECTURE["visible_short_prob"], keep_long, keep_short)
+        keep_short = int(num_tokens * DECODER.visible_short_fraction) - 1
+        keep = torch.where(coin < 1 - DECODER.visible_short_prob, keep_long, keep_short)
         keywords |= dict(perm=perm, visible=torch.arange(num_tokens) < keep)
     return keywords
 
@@ -141,11 +171,16 @@ def _losses(fixture, out, expected) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module", params=PASSES)
 def run(request, fixture, model) -> Pass:
     name = request.param
-    expected = {k.removeprefix(f"{name}_"): v for k, v in fixture.items() if k.startswith(f"{name}_")}
-    model.train(name == "train")
+    if f"{name}_loss_total" not in fixture:
+        pytest.skip(f"the recording holds no {name} pass")
+    source = "eval" if name == "eval" else "train"  # train_nodetach replays train's inputs and draws
+    expected = {k.removeprefix(f"{source}_"): v for k, v in fixture.items() if k.startswith(f"{source}_")}
+    if name == "train_nodetach":  # its losses, gradients and flag, over train's forward values
+        expected |= {k.removeprefix(f"{name}_"): v for k, v in fixture.items() if k.startswith(f"{name}_")}
+    model.train(source == "train")
     model.zero_grad(set_to_none=True)
     features = expected["features"].float()
-    options = replay(fixture, name, features.shape[2])
+    options = replay(fixture, source, features.shape[2])
     if "bbox" in expected:
         options["boxes"] = expected["bbox"]
     if hasattr(model, "preheater"):
@@ -153,10 +188,9 @@ def run(request, fixture, model) -> Pass:
     out = model(features=features, **options)
     losses = _losses(fixture, out, expected)
     grads = term_grads = None
-    if name == "train":
-        _, _, key_map = _release(fixture)
+    if source == "train":
         ours = dict(model.named_parameters())
-        parameters = {official: ours[k] for official, k in key_map(model).items() if k in ours}
+        parameters = {official: ours[k] for official, k in _release(fixture).key_map(model).items() if k in ours}
         term_grads = {}
         for term in [k.removeprefix("loss_").removesuffix("_weighted") for k in losses if k.endswith("_weighted")]:
             found = torch.autograd.grad(
@@ -225,14 +259,17 @@ def _assert_within(ours: torch.Tensor, ref: torch.Tensor, floor: float, name: st
     assert difference <= bound, f"{name}: max abs difference {difference:.3g} > {bound:.3g}"
 
 
-@pytest.mark.parametrize("run", ["train"], indirect=True)
+@TRAIN_PASSES
 def test_full_gradients(run, fixture):
-    assert fixture["train_grad"], "the fixture holds no full gradient"
-    for key, ref in fixture["train_grad"].items():
+    reference = dict(fixture["train_grad"])
+    if run.name == "train_nodetach":
+        reference |= fixture["train_nodetach_grad"]  # the ones the flag changes; every other gradient is train's
+    assert reference, "the fixture holds no full gradient"
+    for key, ref in reference.items():
         _assert_within(run.grads[key], ref, GRAD_ABS, key)
 
 
-@pytest.mark.parametrize("run", ["train"], indirect=True)
+@pytest.mark.parametrize("run", ["train"], indirect=True)  # train_nodetach records no sketches
 def test_gradient_sketches(run, fixture):
     assert set(fixture["train_grad_rowsum"]) == set(run.grads)  # every parameter has a sketch
     for key, grad in run.grads.items():
@@ -241,7 +278,7 @@ def test_gradient_sketches(run, fixture):
         _assert_within(g.sum(0), fixture["train_grad_colsum"][key], SKETCH_ABS, f"{key} column sums")
 
 
-@pytest.mark.parametrize("run", ["train"], indirect=True)
+@TRAIN_PASSES
 def test_gradient_norms(run):
     expected, grads, term_grads = run.expected, run.grads, run.term_grads
     for key, ref in expected["grad_norm"].items():
@@ -257,8 +294,7 @@ def test_gradient_norms(run):
 
 
 def test_every_release_key_is_ours(fixture, model):
-    _, _, key_map = _release(fixture)
     ours = model.state_dict()
-    keys = key_map(model)
+    keys = _release(fixture).key_map(model)
     assert set(fixture["weights"]) <= set(keys)
     assert all(tuple(ours[keys[k]].shape) == tuple(v.shape) for k, v in fixture["weights"].items())

@@ -9,6 +9,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from dias.commands.clip_boxes import BOX_FILE_FORMAT
 from dias.errors import DiasError, os_error_message
 from dias.schema import NAMED_WEIGHTS
 from dias.train.stop import Terminated, terminate_raises
@@ -220,6 +221,13 @@ def _add_infer_parser(commands) -> None:
     infer.add_argument(
         "--num-slots", type=positive_int, default=None, metavar="K", help="sample K slots instead of the config's"
     )
+    infer.add_argument(
+        "--boxes",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"a conditional video model's first-frame object boxes, JSON: {BOX_FILE_FORMAT}",
+    )
     infer.add_argument("--slot-masks", action="store_true", help="also write one binary PNG per slot")
     infer.add_argument("--seed", type=int, default=0, help="seed of the slot initializer's noise")
     infer.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -410,6 +418,7 @@ def _infer(args: argparse.Namespace) -> int:
         args.out,
         batch_size=args.batch_size,
         num_slots=args.num_slots,
+        boxes=args.boxes,
         slot_masks=args.slot_masks,
         seed=args.seed,
     )

@@ -17,7 +17,7 @@ from dias.commands.export import export_weights
 from dias.commands.infer import run_infer
 from dias.commands.infer_video import VIDEO_EXTRA
 from dias.config import load_config
-from dias.errors import UsageError
+from dias.errors import DiasError, UsageError
 from dias.train.loop import train
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -69,10 +69,78 @@ def test_infer_segments_a_folder_of_frames_as_one_clip_with_slot_ids_over_time(r
     np.testing.assert_array_equal(torch.stack(result.masks).numpy(), track)
 
 
-def test_infer_refuses_a_conditional_model_single_images_and_num_slots_in_one_line(runs, frames, tmp_path):
+def _boxes_file(folder: Path, content, name: str = "boxes.json") -> Path:
+    path = folder / name
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return path
+
+
+def test_infer_runs_a_conditional_model_from_first_frame_boxes_in_pixels_or_normalised(runs, frames, tmp_path):
+    pixels = _boxes_file(tmp_path, {"units": "pixels", "clips": {"clip": [[9, 0, 27, 37], [0, 3.7, 45, 7.4]]}})
+    out = tmp_path / "out"
+    command = ["infer", str(frames), "--checkpoint", str(runs["smoothsa_video"]), "--device", "cpu"]
+    assert main([*command, "--out", str(out), "--boxes", str(pixels)]) == 0
+    (clip,) = json.loads((out / "summary.json").read_text())["clips"]
+    np.testing.assert_allclose(clip["first_frame_boxes"], [[0.2, 0.0, 0.6, 1.0], [0.0, 0.1, 1.0, 0.2]])
+    track = np.load(out / "clip" / "track.npz")["masks"]
+    assert track.shape == (3, 37, 45) and track.max() < 6
+    # the same boxes, normalised, give the same masks, and so does the Python API with them
+    normalised = _boxes_file(tmp_path, {"units": "normalised", "clips": {"clip": clip["first_frame_boxes"]}}, "n.json")
+    assert main([*command, "--out", str(tmp_path / "again"), "--boxes", str(normalised)]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "again" / "clip" / "track.npz")["masks"], track)
+    segmenter = dias.load(runs["smoothsa_video"], device="cpu")
+    result = segmenter.segment_clip([Image.open(p) for p in sorted(frames.iterdir())], boxes=clip["first_frame_boxes"])
+    np.testing.assert_array_equal(torch.stack(result.masks).numpy(), track)
+    # the boxes start the slots: other boxes, other masks
+    moved = _boxes_file(tmp_path, {"units": "normalised", "clips": {"clip": [[0.5, 0.5, 1.0, 1.0]]}}, "m.json")
+    run_infer(segmenter, [frames], tmp_path / "moved", boxes=moved)
+    assert not np.array_equal(np.load(tmp_path / "moved" / "clip" / "track.npz")["masks"], track)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "boxes file not found"),
+        ("{not json", "not JSON"),
+        ({"units": "pixels"}, "no 'clips' object"),
+        ({"units": "inches", "clips": {"clip": []}}, "'units' must be 'pixels' or 'normalised'"),
+        ({"units": "pixels", "clips": {"clip": [[1, 2, 3]]}}, "the clip 'clip' must have a list of boxes"),
+        ({"units": "pixels", "clips": {"clip": [1, 2, 3, 4]}}, "the clip 'clip' must have a list of boxes"),
+        ({"units": "pixels", "clips": {"clip": [[0, 0, 1, 1]] * 7}}, "has 7 boxes, and the model has 6 slots"),
+        ({"units": "pixels", "clips": {"other": [[0, 0, 1, 1]]}}, "no boxes for the clip 'clip'"),
+        ({"units": "pixels", "clips": {"clip": [[0, 0, 46, 10]]}}, "within its first frame's 45x37 pixels"),
+        ({"units": "normalised", "clips": {"clip": [[0.5, 0, 0.4, 1]]}}, "left <= right"),
+    ],
+)
+def test_infer_refuses_a_missing_bad_or_mis_shaped_boxes_file_in_one_line(runs, frames, tmp_path, content, message):
+    path = tmp_path / "boxes.json" if content is None else _boxes_file(tmp_path, content)
+    command = ["infer", str(frames), "--checkpoint", str(runs["smoothsa_video"]), "--out", str(tmp_path / "out")]
+    segmenter = dias.load(runs["smoothsa_video"], device="cpu")
+    with pytest.raises(DiasError, match=message) as refusal:
+        run_infer(segmenter, [frames], tmp_path / "out", boxes=path)
+    assert "\n" not in str(refusal.value)
+    assert main([*command, "--device", "cpu", "--boxes", str(path)]) == 1
+    assert not (tmp_path / "out" / "clip").exists()  # checked before any clip runs
+
+
+def test_infer_refuses_a_conditional_model_without_boxes_and_boxes_for_others(runs, frames, tmp_path):
     conditional = dias.load(runs["smoothsa_video"], device="cpu")
-    with pytest.raises(UsageError, match="conditional"):
+    with pytest.raises(UsageError, match="conditional.*--boxes FILE") as refusal:
         run_infer(conditional, [frames], tmp_path / "out")
+    assert "\n" not in str(refusal.value)
+    boxes = _boxes_file(tmp_path, {"units": "pixels", "clips": {"clip": [[0, 0, 10, 10]]}})
+    twin = tmp_path / "elsewhere" / "clip"
+    twin.mkdir(parents=True)
+    for frame in frames.iterdir():
+        (twin / frame.name).write_bytes(frame.read_bytes())
+    with pytest.raises(UsageError, match="two inputs are named 'clip'"):
+        run_infer(conditional, [frames, twin], tmp_path / "out", boxes=boxes)
+    with pytest.raises(UsageError, match="not conditional.*drop --boxes"):
+        run_infer(dias.load(runs["randsfq"], device="cpu"), [frames], tmp_path / "out", boxes=boxes)
+
+
+def test_infer_refuses_single_images_and_num_slots_with_a_video_model_in_one_line(runs, frames, tmp_path):
+    conditional = dias.load(runs["smoothsa_video"], device="cpu")
     result = conditional.segment_clip([np.zeros((20, 30, 3), np.uint8)] * 2, boxes=[[0.1, 0.1, 0.5, 0.6]])
     assert [tuple(m.shape) for m in result.masks] == [(20, 30)] * 2 and result.slots.shape[:2] == (2, 6)
     segmenter = dias.load(runs["randsfq"], device="cpu")

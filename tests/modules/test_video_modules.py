@@ -3,8 +3,10 @@
 import pytest
 import torch
 
+from dias.methods.randsfq.config import RandSFQConfig
 from dias.methods.randsfq.model import build_randsfq
 from dias.methods.randsfq.objective import slot_contrast_loss
+from dias.methods.smoothsa_video.config import SmoothSAVideoConfig
 from dias.methods.smoothsa_video.model import build_smoothsa_video
 from dias.methods.smoothsa_video.objective import video_preheat_loss
 from dias.methods.video import attend_frames
@@ -13,20 +15,11 @@ from dias.modules.initializers import BoxMLP
 from dias.modules.preheater import Preheater
 from dias.modules.slot_attention import SlotAttention
 from dias.modules.transitioner import Transitioner
+from dias.schema import PreheatedInitializerConfig, SlotAttentionConfig, TransformerDecoderConfig
 
 B, N, C, D, K = 2, 16, 24, 16, 3
-TINY = dict(
-    image_size=64,
-    num_slots=K,
-    slot_dim=D,
-    num_iters=3,
-    slot_mlp_dim=32,
-    decoder_layers=2,
-    decoder_heads=4,
-    decoder_mlp_ratio=2.0,
-    visible_short_prob=0.5,
-    visible_short_fraction=0.5,
-    transit_dropout=0.0,
+TINY_DECODER = TransformerDecoderConfig(
+    num_layers=2, num_heads=4, mlp_ratio=2.0, visible_short_prob=0.5, visible_short_fraction=0.5
 )
 
 
@@ -149,11 +142,29 @@ def test_no_gradient_flows_back_through_time():
     assert own.abs().sum() > 0
 
 
+def _tiny_video_model(name: str, conditional: bool):
+    """A tiny model of the video method `name` (smoothsa_video or randsfq), its transitioner without dropout."""
+    backbone = PatchStats(patch_size=16, feature_dim=C)
+    common = dict(backbone=backbone, image_size=64, num_slots=K, slot_dim=D, window=3, decoder=TINY_DECODER)
+    if name == "smoothsa_video":
+        return build_smoothsa_video(
+            **common,
+            slot_attention=SlotAttentionConfig(num_iters=3, mlp_dim=32, truncate="bi-level"),
+            preheater=PreheatedInitializerConfig(),
+            method=SmoothSAVideoConfig(conditional=conditional, transit_dropout=0.0),
+        )
+    return build_randsfq(
+        **common,
+        slot_attention=SlotAttentionConfig(num_iters=3, mlp_dim=32, truncate=None),
+        method=RandSFQConfig(conditional=conditional, transit_dropout=0.0),
+    )
+
+
 @pytest.mark.parametrize("conditional", [False, True])
-@pytest.mark.parametrize("build", [build_smoothsa_video, build_randsfq], ids=["smoothsa_video", "randsfq"])
-def test_video_models_shapes(build, conditional):
+@pytest.mark.parametrize("name", ["smoothsa_video", "randsfq"])
+def test_video_models_shapes(name, conditional):
     torch.manual_seed(0)
-    model = build(PatchStats(patch_size=16, feature_dim=C), window=3, conditional=conditional, **TINY)
+    model = _tiny_video_model(name, conditional)
     t = 5
     features = torch.randn(B, t, N, C)
     boxes = torch.rand(B, t, K, 4) if conditional else None
@@ -166,3 +177,18 @@ def test_video_models_shapes(build, conditional):
     images = torch.randint(0, 256, (B, 2, 3, 64, 64), dtype=torch.uint8)
     out = model.eval()(images=images, boxes=None if boxes is None else boxes[:, :2])
     assert out.slots.shape == (B, 2, K, D)
+
+
+def test_video_builders_refuse_sections_that_contradict_their_method():
+    backbone = PatchStats(patch_size=16, feature_dim=C)
+    common = dict(backbone=backbone, image_size=64, num_slots=K, slot_dim=D, decoder=TINY_DECODER)
+    with pytest.raises(ValueError, match="truncates 'bi-level', not None"):
+        build_smoothsa_video(
+            **common,
+            window=3,
+            slot_attention=SlotAttentionConfig(truncate=None),
+            preheater=PreheatedInitializerConfig(),
+            method=SmoothSAVideoConfig(),
+        )
+    with pytest.raises(ValueError, match="window 3 differs from the method section's window 4"):
+        build_randsfq(**common, window=3, slot_attention=SlotAttentionConfig(), method=RandSFQConfig(window=4))

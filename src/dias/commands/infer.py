@@ -188,12 +188,14 @@ def run_infer(
     *,
     batch_size: int = 8,
     num_slots: int | None = None,
+    boxes: str | Path | None = None,
     slot_masks: bool = False,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Segment image files; per image write STEM_mask.png, STEM_overlay.png, STEM_slots.npz (+ slot masks).
 
-    A video model reads each input as one clip instead (dias.commands.infer_video.run_infer_clips).
+    A video model reads each input as one clip instead (dias.commands.infer_video.run_infer_clips), a
+    conditional one with the first-frame boxes of the JSON file `boxes` (dias.commands.clip_boxes).
 
     Unreadable files are reported in the summary and skipped; no image file at all is a FileNotFoundError,
     and none readable a UsageError (after the summary is written).
@@ -204,7 +206,9 @@ def run_infer(
 
         if num_slots is not None:
             raise UsageError("a video model keeps its trained model.num_slots; drop --num-slots")
-        return run_infer_clips(segmenter, inputs, out_dir, slot_masks=slot_masks, seed=seed)
+        return run_infer_clips(segmenter, inputs, out_dir, boxes=boxes, slot_masks=slot_masks, seed=seed)
+    if boxes is not None:
+        raise UsageError("boxes are the first-frame boxes of a conditional video model; an image model reads none")
     if batch_size < 1:
         raise UsageError(f"batch_size must be at least 1, got {batch_size}")
     out_dir = Path(out_dir)

@@ -5,7 +5,8 @@
 Per clip, in OUT/CLIP/: every frame's outputs as for images (FRAME_mask.png, FRAME_overlay.png, FRAME_slots.npz),
 then `track.npz` (`masks` (T, H, W) uint8, the slot index per pixel over time) and `track.png` (the overlays side
 by side). A slot keeps its index, and so its colour, in every frame: a colour that stays on an object is one
-identity over time. Video files need PyAV, the optional extra `video` (pip install "dias[video]").
+identity over time. Video files need PyAV, the optional extra `video` (pip install "dias[video]"). A conditional
+model starts from each object's box in the first frame: pass a boxes file (dias.commands.clip_boxes).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dias.commands.clip_boxes import BOX_FILE_FORMAT, ClipBoxes, first_frame_boxes, read_clip_boxes
 from dias.commands.infer import (
     IMAGE_SUFFIXES,
     SUMMARY_FILE,
@@ -81,18 +83,20 @@ def read_clip(item: Path, out_dir: Path) -> tuple[list[Path] | None, list[torch.
 
 
 def run_infer_clips(
-    segmenter: Segmenter, inputs: Sequence[str | Path], out_dir: str | Path, *, slot_masks: bool = False, seed: int = 0
+    segmenter: Segmenter,
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    boxes: str | Path | None = None,
+    slot_masks: bool = False,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Segment each input as one clip; write per-frame outputs and the clip's track; returns summary.json's content.
 
-    A conditional model (it starts from first-frame boxes) is refused: `dias infer` takes no boxes; from Python,
-    pass them to Segmenter.segment_clip.
+    A conditional model (it starts from first-frame boxes) needs `boxes`, a JSON file with each clip's boxes
+    (dias.commands.clip_boxes); an unconditional one refuses it. Every file is checked before any clip runs.
     """
-    if segmenter.model.conditional:
-        raise UsageError(
-            "this video model is conditional: it needs each clip's first-frame object boxes, which dias infer does "
-            "not read; use Segmenter.segment_clip(frames, boxes=...) from Python, or an unconditional (YTVIS) model"
-        )
+    clip_boxes = _read_boxes(segmenter, boxes)
     out_dir = Path(out_dir)
     require_folder(out_dir)
     resolved = out_dir.resolve()
@@ -103,9 +107,17 @@ def run_infer_clips(
         if item.resolve().is_relative_to(resolved):
             raise UsageError(f"input {item} is inside the output folder {out_dir}; pass --out a folder outside it")
         clips.append((item, *read_clip(item, resolved)))
+    first_boxes = [None] * len(clips)
+    if clip_boxes is not None:
+        names = [item.name for item, _, _ in clips]
+        if len(set(names)) < len(names):
+            twice = sorted({name for name in names if names.count(name) > 1})
+            raise UsageError(f"the boxes file names clips by name, and two inputs are named {twice[0]!r}: rename one")
+        first_boxes = [first_frame_boxes(clip_boxes, item.name, *frames[0].shape[-2:]) for item, _, frames in clips]
     done = []
-    for item, paths, frames in clips:
-        result = segmenter.segment_clip(frames, seed=seed)
+    for (item, paths, frames), clip_first_boxes in zip(clips, first_boxes, strict=True):
+        boxes_array = None if clip_first_boxes is None else np.asarray(clip_first_boxes, np.float32).reshape(-1, 4)
+        result = segmenter.segment_clip(frames, boxes=boxes_array, seed=seed)
         clip_stem = _unique_stem(item, stems)
         folder = out_dir / clip_stem
         folder.mkdir(parents=True, exist_ok=True)
@@ -129,6 +141,7 @@ def run_infer_clips(
                 "frames": written,
                 "slot_frames": (areas > 0).sum(0).tolist(),  # frames in which each slot owns a pixel
             }
+            | ({} if clip_first_boxes is None else {"first_frame_boxes": clip_first_boxes})
         )
     summary = {
         "num_clips": len(done),
@@ -143,6 +156,20 @@ def run_infer_clips(
     }
     atomic_write_bytes(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2).encode("utf-8"))
     return summary
+
+
+def _read_boxes(segmenter: Segmenter, boxes: str | Path | None) -> ClipBoxes | None:
+    """The boxes file a conditional model needs, None for an unconditional one; refused otherwise."""
+    if not segmenter.model.conditional:
+        if boxes is not None:
+            raise UsageError("this video model is not conditional: it reads no boxes; drop --boxes")
+        return None
+    if boxes is None:
+        raise UsageError(
+            "this video model is conditional: it starts from each object's box in the first frame; pass --boxes "
+            f"FILE, a JSON file {BOX_FILE_FORMAT}"
+        )
+    return read_clip_boxes(boxes, segmenter.cfg.model.num_slots)
 
 
 __all__ = ["VIDEO_EXTRA", "read_video", "run_infer_clips"]

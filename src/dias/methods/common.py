@@ -22,16 +22,22 @@ from dias.schema import Config, ConfigError, DecoderConfig, SlotAttentionConfig
 
 
 @torch.no_grad()
-def release_init(*, project: nn.Module, slot_attention: nn.Module, decoder: nn.Module) -> None:
-    """The official code's reset of the shared modules (DIAS and SmoothSA): every Linear and GRU bias zeroed,
-    and the transformer decoder's layers made identical copies of the first (as nn.TransformerDecoder does)."""
-    for part in (project, slot_attention, decoder):
+def zero_biases(*parts: nn.Module) -> None:
+    """The releases' reset of a part's biases: every Linear and GRU bias in it zeroed."""
+    for part in parts:
         for module in part.modules():
             if isinstance(module, nn.Linear) and module.bias is not None:
                 module.bias.zero_()
             if isinstance(module, nn.GRUCell):
                 module.bias_ih.zero_()
                 module.bias_hh.zero_()
+
+
+@torch.no_grad()
+def release_init(*, project: nn.Module, slot_attention: nn.Module, decoder: nn.Module) -> None:
+    """The official code's reset of the shared modules (DIAS and SmoothSA): every Linear and GRU bias zeroed,
+    and the transformer decoder's layers made identical copies of the first (as nn.TransformerDecoder does)."""
+    zero_biases(project, slot_attention, decoder)
     if isinstance(decoder, RandomOrderTransformerDecoder):
         first = decoder.layers[0].state_dict()
         for layer in decoder.layers[1:]:

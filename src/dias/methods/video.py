@@ -9,7 +9,9 @@ Both releases (https://github.com/Genera1Z/SmoothSA `SmoothSAVideo`, https://git
                   slots[t] = slot_attention(inputs[:, t], query)     one iteration
     decoder(features, slots) once over all B*T frames, as images
 
-The slots of every frame are kept (B, T, K, D); there is no recurrent cell state besides them.
+The slots of every frame are kept (B, T, K, D); there is no recurrent cell state besides them. VideoSlotModel is
+their common base (the transitioner's initialisation), build_transitioner and build_video_slot_attention the
+parts both builders make from their config sections.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ from typing import NamedTuple
 import torch
 
 from dias.methods.base import SlotModel, SlotOutput
+from dias.methods.common import build_slot_attention, zero_biases
+from dias.methods.video_config import VideoMethodConfig
 from dias.modules.slot_attention import SlotAttention
 from dias.modules.transitioner import Transitioner
+from dias.schema import SlotAttentionConfig
 
 
 @dataclass(kw_only=True)
@@ -36,6 +41,44 @@ class VideoSlotOutput(SlotOutput):
 
     inputs: torch.Tensor  # (B, T, N, C) projected features that the initializer and slot attention read
     queries: torch.Tensor  # (B, T, K, D) the query entering slot attention at each frame; [:, 1:] the transitioner's
+
+
+class VideoSlotModel(SlotModel):
+    """A SlotModel with a transitioner (`self.transitioner`), which the release initialises as the shared parts."""
+
+    transitioner: Transitioner
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """The shared parts as SlotModel's, and the transitioner by the same rule: its Linear biases zeroed (the
+        input projection's; its decoder layer has none)."""
+        super().init_weights()
+        zero_biases(self.transitioner)
+
+
+def build_transitioner(method: VideoMethodConfig, *, feature_dim: int, slot_dim: int, window: int) -> Transitioner:
+    """The transitioner model.method describes; window is its dt, model.method.window or data.clip_length
+    (dias.methods.video_config.window)."""
+    if method.window is not None and method.window != window:
+        raise ValueError(f"window {window} differs from the method section's window {method.window}")
+    return Transitioner(
+        feature_dim,
+        slot_dim,
+        window=window,
+        num_heads=method.transit_heads,
+        mlp_ratio=method.transit_mlp_ratio,
+        dropout=method.transit_dropout,
+    )
+
+
+def build_video_slot_attention(
+    section: SlotAttentionConfig, *, truncate: str | None, feature_dim: int, slot_dim: int
+) -> SlotAttention:
+    """Slot attention as model.slot_attention describes it, whose truncation must be the method's own (the config
+    check refuses another at load; a section built in code that differs is a bug)."""
+    if section.truncate != truncate:
+        raise ValueError(f"this video method's slot attention truncates {truncate!r}, not {section.truncate!r}")
+    return build_slot_attention(section, feature_dim=feature_dim, slot_dim=slot_dim)
 
 
 class FrameSlots(NamedTuple):

@@ -90,24 +90,16 @@ def check_video(cfg: Config, *, method: str, truncate: str | None, initializer: 
         )
 
 
-def build_options(cfg: Config) -> dict:
-    """The keyword arguments both video models' builders take from cfg (all but the backbone and their own)."""
+def build_sections(cfg: Config) -> dict:
+    """What both video models' builders take from cfg (all but the backbone and their own sections): the sizes,
+    the window and the config sections model.slot_attention, model.decoder and model.method."""
     m = cfg.model
-    d = m.decoder
     return {
         "image_size": cfg.data.image_size,
         "num_slots": m.num_slots,
         "slot_dim": m.slot_dim,
-        "num_iters": m.slot_attention.num_iters,
-        "slot_mlp_dim": m.slot_attention.mlp_dim,
         "window": window(cfg),
-        "conditional": m.method.conditional,
-        "decoder_layers": d.num_layers,
-        "decoder_heads": d.num_heads,
-        "decoder_mlp_ratio": d.mlp_ratio,
-        "visible_short_prob": d.visible_short_prob,
-        "visible_short_fraction": d.visible_short_fraction,
-        "transit_heads": m.method.transit_heads,
-        "transit_mlp_ratio": m.method.transit_mlp_ratio,
-        "transit_dropout": m.method.transit_dropout,
+        "slot_attention": m.slot_attention,
+        "decoder": m.decoder,
+        "method": m.method,
     }

@@ -11,7 +11,8 @@ from dias.schema import Config
 # What `model.method=randsfq` brings along, beneath the config files: the shared Gaussian for frame 0 (the
 # release's NormalShared; conditional configs replace it by the box MLP) and untruncated slot attention
 # (the release's trunc_bp=None, "> bi-level" in its config notes).
-DEFAULTS = {"model": {"initializer": {"name": "normal_shared"}, "slot_attention": {"truncate": None}}}
+TRUNCATE = None  # slot attention's gradient truncation, the release's
+DEFAULTS = {"model": {"initializer": {"name": "normal_shared"}, "slot_attention": {"truncate": TRUNCATE}}}
 
 
 @dataclass
@@ -24,4 +25,4 @@ class RandSFQConfig(VideoMethodConfig):
 
 def check(cfg: Config) -> None:
     """What RandSF.Q cannot run, refused at load (dias.methods.video_config.check_video)."""
-    check_video(cfg, method="randsfq", truncate=None, initializer="normal_shared")
+    check_video(cfg, method="randsfq", truncate=TRUNCATE, initializer="normal_shared")

@@ -16,7 +16,7 @@ from dias.methods.randsfq.config import DEFAULTS, RandSFQConfig, check
 from dias.methods.randsfq.model import RandSFQ, RandSFQOutput, build_randsfq
 from dias.methods.randsfq.objective import slot_contrast_loss
 from dias.methods.randsfq.official import load_official_randsfq_weights
-from dias.methods.video_config import build_options
+from dias.methods.video_config import build_sections
 from dias.schema import Config
 
 RECON, CONTRAST = "recon", "contrast"
@@ -24,7 +24,7 @@ RECON, CONTRAST = "recon", "contrast"
 
 def build_model(cfg: Config) -> RandSFQ:
     """RandSF.Q from cfg.model; the window dt from data.clip_length unless model.method.window is given."""
-    return build_randsfq(backbone_from_config(cfg), **build_options(cfg))
+    return build_randsfq(backbone_from_config(cfg), **build_sections(cfg))
 
 
 def plan(cfg: Config, step: int) -> StepPlan:

@@ -5,7 +5,8 @@ https://github.com/Genera1Z/RandSF.Q, object_centric_bench/model/randsfq.py): fr
 Gaussian sample (YTVIS, drawn in eval too) or an MLP of each object's first-frame box (MOVi); then the
 recurrence of dias.methods.video with untruncated slot attention, and the DIAS decoder over every frame:
 
-    model = build_randsfq(backbone, image_size=256, num_slots=7, window=5, conditional=False, ...)
+    model = build_randsfq(backbone, image_size=256, num_slots=7, slot_dim=256, window=5,
+                          slot_attention=cfg.model.slot_attention, decoder=cfg.model.decoder, method=cfg.model.method)
     out = model(features=features)   # features (B, T, N, C); conditional models also take boxes (B, T, K, 4)
 """
 
@@ -17,9 +18,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dias.methods.base import SlotModel
-from dias.methods.common import build_decoder, build_projection, build_slot_attention
-from dias.methods.video import VideoSlotOutput, attend_frames, decode_frames, encode_frames
+from dias.methods.common import build_decoder, build_projection
+from dias.methods.randsfq.config import TRUNCATE, RandSFQConfig
+from dias.methods.video import (
+    VideoSlotModel,
+    VideoSlotOutput,
+    attend_frames,
+    build_transitioner,
+    build_video_slot_attention,
+    decode_frames,
+    encode_frames,
+)
 from dias.modules.backbone import FrozenBackbone
 from dias.modules.initializers import BOX_FEATURES, BoxMLP, NormalShared
 from dias.modules.slot_attention import SlotAttention
@@ -32,7 +41,7 @@ class RandSFQOutput(VideoSlotOutput):
     """VideoSlotOutput (features, slots, attn, recon, decoder_attn, inputs, queries); nothing of its own."""
 
 
-class RandSFQ(SlotModel):
+class RandSFQ(VideoSlotModel):
     def __init__(
         self,
         backbone: FrozenBackbone,
@@ -89,12 +98,6 @@ class RandSFQ(SlotModel):
             queries=frames.queries,
         )
 
-    @torch.no_grad()
-    def init_weights(self) -> None:
-        """The release's initialisation: the shared modules as DIAS's and the transitioner's input bias zeroed."""
-        super().init_weights()
-        self.transitioner.input_proj.bias.zero_()
-
 
 def build_randsfq(
     backbone: FrozenBackbone,
@@ -102,45 +105,29 @@ def build_randsfq(
     image_size: int,
     num_slots: int,
     slot_dim: int,
-    num_iters: int,
-    slot_mlp_dim: int,
     window: int,
-    conditional: bool,
-    decoder_layers: int,
-    decoder_heads: int,
-    decoder_mlp_ratio: float,
-    visible_short_prob: float,
-    visible_short_fraction: float,
-    transit_heads: int = 4,
-    transit_mlp_ratio: float = 4.0,
-    transit_dropout: float = 0.5,
+    slot_attention: SlotAttentionConfig,
+    decoder: TransformerDecoderConfig,
+    method: RandSFQConfig,
 ) -> RandSFQ:
-    """RandSF.Q on `backbone`, initialised as released.
+    """RandSF.Q on `backbone` from its config sections (model.slot_attention, model.decoder, model.method),
+    initialised as released.
 
     window is the release's `dt` (the transitioner's time-gap range; the training clip length: 6 on MOVi, 5 on
-    YTVIS); conditional builds the box MLP (MOVi), else the shared Gaussian (YTVIS).
+    YTVIS); method.conditional builds the box MLP (MOVi), else the shared Gaussian (YTVIS).
+    slot_attention.truncate must be the release's None.
     """
     h, w = backbone.grid_size(image_size)
     c = backbone.feature_dim
-    slot_attention = SlotAttentionConfig(num_iters=num_iters, mlp_dim=slot_mlp_dim, truncate=None)
-    decoder = TransformerDecoderConfig(
-        num_layers=decoder_layers,
-        num_heads=decoder_heads,
-        mlp_ratio=decoder_mlp_ratio,
-        visible_short_prob=visible_short_prob,
-        visible_short_fraction=visible_short_fraction,
-    )
-    model = RandSFQ(
+    model = RandSFQ(  # the parts' random weights are drawn in this order: projection, initializer, ...
         backbone=backbone,
         project=build_projection(c),
-        initializer=BoxMLP(BOX_FEATURES, slot_dim) if conditional else NormalShared(num_slots, slot_dim),
-        slot_attention=build_slot_attention(slot_attention, feature_dim=c, slot_dim=slot_dim),
-        transitioner=Transitioner(
-            c, slot_dim, window=window, num_heads=transit_heads, mlp_ratio=transit_mlp_ratio, dropout=transit_dropout
-        ),
+        initializer=BoxMLP(BOX_FEATURES, slot_dim) if method.conditional else NormalShared(num_slots, slot_dim),
+        slot_attention=build_video_slot_attention(slot_attention, truncate=TRUNCATE, feature_dim=c, slot_dim=slot_dim),
+        transitioner=build_transitioner(method, feature_dim=c, slot_dim=slot_dim, window=window),
         decoder=build_decoder(decoder, feature_dim=c, slot_dim=slot_dim, num_tokens=h * w),
     )
-    model.init_weights()
+    model.init_weights()  # VideoSlotModel's: the shared parts and the transitioner as the release resets them
     return model
 
 

@@ -4,7 +4,7 @@ The projection, slot attention and decoder are named as in DIAS (dias.methods.of
 RandSF.Q adds its initializer ("m.initializ.": the shared Gaussian, or the box MLP, an nn.Sequential) and the
 transitioner ("m.transit.", the same in SmoothSA-video):
 
-    model = build_randsfq(backbone, image_size=256, num_slots=7, window=5, conditional=False, ...)
+    model = build_randsfq(backbone, image_size=256, num_slots=7, slot_dim=256, window=5, ...)
     load_official_randsfq_weights(model, "randsfq_r-ytvis.pth")
 """
 

@@ -26,22 +26,14 @@ RECON, PREHEAT = "recon", "preheat"
 def build_model(cfg: Config) -> SmoothSA:
     """SmoothSA from cfg.model (method smoothsa, initializer preheated); cfg.data.image_size sets the grid."""
     m = cfg.model
-    d = m.decoder
     return build_smoothsa(
         backbone_from_config(cfg),
         image_size=cfg.data.image_size,
         num_slots=m.num_slots,
         slot_dim=m.slot_dim,
-        num_iters=m.slot_attention.num_iters,
-        slot_mlp_dim=m.slot_attention.mlp_dim,
-        truncate=m.slot_attention.truncate,
-        decoder_layers=d.num_layers,
-        decoder_heads=d.num_heads,
-        decoder_mlp_ratio=d.mlp_ratio,
-        visible_short_prob=d.visible_short_prob,
-        visible_short_fraction=d.visible_short_fraction,
-        preheater_heads=m.initializer.num_heads,
-        preheater_ffn_dim=m.initializer.ffn_dim,
+        slot_attention=m.slot_attention,
+        decoder=m.decoder,
+        preheater=m.initializer,
     )
 
 

@@ -4,7 +4,8 @@ SmoothSA (Zhao et al., "Smoothing Slot Attention Iterations and Recurrences", ht
 code https://github.com/Genera1Z/SmoothSA) is the DIAS authors' successor method. This file is the wiring;
 the preheater lives in dias.modules.preheater, the objective and schedule in dias.methods.smoothsa.method:
 
-    model = build_smoothsa(backbone, image_size=256, num_slots=7, slot_dim=256, num_iters=3, ...)
+    model = build_smoothsa(backbone, image_size=256, num_slots=7, slot_dim=256,
+                           slot_attention=cfg.model.slot_attention, decoder=..., preheater=...)
     out = model(features=features, detach_preheat=True)  # features (B, N, C) from the frozen backbone
 
 SmoothSA has no pruning, no re-initialisation and no attention distillation.
@@ -23,7 +24,7 @@ from dias.modules.backbone import FrozenBackbone
 from dias.modules.decoders import RandomOrderTransformerDecoder
 from dias.modules.preheater import Preheater
 from dias.modules.slot_attention import SlotAttention
-from dias.schema import SlotAttentionConfig, TransformerDecoderConfig
+from dias.schema import PreheatedInitializerConfig, SlotAttentionConfig, TransformerDecoderConfig
 
 
 @dataclass(kw_only=True)
@@ -112,37 +113,23 @@ def build_smoothsa(
     image_size: int,
     num_slots: int,
     slot_dim: int,
-    num_iters: int,
-    slot_mlp_dim: int,
-    truncate: str | None = "bi-level",
-    decoder_layers: int,
-    decoder_heads: int,
-    decoder_mlp_ratio: float,
-    visible_short_prob: float,
-    visible_short_fraction: float,
-    preheater_heads: int = 4,
-    preheater_ffn_dim: int = 1024,
+    slot_attention: SlotAttentionConfig,
+    decoder: TransformerDecoderConfig,
+    preheater: PreheatedInitializerConfig,
 ) -> SmoothSA:
-    """SmoothSA on `backbone`, initialised as released; image_size sets the token grid the decoder is built for.
+    """SmoothSA on `backbone` from its config sections (model.slot_attention, model.decoder, model.initializer),
+    initialised as released; image_size sets the token grid the decoder is built for.
 
-    truncate is slot attention's gradient truncation: the release's "bi-level", or None for an ablation
-    (the release's config notes that training does not converge without it).
+    slot_attention.truncate is the release's "bi-level", or None for an ablation (the release's config notes
+    that training does not converge without it).
     """
     h, w = backbone.grid_size(image_size)
     c = backbone.feature_dim
-    slot_attention = SlotAttentionConfig(num_iters=num_iters, mlp_dim=slot_mlp_dim, truncate=truncate)
-    decoder = TransformerDecoderConfig(
-        num_layers=decoder_layers,
-        num_heads=decoder_heads,
-        mlp_ratio=decoder_mlp_ratio,
-        visible_short_prob=visible_short_prob,
-        visible_short_fraction=visible_short_fraction,
-    )
     model = SmoothSA(  # the parts' random weights are drawn in this order: projection, preheater, ...
         backbone=backbone,
         project=build_projection(c),
         preheater=Preheater(
-            c, slot_dim, num_slots=num_slots, num_heads=preheater_heads, mlp_hidden_dim=preheater_ffn_dim
+            c, slot_dim, num_slots=num_slots, num_heads=preheater.num_heads, mlp_hidden_dim=preheater.ffn_dim
         ),
         slot_attention=build_slot_attention(slot_attention, feature_dim=c, slot_dim=slot_dim),
         decoder=build_decoder(decoder, feature_dim=c, slot_dim=slot_dim, num_tokens=h * w),

@@ -5,7 +5,7 @@ tensors, the 80 trainable parameters and the preheater's buffer `m.initializ.det
 projection, slot attention and decoder are named as in DIAS (dias.methods.official.OFFICIAL_NAMES); only the
 preheater ("m.initializ.") is new:
 
-    model = build_smoothsa(backbone, image_size=256, num_slots=7, ...)
+    model = build_smoothsa(backbone, image_size=256, num_slots=7, slot_dim=256, ...)
     load_official_smoothsa_weights(model, "smoothsa_r-coco.pth")
 """
 

@@ -10,7 +10,8 @@ from dias.schema import STEPS_OR_NONE, Config, at_least, checked
 
 # What `model.method=smoothsa_video` brings along, beneath the config files: SmoothSA's preheated first slots
 # (from frame 0's tokens, and each object's first-frame box when conditional) and bi-level truncation.
-DEFAULTS = {"model": {"initializer": {"name": "preheated"}, "slot_attention": {"truncate": "bi-level"}}}
+TRUNCATE = "bi-level"  # slot attention's gradient truncation, the release's
+DEFAULTS = {"model": {"initializer": {"name": "preheated"}, "slot_attention": {"truncate": TRUNCATE}}}
 
 
 @dataclass
@@ -27,4 +28,4 @@ class SmoothSAVideoConfig(VideoMethodConfig):
 
 def check(cfg: Config) -> None:
     """What SmoothSA-video cannot run, refused at load (dias.methods.video_config.check_video)."""
-    check_video(cfg, method="smoothsa_video", truncate="bi-level", initializer="preheated")
+    check_video(cfg, method="smoothsa_video", truncate=TRUNCATE, initializer="preheated")

@@ -19,7 +19,7 @@ from dias.methods.smoothsa_video.config import DEFAULTS, SmoothSAVideoConfig, ch
 from dias.methods.smoothsa_video.model import SmoothSAVideo, SmoothSAVideoOutput, build_smoothsa_video
 from dias.methods.smoothsa_video.objective import slot_contrast_loss, video_preheat_loss
 from dias.methods.smoothsa_video.official import load_official_smoothsa_video_weights
-from dias.methods.video_config import build_options
+from dias.methods.video_config import build_sections
 from dias.schema import Config
 
 RECON, CONTRAST, PREHEAT = "recon", "contrast", "preheat"
@@ -27,10 +27,7 @@ RECON, CONTRAST, PREHEAT = "recon", "contrast", "preheat"
 
 def build_model(cfg: Config) -> SmoothSAVideo:
     """SmoothSA-video from cfg.model (initializer preheated); the window dt from data.clip_length unless given."""
-    init = cfg.model.initializer
-    return build_smoothsa_video(
-        backbone_from_config(cfg), **build_options(cfg), preheater_heads=init.num_heads, preheater_ffn_dim=init.ffn_dim
-    )
+    return build_smoothsa_video(backbone_from_config(cfg), **build_sections(cfg), preheater=cfg.model.initializer)
 
 
 def plan(cfg: Config, step: int) -> StepPlan:

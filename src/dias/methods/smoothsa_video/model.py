@@ -4,7 +4,8 @@ The release's `SmoothSAVideo` (https://github.com/Genera1Z/SmoothSA, object_cent
 preheats frame 0's query from frame 0's features (and, on MOVi, from each object's first-frame box), runs the
 recurrence of dias.methods.video, and decodes every frame at once:
 
-    model = build_smoothsa_video(backbone, image_size=256, num_slots=11, window=6, conditional=True, ...)
+    model = build_smoothsa_video(backbone, image_size=256, num_slots=11, slot_dim=256, window=6,
+                                 slot_attention=cfg.model.slot_attention, decoder=..., preheater=..., method=...)
     out = model(features=features, boxes=boxes)   # features (B, T, N, C), boxes (B, T, K, 4): frame 0's are read
 """
 
@@ -16,15 +17,23 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dias.methods.base import SlotModel
-from dias.methods.common import build_decoder, build_projection, build_slot_attention
-from dias.methods.video import VideoSlotOutput, attend_frames, decode_frames, encode_frames
+from dias.methods.common import build_decoder, build_projection
+from dias.methods.smoothsa_video.config import TRUNCATE, SmoothSAVideoConfig
+from dias.methods.video import (
+    VideoSlotModel,
+    VideoSlotOutput,
+    attend_frames,
+    build_transitioner,
+    build_video_slot_attention,
+    decode_frames,
+    encode_frames,
+)
 from dias.modules.backbone import FrozenBackbone
 from dias.modules.initializers import BOX_FEATURES
 from dias.modules.preheater import Preheater
 from dias.modules.slot_attention import SlotAttention
 from dias.modules.transitioner import Transitioner
-from dias.schema import SlotAttentionConfig, TransformerDecoderConfig
+from dias.schema import PreheatedInitializerConfig, SlotAttentionConfig, TransformerDecoderConfig
 
 
 @dataclass(kw_only=True)
@@ -35,7 +44,7 @@ class SmoothSAVideoOutput(VideoSlotOutput):
     init_sample: torch.Tensor  # (B, K, D) the preheater's sample (box MLP or shared Gaussian), before refinement
 
 
-class SmoothSAVideo(SlotModel):
+class SmoothSAVideo(VideoSlotModel):
     def __init__(
         self,
         backbone: FrozenBackbone,
@@ -100,10 +109,9 @@ class SmoothSAVideo(SlotModel):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """The release's initialisation: the shared modules as DIAS's and the transitioner's input bias zeroed;
-        the preheater's Gaussians start at zero (its mean too, when unconditional)."""
+        """The release's initialisation: the shared modules and the transitioner as VideoSlotModel's; the
+        preheater's Gaussians start at zero (its mean too, when unconditional)."""
         super().init_weights()
-        self.transitioner.input_proj.bias.zero_()
         for name in ("mean", "log_std", "query_log_std"):
             if hasattr(self.preheater, name):
                 getattr(self.preheater, name).zero_()
@@ -115,52 +123,35 @@ def build_smoothsa_video(
     image_size: int,
     num_slots: int,
     slot_dim: int,
-    num_iters: int,
-    slot_mlp_dim: int,
     window: int,
-    conditional: bool,
-    decoder_layers: int,
-    decoder_heads: int,
-    decoder_mlp_ratio: float,
-    visible_short_prob: float,
-    visible_short_fraction: float,
-    preheater_heads: int = 4,
-    preheater_ffn_dim: int = 1024,
-    transit_heads: int = 4,
-    transit_mlp_ratio: float = 4.0,
-    transit_dropout: float = 0.5,
+    slot_attention: SlotAttentionConfig,
+    decoder: TransformerDecoderConfig,
+    preheater: PreheatedInitializerConfig,
+    method: SmoothSAVideoConfig,
 ) -> SmoothSAVideo:
-    """SmoothSA-video on `backbone`, initialised as released.
+    """SmoothSA-video on `backbone` from its config sections (model.slot_attention, model.decoder,
+    model.initializer, model.method), initialised as released.
 
     window is the release's `dt` (the transitioner's time-gap range; the training clip length: 6 on MOVi, 5 on
-    YTVIS); conditional builds the box-MLP preheater (MOVi), else the shared-Gaussian one (YTVIS).
+    YTVIS); method.conditional builds the box-MLP preheater (MOVi), else the shared-Gaussian one (YTVIS).
+    slot_attention.truncate must be the release's "bi-level".
     """
     h, w = backbone.grid_size(image_size)
     c = backbone.feature_dim
-    slot_attention = SlotAttentionConfig(num_iters=num_iters, mlp_dim=slot_mlp_dim, truncate="bi-level")
-    decoder = TransformerDecoderConfig(
-        num_layers=decoder_layers,
-        num_heads=decoder_heads,
-        mlp_ratio=decoder_mlp_ratio,
-        visible_short_prob=visible_short_prob,
-        visible_short_fraction=visible_short_fraction,
-    )
-    model = SmoothSAVideo(
+    model = SmoothSAVideo(  # the parts' random weights are drawn in this order: projection, preheater, ...
         backbone=backbone,
         project=build_projection(c),
         preheater=Preheater(
             c,
             slot_dim,
             num_slots=num_slots,
-            num_heads=preheater_heads,
-            mlp_hidden_dim=preheater_ffn_dim,
-            box_features=BOX_FEATURES if conditional else None,
+            num_heads=preheater.num_heads,
+            mlp_hidden_dim=preheater.ffn_dim,
+            box_features=BOX_FEATURES if method.conditional else None,
         ),
-        slot_attention=build_slot_attention(slot_attention, feature_dim=c, slot_dim=slot_dim),
+        slot_attention=build_video_slot_attention(slot_attention, truncate=TRUNCATE, feature_dim=c, slot_dim=slot_dim),
         decoder=build_decoder(decoder, feature_dim=c, slot_dim=slot_dim, num_tokens=h * w),
-        transitioner=Transitioner(
-            c, slot_dim, window=window, num_heads=transit_heads, mlp_ratio=transit_mlp_ratio, dropout=transit_dropout
-        ),
+        transitioner=build_transitioner(method, feature_dim=c, slot_dim=slot_dim, window=window),
     )
     model.init_weights()
     return model

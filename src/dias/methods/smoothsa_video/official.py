@@ -5,7 +5,7 @@ through dias.methods.official); the video model adds RandSF.Q's transitioner ("m
 dias.methods.randsfq.official) and, when conditional, the preheater's box MLP ("m.initializ.mlp.", in place of
 the shared mean "m.initializ.mean"):
 
-    model = build_smoothsa_video(backbone, image_size=256, num_slots=11, window=6, conditional=True, ...)
+    model = build_smoothsa_video(backbone, image_size=256, num_slots=11, slot_dim=256, window=6, ...)
     load_official_smoothsa_video_weights(model, "smoothsav_c-movi_c.pth")
 """
 
