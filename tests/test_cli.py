@@ -166,8 +166,6 @@ def test_ctrl_c_in_other_commands_is_one_line(command, monkeypatch, tmp_path, ca
     [
         ["infer", "x.png", "--checkpoint", "c.pt", "--out", "o", "--batch-size", "0"],
         ["infer", "x.png", "--checkpoint", "c.pt", "--out", "o", "--batch-size", "-2"],
-        ["features", "--config", "c.yaml", "--out", "o", "--views", "-1"],
-        ["features", "--config", "c.yaml", "--out", "o", "--views", "0"],
         ["features", "--config", "c.yaml", "--out", "o", "--batch-size", "0"],
         ["prepare", "synthetic", "--out", "o", "--workers", "0"],
         ["prepare", "coco", "--raw", "r", "--out", "o", "--workers", "-1"],
@@ -179,6 +177,12 @@ def test_counts_below_one_are_refused_at_parse_time(argv, capsys):
         main(argv)
     assert info.value.code == 2
     assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_a_negative_number_of_feature_views_is_refused_at_parse_time(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["features", "--config", "c.yaml", "--out", "o", "--views", "-1"])
+    assert info.value.code == 2 and "must be 0 or more" in capsys.readouterr().err
 
 
 def test_train_with_unreadable_backbone_weights_is_one_line(tiny_root, tmp_path, capsys):

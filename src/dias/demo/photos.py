@@ -12,6 +12,7 @@ only in what grouped the tokens.
 
 from __future__ import annotations
 
+import html
 from importlib import resources
 from pathlib import Path
 
@@ -21,13 +22,19 @@ import torch.nn.functional as F
 from dias.baselines import kmeans
 from dias.data.images import read_image
 from dias.data.transforms import resize_image
-from dias.io import atomic_write
+from dias.io import atomic_write, atomic_write_bytes
 from dias.masks import masks_from_attention
 from dias.methods.base import SlotModel
 from dias.schema import Config
+from dias.viz.gallery import figure
 from dias.viz.panels import caption, hstack, overlay, to_pil, vstack
 
 PHOTOS_PACKAGE_DIR = "demo_photos"  # inside the dias package
+PHOTOS_FILE_NAME = "photos.png"
+PHOTOS_NOTE = (
+    "Four real photos (public domain or CC0, shipped in dias/demo_photos/), never seen in training and without "
+    "ground truth: a look at what the model groups, beside k-means on the same tokens, not a score."
+)
 PHOTO_SUFFIX = ".jpg"
 DISPLAY_HEIGHT = 192
 
@@ -68,6 +75,15 @@ def save_photo_panel(model: SlotModel, cfg: Config, path: str | Path) -> Path:
     image = to_pil(photo_panel(model, cfg))
     atomic_write(path, lambda f: image.save(f, format="PNG", optimize=True))
     return path
+
+
+def add_photos_to_report(report: str | Path, panel: str | Path) -> None:
+    """Add the photo panel (a PNG) to an eval report.html as its last section, rewritten atomically."""
+    report = Path(report)
+    section = f"<h2>Real photos</h2>\n<p>{html.escape(PHOTOS_NOTE)}</p>\n"
+    section += figure(Path(panel).name, Path(panel).read_bytes(), "photo | model: decoder masks | k-means") + "\n"
+    page = report.read_text(encoding="utf-8")
+    atomic_write_bytes(report, page.replace("</body>", section + "</body>", 1).encode("utf-8"))
 
 
 def _fit_height(image: torch.Tensor, height: int) -> torch.Tensor:

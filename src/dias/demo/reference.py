@@ -31,6 +31,8 @@ import torch
 
 from dias.commands.export import export_weights
 from dias.config import CONFIG_FILE_NAME, apply_overrides, flatten, from_dict, load_config, save_config, to_dict
+from dias.data.records import load_header, split_path
+from dias.data.synthetic import DATASET_NAME
 from dias.errors import DiasError, MissingFileError, UsageError
 from dias.io import atomic_write_bytes, file_sha256
 from dias.runtime.device import cpu_name
@@ -39,7 +41,8 @@ from dias.train.checkpoint import load_checkpoint
 from dias.train.log import format_records, read_metrics
 from dias.version import __version__
 
-REFERENCE_PACKAGE_DIR = "demo_model"  # inside the dias package
+DINOV2, COLOUR = "dinov2", "colour"  # the bundled demo models: real ViT-S/14 tokens, or the colour-code stand-in
+REFERENCE_PACKAGE_DIRS = {DINOV2: "demo_model_dinov2", COLOUR: "demo_model"}  # inside the dias package
 WEIGHTS_FILE_NAME = "model.safetensors"
 CARD_FILE_NAME = "card.json"
 STAGING_DIR_NAME = ".packaging"  # inside the reference folder while it is written
@@ -47,7 +50,8 @@ LOG_FILE_PATTERN = "log-seed{seed}.jsonl"
 EVAL_METRICS_FILE = Path("eval-val") / "metrics.json"  # where `dias eval RUN/last.pt` writes a run's scores
 REFERENCE_OPTION = "--reference"
 # Keys that may differ between the reference runs (and between them and a fresh run): where they ran.
-RUN_SPECIFIC_KEYS = ("train.seed", "train.out_dir", "data.root", "data.num_workers", "train.device")
+DATA_KEYS = ("num_train", "num_val", "size", "seed")  # a card's "data": how `dias prepare synthetic` made it
+RUN_SPECIFIC_KEYS = ("train.seed", "train.out_dir", "data.root", "data.features", "data.num_workers", "train.device")
 
 
 class DamagedReferenceError(DiasError, ValueError):
@@ -63,9 +67,9 @@ class Reference:
     card: dict[str, Any]
 
 
-def bundled_reference_dir() -> Path:
-    """The reference shipped in the package."""
-    return Path(str(resources.files("dias").joinpath(REFERENCE_PACKAGE_DIR)))
+def bundled_reference_dir(kind: str = COLOUR) -> Path:
+    """A reference shipped in the package: the DINOv2 demo model's or the colour-code one's."""
+    return Path(str(resources.files("dias").joinpath(REFERENCE_PACKAGE_DIRS[kind])))
 
 
 def load_reference(root: str | Path | None = None) -> Reference:
@@ -109,10 +113,15 @@ def _read_card(root: Path) -> dict[str, Any]:
         valid = isinstance(sha256, str) and isinstance(runs, list) and bool(runs)
         for run in runs:
             valid = valid and isinstance(run["log"], str) and isinstance(run["seed"], int)
-    except (KeyError, TypeError):
+        data = card.get("data") or {}
+        valid = valid and set(data) <= set(DATA_KEYS) and all(type(v) is int and v >= 0 for v in data.values())
+    except (KeyError, TypeError, AttributeError):
         valid = False
     if not valid:
-        raise DamagedReferenceError(f"{damaged} (it lacks the weights' sha256 or a run's seed and log); {fix}")
+        raise DamagedReferenceError(
+            f"{damaged} (it lacks the weights' sha256 or a run's seed and log, or its data is not "
+            f"{', '.join(DATA_KEYS)} as whole numbers); {fix}"
+        )
     return card
 
 
@@ -182,6 +191,7 @@ def package_reference(run_dirs: list[str | Path], out: str | Path, *, trained_on
             "seed": configs[0].train.seed,
             "sha256": file_sha256(staging / WEIGHTS_FILE_NAME),
         },
+        "data": _generator_options(configs[0]),
         "runs": runs,
         "mean_over_scored_runs": _mean_scores([r["eval"] for r in runs if r["eval"] is not None]),
         "trained_on": trained_on or f"{cpu_name()}, {torch.get_num_threads()} threads",
@@ -195,6 +205,16 @@ def package_reference(run_dirs: list[str | Path], out: str | Path, *, trained_on
     (staging / CARD_FILE_NAME).replace(out / CARD_FILE_NAME)  # last: the card names the logs and the weights
     staging.rmdir()
     return card
+
+
+def _generator_options(cfg: Config) -> dict[str, int] | None:
+    """How `dias prepare synthetic` made the runs' data (so the demo can make it again), from its splits' headers;
+    None for data the generator did not make."""
+    headers = [load_header(split_path(cfg.data.root, split)) for split in (cfg.data.train_split, cfg.data.val_split)]
+    if any(header.get("dataset") != DATASET_NAME for header in headers):
+        return None
+    train, val = (header["info"] for header in headers)
+    return {"num_train": train["num_images"], "num_val": val["num_images"], "size": train["size"], "seed": train["seed"]}
 
 
 def _check_same_config_other_seeds(run_dirs: list[Path], configs: list[Config]) -> None:
@@ -235,9 +255,10 @@ def differing_keys(reference: Config, other: Config) -> list[str]:
     ]
 
 
-def fresh_config(reference: Reference, overrides: list[str] | tuple[str, ...], data_root: str | Path) -> Config:
-    """The reference's config with `overrides` and the data folder: what a fresh run checked against it trains."""
-    return from_dict(apply_overrides(to_dict(reference.config), [*overrides, f"data.root={data_root}"]))
+def fresh_config(reference: Reference, overrides: list[str] | tuple[str, ...], placement: list[str]) -> Config:
+    """The reference's config with `overrides`, then `placement` (data.root=..., data.features=...: where this
+    machine keeps the data): what a fresh run checked against it trains."""
+    return from_dict(apply_overrides(to_dict(reference.config), [*overrides, *placement]))
 
 
 def training_minutes(records: list[dict[str, Any]]) -> float:
