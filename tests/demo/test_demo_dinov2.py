@@ -13,9 +13,9 @@ import dias.demo.run as demo_run
 from dias.cli import main
 from dias.commands.features import build_feature_cache
 from dias.demo.photos import PHOTOS_FILE_NAME
-from dias.demo.reference import COLOUR, DINOV2, load_reference, package_reference
+from dias.demo.reference import COLOUR, DINOV2, bundled_reference_dir, load_reference, package_reference
 from dias.demo.run import BUNDLED_DIR_NAME, FEATURES_DIR_NAME, choose_reference, data_tag, run_demo
-from dias.errors import DownloadError
+from dias.errors import DownloadError, MissingFileError
 from dias.train.checkpoint import LAST
 from dias.train.loop import train
 from dias.viz.gallery import REPORT_FILE_NAME
@@ -84,3 +84,12 @@ def test_without_the_weights_auto_says_why_in_one_line_and_runs_the_colour_model
         choose_reference(None, DINOV2)  # asked for by name: the weights' own error
     monkeypatch.setattr(demo_run, "resolve_weights", lambda value: value)
     assert choose_reference(None)[0] == DINOV2
+
+
+def test_a_version_without_the_dinov2_model_says_so_and_runs_the_colour_model(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(demo_run, "bundled_reference_dir", lambda kind: tmp_path if kind == DINOV2 else bundled_reference_dir(kind))
+    with caplog.at_level(logging.WARNING, logger="dias.demo.run"):
+        assert choose_reference(None)[0] == COLOUR
+    assert "no DINOv2 demo model bundled" in caplog.text
+    with pytest.raises(MissingFileError, match="no DINOv2 demo model bundled.*--model colour"):
+        choose_reference(None, DINOV2)

@@ -45,8 +45,16 @@ from dias.config import CONFIG_FILE_NAME, apply_overrides, from_dict, to_dict
 from dias.data.records import load_header, split_path
 from dias.demo.follow import FollowCheck, compare_to_reference
 from dias.demo.photos import PHOTOS_FILE_NAME, add_photos_to_report, save_photo_panel
-from dias.demo.reference import COLOUR, DINOV2, Reference, bundled_reference_dir, fresh_config, load_reference
-from dias.errors import DiasError, FileInTheWayError, UsageError
+from dias.demo.reference import (
+    COLOUR,
+    DINOV2,
+    WEIGHTS_FILE_NAME,
+    Reference,
+    bundled_reference_dir,
+    fresh_config,
+    load_reference,
+)
+from dias.errors import DiasError, FileInTheWayError, MissingFileError, UsageError
 from dias.io import atomic_write_bytes, file_sha256
 from dias.modules.backbone import STAND_IN_BACKBONES
 from dias.runtime.device import AUTO, cpu_name, resolve_device
@@ -145,6 +153,12 @@ def choose_reference(reference: str | Path | None, model: str = AUTO_MODEL) -> t
     if reference is not None:
         return "folder", load_reference(reference)
     if model == COLOUR:
+        return COLOUR, load_reference(bundled_reference_dir(COLOUR))
+    if not (bundled_reference_dir(DINOV2) / WEIGHTS_FILE_NAME).is_file():
+        why = "this version of dias has no DINOv2 demo model bundled (scripts/train_demo_model.sh trains it)"
+        if model == DINOV2:
+            raise MissingFileError(f"{why}; pass --model colour or --reference DIR")
+        log.warning("%s; running the colour-code demo model", why)
         return COLOUR, load_reference(bundled_reference_dir(COLOUR))
     try:
         ref = load_reference(bundled_reference_dir(DINOV2))
