@@ -35,6 +35,7 @@ from dias.modules.backbone import ViTBackbone
 from dias.schema import ConfigError
 from dias.train.checkpoint import save_checkpoint
 from dias.train.log import METRICS_FILE_NAME, MetricsLogError, read_metrics
+from dias.train.loop import train
 
 
 @pytest.fixture
@@ -465,3 +466,13 @@ def test_evaluating_records_of_another_dataset_than_data_name_warns(two_models, 
 def test_demo_data_of_another_size_or_count_is_named_in_a_warning(tiny_root, caplog):
     ensure_data(tiny_root, load_reference())
     assert "is not the demo's dataset" in caplog.text and "'size': 32" in caplog.text
+
+
+def test_hand_edits_to_model_keys_are_not_offered_as_resume_overrides(tiny_root, tmp_path, caplog):
+    run = tmp_path / "run"
+    train(tiny_config(tiny_root, "train.total_steps=1", "train.val_every=100"), run, progress=False)
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("lr: 0.0004", "lr: 0.01").replace("slot_dim: 32", "slot_dim: 48"))
+    assert main(["train", "--resume", str(run), "train.total_steps=2"]) == 0
+    assert f"`dias train --resume {run} optim.lr=0.01`" in caplog.text  # the override that works
+    assert "(model.slot_dim=48), but these keys define the model" in caplog.text
