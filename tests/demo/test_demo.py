@@ -1,6 +1,7 @@
 """`dias demo`: the bundled model is scored, and the fresh-training check says "follows" or "does not", rightly."""
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -78,6 +79,20 @@ def test_a_training_with_the_loss_sign_flipped_does_not_follow(tmp_path, tiny_ro
     check = _fresh(tmp_path, tiny_root, tiny_reference)["check"]
     assert check.follows is False and check.failure.key == "loss"
     assert check.failure.value < check.failure.reference - check.failure.tolerance  # the loss went the wrong way
+
+
+def test_a_diverging_training_gets_a_verdict_and_exit_3(tmp_path, tiny_root, tiny_reference, monkeypatch, capsys):
+    real = dias_method.reconstruction_loss
+    monkeypatch.setattr(dias_method, "reconstruction_loss", lambda recon, features: real(recon, features) * math.nan)
+    out = tmp_path / "demo"
+    demo = ["demo", "--train-only", "--out", str(out), "--data", str(tiny_root), "--reference", str(tiny_reference)]
+    assert main(demo) == 3
+    printed = capsys.readouterr()
+    assert "it does not: the training diverged (loss is nan at step 0" in printed.out
+    assert "train.precision=fp32" not in printed.out  # the tiny run is in fp32 already
+    assert json.loads((out / FRESH_DIR_NAME / CHECK_FILE_NAME).read_text())["follows"] is False
+    monkeypatch.undo()
+    assert main([*demo, "train.total_steps=2"]) in (0, 3)  # the demo's own run: replaced, not refused
 
 
 def test_a_run_shorter_than_one_block_has_no_verdict(tiny_reference):

@@ -194,7 +194,9 @@ def begin(run: Run, *, fresh: bool, max_steps: int | None, time_limit: float | N
     start_time = time.monotonic()
     return Session(
         stop_at=stop_at, time_limit=time_limit, validate_every=val_every(cfg), warmup=warmup_steps(cfg),
-        window=StatsWindow(run.method.stat_names, first_step=run.step, loss_scaled=run.precision.scaled),
+        window=StatsWindow(
+            run.method.stat_names, first_step=run.step, loss_scaled=run.precision.scaled, precision=run.precision.name
+        ),
         logger=logger, bar=bar, result=result, start_time=start_time, window_time=start_time,
     )  # fmt: skip
 
