@@ -387,6 +387,7 @@ def test_a_missing_feature_cache_names_dias_features(tiny_root, tmp_path, capsys
         ["demo", "--minutes", "-0.5"],
         ["eval", "--checkpoint", "x.pt", "--viz", "-1"],
         ["prepare", "synthetic", "--out", "x", "--num-train", "0"],
+        ["prepare", "synthetic", "--out", "x", "--num-val", "-1"],
         ["prepare", "synthetic", "--out", "x", "--size", "0"],
         ["prepare", "synthetic-video", "--out", "x", "--num-frames", "0"],
     ],
