@@ -190,7 +190,9 @@ def begin(run: Run, *, fresh: bool, max_steps: int | None, time_limit: float | N
     logger = MetricsLogger(run.run_dir, cfg, enabled=is_main, fresh=fresh)
     result = TrainResult(run.model, run.step, "done", best_fg_ari=run.best)
     stop_at = cfg.train.total_steps if max_steps is None else min(cfg.train.total_steps, max_steps)
-    bar = tqdm(total=cfg.train.total_steps, initial=run.step, disable=not (progress and is_main), desc="train")
+    # a time budget ends the run before train.total_steps: the bar then counts steps against the clock
+    total, desc = (stop_at, "train") if time_limit is None else (None, f"train ({time_limit / 60:.3g} min)")
+    bar = tqdm(total=total, initial=run.step, disable=not (progress and is_main), desc=desc)
     start_time = time.monotonic()
     return Session(
         stop_at=stop_at, time_limit=time_limit, validate_every=val_every(cfg), warmup=warmup_steps(cfg),
