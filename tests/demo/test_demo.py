@@ -95,6 +95,18 @@ def test_a_diverging_training_gets_a_verdict_and_exit_3(tmp_path, tiny_root, tin
     assert main([*demo, "train.total_steps=2"]) in (0, 3)  # the demo's own run: replaced, not refused
 
 
+def test_a_time_budget_that_ends_before_the_first_comparison_trains_on_to_it(
+    tmp_path, tiny_root, tiny_reference, caplog, capsys
+):
+    summary = run_demo(
+        tmp_path / "demo", 1e-6, mode="train", data_dir=tiny_root, reference=tiny_reference, progress=True
+    )  # a budget of a few microseconds: a machine far too slow
+    check = summary["check"]
+    assert check.follows is not None and summary["fresh"]["step"] == check.first_comparable_step
+    assert "slower or busier than the demo expects" in caplog.text
+    assert f"/{REFERENCE_RUN[0].split('=')[1]}" not in capsys.readouterr().err  # no bar counting to total_steps
+
+
 def test_a_run_shorter_than_one_block_has_no_verdict(tiny_reference):
     check = compare_to_reference([{"step": 1, "loss": 1.0}], load_reference(tiny_reference).logs)
     assert check.follows is None and check.verdict.startswith("too few steps to compare")
