@@ -22,6 +22,7 @@ from tiny import DEMO_CONFIG, TINY, tiny_config
 
 import dias
 import dias.commands.probe as probe_module
+import dias.train.loop as loop_module
 from dias.cli import main
 from dias.commands.probe import PROBE_FILE, RESULT_FILE, run_probe
 from dias.data.records import HEADER_KEY, CorruptSplitError, LmdbWriter, load_header, split_path
@@ -477,3 +478,21 @@ def test_hand_edits_to_model_keys_are_not_offered_as_resume_overrides(tiny_root,
     assert main(["train", "--resume", str(run), "train.total_steps=2"]) == 0
     assert f"`dias train --resume {run} optim.lr=0.01`" in caplog.text  # the override that works
     assert "(model.slot_dim=48), but these keys define the model" in caplog.text
+
+
+def test_a_run_stopped_during_its_final_validation_validates_on_resume(tiny_root, tmp_path, monkeypatch):
+    real, calls = loop_module.validate, []
+
+    def sigterm_then_validate(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            signal.raise_signal(signal.SIGTERM)  # during the final validation: it stops part-way
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "validate", sigterm_then_validate)
+    run, cfg = tmp_path / "run", tiny_config(tiny_root, "train.total_steps=2", "train.val_every=100")
+    assert train(cfg, run, progress=False).status == "terminated"
+    assert not (run / "best.pt").exists()
+    resumed = train(cfg, run, resume=True, progress=False)
+    assert resumed.status == "done" and resumed.val is not None and (run / "best.pt").is_file()
+    assert any("val/fg_ari" in record and record["step"] == 2 for record in read_metrics(run))

@@ -45,7 +45,7 @@ from dias.schema import Config, val_every, warmup_steps
 from dias.train.checkpoint import BEST, LAST, load_checkpoint
 from dias.train.features import batch_inputs
 from dias.train.loaders import batches, build_loaders
-from dias.train.log import METRICS_FILE_NAME, MetricsLogger
+from dias.train.log import METRICS_FILE_NAME, MetricsLogger, read_metrics
 from dias.train.resume import restore
 from dias.train.state import Run, seed_everything
 from dias.train.step import build_optimizer, optimisation_step
@@ -55,6 +55,7 @@ from dias.train.window import StatsWindow
 from dias.version import __version__
 
 log = logging.getLogger(__name__)
+VAL_SCORE_KEY = "val/fg_ari"  # a metrics.jsonl record of a validation holds it
 
 
 @dataclass
@@ -206,6 +207,9 @@ def begin(run: Run, *, fresh: bool, max_steps: int | None, time_limit: float | N
 def train_steps(run: Run, session: Session) -> None:
     """The loop: data -> schedules -> step -> window read -> log -> eval -> checkpoint, to stop_at or a signal."""
     cfg, optim = run.cfg, run.cfg.optim
+    if _validation_missed(run, session):  # a signal stopped the validation of the step a resume starts from
+        log.info("step %d: validating, as the run stopped before its validation of this step was done", run.step)
+        _validate_and_keep_best(run, session)
     run.model.train()
     data = batches(run.train_loader, run.sampler, run.epoch, run.consumed)
     # A signal only sets stop.status; the loop looks at it here, between steps, so the weights, optimizer,
@@ -303,6 +307,15 @@ def _log_window(run: Run, session: Session, *, logged: dict[str, float], lr: flo
     session.logger.log(metrics, run.step)
     session.bar.set_postfix(loss=f"{metrics['loss']:.4f}", steps_per_s=f"{metrics['steps_per_s']:.2f}")
     session.window_time = now
+
+
+def _validation_missed(run: Run, session: Session) -> bool:
+    """Whether the step a resumed run starts from was due a validation that metrics.jsonl does not hold."""
+    step = run.step
+    due = step % session.validate_every == 0 or step == run.cfg.train.total_steps
+    if step == 0 or not due or not (run.run_dir / METRICS_FILE_NAME).is_file():
+        return False
+    return not any(r["step"] == step and VAL_SCORE_KEY in r for r in read_metrics(run.run_dir))
 
 
 def _validate_and_keep_best(run: Run, session: Session) -> None:
