@@ -496,3 +496,25 @@ def test_a_run_stopped_during_its_final_validation_validates_on_resume(tiny_root
     resumed = train(cfg, run, resume=True, progress=False)
     assert resumed.status == "done" and resumed.val is not None and (run / "best.pt").is_file()
     assert any("val/fg_ari" in record and record["step"] == 2 for record in read_metrics(run))
+
+
+def test_a_resumed_probe_is_exactly_the_uninterrupted_one(two_models, tmp_path, monkeypatch):
+    overrides = [*PROBE_RUN, "probe.total_steps=6", "probe.checkpoint_every=100", "probe.attribute=shape"]
+    whole = run_probe(two_models[0], tmp_path / "whole", overrides=overrides)
+    real, calls = probe_module._train_step, []
+
+    def sigterm_in_step_three(*args):
+        calls.append(1)
+        if len(calls) == 3 * 3:  # the third step's three probes
+            signal.raise_signal(signal.SIGTERM)
+        return real(*args)
+
+    monkeypatch.setattr(probe_module, "_train_step", sigterm_in_step_three)
+    assert run_probe(two_models[0], tmp_path / "split", overrides=overrides).step == 3
+    monkeypatch.setattr(probe_module, "_train_step", real)
+    resumed = run_probe(two_models[0], tmp_path / "split", overrides=overrides, resume=True)
+    assert resumed.metrics == whole.metrics
+    saved = [torch.load(tmp_path / run / PROBE_FILE, weights_only=True)["probes"] for run in ("whole", "split")]
+    for source in saved[0]:
+        for name, value in saved[0][source].items():
+            assert torch.equal(value, saved[1][source][name]), (source, name)

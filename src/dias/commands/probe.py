@@ -24,6 +24,7 @@ import json
 import logging
 import math
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from dias.commands.probe_clips import check_clip_options, clip_loader, match_cli
 from dias.config import CONFIG_FILE_NAME, save_config
 from dias.data.dataset import LmdbDataset, collate
 from dias.data.records import load_header, split_path
+from dias.data.sampling import EpochSampler, SeededSamples
 from dias.data.transforms import EvalTransform, TrainTransform
 from dias.errors import DiasError, FileInTheWayError, MissingFileError
 from dias.io import atomic_write_bytes, file_sha256
@@ -47,6 +49,7 @@ from dias.runtime.lock import FolderLock
 from dias.schedules import lr_at
 from dias.schema import Config, is_video
 from dias.train.checkpoint import load_model, read_checkpoint
+from dias.train.loaders import batches
 from dias.train.log import METRICS_FILE_NAME, MetricsLogger
 from dias.train.stop import StepAbandoned, StopRequest
 from dias.version import __version__
@@ -97,7 +100,7 @@ class ProbeRun:
             "step": self.step, "probes": {s: self.probes[s].state_dict() for s in SOURCES},
             "optimizers": {s: self.optimizers[s].state_dict() for s in SOURCES},
             "classes": list(self.majority), "counts": list(self.majority.values()), "box_sum": self.box_sum,
-            "origin": self.origin,
+            "origin": self.origin, "rng": torch.get_rng_state(),  # the model's noise and the probes' dropout
         }  # fmt: skip
         buffer = io.BytesIO()
         torch.save(state, buffer)
@@ -121,6 +124,8 @@ class ProbeRun:
             self.optimizers[s].load_state_dict(state["optimizers"][s])
         self.step, self.majority = state["step"], Counter(dict(zip(state["classes"], state["counts"], strict=True)))
         self.box_sum = state["box_sum"]
+        if "rng" in state:
+            torch.set_rng_state(state["rng"])
 
 
 def origin(checkpoint: str | Path, cfg: Config, vocabulary: list) -> dict[str, Any]:
@@ -231,17 +236,19 @@ def _train_probes(run: ProbeRun, *, logger: MetricsLogger, stop: StopRequest) ->
     """Train until probe.total_steps, or until a signal sets stop.status (the caller then saves probe.pt)."""
     cfg, p = run.cfg, run.cfg.probe
     warmup = p.total_steps // 20 if p.warmup_steps is None else p.warmup_steps
-    batches = _cycle(_loader(cfg, train=True, seed=p.seed + run.step))  # a fresh data order, seeded by the step
+    batches = _training_batches(cfg, start_step=run.step)
     for probe in run.probes.values():
         probe.train()
     while run.step < p.total_steps and stop.status is None:
         # data, then the frozen model's slots matched to the objects: no state changes, so a stop signal drops
         # them at once (a large batch can take minutes) and the run saves the probes as they were
+        rng = torch.get_rng_state()  # put back if the step is dropped, so a resume draws what this run would
         try:
             with stop.abandon_on_stop(), torch.no_grad():
                 batch = next(batches)
                 matched = _matched(run.model, batch, run.match, cfg, train=True)
         except StepAbandoned:
+            torch.set_rng_state(rng)
             break
         lr = lr_at(run.step, p.lr, warmup, p.total_steps, p.lr / 1000)
 
@@ -315,7 +322,7 @@ def _score(
     common = [c for c, _ in majority.most_common(3)] or [0]
     for probe in probes.values():
         probe.eval()
-    for batch in _loader(cfg, train=False, seed=cfg.probe.seed):
+    for batch in _val_loader(cfg):
         matched = _matched(model, batch, match, cfg, train=False)
         for source, probe in probes.items():
             m = matched[source]
@@ -346,22 +353,37 @@ def _matched(model, batch: dict[str, Any], match: dict, cfg: Config, *, train: b
     return match_batch(model(images=batch["image"]), batch, **match)
 
 
-def _loader(cfg: Config, *, train: bool, seed: int) -> DataLoader:
-    if is_video(cfg.data.name):
-        return clip_loader(cfg, train=train, seed=seed)
-    d = cfg.data
-    split = d.train_split if train else d.val_split
-    transform = TrainTransform(d.image_size, d.crop_scale, d.flip) if train else EvalTransform(d.image_size)
-    dataset = LmdbDataset(split_path(d.root, split), transform, d.skip_corrupt, with_meta=True)
-    return DataLoader(
-        dataset, batch_size=cfg.probe.batch_size if train else cfg.eval.batch_size, shuffle=train,
-        collate_fn=collate, generator=torch.Generator().manual_seed(seed), drop_last=train,
+def _training_batches(cfg: Config, *, start_step: int) -> Iterator[dict[str, Any]]:
+    """Endless training batches from step `start_step` on, one per step.
+
+    Images: each epoch's order and each sample's augmentation come from (probe.seed, epoch, index), as in
+    training (dias.data.sampling), so a resumed probe sees exactly the batches an uninterrupted one would.
+    Clips: a fresh order seeded by the step.
+    """
+    p, d = cfg.probe, cfg.data
+    if is_video(d.name):
+        clips = clip_loader(cfg, train=True, seed=p.seed + start_step)
+        while True:
+            yield from clips
+    transform = TrainTransform(d.image_size, d.crop_scale, d.flip)
+    dataset = LmdbDataset(split_path(d.root, d.train_split), transform, d.skip_corrupt, with_meta=True)
+    sampler = EpochSampler(len(dataset), p.batch_size, p.seed)
+    loader = DataLoader(
+        SeededSamples(dataset, p.seed), batch_size=p.batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
+        generator=torch.Generator().manual_seed(p.seed),  # creating an iterator must not draw from torch's RNG
     )  # fmt: skip
+    epoch, consumed = divmod(start_step, sampler.batches_per_epoch)
+    for batch, _, _ in batches(loader, sampler, epoch, consumed):
+        yield batch
 
 
-def _cycle(loader: DataLoader):
-    while True:
-        yield from loader
+def _val_loader(cfg: Config) -> DataLoader:
+    """The val split, in order."""
+    if is_video(cfg.data.name):
+        return clip_loader(cfg, train=False, seed=cfg.probe.seed)
+    d = cfg.data
+    dataset = LmdbDataset(split_path(d.root, d.val_split), EvalTransform(d.image_size), d.skip_corrupt, with_meta=True)
+    return DataLoader(dataset, batch_size=cfg.eval.batch_size, collate_fn=collate)
 
 
 def format_probe(metrics: dict[str, dict[str, float]], matching: str) -> str:
