@@ -14,8 +14,9 @@ the batches are clips and slot tracks are matched to object tracks over each cli
 The run folder holds probe.pt (the probes, their optimizers, the step, torch's RNG state and what the run
 started with: saved atomically every probe.checkpoint_every steps, at the end and on Ctrl-C / SIGTERM;
 `resume=True` continues it exactly as an uninterrupted image probe, a video probe with a fresh clip order
-seeded by the step, and refuses a run started on another model or label), config.yaml, metrics.jsonl and metrics.json with the eval card. One process
-writes a run folder at a time, and a new run never replaces one already there.
+seeded by the step, and refuses a run started on another model or label), config.yaml, metrics.jsonl and
+metrics.json with the eval card. One process writes a run folder at a time, and a new run never replaces one
+already there.
 """
 
 from __future__ import annotations
