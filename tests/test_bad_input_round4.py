@@ -391,6 +391,7 @@ def test_a_missing_feature_cache_names_dias_features(tiny_root, tmp_path, capsys
         ["prepare", "synthetic", "--out", "x", "--num-val", "-1"],
         ["prepare", "synthetic", "--out", "x", "--size", "0"],
         ["prepare", "synthetic-video", "--out", "x", "--num-frames", "0"],
+        ["prepare", "synthetic-video", "--out", "x", "--num-val", "-1"],
     ],
 )
 def test_command_line_values_that_cannot_work_are_refused_by_the_parser(args, capsys):
