@@ -22,6 +22,7 @@ from tiny import DEMO_CONFIG, TINY, tiny_config
 
 import dias
 import dias.commands.probe as probe_module
+import dias.train.loop as loop_module
 from dias.cli import main
 from dias.commands.probe import PROBE_FILE, RESULT_FILE, run_probe
 from dias.data.records import HEADER_KEY, CorruptSplitError, LmdbWriter, load_header, split_path
@@ -35,6 +36,7 @@ from dias.modules.backbone import ViTBackbone
 from dias.schema import ConfigError
 from dias.train.checkpoint import save_checkpoint
 from dias.train.log import METRICS_FILE_NAME, MetricsLogError, read_metrics
+from dias.train.loop import train
 
 
 @pytest.fixture
@@ -386,8 +388,10 @@ def test_a_missing_feature_cache_names_dias_features(tiny_root, tmp_path, capsys
         ["demo", "--minutes", "-0.5"],
         ["eval", "--checkpoint", "x.pt", "--viz", "-1"],
         ["prepare", "synthetic", "--out", "x", "--num-train", "0"],
+        ["prepare", "synthetic", "--out", "x", "--num-val", "-1"],
         ["prepare", "synthetic", "--out", "x", "--size", "0"],
         ["prepare", "synthetic-video", "--out", "x", "--num-frames", "0"],
+        ["prepare", "synthetic-video", "--out", "x", "--num-val", "-1"],
     ],
 )
 def test_command_line_values_that_cannot_work_are_refused_by_the_parser(args, capsys):
@@ -465,3 +469,53 @@ def test_evaluating_records_of_another_dataset_than_data_name_warns(two_models, 
 def test_demo_data_of_another_size_or_count_is_named_in_a_warning(tiny_root, caplog):
     ensure_data(tiny_root, load_reference())
     assert "is not the demo's dataset" in caplog.text and "'size': 32" in caplog.text
+
+
+def test_hand_edits_to_model_keys_are_not_offered_as_resume_overrides(tiny_root, tmp_path, caplog):
+    run = tmp_path / "run"
+    train(tiny_config(tiny_root, "train.total_steps=1", "train.val_every=100"), run, progress=False)
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("lr: 0.0004", "lr: 0.01").replace("slot_dim: 32", "slot_dim: 48"))
+    assert main(["train", "--resume", str(run), "train.total_steps=2"]) == 0
+    assert f"`dias train --resume {run} optim.lr=0.01`" in caplog.text  # the override that works
+    assert "(model.slot_dim=48), but these keys define the model" in caplog.text
+
+
+def test_a_run_stopped_during_its_final_validation_validates_on_resume(tiny_root, tmp_path, monkeypatch):
+    real, calls = loop_module.validate, []
+
+    def sigterm_then_validate(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            signal.raise_signal(signal.SIGTERM)  # during the final validation: it stops part-way
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "validate", sigterm_then_validate)
+    run, cfg = tmp_path / "run", tiny_config(tiny_root, "train.total_steps=2", "train.val_every=100")
+    assert train(cfg, run, progress=False).status == "terminated"
+    assert not (run / "best.pt").exists()
+    resumed = train(cfg, run, resume=True, progress=False)
+    assert resumed.status == "done" and resumed.val is not None and (run / "best.pt").is_file()
+    assert any("val/fg_ari" in record and record["step"] == 2 for record in read_metrics(run))
+
+
+def test_a_resumed_probe_is_exactly_the_uninterrupted_one(two_models, tmp_path, monkeypatch):
+    overrides = [*PROBE_RUN, "probe.total_steps=6", "probe.checkpoint_every=100", "probe.attribute=shape"]
+    whole = run_probe(two_models[0], tmp_path / "whole", overrides=overrides)
+    real, calls = probe_module._train_step, []
+
+    def sigterm_in_step_three(*args):
+        calls.append(1)
+        if len(calls) == 3 * 3:  # the third step's three probes
+            signal.raise_signal(signal.SIGTERM)
+        return real(*args)
+
+    monkeypatch.setattr(probe_module, "_train_step", sigterm_in_step_three)
+    assert run_probe(two_models[0], tmp_path / "split", overrides=overrides).step == 3
+    monkeypatch.setattr(probe_module, "_train_step", real)
+    resumed = run_probe(two_models[0], tmp_path / "split", overrides=overrides, resume=True)
+    assert resumed.metrics == whole.metrics
+    saved = [torch.load(tmp_path / run / PROBE_FILE, weights_only=True)["probes"] for run in ("whole", "split")]
+    for source in saved[0]:
+        for name, value in saved[0][source].items():
+            assert torch.equal(value, saved[1][source][name]), (source, name)

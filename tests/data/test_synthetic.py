@@ -146,7 +146,7 @@ def test_prepare_keeps_finished_splits(tmp_path):
     assert raw_records(tmp_path / "train.lmdb") != before
 
 
-@pytest.mark.parametrize("args", [["--size", "8"], ["--num-val", "-1"]])
+@pytest.mark.parametrize("args", [["--size", "8"]])  # a count below 1: the parser's (tests/test_bad_input_round4.py)
 def test_bad_prepare_arguments_are_one_line_user_errors(args, tmp_path, capsys):
     from dias.cli import main
 

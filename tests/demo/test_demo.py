@@ -1,6 +1,7 @@
 """`dias demo`: the bundled model is scored, and the fresh-training check says "follows" or "does not", rightly."""
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -78,6 +79,32 @@ def test_a_training_with_the_loss_sign_flipped_does_not_follow(tmp_path, tiny_ro
     check = _fresh(tmp_path, tiny_root, tiny_reference)["check"]
     assert check.follows is False and check.failure.key == "loss"
     assert check.failure.value < check.failure.reference - check.failure.tolerance  # the loss went the wrong way
+
+
+def test_a_diverging_training_gets_a_verdict_and_exit_3(tmp_path, tiny_root, tiny_reference, monkeypatch, capsys):
+    real = dias_method.reconstruction_loss
+    monkeypatch.setattr(dias_method, "reconstruction_loss", lambda recon, features: real(recon, features) * math.nan)
+    out = tmp_path / "demo"
+    demo = ["demo", "--train-only", "--out", str(out), "--data", str(tiny_root), "--reference", str(tiny_reference)]
+    assert main(demo) == 3
+    printed = capsys.readouterr()
+    assert "it does not: the training diverged (loss is nan at step 0" in printed.out
+    assert "train.precision=fp32" not in printed.out  # the tiny run is in fp32 already
+    assert json.loads((out / FRESH_DIR_NAME / CHECK_FILE_NAME).read_text())["follows"] is False
+    monkeypatch.undo()
+    assert main([*demo, "train.total_steps=2"]) in (0, 3)  # the demo's own run: replaced, not refused
+
+
+def test_a_time_budget_that_ends_before_the_first_comparison_trains_on_to_it(
+    tmp_path, tiny_root, tiny_reference, caplog, capsys
+):
+    summary = run_demo(
+        tmp_path / "demo", 1e-6, mode="train", data_dir=tiny_root, reference=tiny_reference, progress=True
+    )  # a budget of a few microseconds: a machine far too slow
+    check = summary["check"]
+    assert check.follows is not None and summary["fresh"]["step"] == check.first_comparable_step
+    assert "slower or busier than the demo expects" in caplog.text
+    assert f"/{REFERENCE_RUN[0].split('=')[1]}" not in capsys.readouterr().err  # no bar counting to total_steps
 
 
 def test_a_run_shorter_than_one_block_has_no_verdict(tiny_reference):

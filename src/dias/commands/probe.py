@@ -11,19 +11,21 @@ then cosine to lr / 1000. Then the val split (centre crop) is scored: class top-
 the number of matches, micro-averaged over the matched objects, beside the majority class. On a video model
 the batches are clips and slot tracks are matched to object tracks over each clip (dias.commands.probe_clips).
 
-The run folder holds probe.pt (the probes, their optimizers, the step: saved atomically every
-probe.checkpoint_every steps, at the end and on Ctrl-C / SIGTERM; `resume=True` continues it, with a fresh
-data order seeded by the step), config.yaml, metrics.jsonl and metrics.json with the eval card. One process
-writes a run folder at a time, and a new run never replaces one already there.
+The run folder holds probe.pt (the probes, their optimizers, the step, torch's RNG state and what the run
+started with: saved atomically every probe.checkpoint_every steps, at the end and on Ctrl-C / SIGTERM;
+`resume=True` continues it exactly as an uninterrupted image probe, a video probe with a fresh clip order
+seeded by the step, and refuses a run started on another model or label), config.yaml, metrics.jsonl and
+metrics.json with the eval card. One process writes a run folder at a time, and a new run never replaces one
+already there.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,11 +34,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from dias.commands.probe_clips import check_clip_options, clip_loader, match_clips
+from dias.commands.probe_state import PROBE_FILE, SOURCES, ProbeRun, origin
 from dias.config import CONFIG_FILE_NAME, save_config
 from dias.data.dataset import LmdbDataset, collate
 from dias.data.records import load_header, split_path
+from dias.data.sampling import EpochSampler, SeededSamples
 from dias.data.transforms import EvalTransform, TrainTransform
-from dias.errors import DiasError, FileInTheWayError, MissingFileError
+from dias.errors import DiasError, FileInTheWayError
 from dias.io import atomic_write_bytes, file_sha256
 from dias.methods.base import SlotModel
 from dias.probe.labels import label_vocabulary
@@ -46,15 +50,14 @@ from dias.probe.probe import Probe, probe_loss, top_k_correct
 from dias.runtime.lock import FolderLock
 from dias.schedules import lr_at
 from dias.schema import Config, is_video
-from dias.train.checkpoint import load_model, read_checkpoint
+from dias.train.checkpoint import load_model
+from dias.train.loaders import batches
 from dias.train.log import METRICS_FILE_NAME, MetricsLogger
 from dias.train.stop import StepAbandoned, StopRequest
 from dias.version import __version__
 from dias.viz.tables import Column, Table, format_fraction, to_markdown
 
-PROBE_FILE, RESULT_FILE = "probe.pt", "metrics.json"
-CHECKPOINT_HASH = "checkpoint_sha256"  # probe.pt's origin: the SHA-256 of the model's checkpoint file
-SOURCES = (MODEL_SOURCE, "grid", "kmeans")
+RESULT_FILE = "metrics.json"
 MAJORITY = "majority"
 MATCHING = {False: "uncapped: every Hungarian pair above the IoU threshold", True: "official cap: objects 0 and 1 only"}
 
@@ -65,89 +68,12 @@ class ProbeScoreError(DiasError, ValueError):
     """No slot of the model matched any val object: the probe has nothing to score."""
 
 
-class ProbeResumeError(DiasError, ValueError):
-    """`--resume` on a probe run started with another model, dataset or label: its probes cannot continue."""
-
-
 @dataclass
 class ProbeResult:
     step: int
     status: str  # "done", or the signal's ("interrupted", "terminated")
     matching: str  # the matching mode, as MATCHING words it
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # source -> top1, top3, box_iou, num_matches
-
-
-@dataclass
-class ProbeRun:
-    """The frozen model and the probes being trained on it, with their position: what probe.pt holds."""
-
-    model: SlotModel  # frozen: eval mode, no gradient
-    cfg: Config
-    match: dict[str, Any]  # match_batch's options (dias.probe.objects)
-    path: Path  # the run's probe.pt
-    origin: dict[str, Any]  # what the probes are trained on (origin()); a resume must match it
-    probes: dict[str, Probe]  # one per source
-    optimizers: dict[str, torch.optim.Optimizer]
-    step: int = 0
-    majority: Counter = field(default_factory=Counter)  # the training classes seen: the majority baseline's
-    box_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(4, dtype=torch.float64))  # their boxes, summed
-
-    def save(self) -> None:
-        state = {
-            "step": self.step, "probes": {s: self.probes[s].state_dict() for s in SOURCES},
-            "optimizers": {s: self.optimizers[s].state_dict() for s in SOURCES},
-            "classes": list(self.majority), "counts": list(self.majority.values()), "box_sum": self.box_sum,
-            "origin": self.origin,
-        }  # fmt: skip
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        atomic_write_bytes(self.path, buffer.getvalue())
-
-    def restore(self) -> None:
-        """Continue probe.pt; refused (ProbeResumeError) when it was started on another model or label."""
-        if not self.path.is_file():
-            raise MissingFileError(
-                f"no {PROBE_FILE} in {self.path.parent} to resume; leave out --resume to start a run"
-            )
-        state = read_checkpoint(self.path)
-        differences = origin_differences(state.get("origin", {}) if isinstance(state, dict) else {}, self.origin)
-        if differences:
-            raise ProbeResumeError(
-                f"the probe run in {self.path.parent} was started with {'; '.join(differences)}: its probes cannot "
-                "continue on this one; resume with what it started with, or leave out --resume and pass another --out"
-            )
-        for s in SOURCES:
-            self.probes[s].load_state_dict(state["probes"][s])
-            self.optimizers[s].load_state_dict(state["optimizers"][s])
-        self.step, self.majority = state["step"], Counter(dict(zip(state["classes"], state["counts"], strict=True)))
-        self.box_sum = state["box_sum"]
-
-
-def origin(checkpoint: str | Path, cfg: Config, vocabulary: list) -> dict[str, Any]:
-    """What a probe run's probes learn from: the model (its file's hash), the dataset, the label and the matching."""
-    p = cfg.probe
-    return {
-        CHECKPOINT_HASH: file_sha256(checkpoint), "checkpoint": str(checkpoint), "data.name": cfg.data.name,
-        "probe.attribute": p.attribute, "num_classes": len(vocabulary), "probe.mask_source": p.mask_source,
-        "probe.official_cap": p.official_cap,
-    }  # fmt: skip
-
-
-def origin_differences(started: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """How `now` (origin()) differs from what a probe run `started` with, in words; the path alone may differ."""
-    differences = []
-    started_hash, now_hash = str(started.get(CHECKPOINT_HASH))[:12], now[CHECKPOINT_HASH][:12]
-    if started_hash != now_hash:
-        differences.append(
-            f"another model: --checkpoint {started.get('checkpoint')} (SHA-256 {started_hash}...), "
-            f"not {now['checkpoint']} (SHA-256 {now_hash}...)"
-        )
-    differences += [
-        f"{key}={started.get(key)!r}, not {value!r}"
-        for key, value in now.items()
-        if key not in (CHECKPOINT_HASH, "checkpoint") and started.get(key) != value
-    ]
-    return differences
 
 
 def run_probe(
@@ -231,17 +157,19 @@ def _train_probes(run: ProbeRun, *, logger: MetricsLogger, stop: StopRequest) ->
     """Train until probe.total_steps, or until a signal sets stop.status (the caller then saves probe.pt)."""
     cfg, p = run.cfg, run.cfg.probe
     warmup = p.total_steps // 20 if p.warmup_steps is None else p.warmup_steps
-    batches = _cycle(_loader(cfg, train=True, seed=p.seed + run.step))  # a fresh data order, seeded by the step
+    batches = _training_batches(cfg, start_step=run.step)
     for probe in run.probes.values():
         probe.train()
     while run.step < p.total_steps and stop.status is None:
         # data, then the frozen model's slots matched to the objects: no state changes, so a stop signal drops
         # them at once (a large batch can take minutes) and the run saves the probes as they were
+        rng = torch.get_rng_state()  # put back if the step is dropped, so a resume draws what this run would
         try:
             with stop.abandon_on_stop(), torch.no_grad():
                 batch = next(batches)
                 matched = _matched(run.model, batch, run.match, cfg, train=True)
         except StepAbandoned:
+            torch.set_rng_state(rng)
             break
         lr = lr_at(run.step, p.lr, warmup, p.total_steps, p.lr / 1000)
 
@@ -315,7 +243,7 @@ def _score(
     common = [c for c, _ in majority.most_common(3)] or [0]
     for probe in probes.values():
         probe.eval()
-    for batch in _loader(cfg, train=False, seed=cfg.probe.seed):
+    for batch in _val_loader(cfg):
         matched = _matched(model, batch, match, cfg, train=False)
         for source, probe in probes.items():
             m = matched[source]
@@ -346,22 +274,37 @@ def _matched(model, batch: dict[str, Any], match: dict, cfg: Config, *, train: b
     return match_batch(model(images=batch["image"]), batch, **match)
 
 
-def _loader(cfg: Config, *, train: bool, seed: int) -> DataLoader:
-    if is_video(cfg.data.name):
-        return clip_loader(cfg, train=train, seed=seed)
-    d = cfg.data
-    split = d.train_split if train else d.val_split
-    transform = TrainTransform(d.image_size, d.crop_scale, d.flip) if train else EvalTransform(d.image_size)
-    dataset = LmdbDataset(split_path(d.root, split), transform, d.skip_corrupt, with_meta=True)
-    return DataLoader(
-        dataset, batch_size=cfg.probe.batch_size if train else cfg.eval.batch_size, shuffle=train,
-        collate_fn=collate, generator=torch.Generator().manual_seed(seed), drop_last=train,
+def _training_batches(cfg: Config, *, start_step: int) -> Iterator[dict[str, Any]]:
+    """Endless training batches from step `start_step` on, one per step.
+
+    Images: each epoch's order and each sample's augmentation come from (probe.seed, epoch, index), as in
+    training (dias.data.sampling), so a resumed probe sees exactly the batches an uninterrupted one would.
+    Clips: a fresh order seeded by the step.
+    """
+    p, d = cfg.probe, cfg.data
+    if is_video(d.name):
+        clips = clip_loader(cfg, train=True, seed=p.seed + start_step)
+        while True:
+            yield from clips
+    transform = TrainTransform(d.image_size, d.crop_scale, d.flip)
+    dataset = LmdbDataset(split_path(d.root, d.train_split), transform, d.skip_corrupt, with_meta=True)
+    sampler = EpochSampler(len(dataset), p.batch_size, p.seed)
+    loader = DataLoader(
+        SeededSamples(dataset, p.seed), batch_size=p.batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
+        generator=torch.Generator().manual_seed(p.seed),  # creating an iterator must not draw from torch's RNG
     )  # fmt: skip
+    epoch, consumed = divmod(start_step, sampler.batches_per_epoch)
+    for batch, _, _ in batches(loader, sampler, epoch, consumed):
+        yield batch
 
 
-def _cycle(loader: DataLoader):
-    while True:
-        yield from loader
+def _val_loader(cfg: Config) -> DataLoader:
+    """The val split, in order."""
+    if is_video(cfg.data.name):
+        return clip_loader(cfg, train=False, seed=cfg.probe.seed)
+    d = cfg.data
+    dataset = LmdbDataset(split_path(d.root, d.val_split), EvalTransform(d.image_size), d.skip_corrupt, with_meta=True)
+    return DataLoader(dataset, batch_size=cfg.eval.batch_size, collate_fn=collate)
 
 
 def format_probe(metrics: dict[str, dict[str, float]], matching: str) -> str:

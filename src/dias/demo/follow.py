@@ -58,15 +58,18 @@ class FollowCheck:
     failure: Point | None = None  # the first point that makes the run not follow
     last_step: int = 0  # the fresh run's last logged step
     first_comparable_step: int = 0  # the first step at which a comparison can be made
+    diverged: str | None = None  # why the fresh training stopped on a NaN or infinite loss, if it did
 
     @property
     def follows(self) -> bool | None:
-        if self.failure is not None:
+        if self.failure is not None or self.diverged is not None:
             return False
         return True if self.points else None
 
     @property
     def verdict(self) -> str:
+        if self.diverged is not None:
+            return f"it does not: the training diverged ({self.diverged})"
         if self.failure is not None:
             return f"it does not: {self.failure.describe()}"
         if not self.points:

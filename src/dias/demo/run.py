@@ -63,6 +63,7 @@ from dias.train.checkpoint import BEST, LAST, load_model
 from dias.train.features import open_feature_split
 from dias.train.log import METRICS_FILE_NAME, read_metrics
 from dias.train.loop import train
+from dias.train.window import NonFiniteLossError
 from dias.viz.gallery import REPORT_FILE_NAME
 from dias.weights.get import resolve_weights
 
@@ -294,17 +295,49 @@ def train_and_check(
             else:
                 path.unlink(missing_ok=True)
         time_limit = None if minutes is None else minutes * 60
-        result = train(cfg, run_dir, time_limit=time_limit, max_steps=max_steps, progress=progress)
+        try:
+            result = train(cfg, run_dir, time_limit=time_limit, max_steps=max_steps, progress=progress)
+        except NonFiniteLossError as exc:  # a verdict too: this training does not follow the reference
+            _mark_as_demos(run_dir, step=None, status="diverged")
+            check = FollowCheck(diverged=str(exc), last_step=_last_step(run_dir))
+            _write_check(run_dir, check)
+            return {"run_dir": str(run_dir), "status": "diverged", "step": check.last_step}, check
+        check = compare_to_reference(read_metrics(run_dir), ref.logs)
+        if not result.stopped_by_signal and check.follows is None and max_steps is None and time_limit is not None:
+            log.warning(
+                "the %.3g-minute budget ended at step %d, before the first comparison at step %d: this machine is "
+                "slower or busier than the demo expects; training on to step %d without a time limit",
+                minutes, result.step, check.first_comparable_step, check.first_comparable_step,
+            )  # fmt: skip
+            result = train(cfg, run_dir, resume=True, max_steps=check.first_comparable_step, progress=progress)
+            check = compare_to_reference(read_metrics(run_dir), ref.logs)
         fresh = {"run_dir": str(run_dir), "status": result.status, "step": result.step}
-        marker = {"made_by": MADE_BY, "last_sha256": file_sha256(run_dir / LAST), "step": result.step}
-        marker["status"] = result.status  # the demo's own run, even when stopped: the next demo replaces it
-        atomic_write_bytes(run_dir / MARKER_FILE_NAME, json.dumps(marker).encode("utf-8"))
+        _mark_as_demos(run_dir, step=result.step, status=result.status)  # even when stopped: the next demo replaces it
         if result.stopped_by_signal:  # the user (or the scheduler) asked to stop: no check
             return fresh, None
-        check = compare_to_reference(read_metrics(run_dir), ref.logs)
-        atomic_write_bytes(run_dir / CHECK_FILE_NAME, (json.dumps(check.to_json(), indent=2) + "\n").encode("utf-8"))
-        atomic_write_bytes(run_dir / CHECK_TABLE_NAME, (check.table() + "\n\n" + check.verdict + "\n").encode("utf-8"))
+        _write_check(run_dir, check)
     return fresh, check
+
+
+def _mark_as_demos(run_dir: Path, *, step: int | None, status: str) -> None:
+    """Record that the demo made the run in run_dir, with its last.pt's SHA-256 (None: no last.pt was written)."""
+    last = run_dir / LAST
+    marker = {"made_by": MADE_BY, "last_sha256": file_sha256(last) if last.is_file() else None, "step": step}
+    marker["status"] = status
+    atomic_write_bytes(run_dir / MARKER_FILE_NAME, json.dumps(marker).encode("utf-8"))
+
+
+def _write_check(run_dir: Path, check: FollowCheck) -> None:
+    atomic_write_bytes(run_dir / CHECK_FILE_NAME, (json.dumps(check.to_json(), indent=2) + "\n").encode("utf-8"))
+    atomic_write_bytes(run_dir / CHECK_TABLE_NAME, (check.table() + "\n\n" + check.verdict + "\n").encode("utf-8"))
+
+
+def _last_step(run_dir: Path) -> int:
+    """The last step the run in run_dir logged (0 before its first record)."""
+    try:
+        return max((record["step"] for record in read_metrics(run_dir)), default=0)
+    except (OSError, ValueError):
+        return 0
 
 
 def holds_run(run_dir: Path) -> bool:
@@ -316,6 +349,8 @@ def made_by_demo(run_dir: Path) -> bool:
     """Whether run_dir's run is one the demo finished training, unchanged since (its last.pt as recorded)."""
     try:
         marker = json.loads((run_dir / MARKER_FILE_NAME).read_text(encoding="utf-8"))
+        if marker["last_sha256"] is None:  # a run that diverged before its first checkpoint
+            return marker["made_by"] == MADE_BY and not (run_dir / LAST).exists()
         return marker["made_by"] == MADE_BY and marker["last_sha256"] == file_sha256(run_dir / LAST)
     except (OSError, ValueError, KeyError, TypeError):  # no marker, no last.pt, or not our JSON
         return False

@@ -99,15 +99,17 @@ def _check_format(checkpoint: Any, path: str | Path) -> dict[str, Any]:
 def config_differences(saved: Config, current: Config) -> list[str]:
     """The model-defining keys on which two configs disagree, as 'key: saved -> current'."""
     saved_flat, current_flat = flatten(to_dict(saved)), flatten(to_dict(current))
-    objective = {f"model.method.{key}" for key in saved.model.method.objective_keys}  # the loss, not the model
     return [
         f"{key}: {saved_flat[key]!r} -> {current_flat.get(key)!r}"
         for key in sorted(saved_flat)
-        if key.startswith(MODEL_DEFINING)
-        and key not in RELOCATABLE
-        and key not in objective
-        and saved_flat[key] != current_flat.get(key)
+        if defines_model(key, saved) and saved_flat[key] != current_flat.get(key)
     ]
+
+
+def defines_model(key: str, cfg: Config) -> bool:
+    """Whether dotted `key` defines the model a checkpoint's weights fit (so a resume cannot change it)."""
+    objective = {f"model.method.{name}" for name in cfg.model.method.objective_keys}  # the loss, not the model
+    return key.startswith(MODEL_DEFINING) and key not in RELOCATABLE and key not in objective
 
 
 def check_compatible(saved: Config, current: Config, path: str | Path) -> None:

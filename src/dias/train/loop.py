@@ -45,7 +45,7 @@ from dias.schema import Config, val_every, warmup_steps
 from dias.train.checkpoint import BEST, LAST, load_checkpoint
 from dias.train.features import batch_inputs
 from dias.train.loaders import batches, build_loaders
-from dias.train.log import METRICS_FILE_NAME, MetricsLogger
+from dias.train.log import METRICS_FILE_NAME, MetricsLogger, read_metrics
 from dias.train.resume import restore
 from dias.train.state import Run, seed_everything
 from dias.train.step import build_optimizer, optimisation_step
@@ -55,6 +55,7 @@ from dias.train.window import StatsWindow
 from dias.version import __version__
 
 log = logging.getLogger(__name__)
+VAL_SCORE_KEY = "val/fg_ari"  # a metrics.jsonl record of a validation holds it
 
 
 @dataclass
@@ -190,11 +191,15 @@ def begin(run: Run, *, fresh: bool, max_steps: int | None, time_limit: float | N
     logger = MetricsLogger(run.run_dir, cfg, enabled=is_main, fresh=fresh)
     result = TrainResult(run.model, run.step, "done", best_fg_ari=run.best)
     stop_at = cfg.train.total_steps if max_steps is None else min(cfg.train.total_steps, max_steps)
-    bar = tqdm(total=cfg.train.total_steps, initial=run.step, disable=not (progress and is_main), desc="train")
+    # a time budget ends the run before train.total_steps: the bar then counts steps against the clock
+    total, desc = (stop_at, "train") if time_limit is None else (None, f"train ({time_limit / 60:.3g} min)")
+    bar = tqdm(total=total, initial=run.step, disable=not (progress and is_main), desc=desc)
     start_time = time.monotonic()
     return Session(
         stop_at=stop_at, time_limit=time_limit, validate_every=val_every(cfg), warmup=warmup_steps(cfg),
-        window=StatsWindow(run.method.stat_names, first_step=run.step, loss_scaled=run.precision.scaled),
+        window=StatsWindow(
+            run.method.stat_names, first_step=run.step, loss_scaled=run.precision.scaled, precision=run.precision.name
+        ),
         logger=logger, bar=bar, result=result, start_time=start_time, window_time=start_time,
     )  # fmt: skip
 
@@ -202,6 +207,9 @@ def begin(run: Run, *, fresh: bool, max_steps: int | None, time_limit: float | N
 def train_steps(run: Run, session: Session) -> None:
     """The loop: data -> schedules -> step -> window read -> log -> eval -> checkpoint, to stop_at or a signal."""
     cfg, optim = run.cfg, run.cfg.optim
+    if _validation_missed(run, session):  # a signal stopped the validation of the step a resume starts from
+        log.info("step %d: validating, as the run stopped before its validation of this step was done", run.step)
+        _validate_and_keep_best(run, session)
     run.model.train()
     data = batches(run.train_loader, run.sampler, run.epoch, run.consumed)
     # A signal only sets stop.status; the loop looks at it here, between steps, so the weights, optimizer,
@@ -299,6 +307,15 @@ def _log_window(run: Run, session: Session, *, logged: dict[str, float], lr: flo
     session.logger.log(metrics, run.step)
     session.bar.set_postfix(loss=f"{metrics['loss']:.4f}", steps_per_s=f"{metrics['steps_per_s']:.2f}")
     session.window_time = now
+
+
+def _validation_missed(run: Run, session: Session) -> bool:
+    """Whether the step a resumed run starts from was due a validation that metrics.jsonl does not hold."""
+    step = run.step
+    due = step % session.validate_every == 0 or step == run.cfg.train.total_steps
+    if step == 0 or not due or not (run.run_dir / METRICS_FILE_NAME).is_file():
+        return False
+    return not any(r["step"] == step and VAL_SCORE_KEY in r for r in read_metrics(run.run_dir))
 
 
 def _validate_and_keep_best(run: Run, session: Session) -> None:

@@ -12,7 +12,14 @@ from pathlib import Path
 from dias.config import CONFIG_FILE_NAME, flatten, from_dict, load_config, to_dict
 from dias.errors import DiasError, MissingFileError, UsageError
 from dias.schema import Config
-from dias.train.checkpoint import LAST, check_compatible, config_from_checkpoint, load_checkpoint, load_trainable_state
+from dias.train.checkpoint import (
+    LAST,
+    check_compatible,
+    config_from_checkpoint,
+    defines_model,
+    load_checkpoint,
+    load_trainable_state,
+)
 from dias.train.log import truncate_metrics
 from dias.train.state import Run, restore_rng
 
@@ -81,9 +88,17 @@ def _warn_of_hand_edits(path: Path, saved: Config, cfg: Config) -> None:
     edits = [
         f"{key}={on_disk[key]!r}" for key in on_disk if on_disk[key] != kept.get(key) and on_disk[key] != used.get(key)
     ]
+    model_edits = [edit for edit in edits if defines_model(edit.partition("=")[0], saved)]
+    edits = [edit for edit in edits if edit not in model_edits]
     if edits:
         log.warning(
             "%s was edited by hand (%s); a resumed run takes its config from %s and the command's key=value "
             "overrides, so these edits are replaced: pass them as overrides, e.g. `dias train --resume %s %s`",
             path, ", ".join(edits), LAST, path.parent, " ".join(edit.replace("'", "") for edit in edits),
+        )  # fmt: skip
+    if model_edits:
+        log.warning(
+            "%s was edited by hand (%s), but these keys define the model, whose weights %s holds: a resume "
+            "keeps them as they were; start a new run (dias train --config ...) to train another model",
+            path, ", ".join(model_edits), LAST,
         )  # fmt: skip

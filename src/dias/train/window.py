@@ -31,8 +31,9 @@ class NonFiniteLossError(DiasError, RuntimeError):
 class StatsWindow:
     """Per-step rows of `names` (loss, the method's terms, grad_norm) on the device; host-side sums of those read."""
 
-    def __init__(self, names: tuple[str, ...], *, first_step: int, loss_scaled: bool):
+    def __init__(self, names: tuple[str, ...], *, first_step: int, loss_scaled: bool, precision: str = "fp32"):
         self.names = names
+        self.precision = precision  # train.precision in effect: the advice on a non-finite loss names it
         self.first_step = first_step  # the step of the first row not yet read
         self.loss_scaled = loss_scaled  # fp16 + GradScaler: a non-finite gradient is a step the scaler skips
         self._pending: list[torch.Tensor] = []
@@ -69,10 +70,11 @@ class StatsWindow:
             index = int(torch.nonzero(bad)[0])
             loss, grad_norm = float(rows[index, loss_col]), float(rows[index, grad_col])
             what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {grad_norm} (loss {loss:.4g})"
+            precision = "" if self.precision == "fp32" else f", or try train.precision=fp32 (not {self.precision})"
             raise NonFiniteLossError(
                 f"{what} at step {self.first_step + index}; the run stopped before any checkpoint held the "
-                "weights it changed. Continue from the last good checkpoint (if one was written) with a lower "
-                "optim.lr, or try train.precision=fp32"
+                f"weights it changed. Continue from the last good checkpoint (if one was written) with a lower "
+                f"optim.lr{precision}"
             )
         self._sums += rows.sum(dim=0)
         self._count += len(rows)
