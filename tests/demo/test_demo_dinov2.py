@@ -87,7 +87,9 @@ def test_without_the_weights_auto_says_why_in_one_line_and_runs_the_colour_model
 
 
 def test_a_version_without_the_dinov2_model_says_so_and_runs_the_colour_model(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(demo_run, "bundled_reference_dir", lambda kind: tmp_path if kind == DINOV2 else bundled_reference_dir(kind))
+    monkeypatch.setattr(
+        demo_run, "bundled_reference_dir", lambda kind: tmp_path if kind == DINOV2 else bundled_reference_dir(kind)
+    )
     with caplog.at_level(logging.WARNING, logger="dias.demo.run"):
         assert choose_reference(None)[0] == COLOUR
     assert "no DINOv2 demo model bundled" in caplog.text

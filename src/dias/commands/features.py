@@ -86,8 +86,8 @@ def build_feature_cache(
             path = split_path(out_dir, split)
             if is_video(cfg.data.name):
                 summary[split] = _cache_clips(
-                    cfg, split=split, path=path, info=info, views=views, backbone=backbone, device=device, autocast=autocast,
-                    batch_size=batch_size, progress=progress, overwrite=overwrite,
+                    cfg, split=split, path=path, info=info, views=views, backbone=backbone, device=device,
+                    autocast=autocast, batch_size=batch_size, progress=progress, overwrite=overwrite,
                 )  # fmt: skip
                 continue
             source = LmdbDataset(split_path(cfg.data.root, split), skip_corrupt=False)

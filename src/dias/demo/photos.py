@@ -65,7 +65,9 @@ def photo_panel(model: SlotModel, cfg: Config, *, seed: int = 0) -> torch.Tensor
             (overlay(photo, masks_from_attention(clusters, shape, grid)[0]), f"k-means, K={cfg.model.num_slots}"),
         ]
         shown = [_fit_height(tile, DISPLAY_HEIGHT) for tile, _ in tiles]
-        rows.append(hstack([caption(t, title) if index == 0 else t for t, (_, title) in zip(shown, tiles)], gap=4))
+        if index == 0:
+            shown = [caption(tile, title) for tile, (_, title) in zip(shown, tiles, strict=True)]
+        rows.append(hstack(shown, gap=4))
     return vstack(rows, gap=4)
 
 

@@ -214,7 +214,12 @@ def _generator_options(cfg: Config) -> dict[str, int] | None:
     if any(header.get("dataset") != DATASET_NAME for header in headers):
         return None
     train, val = (header["info"] for header in headers)
-    return {"num_train": train["num_images"], "num_val": val["num_images"], "size": train["size"], "seed": train["seed"]}
+    return {
+        "num_train": train["num_images"],
+        "num_val": val["num_images"],
+        "size": train["size"],
+        "seed": train["seed"],
+    }
 
 
 def _check_same_config_other_seeds(run_dirs: list[Path], configs: list[Config]) -> None:

@@ -126,7 +126,9 @@ def run_demo(
     ensure_data(data_root, ref, progress=progress)
     placement = [f"data.root={data_root}"]  # where this demo's data (and tokens) are: every run reads them
     if uses_features(ref):
-        placement.append(f"data.features={ensure_features(ref, placement, out_dir / FEATURES_DIR_NAME / tag, progress)}")
+        placement.append(
+            f"data.features={ensure_features(ref, placement, out_dir / FEATURES_DIR_NAME / tag, progress)}"
+        )
     summary: dict[str, Any] = {
         "out_dir": str(out_dir), "model": kind, "machine": machine(), "bundled": None, "fresh": None, "check": None,
     }  # fmt: skip
