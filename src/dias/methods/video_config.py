@@ -97,7 +97,8 @@ def video_misfits(cfg: Config, *, method: str, truncate: str | None, initializer
             Misfit(
                 f"model.num_slots = {m.num_slots}",
                 f"a conditional {method} gets one slot per box, and data.name={cfg.data.name} pads every clip to "
-                f"{object_count(cfg)} objects: use model.num_slots={object_count(cfg)}, or data.max_objects={m.num_slots}",
+                f"{object_count(cfg)} objects: use model.num_slots={object_count(cfg)}, "
+                f"or data.max_objects={m.num_slots}",
             )
         )
     return found
