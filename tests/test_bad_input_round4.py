@@ -25,12 +25,13 @@ import dias.commands.probe as probe_module
 import dias.train.loop as loop_module
 from dias.cli import main
 from dias.commands.probe import PROBE_FILE, RESULT_FILE, run_probe
+from dias.config import load_config
 from dias.data.records import HEADER_KEY, CorruptSplitError, LmdbWriter, load_header, split_path
 from dias.demo.reference import WEIGHTS_FILE_NAME, bundled_reference_dir, load_reference
 from dias.demo.run import ensure_data
 from dias.errors import UsageError
 from dias.io import WeightsMismatchError
-from dias.methods import build_model
+from dias.methods import METHODS, build_model
 from dias.methods.dias.official import dias_official_key_map, load_official_weights
 from dias.modules.backbone import ViTBackbone
 from dias.schema import ConfigError
@@ -224,6 +225,65 @@ def test_a_file_name_over_255_bytes_is_one_line(tiny_root, tmp_path, capsys):
     args = ["train", "--config", str(DEMO_CONFIG), "--out", str(out), f"data.root={tiny_root}", *TINY]
     assert main([*args, "train.total_steps=1"]) == 1
     assert "File name too long" in _one_line_error(capsys)
+
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+
+
+def _misfit_line(capsys, config, *overrides) -> str:
+    """The one line `dias train` refuses a config with, before anything runs."""
+    assert main(["train", "--config", str(CONFIGS / config), *overrides]) == 1
+    return _one_line_error(capsys)
+
+
+def test_switching_an_image_config_to_a_video_method_names_every_key_at_once(capsys):
+    line = _misfit_line(capsys, "smoothsa-coco.yaml", "model.method=randsfq")
+    assert "model.method.name = 'randsfq' does not fit this config: data.name = 'coco' (use a video dataset" in line
+    assert "model.initializer.name = 'preheated' (use model.initializer=normal_shared)" in line
+    assert line.endswith("or start from configs/randsfq-movi-c.yaml")
+
+
+def test_switching_a_video_config_to_an_image_method_names_every_key_at_once(capsys):
+    line = _misfit_line(capsys, "smoothsa-video-movi-c.yaml", "model.method=dias")
+    assert "data.name = 'movi_c' (use an image dataset with its data.root: synthetic, clevrtex, coco or voc)" in line
+    assert "model.initializer.name = 'preheated' (use model.initializer=normal_shared or learned)" in line
+    assert line.endswith("or start from configs/dias-coco.yaml")
+
+
+def test_switching_between_video_methods_names_the_initializer_and_the_truncation(capsys):
+    line = _misfit_line(capsys, "smoothsa-video-movi-c.yaml", "model.method=randsfq")
+    assert "model.initializer.name = 'preheated' (use model.initializer=normal_shared)" in line
+    assert "model.slot_attention.truncate = 'bi-level' (use model.slot_attention.truncate=null)" in line
+    assert "data.name" not in line
+
+
+def test_switching_between_image_methods_names_every_conflicting_key(capsys):
+    line = _misfit_line(
+        capsys, "dias-coco.yaml", "model.initializer=learned", "model.decoder=mlp", "model.method=smoothsa"
+    )
+    assert "model.initializer.name = 'learned' (use model.initializer=preheated)" in line
+    assert "model.decoder.name = 'mlp' (SmoothSA uses the random-order transformer decoder" in line
+    assert line.endswith("or start from configs/smoothsa-coco.yaml")
+    line = _misfit_line(capsys, "smoothsa-coco.yaml", "model.method=dias", "model.slot_attention.num_iters=1")
+    assert "model.initializer.name = 'preheated'" in line and "model.slot_attention.num_iters = 1" in line
+
+
+def test_renaming_the_method_names_the_keys_its_section_does_not_hold(capsys):
+    line = _misfit_line(capsys, "dias-full-coco.yaml", "model.method.name=smoothsa")
+    keys = "model.method.distill_form = 'prob', model.method.distill_weight = 1.0, model.method.distill_schedule"
+    assert keys in line and "the section model.method.reinit (not keys of smoothsa" in line
+    assert "model.method=smoothsa alone" in line
+    # a key no method holds is a misspelling, with its "did you mean"
+    assert "did you mean model.method.distill_weight?" in _misfit_line(
+        capsys, "dias-coco.yaml", "model.method.distill_wieght=1"
+    )
+
+
+@pytest.mark.parametrize("method", ["dias", "smoothsa", "smoothsa_video", "randsfq"])
+def test_the_config_a_misfit_offers_to_start_from_is_made_for_that_method(method):
+    start = pathlib.Path(METHODS[method].start_config)
+    assert start.parent.name == "configs"
+    assert load_config(CONFIGS / start.name).model.method.name == method
 
 
 # --- report ------------------------------------------------------------------------------------------------

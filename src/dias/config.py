@@ -34,7 +34,9 @@ from dias.schema import (
     ConfigError,
     DecoderConfig,
     MethodConfig,
+    Misfit,
     TransformerDecoderConfig,
+    dataset_misfits,
 )
 from dias.version import __version__
 
@@ -170,7 +172,9 @@ def from_dict(raw: dict[str, Any], *, version: str | None = None) -> Config:
 
     `version` is the dias version that saved `raw` (a checkpoint's or export's `dias_version`); a saved
     config.yaml names it under VERSION_KEY. Data saved by an older layout is upgraded first (upgrade_layout).
-    The method that model.method names adds its defaults beneath `raw`, then checks the result.
+    The method that model.method names adds its defaults beneath `raw`; then every setting the method cannot
+    run (a dataset of the other kind, its own misfits, keys of another method's section) is refused at once,
+    so that switching model.method names all the keys that must change in one line.
     """
     # imported here so that `import dias` and `dias --help` stay quick: the methods import torch and timm
     from dias.methods import METHODS
@@ -184,10 +188,47 @@ def from_dict(raw: dict[str, Any], *, version: str | None = None) -> Config:
         raise ConfigError(
             f"config key model.method.name = {name!r} is not one of {', '.join(map(repr, METHODS))}{hint}"
         )
-    beneath = merge_config({"model": {"method": {"name": name}}}, METHODS[name].defaults)
-    cfg = _build(Config, merge_config(beneath, raw), prefix="")
-    METHODS[name].check(cfg)
+    method = METHODS[name]
+    beneath = merge_config({"model": {"method": {"name": name}}}, method.defaults)
+    merged, foreign = _without_foreign_method_keys(merge_config(beneath, raw), method.config)
+    cfg = _build(Config, merged, prefix="")
+    misfits = [*dataset_misfits(cfg), *method.misfits(cfg), *foreign]
+    if misfits:
+        listed = "; ".join(f"{misfit.setting} ({misfit.fix})" for misfit in misfits)
+        raise ConfigError(
+            f"model.method.name = {name!r} does not fit this config: {listed}; or start from {method.start_config}"
+        )
     return cfg
+
+
+def _without_foreign_method_keys(
+    raw: dict[str, Any], section: type[MethodConfig]
+) -> tuple[dict[str, Any], list[Misfit]]:
+    """`raw` less the keys of its model.method section that only another method's section holds (left by a
+    switch such as `model.method.name=smoothsa` on a DIAS config), and a misfit naming them; a key no
+    method holds stays, for the unknown-key refusal and its "did you mean"."""
+    from dias.methods import METHODS
+
+    given = raw["model"]["method"] if isinstance(raw.get("model"), dict) else None
+    if not isinstance(given, dict):
+        return raw, []
+    own = {f.name for f in dataclasses.fields(section)}
+    others = {f.name for method in METHODS.values() for f in dataclasses.fields(method.config)} - own
+    foreign = [key for key in given if key in others]
+    if not foreign:
+        return raw, []
+    raw = copy.deepcopy(raw)
+    raw["model"]["method"] = {key: value for key, value in given.items() if key not in foreign}
+    shown = ", ".join(
+        f"the section model.method.{key}" if isinstance(given[key], dict) else f"model.method.{key} = {given[key]!r}"
+        for key in foreign
+    )
+    name = given["name"]
+    fix = (
+        f"not keys of {name}: remove them, or switch with model.method={name} alone, which replaces the whole "
+        f"section by {name}'s defaults"
+    )
+    return raw, [Misfit(shown, fix)]
 
 
 def _method_name(raw: dict[str, Any]) -> Any:

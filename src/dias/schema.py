@@ -307,20 +307,14 @@ class Config:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     def __post_init__(self) -> None:
-        """The checks that span sections and every method shares; a method's own run in dias.config."""
+        """The checks that span sections and hold whatever the method; what must fit the method is its
+        misfits' business (dataset_misfits and each method's, gathered by dias.config)."""
         self._check_patches()
         b = self.model.backbone
         if b.weights in NAMED_WEIGHTS and b.name != NAMED_WEIGHTS[b.weights]:
             raise ConfigError(
                 f"config key model.backbone.weights = {b.weights!r} fits the {NAMED_WEIGHTS[b.weights]} backbone, "
                 f"not {b.name}; set model.backbone.name={NAMED_WEIGHTS[b.weights]}"
-            )
-        if is_video(self.data.name) != self.model.method.video:
-            wants, kind = ("a video", "an image") if self.model.method.video else ("an image", "a video")
-            raise ConfigError(
-                f"config key data.name = {self.data.name!r} is {kind} dataset, but model.method.name = "
-                f"{self.model.method.name!r} trains on {wants} dataset; choose data.name from "
-                + ", ".join(tuple(VIDEO_SLOT_COUNTS) if self.model.method.video else IMAGE_DATASETS)
             )
         self._check_mask_source("eval.mask_source", self.eval.mask_source)
         self._check_mask_source("probe.mask_source", self.probe.mask_source)
@@ -374,6 +368,26 @@ class Config:
         """Whether the backbone tiles image_size into patches, with at least one token per slot."""
         side, patch = patch_input(self.model.backbone, image_size)
         return side >= patch and side % patch == 0 and (side // patch) ** 2 >= self.model.num_slots
+
+
+class Misfit(NamedTuple):
+    """A setting of a config that the method model.method names cannot run, and how to make it fit.
+
+    A config load gathers every misfit (dataset_misfits, the method's own, keys of another method's section)
+    and refuses them in one line, so switching model.method names every key that must change at once.
+    """
+
+    setting: str  # the key and the config's value, e.g. "model.initializer.name = 'preheated'"
+    fix: str  # what fits, e.g. "use model.initializer=normal_shared or learned"
+
+
+def dataset_misfits(cfg: Config) -> list[Misfit]:
+    """data.name of the other kind than the method trains on: an image method on a video dataset, or the reverse."""
+    if is_video(cfg.data.name) == cfg.model.method.video:
+        return []
+    kind, names = ("a video", tuple(VIDEO_SLOT_COUNTS)) if cfg.model.method.video else ("an image", IMAGE_DATASETS)
+    listed = f"{', '.join(names[:-1])} or {names[-1]}"
+    return [Misfit(f"data.name = {cfg.data.name!r}", f"use {kind} dataset with its data.root: {listed}")]
 
 
 PATCH_STATS = "patch_stats"

@@ -23,7 +23,7 @@ from torch import nn
 from dias.errors import UsageError
 from dias.methods.common import release_init
 from dias.modules.backbone import FrozenBackbone
-from dias.schema import Config, MethodConfig
+from dias.schema import Config, MethodConfig, Misfit
 
 LOSS_STAT, GRAD_NORM_STAT = "loss", "grad_norm"  # the statistics every method's step reports first and last
 
@@ -124,7 +124,8 @@ class Method:
     config: type[MethodConfig]  # its section, model.method (name: <name>): objective weights, schedules, options
     # config beneath the user's files when model.method names this method (e.g. SmoothSA's preheated initializer)
     defaults: dict[str, Any]
-    check: Callable[[Config], None]  # refuses, at load, a config the method cannot run (raises ConfigError)
+    misfits: Callable[[Config], list[Misfit]]  # what in a config it cannot run, refused at load (dias.config)
+    start_config: str  # the shipped config a run of it starts from, offered when a config does not fit it
     term_names: tuple[str, ...]  # the loss terms, in the order of Objective.terms
     build_model: Callable[[Config], SlotModel]
     plan: Callable[[Config, int], StepPlan]  # (config, 0-based step) -> the step's plan

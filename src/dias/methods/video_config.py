@@ -16,11 +16,12 @@ from dias.schema import (
     POSITIVE,
     VIDEO_SLOT_COUNTS,
     Config,
-    ConfigError,
     MethodConfig,
+    Misfit,
     at_least,
     between,
     checked,
+    is_video,
 )
 
 
@@ -52,42 +53,55 @@ def object_count(cfg: Config) -> int:
     return d.max_objects if d.max_objects is not None else VIDEO_SLOT_COUNTS[d.name]
 
 
-def check_video(cfg: Config, *, method: str, truncate: str | None, initializer: str) -> None:
-    """What a video method cannot run, refused at load naming the key: another initializer or truncation than
-    its own, the MLP decoder, a mask source other than the decoder or the last iteration, and
-    (conditional) a slot count other than the boxes' rows."""
-    m = cfg.model
+def video_misfits(cfg: Config, *, method: str, truncate: str | None, initializer: str) -> list[Misfit]:
+    """What a video method cannot run: another initializer or truncation than its own, the MLP decoder, a mask
+    source other than the decoder or the last iteration, clips of one frame and (conditional) a slot count other
+    than the boxes' rows."""
+    m, found = cfg.model, []
     if m.initializer.name != initializer:
-        raise ConfigError(
-            f"config key model.initializer.name = {m.initializer.name!r} does not fit model.method.name = "
-            f"{method!r}; use model.initializer={initializer}"
-        )
+        found.append(Misfit(f"model.initializer.name = {m.initializer.name!r}", f"use model.initializer={initializer}"))
     if m.slot_attention.truncate != truncate:
-        raise ConfigError(
-            f"config key model.slot_attention.truncate = {m.slot_attention.truncate!r} does not fit "
-            f"model.method.name = {method!r}; use model.slot_attention.truncate={truncate or 'null'}"
+        given = "null" if m.slot_attention.truncate is None else repr(m.slot_attention.truncate)
+        found.append(
+            Misfit(
+                f"model.slot_attention.truncate = {given}",
+                f"use model.slot_attention.truncate={truncate or 'null'}",
+            )
         )
     if m.decoder.name != "random_order_transformer":
-        raise ConfigError(
-            f"config key model.decoder.name = {m.decoder.name!r}: {method} uses the random-order transformer "
-            "decoder; use model.decoder=random_order_transformer"
+        found.append(
+            Misfit(
+                f"model.decoder.name = {m.decoder.name!r}",
+                f"{method} uses the random-order transformer decoder: use model.decoder=random_order_transformer",
+            )
         )
     if cfg.eval.mask_source not in ("decoder", "attn:-1"):
-        raise ConfigError(
-            f"config key eval.mask_source = {cfg.eval.mask_source!r}: a video model keeps each frame's last "
-            "slot-attention map only; use eval.mask_source=decoder or attn:-1"
+        found.append(
+            Misfit(
+                f"eval.mask_source = {cfg.eval.mask_source!r}",
+                "a video model keeps each frame's last slot-attention map only: use eval.mask_source=decoder or "
+                "attn:-1",
+            )
         )
     if window(cfg) < 2:
-        raise ConfigError(
-            f"config key data.clip_length = {cfg.data.clip_length}: the transitioner pairs a frame with an earlier "
-            "one, so training clips need at least 2 frames; use data.clip_length=2 or more (the releases use 5-6)"
+        found.append(
+            Misfit(
+                f"data.clip_length = {cfg.data.clip_length}",
+                "the transitioner pairs a frame with an earlier one: use data.clip_length=2 or more, the releases "
+                "use 5-6",
+            )
         )
-    if m.method.conditional and m.num_slots != object_count(cfg):
-        raise ConfigError(
-            f"config key model.num_slots = {m.num_slots}: a conditional {method} gets one slot per box, and "
-            f"data.name={cfg.data.name} pads every clip to {object_count(cfg)} objects; use "
-            f"model.num_slots={object_count(cfg)} (or set data.max_objects={m.num_slots})"
+    # on an image dataset (a dataset misfit) there are no boxes to count
+    if m.method.conditional and is_video(cfg.data.name) and m.num_slots != object_count(cfg):
+        found.append(
+            Misfit(
+                f"model.num_slots = {m.num_slots}",
+                f"a conditional {method} gets one slot per box, and data.name={cfg.data.name} pads every clip to "
+                f"{object_count(cfg)} objects: use model.num_slots={object_count(cfg)}, "
+                f"or data.max_objects={m.num_slots}",
+            )
         )
+    return found
 
 
 def build_sections(cfg: Config) -> dict:

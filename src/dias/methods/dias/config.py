@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from dias.schema import FRACTION, Config, ConfigError, MethodConfig, Rule, at_least, checked
+from dias.schema import FRACTION, Config, MethodConfig, Misfit, Rule, at_least, checked
 
 DIAS_INITIALIZERS = ("normal_shared", "learned")
 
@@ -42,18 +42,23 @@ class DIASConfig(MethodConfig):
         return self.reinit.num_iters if self.reinit.enabled else 0
 
 
-def check(cfg: Config) -> None:
-    """What DIAS cannot run, refused at load: another method's initializer, and one attention map in training
-    (the distillation pairs the first iteration's map with the last one's)."""
-    m = cfg.model
+def misfits(cfg: Config) -> list[Misfit]:
+    """What DIAS cannot run: another method's initializer, and one attention map in training (the
+    distillation pairs the first iteration's map with the last one's)."""
+    m, found = cfg.model, []
     if m.initializer.name not in DIAS_INITIALIZERS:
-        raise ConfigError(
-            f"config key model.initializer.name = {m.initializer.name!r} does not fit model.method.name = 'dias'; "
-            f"use one of {', '.join(DIAS_INITIALIZERS)}"
+        found.append(
+            Misfit(
+                f"model.initializer.name = {m.initializer.name!r}",
+                f"use model.initializer={' or '.join(DIAS_INITIALIZERS)}",
+            )
         )
     if m.slot_attention.num_iters < 2:
-        raise ConfigError(
-            f"config key model.slot_attention.num_iters = {m.slot_attention.num_iters} is too few for DIAS: its "
-            "self-distillation pairs the first iteration's attention with the last one's, so it needs at least two; "
-            "use model.slot_attention.num_iters=3 (the release's)"
+        found.append(
+            Misfit(
+                f"model.slot_attention.num_iters = {m.slot_attention.num_iters}",
+                "too few for DIAS, whose self-distillation pairs the first iteration's attention with the last "
+                "one's: use model.slot_attention.num_iters=3, the release's",
+            )
         )
+    return found

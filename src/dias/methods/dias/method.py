@@ -13,7 +13,7 @@ import torch
 
 from dias.losses import reconstruction_loss
 from dias.methods.base import Method, Objective, StepPlan
-from dias.methods.dias.config import DIASConfig, check
+from dias.methods.dias.config import DIASConfig, misfits
 from dias.methods.dias.model import DIASOutput, build_model
 from dias.methods.dias.objective import distill_weight_at, distillation_loss, reinit_prob_at, select_distillation_pair
 from dias.methods.dias.official import load_official_weights
@@ -55,7 +55,8 @@ METHOD = Method(
     name="dias",
     config=DIASConfig,
     defaults={},  # the schema's defaults are the release's DIAS: a shared Gaussian, no truncation
-    check=check,
+    misfits=misfits,
+    start_config="configs/dias-coco.yaml",
     term_names=(RECON, DISTILL),
     build_model=build_model,
     plan=plan,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from dias.methods.video_config import VideoMethodConfig, check_video
-from dias.schema import Config
+from dias.methods.video_config import VideoMethodConfig, video_misfits
+from dias.schema import Config, Misfit
 
 # What `model.method=randsfq` brings along, beneath the config files: the shared Gaussian for frame 0 (the
 # release's NormalShared; conditional configs replace it by the box MLP) and untruncated slot attention
@@ -23,6 +23,6 @@ class RandSFQConfig(VideoMethodConfig):
     objective_keys: ClassVar[tuple[str, ...]] = ("contrast_weight", "contrast_tau")
 
 
-def check(cfg: Config) -> None:
-    """What RandSF.Q cannot run, refused at load (dias.methods.video_config.check_video)."""
-    check_video(cfg, method="randsfq", truncate=TRUNCATE, initializer="normal_shared")
+def misfits(cfg: Config) -> list[Misfit]:
+    """What RandSF.Q cannot run (dias.methods.video_config.video_misfits)."""
+    return video_misfits(cfg, method="randsfq", truncate=TRUNCATE, initializer="normal_shared")

@@ -12,7 +12,7 @@ import torch
 from dias.losses import reconstruction_loss
 from dias.methods.base import Method, Objective, StepPlan
 from dias.methods.common import backbone_from_config
-from dias.methods.randsfq.config import DEFAULTS, RandSFQConfig, check
+from dias.methods.randsfq.config import DEFAULTS, RandSFQConfig, misfits
 from dias.methods.randsfq.model import RandSFQ, RandSFQOutput, build_randsfq
 from dias.methods.randsfq.objective import slot_contrast_loss
 from dias.methods.randsfq.official import load_official_randsfq_weights
@@ -42,7 +42,8 @@ METHOD = Method(
     name="randsfq",
     config=RandSFQConfig,
     defaults=DEFAULTS,
-    check=check,
+    misfits=misfits,
+    start_config="configs/randsfq-movi-c.yaml",
     term_names=(RECON, CONTRAST),
     build_model=build_model,
     plan=plan,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from dias.schema import STEPS_OR_NONE, Config, ConfigError, MethodConfig, at_least, checked
+from dias.schema import STEPS_OR_NONE, Config, MethodConfig, Misfit, at_least, checked
 
 # What `model.method=smoothsa` brings along, beneath the config files: the release's preheated first slots and
 # bi-level truncated slot attention ("None: not converge", the release's config notes).
@@ -29,16 +29,16 @@ def detach_steps(cfg: Config) -> int:
     return cfg.train.total_steps // 10 if given is None else given
 
 
-def check(cfg: Config) -> None:
-    """What SmoothSA cannot run, refused at load: another initializer than the preheater, an MLP decoder."""
-    m = cfg.model
+def misfits(cfg: Config) -> list[Misfit]:
+    """What SmoothSA cannot run: another initializer than the preheater, an MLP decoder."""
+    m, found = cfg.model, []
     if m.initializer.name != "preheated":
-        raise ConfigError(
-            f"config key model.initializer.name = {m.initializer.name!r} does not fit model.method.name = 'smoothsa'; "
-            "use model.initializer=preheated"
-        )
+        found.append(Misfit(f"model.initializer.name = {m.initializer.name!r}", "use model.initializer=preheated"))
     if m.decoder.name != "random_order_transformer":
-        raise ConfigError(
-            f"config key model.decoder.name = {m.decoder.name!r}: SmoothSA uses the random-order transformer "
-            "decoder; use model.decoder=random_order_transformer"
+        found.append(
+            Misfit(
+                f"model.decoder.name = {m.decoder.name!r}",
+                "SmoothSA uses the random-order transformer decoder: use model.decoder=random_order_transformer",
+            )
         )
+    return found

@@ -14,7 +14,7 @@ import torch
 from dias.losses import reconstruction_loss
 from dias.methods.base import Method, Objective, StepPlan
 from dias.methods.common import backbone_from_config
-from dias.methods.smoothsa.config import DEFAULTS, SmoothSAConfig, check, detach_steps
+from dias.methods.smoothsa.config import DEFAULTS, SmoothSAConfig, detach_steps, misfits
 from dias.methods.smoothsa.model import SmoothSA, SmoothSAOutput, build_smoothsa
 from dias.methods.smoothsa.objective import preheat_loss
 from dias.methods.smoothsa.official import load_official_smoothsa_weights
@@ -57,7 +57,8 @@ METHOD = Method(
     name="smoothsa",
     config=SmoothSAConfig,
     defaults=DEFAULTS,
-    check=check,
+    misfits=misfits,
+    start_config="configs/smoothsa-coco.yaml",
     term_names=(RECON, PREHEAT),
     build_model=build_model,
     plan=plan,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from dias.methods.video_config import VideoMethodConfig, check_video
-from dias.schema import STEPS_OR_NONE, Config, at_least, checked
+from dias.methods.video_config import VideoMethodConfig, video_misfits
+from dias.schema import STEPS_OR_NONE, Config, Misfit, at_least, checked
 
 # What `model.method=smoothsa_video` brings along, beneath the config files: SmoothSA's preheated first slots
 # (from frame 0's tokens, and each object's first-frame box when conditional) and bi-level truncation.
@@ -26,6 +26,6 @@ class SmoothSAVideoConfig(VideoMethodConfig):
     objective_keys: ClassVar[tuple[str, ...]] = ("contrast_weight", "contrast_tau", "preheat_weight", "detach_steps")
 
 
-def check(cfg: Config) -> None:
-    """What SmoothSA-video cannot run, refused at load (dias.methods.video_config.check_video)."""
-    check_video(cfg, method="smoothsa_video", truncate=TRUNCATE, initializer="preheated")
+def misfits(cfg: Config) -> list[Misfit]:
+    """What SmoothSA-video cannot run (dias.methods.video_config.video_misfits)."""
+    return video_misfits(cfg, method="smoothsa_video", truncate=TRUNCATE, initializer="preheated")

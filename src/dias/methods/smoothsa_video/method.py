@@ -15,7 +15,7 @@ from dias.losses import reconstruction_loss
 from dias.methods.base import Method, Objective, StepPlan
 from dias.methods.common import backbone_from_config
 from dias.methods.smoothsa.config import detach_steps
-from dias.methods.smoothsa_video.config import DEFAULTS, SmoothSAVideoConfig, check
+from dias.methods.smoothsa_video.config import DEFAULTS, SmoothSAVideoConfig, misfits
 from dias.methods.smoothsa_video.model import SmoothSAVideo, SmoothSAVideoOutput, build_smoothsa_video
 from dias.methods.smoothsa_video.objective import slot_contrast_loss, video_preheat_loss
 from dias.methods.smoothsa_video.official import load_official_smoothsa_video_weights
@@ -52,7 +52,8 @@ METHOD = Method(
     name="smoothsa_video",
     config=SmoothSAVideoConfig,
     defaults=DEFAULTS,
-    check=check,
+    misfits=misfits,
+    start_config="configs/smoothsa-video-movi-c.yaml",
     term_names=(RECON, CONTRAST, PREHEAT),
     build_model=build_model,
     plan=plan,
