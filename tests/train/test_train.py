@@ -27,6 +27,7 @@ from dias.data.codec import record_key
 from dias.data.sampling import EpochSampler
 from dias.methods.dias.method import draw_reinit
 from dias.runtime.lock import FolderInUseError
+from dias.schema import NAMED_WEIGHTS
 from dias.train.checkpoint import LAST, CheckpointError, load_checkpoint
 from dias.train.log import read_metrics
 from dias.train.loop import train
@@ -53,6 +54,8 @@ def test_every_shipped_config_trains_two_steps(path, tiny_root, tiny_video_root,
     if load_config(path).model.method.video:  # synthetic-video: K = 6 objects, 4-frame videos cut into 3 and 2
         video = ["data.name=synthetic_video", "model.num_slots=6", "data.clip_length=3", "data.eval_clip_length=2"]
         overrides = [*overrides, f"data.root={tiny_video_root}", *video]
+    if load_config(path).model.backbone.weights in NAMED_WEIGHTS:  # offline: the same ViT, randomly drawn
+        overrides = [*overrides, "model.backbone.weights=null"]
     cfg = load_config(path, overrides)
     result = train(cfg, tmp_path / "run", progress=False)
     assert result.status == "done" and result.step == 2
