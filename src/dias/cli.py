@@ -200,7 +200,7 @@ def _add_demo_parser(commands) -> None:
         "--minutes",
         type=minutes,
         default=None,
-        help="time budget of the fresh training (default: what is left of 10 minutes since the start; 0: no limit)",
+        help="time budget of the fresh training (default: 7, less where the demo would not end within 10; 0: no limit)",
     )
     demo.add_argument(
         "--model",

@@ -14,7 +14,8 @@ In order: make the reference's synthetic dataset (or reuse it), cache its backbo
 only: dias.commands.features, the evaluation view of every image), evaluate the bundled model on the val
 split with the baselines and a visual report (plus, for a ViT model, the four shipped photos beside
 k-means on the same tokens: dias.demo.photos), then train a fresh model from scratch with the bundled
-model's config for what is left of DEMO_MINUTES and compare its logged loss and validation metrics with
+model's config for TRAIN_MINUTES (less when the steps before took so long that the demo would not end
+within DEMO_MINUTES) and compare its logged loss and validation metrics with
 the reference runs' logs at the same steps (dias.demo.follow). `key=value` overrides apply to the fresh
 training only, so `dias demo optim.lr=1e-9` shows the check fail.
 
@@ -71,7 +72,8 @@ DEMO_CONFIG = "demo.yaml"
 DEFAULT_OUT_DIR = Path("runs/demo")
 DATA_DIR_NAME, BUNDLED_DIR_NAME, FRESH_DIR_NAME = "data", "bundled", "fresh"
 DEMO_MINUTES = 10.0  # the whole demo on 2 cores: weights, data, tokens, the bundled model's scores, training, check
-AFTER_TRAINING_MINUTES = 0.5  # kept back for what follows the fresh training: its last validation and the check
+TRAIN_MINUTES = 7.0  # of fresh training, at most: less when what came before took longer
+AFTER_TRAINING_MINUTES = 1.0  # kept back for what follows the fresh training: its last validation and the check
 MIN_TRAIN_MINUTES = 1.0
 AUTO_MINUTES = "auto"
 FEATURES_DIR_NAME = "features"
@@ -111,10 +113,11 @@ def run_demo(
     {"out_dir", "model", "machine", "bundled": {"metrics", "baselines", "report", "photos"} or None,
     "fresh": {"run_dir", "status", "step"} or None, "check": FollowCheck or None}. `mode` is "all", "eval"
     (the bundled model only) or "train" (the fresh training and its check only). `model` is "auto", "dinov2"
-    or "colour" (ignored when `reference` names a folder). `minutes` caps the fresh training: "auto" is what
-    is left of DEMO_MINUTES since the start (at least MIN_TRAIN_MINUTES), None no limit; `max_steps` caps
-    it too. Ctrl-C or SIGTERM stops the fresh training (checkpointed): its "status" is "interrupted" or
-    "terminated" and no check is made; the marker is written, so a later demo starts that run afresh.
+    or "colour" (ignored when `reference` names a folder). `minutes` caps the fresh training: "auto" is
+    TRAIN_MINUTES, or less so that the demo ends within DEMO_MINUTES (at least MIN_TRAIN_MINUTES), None no
+    limit; `max_steps` caps it too. Ctrl-C or SIGTERM stops the fresh training (checkpointed): its "status"
+    is "interrupted" or "terminated" and no check is made; the marker is written, so a later demo starts that
+    run afresh.
     """
     started = time.monotonic()
     if mode not in MODES:
@@ -136,7 +139,8 @@ def run_demo(
         summary["bundled"] = evaluate_bundled(ref, placement, out_dir / BUNDLED_DIR_NAME, progress=progress)
     if mode in ("all", "train"):
         if minutes == AUTO_MINUTES:
-            minutes = max(MIN_TRAIN_MINUTES, DEMO_MINUTES - AFTER_TRAINING_MINUTES - (time.monotonic() - started) / 60)
+            left = DEMO_MINUTES - AFTER_TRAINING_MINUTES - (time.monotonic() - started) / 60
+            minutes = max(MIN_TRAIN_MINUTES, min(TRAIN_MINUTES, left))
         fresh, check = train_and_check(
             ref, placement, out_dir / FRESH_DIR_NAME, overrides, minutes=minutes, max_steps=max_steps,
             progress=progress, overwrite=overwrite,
