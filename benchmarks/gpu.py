@@ -21,7 +21,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from features_cache import measure as measure_features
-from machine import cpu_name
+from machine import cpu_name, slug
 from timing import median, median_of_rounds, peak_memory_mib, reset_peak_memory, synchronize, time_calls
 from torch.utils.data import DataLoader
 
@@ -190,10 +189,6 @@ def device_label(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return cpu_name()
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def main() -> int:

@@ -24,8 +24,9 @@ gradient-norm clip 0.05 -> Adam.
 
 Both models are built once; rounds alternate between them (the order flips every round) and each round times
 `--steps` steps after one warm-up step; the table gives medians over all timed steps. GFLOP per step is counted
-by torch.utils.flop_counter on one extra step (matmuls and attention, forward and backward); the last line gives
-the rate of a large fp32 matrix product on the same threads, measured once per round: the ceiling.
+by torch.utils.flop_counter (the CPU's fused attention included: flops.py) on one extra step (matmuls and
+attention, forward and backward); the last line gives the rate of a large fp32 matrix product on the same
+threads, measured once per round: the ceiling.
 
 The official code imports einops (install it into the venv: `pip install einops`); cv2, pycocotools, wandb
 and PyAV, which it imports for data and logging this run does not use, are replaced by empty modules where
@@ -53,10 +54,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from flops import flop_counter, matmul_gflops
 from machine import cpu_name
 from smoothsa_trajectory import import_official, timm_offline
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from dias.io import atomic_write
 from dias.losses import reconstruction_loss
@@ -224,20 +225,10 @@ def checkout_commit(checkout: Path) -> str:
 
 
 def count_gflop(step: Callable[[], None]) -> float:
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with counter:
         step()
     return counter.get_total_flops() / 1e9
-
-
-def matmul_gflops(size: int, repeats: int = 10) -> float:
-    """The fp32 rate of a large square matrix product: this machine's practical ceiling."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def measure(method: str, *, batch_size: int, frames: int, steps: int, rounds: int, gemm_size: int) -> dict:
@@ -311,7 +302,8 @@ def main() -> None:
         f"{datetime.date.today().isoformat()}. Batch {args.batch_size} clips x {args.frames} frames, K = "
         f"{NUM_SLOTS} (conditional on frame 0's boxes), ViT-S/14 tokens ({(IMAGE_SIZE // PATCH) ** 2} x "
         f"{FEATURE_DIM}) given as features. Medians of {args.rounds} alternating rounds x {args.steps} timed steps "
-        "per model, both models in one process; GFLOP counted by torch.utils.flop_counter on one extra step.",
+        "per model, both models in one process; GFLOP counted by torch.utils.flop_counter (the CPU's fused attention "
+        "included) on one extra step.",
         "",
         f"    {command}",
         "",

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from dias.data.synthetic import prepare_synthetic
 
@@ -214,3 +215,35 @@ def test_features_speed_prints_a_row_per_precision_and_batch_size(tmp_path):
     )
     assert "| fp32 | 1 |" in result.stdout and "| fp32 | 2 |" in result.stdout and "2 x 2 x 384 tokens" in result.stdout
     assert out.read_text() == result.stdout
+
+
+def test_step_profile_writes_a_row_per_part(tmp_path):
+    out = tmp_path / "profile.md"
+    _benchmark(
+        "step_profile.py", "--config", str(REPO / "configs" / "demo.yaml"), *_overrides(SMALL_DEMO), "--batch-sizes",
+        "2", "--repeats", "1", "--gemm-size", "64", "--clock", "cpu", "--out", str(out),
+    )  # fmt: skip
+    text = out.read_text()
+    for row in (
+        "| encoder projection | forward |",
+        "| slot attention: each further iteration (x2) | backward |",
+        "| decoder self-attention (x1) | backward |",
+        "| decoder MLP (x1) | forward |",
+        "| losses | backward |",
+        "| Adam step |",
+        "| **whole step** |",
+    ):
+        assert row in text
+    assert "furthest from the ceiling:" in text
+
+
+def test_flop_counter_counts_the_cpu_attention_kernel(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    flops = importlib.import_module("flops")
+    q = torch.randn(2, 4, 16, 8, requires_grad=True)
+    with flops.flop_counter() as counter:
+        out = torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    assert counter.get_total_flops() == 4 * 2 * 4 * 16 * 16 * 8  # q k^T and attn v: 2 products of 2 N^2 d each
+    with flops.flop_counter() as counter:
+        out.sum().backward()
+    assert counter.get_total_flops() > 0
