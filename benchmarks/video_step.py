@@ -47,7 +47,6 @@ import shlex
 import statistics
 import subprocess
 import sys
-import time
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ import torch
 from flops import flop_counter, matmul_gflops
 from machine import cpu_name
 from smoothsa_trajectory import import_official, timm_offline
+from timing import time_calls
 from torch import nn
 
 from dias.io import atomic_write
@@ -151,14 +151,18 @@ def adam_step(params: list[nn.Parameter], optimizer: torch.optim.Optimizer, loss
 def our_step(release: Release, features: torch.Tensor, boxes: torch.Tensor, weights: dict | None) -> Callable:
     """The package's model and loss terms, composed as the release's step; `weights`: the official model's."""
     backbone = PatchStats(patch_size=PATCH, feature_dim=FEATURE_DIM)  # never runs: features are given
-    model = release.build(
-        backbone,
-        window=features.shape[1],
-        slot_attention=SlotAttentionConfig(**SLOT_ATTENTION, truncate=release.truncate),
-        method=release.method(conditional=True, transit_dropout=TRANSIT_DROPOUT),
-        **ARCHITECTURE,
-        **release.own,
-    ).train()
+    model = (
+        release.build(
+            backbone,
+            window=features.shape[1],
+            slot_attention=SlotAttentionConfig(**SLOT_ATTENTION, truncate=release.truncate),
+            method=release.method(conditional=True, transit_dropout=TRANSIT_DROPOUT),
+            **ARCHITECTURE,
+            **release.own,
+        )
+        .to(features.device)
+        .train()
+    )
     if weights is not None:
         release.load_weights(model, weights)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -199,7 +203,7 @@ def official_step(release: Release, checkout: Path, features: torch.Tensor, boxe
     model.encode_backbone = nn.Identity()  # its input is then the backbone's output: (B, T, C, h, w) maps
     wrapped = official.ModelWrap(model, cfg.model_imap, cfg.model_omap)
     wrapped.freez(cfg.freez, verbose=False)
-    wrapped.train()
+    wrapped.to(features.device).train()
     if hasattr(model.initializ, "detach_flag"):
         model.initializ.detach_flag.data[...] = 0  # past the first tenth of training, as ours (detach_preheat)
     loss_fn = official.MetricWrap(**official.build_from_config(cfg.get("loss_fn_t", cfg.get("loss_fn"))))
@@ -231,11 +235,14 @@ def count_gflop(step: Callable[[], None]) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def measure(method: str, *, batch_size: int, frames: int, steps: int, rounds: int, gemm_size: int) -> dict:
+def measure(
+    method: str, *, batch_size: int, frames: int, steps: int, rounds: int, gemm_size: int, device: str = "cpu"
+) -> dict:
     """{'rows': {name: (ms per step, GFLOP per step)}, 'gemm': [GFLOP/s per round], 'skipped': reason or None,
-    'source': the official code's URL and commit, or None}."""
+    'source': the official code's URL and commit, or None}. On a GPU (`device`), each step's time ends with a
+    device sync (benchmarks/gpu.py)."""
     release = METHODS[method]
-    features, boxes = make_batch(batch_size, frames)
+    features, boxes = (t.to(device) for t in make_batch(batch_size, frames))
     steps_by_name: dict[str, Callable[[], None]] = {}
     weights, skipped = None, None
     checkout = os.environ.get(release.env)
@@ -253,11 +260,7 @@ def measure(method: str, *, batch_size: int, frames: int, steps: int, rounds: in
         gemm.append(matmul_gflops(gemm_size))
         order = list(steps_by_name)[:: 1 if round_index % 2 == 0 else -1]  # alternate who goes first
         for name in order:
-            steps_by_name[name]()  # warm-up
-            for _ in range(steps):
-                start = time.perf_counter()
-                steps_by_name[name]()
-                times[name].append(time.perf_counter() - start)
+            times[name] += time_calls(steps_by_name[name], steps=steps, warmup=1, device=device)
     rows = {name: (1000 * statistics.median(times[name]), count_gflop(step)) for name, step in steps_by_name.items()}
     return {"rows": rows, "gemm": gemm, "skipped": skipped, "source": source}
 

@@ -55,17 +55,22 @@ def test_gpu_without_a_gpu_says_so_and_exits_0(tmp_path):
 
 
 @pytest.mark.slow
-def test_gpu_every_section_runs_on_the_cpu_when_allowed(tmp_path):
+def test_gpu_smoke_runs_every_path_and_refuses_the_cuda_only_ones(tmp_path):
+    """--smoke without a GPU: each path once at a tiny size on the CPU (a few minutes: it compiles one step)."""
     out = tmp_path / "gpu.md"
-    _benchmark(
-        "gpu.py", "--allow-cpu", "--config", str(REPO / "configs" / "demo.yaml"), *_overrides(BENCHMARK_MODEL),
-        "--batch-size", "2", "--steps", "1", "--rounds", "1", "--images", "8", "--cache-images", "4", "--workers", "0",
-        "--precisions", "fp32", "--modes", "eager", "--out", str(out),
-    )  # fmt: skip
+    _benchmark("gpu.py", "--smoke", "--out", str(out))
     text = out.read_text()
-    for row in ("| dias fp32 features eager |", "| dias fp32 backbone eager |", "| 0 |", "`dias eval`, cached tokens"):
+    for row in (
+        "| dias fp32 features eager | ",
+        "| dias bf16 features compiled | ",
+        "| 0 | ",
+        "`dias eval`, cached tokens",
+    ):
         assert row in text
-    assert "failed" not in text and "official step was skipped" in text
+    for cuda_only in ("tf32 features eager", "fp16 features eager", "fp16 features compiled", "fp16 backbone eager"):
+        assert f"| dias {cuda_only} | n/a: no CUDA |" in text
+    assert text.count("| dias |") == 2  # the video step of both methods
+    assert "failed" not in text and "Error" not in text
 
 
 @pytest.fixture
