@@ -31,6 +31,7 @@ import argparse
 import dataclasses
 import datetime
 import os
+import shlex
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -273,6 +274,17 @@ def furthest(parts: list[Timing], ceiling: float) -> str:
     return f"furthest from the ceiling: {worst.name}, {over(worst):.0f} ms over it ({ms:.0f} ms, {rate})"
 
 
+def without_note(argv: list[str]) -> list[str]:
+    """The command's arguments less --note and its sentence (printed once, in the header)."""
+    kept, skip = [], False
+    for item in argv:
+        if skip or item == "--note":
+            skip = item == "--note"
+            continue
+        kept.append(item)
+    return kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(REPO / "configs" / "dias-coco.yaml"))
@@ -297,7 +309,7 @@ def main() -> None:
         f"{datetime.date.today().isoformat()}; medians of {args.repeats} timed calls per part and pass. "
         f"Load average when it started: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}. {args.note}".strip(),
         "",
-        f"    python benchmarks/step_profile.py {' '.join(sys.argv[1:])}".rstrip(),
+        f"    {shlex.join(['python', 'benchmarks/step_profile.py', *without_note(sys.argv[1:])])}",
         "",
     ]
     for batch_size in args.batch_sizes:
