@@ -10,7 +10,7 @@ gradient of its output's shape), median of --repeats after one warm-up:
 
 - encoder projection: `model.project` on the features (B, N, C);
 - slot attention: the module with one iteration (the input norm, keys and values, one iteration), and each
-  further iteration: (time with T iterations - time with one) / (T - 1);
+  further iteration: (time with T iterations - time with one) / (T - 1), a row that counts T - 1 times;
 - decoder: self-attention, cross-attention and MLP blocks (each with its pre-norm), summed over the layers;
   "decoder inputs" is the whole decoder less its layers (clue and slot projections, the mask, the input norm);
 - losses: the method's objective on the forward's outputs;
@@ -63,6 +63,15 @@ class Timing:
     forward_flop: int
     backward_ms: float | None = None
     backward_flop: int = 0
+    count: int = 1  # how often the part runs in one step (its row shows one run)
+
+    @property
+    def step_ms(self) -> float:
+        return self.count * (self.forward_ms + (self.backward_ms or 0.0))
+
+    @property
+    def step_flop(self) -> int:
+        return self.count * (self.forward_flop + self.backward_flop)
 
 
 def counted(fn: Callable[[], object]) -> tuple[object, int]:
@@ -187,6 +196,7 @@ def profile(config: str, overrides: list[str], batch_size: int, repeats: int) ->
     )
     further = difference(f"slot attention: each further iteration (x{num_iters - 1})", all_iters, [first])
     further = difference(further.name, further, [], scale=1 / max(num_iters - 1, 1))
+    further.count = num_iters - 1
     parts += [first, further]
 
     decoder = model.decoder
@@ -223,8 +233,8 @@ def profile(config: str, overrides: list[str], batch_size: int, repeats: int) ->
     whole_flop = counted(step)[1]
     rest = Timing(
         "not in a part (whole step less the parts)",
-        whole.forward_ms - sum(p.forward_ms + (p.backward_ms or 0.0) for p in parts),
-        whole_flop - sum(p.forward_flop + p.backward_flop for p in parts),
+        whole.forward_ms - sum(p.step_ms for p in parts),
+        whole_flop - sum(p.step_flop for p in parts),
     )
     return [*parts, rest], Timing("whole step", whole.forward_ms, whole_flop)
 
@@ -264,12 +274,10 @@ def furthest(parts: list[Timing], ceiling: float) -> str:
     """The part (both passes) with the most ms over the ceiling, and its rate."""
 
     def over(part: Timing) -> float:
-        ms = part.forward_ms + (part.backward_ms or 0.0)
-        return ms - (part.forward_flop + part.backward_flop) / ceiling / 1e6
+        return part.step_ms - part.step_flop / ceiling / 1e6
 
     worst = max(parts[:-1], key=over)  # the last row is the remainder, not a part
-    ms = worst.forward_ms + (worst.backward_ms or 0.0)
-    flop = worst.forward_flop + worst.backward_flop
+    ms, flop = worst.step_ms, worst.step_flop
     rate = f"{flop / ms / 1e6:.0f} GFLOP/s" if flop > 0 else "no counted FLOPs"
     return f"furthest from the ceiling: {worst.name}, {over(worst):.0f} ms over it ({ms:.0f} ms, {rate})"
 
