@@ -312,7 +312,7 @@ def main() -> None:
     lines = [
         "# Where a training step's time goes (CPU, fp32, features given)",
         "",
-        f"{cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock, "
+        f"{cpu}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.clock} clock, "
         f"{Path(args.config).name}, "
         f"{datetime.date.today().isoformat()}; medians of {args.repeats} timed calls per part and pass. "
         f"Load average when it started: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}. {args.note}".strip(),

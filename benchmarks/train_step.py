@@ -235,7 +235,7 @@ def main() -> None:
         print(json.dumps(row))
         return
     print(
-        f"# {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock, "
+        f"# {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.clock} clock, "
         f"{Path(args.config).name}, median of {args.rounds} interleaved rounds x {args.steps} timed steps"
     )
     print("| variant | batch | ms / step | vs official | vs baseline | GFLOP / step | GFLOP/s | peak memory (MiB) |")
