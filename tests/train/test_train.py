@@ -474,7 +474,6 @@ def test_hand_edits_to_a_runs_config_yaml_are_named_on_resume(tiny_root, tmp_pat
     assert "lr: 0.0004" in config.read_text()
 
 
-
 def test_adam_takes_its_fused_kernel_on_the_cpu_with_the_config_s_settings():
     from dias.train.step import build_optimizer
 
