@@ -64,3 +64,10 @@ def median_of_rounds(
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+CLOCK_HELP = (
+    "wall: elapsed time; cpu: CPU seconds this process used (all its threads), which other processes' load "
+    "barely changes: use it on a shared machine, with --threads 1 (spinning threads inflate it)"
+)

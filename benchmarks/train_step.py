@@ -1,8 +1,11 @@
-"""Training-step speed and memory: the package's step against a plain implementation of the official dataflow.
+"""Training-step speed and memory: the package's step against the official code's and a plain implementation of it.
 
-    python benchmarks/train_step.py [--config configs/dias-coco.yaml] [--batch-sizes 8 32] [--steps 4]
+    DIAS_OFFICIAL=CHECKOUT python benchmarks/train_step.py [--config configs/dias-coco.yaml] [--batch-sizes 8 32]
+        [--steps 4] [--threads 2] [--clock wall]
 
 Rows (each measured in a fresh subprocess, so peak memory is its own):
+- `official fp32`: the official DIAS code's own step (benchmarks/official_dias.py), where DIAS_OFFICIAL names a
+  checkout of github.com/Genera1Z/DIAS (left out without it): fp32, as its train.py runs on a CPU;
 - `baseline fp32`: the official DIAS code's dataflow (github.com/Genera1Z/DIAS, config dias_r-coco.py) written
   plainly here, on purpose a separate implementation that shares no code with the package, so that the
   package's step is timed against something it cannot have slowed down: slot attention with a shared Gaussian
@@ -15,8 +18,11 @@ Rows (each measured in a fresh subprocess, so peak memory is its own):
   step), features given (fp32, fp32 under torch.compile as `train.compile=true` does, and bf16 autocast);
 - `dias fp32 + backbone`: the same step running the frozen backbone on images every step (random weights;
   the cost is the same), which is what the feature cache removes.
-Each step is forward, loss, backward, clip and an Adam step. Prints a Markdown table: ms per step (median),
-the step's floating-point work (counted by torch.utils.flop_counter on one extra step: matmuls and
+Each step is forward, loss, backward, clip and an Adam step. Prints a Markdown table: ms per step (median;
+`--clock cpu` counts the process's CPU time instead of elapsed time, for a machine other jobs load), the
+ratio of the official step's and the baseline's time to the row's,
+the step's floating-point work (counted by torch.utils.flop_counter, the CPU's fused attention included
+(flops.py), on one extra step: matmuls and
 attention, forward and backward), the rate that makes, and peak resident memory of the process. A last line
 gives the rate of one large fp32 matrix product on the same threads: the ceiling any implementation of this
 step can approach.
@@ -27,18 +33,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from flops import flop_counter, matmul_gflops
 from machine import cpu_name
+from official_dias import OFFICIAL_ENV, official_step
+from timing import CLOCK_HELP, CLOCKS
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from dias.config import load_config
 from dias.methods import build_model, method_of
@@ -47,7 +55,7 @@ from dias.schema import Config
 from dias.train.step import build_optimizer, optimisation_step
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = ("baseline fp32", "dias fp32", "dias fp32 compiled", "dias bf16", "dias fp32 + backbone")
+VARIANTS = ("official fp32", "baseline fp32", "dias fp32", "dias fp32 compiled", "dias bf16", "dias fp32 + backbone")
 CPU = torch.device("cpu")
 
 
@@ -139,7 +147,7 @@ def build_baseline(cfg: Config, feature_dim: int, num_tokens: int) -> BaselineDI
     )  # fmt: skip
 
 
-def measure(variant: str, config: str, overrides: list[str], batch_size: int, steps: int) -> dict:
+def measure(variant: str, config: str, overrides: list[str], batch_size: int, steps: int, clock: str = "wall") -> dict:
     torch.manual_seed(0)
     cfg = load_config(config, overrides)
     model = build_model(cfg).train()
@@ -156,7 +164,13 @@ def measure(variant: str, config: str, overrides: list[str], batch_size: int, st
         group["lr"] = cfg.optim.lr  # the loop sets it per step; any value costs the same
     runner = torch.compile(model) if variant.endswith("compiled") else model  # compiles in the warm-up
 
-    if variant.startswith("baseline"):
+    if variant.startswith("official"):
+        official = official_step(Path(os.environ[OFFICIAL_ENV]), batch_size=batch_size, device=CPU)
+
+        def step(module: nn.Module) -> None:
+            official()
+
+    elif variant.startswith("baseline"):
 
         def step(module: nn.Module) -> None:
             recon, attn = module(features)
@@ -179,31 +193,27 @@ def measure(variant: str, config: str, overrides: list[str], batch_size: int, st
                 precision=precision,
             )  # fmt: skip
 
+    now = CLOCKS[clock]
     times = []
     flops = 0
     for index in range(steps + 3):  # two warm-up steps, the timed steps, then one counted step (eager)
         counted = index == steps + 2
-        counter = FlopCounterMode(display=False) if counted else contextlib.nullcontext()
-        start = time.perf_counter()
+        counter = flop_counter() if counted else contextlib.nullcontext()
+        start = now()
         with counter:
             step(model if counted else runner)
         if counted:
             flops = counter.get_total_flops()
         elif index >= 2:
-            times.append(time.perf_counter() - start)
+            times.append(now() - start)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ms = 1000 * statistics.median(times)
     return {"variant": variant, "batch_size": batch_size, "ms": ms, "gflop": flops / 1e9, "peak_mib": peak_mib}
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
-    """The fp32 rate of a large square matrix product: this machine's practical ceiling."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+def default_variants() -> list[str]:
+    """Every variant; the official step only where OFFICIAL_ENV names a checkout."""
+    return [v for v in VARIANTS if os.environ.get(OFFICIAL_ENV) or not v.startswith("official")]
 
 
 def main() -> None:
@@ -213,45 +223,50 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2, help="runs of every variant, interleaved; medians kept")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=default_variants(), choices=VARIANTS)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall", help=CLOCK_HELP)
     parser.add_argument("--gemm-size", type=int, default=2048, help="side of the matrix product of the last line")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.child:
-        print(json.dumps(measure(args.child[0], args.config, args.override, int(args.child[1]), args.steps)))
+        row = measure(args.child[0], args.config, args.override, int(args.child[1]), args.steps, args.clock)
+        print(json.dumps(row))
         return
     print(
-        f"# {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads, {Path(args.config).name}, "
-        f"median of {args.rounds} interleaved rounds x {args.steps} timed steps"
+        f"# {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.clock} clock, "
+        f"{Path(args.config).name}, median of {args.rounds} interleaved rounds x {args.steps} timed steps"
     )
-    print("| variant | batch | ms / step | vs baseline | GFLOP / step | GFLOP/s | peak memory (MiB) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| variant | batch | ms / step | vs official | vs baseline | GFLOP / step | GFLOP/s | peak memory (MiB) |")
+    print("|---|---|---|---|---|---|---|---|")
     gemm = []
-    overrides = [item for override in args.override for item in ("--override", override)]
+    child = [sys.executable, __file__, "--config", args.config, "--steps", str(args.steps)]
+    child += [item for override in args.override for item in ("--override", override)]
+    child += ["--threads", str(args.threads), "--clock", args.clock]
     for batch_size in args.batch_sizes:
         rows: dict[str, list[dict]] = {variant: [] for variant in args.variants}
         errors: dict[str, str] = {}
         for _ in range(args.rounds):  # interleaved, so a slow spell of the machine hits every variant
-            gemm.append(matmul_gflops(args.gemm_size))
+            gemm.append(matmul_gflops(args.gemm_size, clock=CLOCKS[args.clock]))
             for variant in args.variants:
-                child = [sys.executable, __file__, "--config", args.config, *overrides, "--steps", str(args.steps)]
                 result = subprocess.run([*child, "--child", variant, str(batch_size)], capture_output=True, text=True)
                 if result.returncode != 0:
                     errors[variant] = (result.stderr.strip().splitlines() or ["no output"])[-1]
                     continue
                 rows[variant].append(json.loads(result.stdout.strip().splitlines()[-1]))
-        baseline_ms = None
+        medians = {v: statistics.median(row["ms"] for row in rows[v]) for v in args.variants if rows[v]}
+        official_ms, baseline_ms = medians.get("official fp32"), medians.get("baseline fp32")
         for variant in args.variants:
-            if not rows[variant]:
-                print(f"| {variant} | {batch_size} | failed: {errors.get(variant, '')} | | | | |")
+            if variant not in medians:
+                print(f"| {variant} | {batch_size} | failed: {errors.get(variant, '')} | | | | | |")
                 continue
-            ms = statistics.median(row["ms"] for row in rows[variant])
+            ms = medians[variant]
             gflop = rows[variant][0]["gflop"]
             peak = max(row["peak_mib"] for row in rows[variant])
-            baseline_ms = ms if variant.startswith("baseline") else baseline_ms
-            speedup = f"{baseline_ms / ms:.2f}x" if baseline_ms else ""
+            versus = [f"{reference / ms:.2f}x" if reference else "" for reference in (official_ms, baseline_ms)]
             print(
-                f"| {variant} | {batch_size} | {ms:.0f} | {speedup} | {gflop:.0f} | {gflop / ms * 1000:.0f} "
+                f"| {variant} | {batch_size} | {ms:.0f} | {' | '.join(versus)} | {gflop:.0f} | {gflop / ms * 1000:.0f} "
                 f"| {peak:.0f} |"
             )
     print(

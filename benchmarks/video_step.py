@@ -24,8 +24,9 @@ gradient-norm clip 0.05 -> Adam.
 
 Both models are built once; rounds alternate between them (the order flips every round) and each round times
 `--steps` steps after one warm-up step; the table gives medians over all timed steps. GFLOP per step is counted
-by torch.utils.flop_counter on one extra step (matmuls and attention, forward and backward); the last line gives
-the rate of a large fp32 matrix product on the same threads, measured once per round: the ceiling.
+by torch.utils.flop_counter (the CPU's fused attention included: flops.py) on one extra step (matmuls and
+attention, forward and backward); the last line gives the rate of a large fp32 matrix product on the same
+threads, measured once per round: the ceiling.
 
 The official code imports einops (install it into the venv: `pip install einops`); cv2, pycocotools, wandb
 and PyAV, which it imports for data and logging this run does not use, are replaced by empty modules where
@@ -46,17 +47,17 @@ import shlex
 import statistics
 import subprocess
 import sys
-import time
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from flops import flop_counter, matmul_gflops
 from machine import cpu_name
 from smoothsa_trajectory import import_official, timm_offline
+from timing import time_calls
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from dias.io import atomic_write
 from dias.losses import reconstruction_loss
@@ -150,14 +151,18 @@ def adam_step(params: list[nn.Parameter], optimizer: torch.optim.Optimizer, loss
 def our_step(release: Release, features: torch.Tensor, boxes: torch.Tensor, weights: dict | None) -> Callable:
     """The package's model and loss terms, composed as the release's step; `weights`: the official model's."""
     backbone = PatchStats(patch_size=PATCH, feature_dim=FEATURE_DIM)  # never runs: features are given
-    model = release.build(
-        backbone,
-        window=features.shape[1],
-        slot_attention=SlotAttentionConfig(**SLOT_ATTENTION, truncate=release.truncate),
-        method=release.method(conditional=True, transit_dropout=TRANSIT_DROPOUT),
-        **ARCHITECTURE,
-        **release.own,
-    ).train()
+    model = (
+        release.build(
+            backbone,
+            window=features.shape[1],
+            slot_attention=SlotAttentionConfig(**SLOT_ATTENTION, truncate=release.truncate),
+            method=release.method(conditional=True, transit_dropout=TRANSIT_DROPOUT),
+            **ARCHITECTURE,
+            **release.own,
+        )
+        .to(features.device)
+        .train()
+    )
     if weights is not None:
         release.load_weights(model, weights)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -198,7 +203,7 @@ def official_step(release: Release, checkout: Path, features: torch.Tensor, boxe
     model.encode_backbone = nn.Identity()  # its input is then the backbone's output: (B, T, C, h, w) maps
     wrapped = official.ModelWrap(model, cfg.model_imap, cfg.model_omap)
     wrapped.freez(cfg.freez, verbose=False)
-    wrapped.train()
+    wrapped.to(features.device).train()
     if hasattr(model.initializ, "detach_flag"):
         model.initializ.detach_flag.data[...] = 0  # past the first tenth of training, as ours (detach_preheat)
     loss_fn = official.MetricWrap(**official.build_from_config(cfg.get("loss_fn_t", cfg.get("loss_fn"))))
@@ -224,27 +229,20 @@ def checkout_commit(checkout: Path) -> str:
 
 
 def count_gflop(step: Callable[[], None]) -> float:
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with counter:
         step()
     return counter.get_total_flops() / 1e9
 
 
-def matmul_gflops(size: int, repeats: int = 10) -> float:
-    """The fp32 rate of a large square matrix product: this machine's practical ceiling."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
-
-
-def measure(method: str, *, batch_size: int, frames: int, steps: int, rounds: int, gemm_size: int) -> dict:
+def measure(
+    method: str, *, batch_size: int, frames: int, steps: int, rounds: int, gemm_size: int, device: str = "cpu"
+) -> dict:
     """{'rows': {name: (ms per step, GFLOP per step)}, 'gemm': [GFLOP/s per round], 'skipped': reason or None,
-    'source': the official code's URL and commit, or None}."""
+    'source': the official code's URL and commit, or None}. On a GPU (`device`), each step's time ends with a
+    device sync (benchmarks/gpu.py)."""
     release = METHODS[method]
-    features, boxes = make_batch(batch_size, frames)
+    features, boxes = (t.to(device) for t in make_batch(batch_size, frames))
     steps_by_name: dict[str, Callable[[], None]] = {}
     weights, skipped = None, None
     checkout = os.environ.get(release.env)
@@ -262,11 +260,7 @@ def measure(method: str, *, batch_size: int, frames: int, steps: int, rounds: in
         gemm.append(matmul_gflops(gemm_size))
         order = list(steps_by_name)[:: 1 if round_index % 2 == 0 else -1]  # alternate who goes first
         for name in order:
-            steps_by_name[name]()  # warm-up
-            for _ in range(steps):
-                start = time.perf_counter()
-                steps_by_name[name]()
-                times[name].append(time.perf_counter() - start)
+            times[name] += time_calls(steps_by_name[name], steps=steps, warmup=1, device=device)
     rows = {name: (1000 * statistics.median(times[name]), count_gflop(step)) for name, step in steps_by_name.items()}
     return {"rows": rows, "gemm": gemm, "skipped": skipped, "source": source}
 
@@ -311,7 +305,8 @@ def main() -> None:
         f"{datetime.date.today().isoformat()}. Batch {args.batch_size} clips x {args.frames} frames, K = "
         f"{NUM_SLOTS} (conditional on frame 0's boxes), ViT-S/14 tokens ({(IMAGE_SIZE // PATCH) ** 2} x "
         f"{FEATURE_DIM}) given as features. Medians of {args.rounds} alternating rounds x {args.steps} timed steps "
-        "per model, both models in one process; GFLOP counted by torch.utils.flop_counter on one extra step.",
+        "per model, both models in one process; GFLOP counted by torch.utils.flop_counter (the CPU's fused attention "
+        "included) on one extra step.",
         "",
         f"    {command}",
         "",

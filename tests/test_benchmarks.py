@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from dias.data.synthetic import prepare_synthetic
 
@@ -54,17 +55,22 @@ def test_gpu_without_a_gpu_says_so_and_exits_0(tmp_path):
 
 
 @pytest.mark.slow
-def test_gpu_every_section_runs_on_the_cpu_when_allowed(tmp_path):
+def test_gpu_smoke_runs_every_path_and_refuses_the_cuda_only_ones(tmp_path):
+    """--smoke without a GPU: each path once at a tiny size on the CPU (a few minutes: it compiles one step)."""
     out = tmp_path / "gpu.md"
-    _benchmark(
-        "gpu.py", "--allow-cpu", "--config", str(REPO / "configs" / "demo.yaml"), *_overrides(BENCHMARK_MODEL),
-        "--batch-size", "2", "--steps", "1", "--rounds", "1", "--images", "8", "--cache-images", "4", "--workers", "0",
-        "--precisions", "fp32", "--modes", "eager", "--out", str(out),
-    )  # fmt: skip
+    _benchmark("gpu.py", "--smoke", "--out", str(out))
     text = out.read_text()
-    for row in ("| dias fp32 features eager |", "| dias fp32 backbone eager |", "| 0 |", "`dias eval`, cached tokens"):
+    for row in (
+        "| dias fp32 features eager | ",
+        "| dias bf16 features compiled | ",
+        "| 0 | ",
+        "`dias eval`, cached tokens",
+    ):
         assert row in text
-    assert "failed" not in text and "official step was skipped" in text
+    for cuda_only in ("tf32 features eager", "fp16 features eager", "fp16 features compiled", "fp16 backbone eager"):
+        assert f"| dias {cuda_only} | n/a: no CUDA |" in text
+    assert text.count("| dias |") == 2  # the video step of both methods
+    assert "failed" not in text and "Error" not in text
 
 
 @pytest.fixture
@@ -214,3 +220,35 @@ def test_features_speed_prints_a_row_per_precision_and_batch_size(tmp_path):
     )
     assert "| fp32 | 1 |" in result.stdout and "| fp32 | 2 |" in result.stdout and "2 x 2 x 384 tokens" in result.stdout
     assert out.read_text() == result.stdout
+
+
+def test_step_profile_writes_a_row_per_part(tmp_path):
+    out = tmp_path / "profile.md"
+    _benchmark(
+        "step_profile.py", "--config", str(REPO / "configs" / "demo.yaml"), *_overrides(SMALL_DEMO), "--batch-sizes",
+        "2", "--repeats", "1", "--gemm-size", "64", "--clock", "cpu", "--out", str(out),
+    )  # fmt: skip
+    text = out.read_text()
+    for row in (
+        "| encoder projection | forward |",
+        "| slot attention: each further iteration (x2) | backward |",
+        "| decoder self-attention (x1) | backward |",
+        "| decoder MLP (x1) | forward |",
+        "| losses | backward |",
+        "| Adam step |",
+        "| **whole step** |",
+    ):
+        assert row in text
+    assert "furthest from the ceiling:" in text
+
+
+def test_flop_counter_counts_the_cpu_attention_kernel(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    flops = importlib.import_module("flops")
+    q = torch.randn(2, 4, 16, 8, requires_grad=True)
+    with flops.flop_counter() as counter:
+        out = torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    assert counter.get_total_flops() == 4 * 2 * 4 * 16 * 16 * 8  # q k^T and attn v: 2 products of 2 N^2 d each
+    with flops.flop_counter() as counter:
+        out.sum().backward()
+    assert counter.get_total_flops() > 0

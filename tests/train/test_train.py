@@ -475,3 +475,17 @@ def test_hand_edits_to_a_runs_config_yaml_are_named_on_resume(tiny_root, tmp_pat
     assert "config.yaml was edited by hand (optim.lr=0.01)" in caplog.text
     assert f"`dias train --resume {run} optim.lr=0.01`" in caplog.text
     assert "lr: 0.0004" in config.read_text()
+
+
+def test_adam_takes_its_fused_kernel_on_the_cpu_with_the_config_s_settings():
+    from dias.train.step import build_optimizer
+
+    optim = tiny_config(None, "optim.weight_decay=0.01").optim
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = build_optimizer([param], optim, torch.device("cpu"))
+    group = optimizer.param_groups[0]
+    assert group["fused"] and group["betas"] == tuple(optim.betas) and group["weight_decay"] == 0.01
+    param.grad = torch.ones(3)
+    group["lr"] = 0.1
+    optimizer.step()  # Adam's first step moves each weight by lr * sign(grad), weight decay aside
+    assert torch.allclose(param.detach(), torch.full((3,), 1 - 0.1), atol=2e-3)
