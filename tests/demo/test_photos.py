@@ -22,7 +22,9 @@ def test_the_four_photos_ship_with_author_and_licence():
 def test_panel_rows_show_the_model_and_kmeans_partitions(tmp_path):
     model, cfg = load_model(load_reference().weights)
     torch.manual_seed(5)
+    before = torch.get_rng_state()
     panel = photo_panel(model, cfg)
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's random stream is left alone
     assert panel.dtype == torch.uint8 and panel.shape[0] == 3
     assert panel.shape[1] >= 4 * DISPLAY_HEIGHT  # one row per photo
     assert torch.equal(panel, photo_panel(model, cfg))  # seeded: the same panel whatever the global RNG

@@ -54,8 +54,9 @@ def photo_panel(model: SlotModel, cfg: Config, *, seed: int = 0) -> torch.Tensor
     rows = []
     for index, path in enumerate(photo_paths()):
         photo = read_image(path)  # (3, H, W) uint8
-        torch.manual_seed(seed)  # the initializer samples slots at inference too
-        out = model(images=resize_image(photo, size)[None])
+        with torch.random.fork_rng(devices=[]):  # the initializer samples slots at inference too
+            torch.manual_seed(seed)
+            out = model(images=resize_image(photo, size)[None])
         labels = kmeans(out.features, cfg.model.num_slots, seed=seed)  # (1, N)
         clusters = F.one_hot(labels, cfg.model.num_slots).transpose(1, 2).float()  # (1, K, N)
         shape = tuple(photo.shape[-2:])
