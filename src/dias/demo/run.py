@@ -269,7 +269,8 @@ def machine() -> str:
     """Where the demo ran: the CPU (or GPU) and the threads, for the summary's first line."""
     device = resolve_device(AUTO)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
-    return f"{where}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"{where}, {threads} thread{'s' if threads != 1 else ''}"
 
 
 def train_and_check(
