@@ -24,23 +24,22 @@ RESUMES = "; the same command run again resumes where it stopped"  # what a stop
 
 def positive_int(text: str) -> int:
     """An argparse type: an integer >= 1 (a batch size, a count), refused at parse time otherwise."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    return _int_at_least(text, 1, "must be at least 1")
 
 
 def non_negative_int(text: str) -> int:
     """An argparse type: an integer >= 0 (a number of pictures to write, say)."""
+    return _int_at_least(text, 0, "must be 0 or more")
+
+
+def _int_at_least(text: str, minimum: int, rule: str) -> int:
+    """`text` as an integer >= minimum; otherwise an ArgumentTypeError saying `rule` and the value given."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{rule}, got {value}")
     return value
 
 
