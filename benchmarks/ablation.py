@@ -1,37 +1,52 @@
 """The method family side by side on the synthetic data: four methods x three seeds, one step budget.
 
     python benchmarks/ablation.py [--steps 300] [--seeds 42 43 44] [--val-batches N] [--data data/synthetic]
+    python benchmarks/ablation.py --config configs/demo-dinov2.yaml --steps 1000 --val-batches 4 \
+        --data data/synthetic-256 --features cache/synthetic-256-dinov2 --name ablation_dinov2
 
-Methods (all on configs/demo.yaml, schedules compressed to --steps):
+Methods (all on the demo config, or --config, with schedules compressed to --steps):
 - slot attention: no distillation (loss.distill_weight=0);
 - dias_r: the release (distillation of the first iteration towards the last);
 - full DIAS: dias_r plus redundant-slot pruning and a re-initialized iteration;
 - SmoothSA: the preheater, bi-level truncated slot attention, recon + 100 * preheat (model.method=smoothsa).
-Prints FG-ARI, mBO and mIoU as mean ± std over seeds (decoder masks, the whole val split), and the number
-of slots that own pixels per image against the true number of segments (objects + background; on the
-first --val-batches batches), then the three baselines on the same images (the same for every method:
-same K, token grid and tokens).
+Writes results/NAME.md (and prints it): FG-ARI, mBO and mIoU as mean ± std over seeds (decoder masks, the
+whole val split), and the number of slots that own pixels per image against the true number of segments
+(objects + background; on the first --val-batches batches), then the three baselines on the same images
+(the same for every method: same K, token grid and tokens).
+
+Runs take long on a CPU (a DINOv2-token run of 1,000 steps is about 15 minutes on one core), so the work is
+kept between invocations: each finished run's scores go to results/NAME/<method>-<seed>.json, which a
+later invocation reuses, and an unfinished run resumes from its checkpoint in --runs. Two processes may
+share the work (--methods picks some); the table shows "k of 3 seeds" for a method not yet complete.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import logging
+import os
+import re
 import statistics
-import tempfile
+import sys
 from pathlib import Path
 
 import torch
+from machine import cpu_name
 
 from dias.baselines import BASELINE_NAMES, BASELINE_TITLES
 from dias.config import load_config
 from dias.demo.run import demo_config_path
+from dias.io import atomic_write_bytes
 from dias.metrics import BACKGROUND_ID, IGNORE_ID
 from dias.runtime.distributed import DistInfo
+from dias.train.checkpoint import LAST
 from dias.train.loaders import build_loaders
 from dias.train.loop import train
 from dias.train.validate import evaluate
 
+RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {
     "slot attention (no distillation)": ["model.method.distill_weight=0.0"],
     "dias_r (release)": [],
@@ -47,14 +62,19 @@ VARIANTS = {
         "loss={}",  # SmoothSA's objective: its own loss keys, at their defaults (preheat weight 100)
     ],
 }
+SLUGS = {name: re.sub(r"[^a-z0-9]+", "-", name.lower().split(" (")[0]).strip("-") for name in VARIANTS}
 
 
-def run(overrides: list[str], run_dir: Path, val_batches: int | None) -> dict[str, float]:
-    """Train one variant; its scores and the baselines' from the run's final validation (the whole val split),
-    and the slots with pixels per image from a second, baseline-free pass over `val_batches` batches."""
-    cfg = load_config(demo_config_path(), overrides)
-    result = train(cfg, run_dir, progress=False)
+def run(config: Path, overrides: list[str], run_dir: Path, val_batches: int | None) -> dict[str, float]:
+    """Train one variant (or finish it, from run_dir's last.pt); its scores and the baselines' from the run's
+    final validation (the whole val split), and the slots with pixels per image from a second, baseline-free
+    pass over `val_batches` batches."""
+    cfg = load_config(config, overrides)
+    result = train(cfg, run_dir, resume=(run_dir / LAST).is_file(), progress=False)
     _, _, val_loader = build_loaders(cfg, DistInfo(0, 1, torch.device("cpu")))
+    if "fg_ari" not in result.val:  # stopped after its last checkpoint, before its scores were kept: score it
+        full = evaluate(result.model, val_loader, mask_source=cfg.eval.mask_source, seed=cfg.eval.seed, progress=False)
+        result.val = full.means() | {f"{b}/{k}": v for b, m in full.baseline_means().items() for k, v in m.items()}
     counts = {"active": [], "segments": []}
 
     def count(batch, out, pred) -> None:
@@ -75,39 +95,82 @@ def run(overrides: list[str], run_dir: Path, val_batches: int | None) -> dict[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=None, help="default: the demo config (configs/demo.yaml)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--methods", nargs="+", choices=sorted(SLUGS.values()), default=None, help="run only these")
     parser.add_argument("--val-batches", type=int, default=None, help="count slots on the first N val batches")
     parser.add_argument("--data", default=None, help="synthetic dataset folder (default: the config's data.root)")
+    parser.add_argument("--features", default=None, help="its cached tokens (`dias features`)")
+    parser.add_argument("--name", default="ablation", help="results/NAME.md and results/NAME/ (the runs' scores)")
+    parser.add_argument("--runs", type=Path, default=None, help="the run folders (default: runs/NAME)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where NAME.md and NAME/ go")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="for every run")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
+    config = args.config or demo_config_path()
     budget = [
         f"train.total_steps={args.steps}",
         f"optim.warmup_steps={max(1, args.steps // 20)}",
         f"train.val_every={args.steps}",
-        f"train.checkpoint_every={args.steps}",
+        f"train.checkpoint_every={min(args.steps, 250)}",
         "log.tensorboard=false",
         *([f"data.root={args.data}"] if args.data else []),
+        *([f"data.features={args.features}"] if args.features else []),
         *args.override,
     ]
-    print(f"# demo config, {args.steps} steps per run, seeds {args.seeds}, val split, decoder masks")
-    print("| variant | FG-ARI | mBO | mIoU | slots with pixels / true segments |")
-    print("|---|---|---|---|---|")
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, overrides in VARIANTS.items():
-            rows = [
-                run([*budget, *overrides, f"train.seed={seed}"], Path(tmp) / f"{name}-{seed}", args.val_batches)
-                for seed in args.seeds
-            ]
+    scores_dir = args.results / args.name
+    runs = args.runs or Path("runs") / args.name
+    for name, overrides in VARIANTS.items():
+        if args.methods is not None and SLUGS[name] not in args.methods:
+            continue
+        for seed in args.seeds:
+            path = scores_dir / f"{SLUGS[name]}-{seed}.json"
+            if path.is_file():
+                kept = json.loads(path.read_text())
+                if (kept["config"], kept["steps"], kept["overrides"]) != (str(config), args.steps, budget):
+                    raise SystemExit(f"{path} holds a run of another config, budget or data; pass another --name")
+                continue
+            scores = run(
+                config, [*budget, *overrides, f"train.seed={seed}"], runs / f"{SLUGS[name]}-{seed}", args.val_batches
+            )
+            record = {"config": str(config), "steps": args.steps, "overrides": budget, "scores": scores,
+                      "machine": cpu_name(), "date": datetime.date.today().isoformat()}  # fmt: skip
+            atomic_write_bytes(path, (json.dumps(record, indent=1) + "\n").encode("utf-8"))
+            print(f"{name}, seed {seed}: FG-ARI {scores['fg_ari']:.3f}, mBO {scores['mbo']:.3f}", flush=True)
+    text = table(scores_dir, config, args)
+    atomic_write_bytes(args.results / f"{args.name}.md", text.encode("utf-8"))
+    print(text)
 
-            active = statistics.mean(row["active"] for row in rows)
-            segments = statistics.mean(row["segments"] for row in rows)
-            cells = " | ".join(_cell(rows, key) for key in ("fg_ari", "mbo", "miou"))
-            print(f"| {name} | {cells} | {active:.2f} / {segments:.2f} |", flush=True)
-        for baseline in BASELINE_NAMES:
-            cells = " | ".join(_cell(rows, f"{baseline}/{key}") for key in ("fg_ari", "mbo", "miou"))
-            print(f"| {BASELINE_TITLES[baseline]} | {cells} | |")
+
+def table(scores_dir: Path, config: Path, args: argparse.Namespace) -> str:
+    """The Markdown table of every method's kept runs (and the baselines, from the last method's runs)."""
+    lines = [
+        f"# {config.name}, {args.steps} steps per run, seeds {args.seeds}, val split, decoder masks",
+        "",
+        f"`python benchmarks/ablation.py {' '.join(sys.argv[1:])}`; {cpu_name()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {datetime.date.today().isoformat()}",
+        "",
+        "| variant | FG-ARI | mBO | mIoU | slots with pixels / true segments |",
+        "|---|---|---|---|---|",
+    ]
+    rows: list[dict[str, float]] = []
+    for name in VARIANTS:
+        found = [scores_dir / f"{SLUGS[name]}-{seed}.json" for seed in args.seeds]
+        rows = [json.loads(path.read_text())["scores"] for path in found if path.is_file()] or rows
+        done = sum(path.is_file() for path in found)
+        if done == 0:
+            lines.append(f"| {name} | not run yet | | | |")
+            continue
+        active = statistics.mean(row["active"] for row in rows)
+        segments = statistics.mean(row["segments"] for row in rows)
+        cells = " | ".join(_cell(rows, key) for key in ("fg_ari", "mbo", "miou"))
+        partial = "" if done == len(found) else f" ({done} of {len(found)} seeds)"
+        lines.append(f"| {name}{partial} | {cells} | {active:.2f} / {segments:.2f} |")
+    for baseline in BASELINE_NAMES if rows else ():
+        cells = " | ".join(_cell(rows, f"{baseline}/{key}") for key in ("fg_ari", "mbo", "miou"))
+        lines.append(f"| {BASELINE_TITLES[baseline]} | {cells} | |")
+    return "\n".join(lines) + "\n"
 
 
 def _cell(rows: list[dict[str, float]], key: str) -> str:

@@ -3,11 +3,12 @@
 Reads the training logs (what `dias train` logs at every validation: the model's scores on the whole val
 split and the three baselines' on the same images) and writes a table of every seed, their mean and the
 margin over the best baseline, which is what the demo model's target is stated in (+0.05 on both). By
-default the logs are the bundled model's (src/dias/demo_model/log-seed*.jsonl, the three runs' metrics.jsonl
-as packaged); `--runs PREFIX` reads run folders PREFIX-SEED instead, e.g. runs that
-scripts/train_demo_model.sh is training.
+default the logs are a bundled model's (src/dias/demo_model/log-seed*.jsonl, the three runs' metrics.jsonl
+as packaged; --model dinov2: src/dias/demo_model_dinov2/); `--runs PREFIX` reads run folders PREFIX-SEED
+instead, e.g. runs that scripts/train_demo_model.sh is training.
 
     python benchmarks/demo_model_curves.py                           # results/demo_model_v2_curves.md
+    python benchmarks/demo_model_curves.py --model dinov2 --every 1000   # results/demo_model_dinov2_curves.md
     python benchmarks/demo_model_curves.py --runs runs/demo-model --out runs/curves.md
 
 A step is in the mean only when every seed has logged it; a run still training simply has fewer rows.
@@ -21,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from dias.baselines import BASELINE_NAMES
-from dias.demo.reference import load_reference
+from dias.demo.reference import COLOUR, REFERENCE_PACKAGE_DIRS, bundled_reference_dir, load_reference
 from dias.io import atomic_write_bytes
 from dias.train.log import METRICS_FILE_NAME, read_metrics
 
-RESULT = Path(__file__).resolve().parent / "results" / "demo_model_v2_curves.md"
+RESULTS = Path(__file__).resolve().parent / "results"
+RESULT_NAMES = {COLOUR: "demo_model_v2_curves.md"}  # other models: demo_model_MODEL_curves.md
 METRICS = ("fg_ari", "mbo")
 TITLES = {"fg_ari": "FG-ARI", "mbo": "mBO"}
 BASELINE_SHORT = {"grid": "grid", "voronoi": "Voronoi", "kmeans": "k-means"}
@@ -34,21 +36,23 @@ MARGIN = 0.05  # the target: the seeds' mean this far above the best baseline, o
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference", type=Path, default=None, help="a reference folder (default: the bundled one)")
+    parser.add_argument("--model", choices=sorted(REFERENCE_PACKAGE_DIRS), default=COLOUR, help="the bundled model")
+    parser.add_argument("--reference", type=Path, default=None, help="a reference folder instead of --model's")
     parser.add_argument("--runs", default=None, help="read run folders PREFIX-SEED instead of a reference")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44], help="with --runs: the seeds")
     parser.add_argument("--every", type=int, default=2500, help="steps between the rows (the last one is added)")
-    parser.add_argument("--out", type=Path, default=RESULT)
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    out = args.out or RESULTS / RESULT_NAMES.get(args.model, f"demo_model_{args.model}_curves.md")
     if args.runs:
         runs = {seed: validations(run_records(Path(f"{args.runs}-{seed}"))) for seed in args.seeds}
         where = f"{args.runs}-SEED"
     else:
-        reference = load_reference(args.reference)
+        reference = load_reference(args.reference or bundled_reference_dir(args.model))
         runs = {seed: validations(records) for seed, records in reference.logs.items()}
-        where = "the bundled model's logs" if args.reference is None else f"the logs in {args.reference}"
+        where = f"the bundled {args.model} model's logs" if args.reference is None else f"the logs in {args.reference}"
     text = table(runs, args.every, where)
-    atomic_write_bytes(args.out, text.encode("utf-8"))
+    atomic_write_bytes(out, text.encode("utf-8"))
     print(text, end="")
 
 

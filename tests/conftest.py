@@ -7,6 +7,7 @@ from tiny import TINY_DATA
 from dias.config import load_config
 from dias.data.synthetic import prepare_synthetic
 from dias.data.synthetic_video import prepare_synthetic_video
+from dias.weights import sources, store
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 SMALL_DEMO = [
@@ -17,6 +18,18 @@ SMALL_DEMO = [
     "model.decoder.num_layers=1",
     "data.image_size=64",
 ]
+
+
+@pytest.fixture(autouse=True)
+def no_weights_fetched(request, monkeypatch, tmp_path_factory):
+    """No test reaches for real backbone weights by accident: the weights store is an empty folder, the hub
+    is offline and pip has no index, as on a machine that reaches neither (a test may set them otherwise).
+    Slow tests are left alone: one of them downloads the real wheel on purpose."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    monkeypatch.setenv(store.HOME_ENV, str(tmp_path_factory.mktemp("dias-home")))
+    monkeypatch.setenv(sources.HUB_OFFLINE_ENV, "1")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
 
 
 @pytest.fixture(scope="session")

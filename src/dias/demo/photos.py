@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from dias.baselines import kmeans
 from dias.data.images import read_image
 from dias.data.transforms import resize_image
-from dias.io import atomic_write, atomic_write_bytes
+from dias.io import atomic_write
 from dias.masks import masks_from_attention
 from dias.methods.base import SlotModel
 from dias.schema import Config
@@ -46,8 +46,9 @@ def photo_paths() -> list[Path]:
 
 
 @torch.inference_mode()
-def photo_panel(model: SlotModel, cfg: Config, *, seed: int = 0) -> torch.Tensor:
-    """(3, H, W) uint8: per photo [input | the model's decoder masks | k-means on the same tokens]."""
+def photo_panel(model: SlotModel, cfg: Config, *, seed: int = 0, height: int = DISPLAY_HEIGHT) -> torch.Tensor:
+    """(3, H, W) uint8: per photo [input | the model's decoder masks | k-means on the same tokens], each
+    `height` pixels high."""
     model.eval()
     size = cfg.data.image_size
     grid = model.backbone.grid_size(size)
@@ -62,10 +63,10 @@ def photo_panel(model: SlotModel, cfg: Config, *, seed: int = 0) -> torch.Tensor
         shape = tuple(photo.shape[-2:])
         tiles = [
             (photo, "photo"),
-            (overlay(photo, masks_from_attention(out.decoder_attn, shape, grid)[0]), "model: decoder masks"),
+            (overlay(photo, masks_from_attention(out.decoder_attn, shape, grid)[0]), "model's masks"),
             (overlay(photo, masks_from_attention(clusters, shape, grid)[0]), f"k-means, K={cfg.model.num_slots}"),
         ]
-        shown = [_fit_height(tile, DISPLAY_HEIGHT) for tile, _ in tiles]
+        shown = [_fit_height(tile, height) for tile, _ in tiles]
         if index == 0:
             shown = [caption(tile, title) for tile, (_, title) in zip(shown, tiles, strict=True)]
         rows.append(hstack(shown, gap=4))
@@ -80,13 +81,10 @@ def save_photo_panel(model: SlotModel, cfg: Config, path: str | Path) -> Path:
     return path
 
 
-def add_photos_to_report(report: str | Path, panel: str | Path) -> None:
-    """Add the photo panel (a PNG) to an eval report.html as its last section, rewritten atomically."""
-    report = Path(report)
+def photo_section(panel: str | Path) -> str:
+    """The photo panel (a PNG) as an HTML section for an eval report (run_eval's report_sections)."""
     section = f"<h2>Real photos</h2>\n<p>{html.escape(PHOTOS_NOTE)}</p>\n"
-    section += figure(Path(panel).name, Path(panel).read_bytes(), "photo | model: decoder masks | k-means") + "\n"
-    page = report.read_text(encoding="utf-8")
-    atomic_write_bytes(report, page.replace("</body>", section + "</body>", 1).encode("utf-8"))
+    return section + figure(Path(panel).name, Path(panel).read_bytes(), "photo | the model's decoder masks | k-means")
 
 
 def _fit_height(image: torch.Tensor, height: int) -> torch.Tensor:

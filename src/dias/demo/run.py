@@ -45,7 +45,7 @@ from dias.commands.features import build_feature_cache
 from dias.config import CONFIG_FILE_NAME, apply_overrides, from_dict, to_dict
 from dias.data.records import load_header, split_path
 from dias.demo.follow import FollowCheck, compare_to_reference
-from dias.demo.photos import PHOTOS_FILE_NAME, add_photos_to_report, save_photo_panel
+from dias.demo.photos import PHOTOS_FILE_NAME, photo_section, save_photo_panel
 from dias.demo.reference import (
     COLOUR,
     DINOV2,
@@ -56,7 +56,7 @@ from dias.demo.reference import (
     load_reference,
 )
 from dias.errors import DiasError, FileInTheWayError, MissingFileError, UsageError
-from dias.io import atomic_write_bytes, file_sha256
+from dias.io import atomic_write_bytes, file_sha256, require_folder
 from dias.modules.backbone import STAND_IN_BACKBONES
 from dias.runtime.device import AUTO, cpu_name, resolve_device
 from dias.runtime.lock import FolderLock
@@ -123,6 +123,7 @@ def run_demo(
     if mode not in MODES:
         raise UsageError(f"unknown demo mode {mode!r}; use one of {', '.join(MODES)}")
     out_dir = Path(out_dir) if out_dir is not None else DEFAULT_OUT_DIR
+    require_folder(out_dir)  # before the weights are fetched or the data made
     kind, ref = choose_reference(reference, model)
     tag = data_tag(ref)
     data_root = Path(data_dir) if data_dir is not None else out_dir / DATA_DIR_NAME / tag
@@ -248,15 +249,17 @@ def ensure_features(ref: Reference, placement: list[str], cache: Path, progress:
 
 def evaluate_bundled(ref: Reference, placement: list[str], out: Path, progress: bool = True) -> dict[str, Any]:
     """Score the bundled weights on the val split with the baselines; write OUT/metrics.json and report.html,
-    and for a ViT model OUT/photos.png (the shipped photos beside k-means), added to the report."""
-    report = run_eval(ref.weights, overrides=placement, out_dir=out, viz=NUM_VIZ_IMAGES, progress=progress)
-    html = out / REPORT_FILE_NAME
-    photos = None
+    and for a ViT model OUT/photos.png (the shipped photos beside k-means), which the report shows too."""
+    photos, sections = None, ()
     if uses_features(ref):
+        require_folder(out)
         model, cfg = load_model(ref.weights)
         photos = str(save_photo_panel(model, cfg, out / PHOTOS_FILE_NAME))
-        if html.exists():
-            add_photos_to_report(html, out / PHOTOS_FILE_NAME)
+        sections = (photo_section(photos),)
+    report = run_eval(
+        ref.weights, overrides=placement, out_dir=out, viz=NUM_VIZ_IMAGES, progress=progress, report_sections=sections
+    )
+    html = out / REPORT_FILE_NAME
     return {
         "metrics": report["metrics"],
         "baselines": report["baselines"],

@@ -21,10 +21,9 @@ from dias.data.clip_feature_cache import ClipFeatureDataset
 from dias.data.dataset import LmdbDataset
 from dias.data.feature_cache import FEATURES_KIND, FeatureDataset, source_identity
 from dias.data.records import load_header, split_path
-from dias.io import file_sha256
 from dias.modules.backbone import STAND_IN_BACKBONES
 from dias.schema import Config, is_video
-from dias.weights.get import resolve_weights
+from dias.weights.get import weights_sha256
 
 REBUILD_HINT = (
     "rebuild it with `dias features --config CONFIG --out {out} --overwrite` and this run's overrides, "
@@ -37,7 +36,7 @@ def backbone_id(cfg: Config) -> str:
     backbone = cfg.model.backbone
     if backbone.name in STAND_IN_BACKBONES:
         return f"{backbone.name}/v{STAND_IN_BACKBONES[backbone.name].version}/p{backbone.patch_size}"
-    weights = "random" if backbone.weights is None else file_sha256(resolve_weights(backbone.weights))[:16]
+    weights = "random" if backbone.weights is None else weights_sha256(backbone.weights)[:16]
     return f"{backbone.name}/{weights}/x{backbone.input_scale}"
 
 

@@ -17,7 +17,6 @@ import torch
 
 from dias.baselines import BASELINE_TITLES
 from dias.data.transforms import resize_mask
-from dias.io import atomic_write_bytes
 from dias.metrics import METRIC_NAMES, METRIC_TITLES
 from dias.video_metrics import (
     VIDEO_CONVENTION_LABELS,
@@ -28,12 +27,10 @@ from dias.video_metrics import (
 from dias.viz.gallery import (
     BASELINE_NOTE,
     PANEL_GAP,
-    REPORT_FILE_NAME,
     TILE_GAP,
-    VIZ_DIR_NAME,
-    figure,
     page,
-    png_bytes,
+    saved_figure,
+    write_page,
 )
 from dias.viz.panels import PALETTE, attention_strip, caption, hstack, overlay, upscale, vstack
 from dias.viz.tables import Column, Table, format_fraction, to_html
@@ -158,23 +155,24 @@ def write_clip_report(
     items: list[ClipItem],
     report: dict[str, Any],
     per_clip: dict[int, dict[str, float]] | None = None,
+    sections: tuple[str, ...] = (),
 ) -> Path:
     """Write OUT/viz/clip-<index>-frame-<start>.png per item and OUT/report.html embedding them; returns its path.
 
-    per_clip maps a clip's row number to its scores in the video convention."""
+    per_clip maps a clip's row number to its scores in the video convention; `sections` (HTML blocks) follow
+    the clips."""
     out_dir = Path(out_dir)
-    figures = []
-    for item in items:
-        data = png_bytes(render_clip_panel(item))
-        name = f"clip-{item.index:06d}-frame-{item.start:04d}.png"
-        atomic_write_bytes(out_dir / VIZ_DIR_NAME / name, data)
-        scores = (per_clip or {}).get(item.number, {})
-        text = ", ".join(f"{METRIC_TITLES[k]} {format_fraction(v)}" for k, v in scores.items() if v == v)
-        last = item.start + item.video.shape[0] - 1
-        label = f"video {item.index}, frames {item.start}–{last}" + (f": {text} (video convention)" if text else "")
-        figures.append(figure(name, data, label))
+    figures = [
+        saved_figure(
+            out_dir,
+            f"clip-{item.index:06d}-frame-{item.start:04d}.png",
+            render_clip_panel(item),
+            f"video {item.index}, frames {item.start}–{item.start + item.video.shape[0] - 1}",
+            (per_clip or {}).get(item.number, {}),
+            note=" (video convention)",
+        )  # fmt: skip
+        for item in items
+    ]
     length = f"<p>Scored on {clip_length_text(report['card'])}.</p>"
     scores = length + to_html(video_scores_table(report["metrics"], report.get("baselines"))) + BASELINE_NOTE
-    path = out_dir / REPORT_FILE_NAME
-    atomic_write_bytes(path, page(report, figures, scores=scores, heading="Clips").encode("utf-8"))
-    return path
+    return write_page(out_dir, page(report, figures, scores=scores, heading="Clips", sections=sections))

@@ -116,20 +116,40 @@ def write_visual_report(
     items: list[VizItem],
     report: dict[str, Any],
     per_image: dict[int, dict[str, float]] | None = None,
+    sections: tuple[str, ...] = (),
 ) -> Path:
-    """Write OUT/viz/image-<index>.png for each item and OUT/report.html embedding them; returns the html path."""
+    """Write OUT/viz/image-<index>.png for each item and OUT/report.html embedding them, then `sections` (HTML
+    blocks, such as the demo's photo panel); returns the html path."""
     out_dir = Path(out_dir)
-    figures = []
-    for item in items:
-        data = png_bytes(render_panel(item))
-        name = f"image-{item.index:06d}.png"
-        atomic_write_bytes(out_dir / VIZ_DIR_NAME / name, data)
-        scores = (per_image or {}).get(item.index, {})
-        text = ", ".join(f"{METRIC_TITLES[k]} {format_fraction(v)}" for k, v in scores.items() if v == v)
-        figures.append(figure(name, data, f"image {item.index}" + (f": {text}" if text else "")))
+    figures = [
+        saved_figure(
+            out_dir,
+            f"image-{item.index:06d}.png",
+            render_panel(item),
+            f"image {item.index}",
+            (per_image or {}).get(item.index, {}),
+        )  # fmt: skip
+        for item in items
+    ]
     scores = to_html(scores_table(report["metrics"], report.get("baselines")))
+    html_page = page(report, figures, scores=scores + BASELINE_NOTE, heading="Images", sections=sections)
+    return write_page(out_dir, html_page)
+
+
+def saved_figure(
+    out_dir: Path, name: str, image: torch.Tensor, label: str, scores: dict[str, float], note: str = ""
+) -> str:
+    """Write `image` as OUT/viz/NAME and return its <figure>, captioned `label` and its `scores` (+ `note`)."""
+    data = png_bytes(image)
+    atomic_write_bytes(out_dir / VIZ_DIR_NAME / name, data)
+    text = ", ".join(f"{METRIC_TITLES[k]} {format_fraction(v)}" for k, v in scores.items() if v == v)
+    return figure(name, data, label + (f": {text}{note}" if text else ""))
+
+
+def write_page(out_dir: Path, html_page: str) -> Path:
+    """Write OUT/report.html (atomically); returns its path."""
     path = out_dir / REPORT_FILE_NAME
-    atomic_write_bytes(path, page(report, figures, scores=scores + BASELINE_NOTE, heading="Images").encode("utf-8"))
+    atomic_write_bytes(path, html_page.encode("utf-8"))
     return path
 
 
@@ -159,8 +179,10 @@ def figure(name: str, data: bytes, text: str) -> str:
     )
 
 
-def page(report: dict[str, Any], figures: list[str], *, scores: str, heading: str) -> str:
-    """The self-contained report.html: the scores section (HTML), the eval card, then the figures."""
+def page(
+    report: dict[str, Any], figures: list[str], *, scores: str, heading: str, sections: tuple[str, ...] = ()
+) -> str:
+    """The self-contained report.html: the scores section (HTML), the eval card, the figures, then `sections`."""
     card = report["card"]
     title = f"dias eval: {card.get('dataset', '')} {card.get('split', '')} ({card.get('mask_source', '')})"
     card_table = to_html(
@@ -185,5 +207,6 @@ img {{ image-rendering: pixelated; max-width: 100%; }}
 {card_table}
 <h2>{html.escape(heading)}</h2>
 {"".join(figures)}
+{"".join(sections)}
 </body></html>
 """

@@ -17,10 +17,13 @@ import tempfile
 from pathlib import Path
 
 from dias.errors import UsageError
+from dias.io import file_sha256
 from dias.schema import NAMED_WEIGHTS
 from dias.weights import sources, store
 
 log = logging.getLogger(__name__)
+
+_announced: set[Path] = set()  # weights whose provenance this process has logged
 
 
 def get_weights(name: str, source: str | os.PathLike | None = None) -> Path:
@@ -52,6 +55,17 @@ def resolve_weights(value: str | os.PathLike) -> Path:
     if str(value) not in NAMED_WEIGHTS:
         return Path(value)
     path = get_weights(str(value))
-    card = store.read_card(str(value)) or {}
-    log.info("backbone weights %s: %s (%s)", value, path, card.get("source", {}).get("caveat", ""))
+    if path not in _announced:  # once per process: a demo resolves its backbone's weights several times
+        _announced.add(path)
+        card = store.read_card(str(value)) or {}
+        log.info("backbone weights %s: %s (%s)", value, path, card.get("source", {}).get("caveat", ""))
     return path
+
+
+def weights_sha256(value: str | os.PathLike) -> str:
+    """The SHA-256 of model.backbone.weights' file; for named weights the one on their card, which
+    resolve_weights has just checked, so the file is not read again."""
+    path = resolve_weights(value)
+    if str(value) in NAMED_WEIGHTS:
+        return str((store.read_card(str(value)) or {})["sha256"])
+    return file_sha256(path)

@@ -31,6 +31,8 @@ MODEL_FILE = "model.safetensors"
 CARD_FILE = "card.json"
 DTYPE = torch.float32
 
+_checked: dict[Path, tuple] = {}  # stored weights whose hash matched their card, by (sha256, inode, size, mtime)
+
 
 def weights_home() -> Path:
     """Where dias keeps what it downloads: $DIAS_HOME, else $XDG_CACHE_HOME/dias, else ~/.cache/dias."""
@@ -56,13 +58,21 @@ def read_card(name: str) -> dict[str, Any] | None:
 
 
 def stored(name: str) -> Path | None:
-    """The stored weights of `name`, checked against their card's sha256; None when none are stored."""
+    """The stored weights of `name`, checked against their card's sha256; None when none are stored.
+
+    The check reads the whole file once per process and again only when the file's size, time or inode change.
+    """
     card = read_card(name)
     model = folder(name) / MODEL_FILE
     if card is None or not model.is_file():
         return None
+    status = model.stat()
+    signature = (card.get("sha256"), status.st_ino, status.st_size, status.st_mtime_ns)
+    if _checked.get(model) == signature:
+        return model
     if file_sha256(model) != card.get("sha256"):
         raise DamagedFileError(f"{model} does not match the sha256 on its card: changed or damaged; {_refetch(name)}")
+    _checked[model] = signature
     return model
 
 
