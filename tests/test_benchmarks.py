@@ -153,7 +153,7 @@ def test_probe_demo_writes_its_table(tmp_path, small_synthetic):
         "probe.batch_size=4",
     )  # fmt: skip
     text = out.read_text()
-    assert "# The recognition probe on the bundled demo model" in text and "probe steps" in text
+    assert "# The recognition probe on the bundled colour demo model" in text and "probe steps" in text
 
 
 @pytest.mark.slow
