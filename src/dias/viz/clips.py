@@ -170,7 +170,7 @@ def write_clip_report(
             f"video {item.index}, frames {item.start}–{item.start + item.video.shape[0] - 1}",
             (per_clip or {}).get(item.number, {}),
             note=" (video convention)",
-        )  # fmt: skip
+        )
         for item in items
     ]
     length = f"<p>Scored on {clip_length_text(report['card'])}.</p>"

@@ -128,7 +128,7 @@ def write_visual_report(
             render_panel(item),
             f"image {item.index}",
             (per_image or {}).get(item.index, {}),
-        )  # fmt: skip
+        )
         for item in items
     ]
     scores = to_html(scores_table(report["metrics"], report.get("baselines")))
