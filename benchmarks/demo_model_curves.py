@@ -18,6 +18,7 @@ A step logged twice (a run resumed from a checkpoint older than its log) counts 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -81,10 +82,11 @@ def table(runs: dict[int, dict[int, dict[str, float]]], every: int, where: str) 
     steps = sorted(set(range(every, max(last.values(), default=0) + 1, every)) | set(last.values()) - {0})
     header = ["step", *(f"{TITLES[m]} seed {s}" for m in METRICS for s in seeds)]
     header += [f"{TITLES[m]} mean − best baseline" for m in METRICS]
+    command = " ".join(["python benchmarks/demo_model_curves.py", *sys.argv[1:]])
     lines = [
         f"# The demo model's runs ({where}) against their baselines, val split",
         "",
-        f"`python benchmarks/demo_model_curves.py`; the target is the seeds' mean at least {MARGIN} above the best "
+        f"`{command}`; the target is the seeds' mean at least {MARGIN} above the best "
         "baseline on both metrics (**bold**: met). Baselines scored on the same val images at each validation.",
         "",
         "| " + " | ".join(header) + " |",
