@@ -1,19 +1,23 @@
 """`dias demo`: the bundled model is scored, and the fresh-training check says "follows" or "does not", rightly."""
 
 import json
+import logging
 import math
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 from tiny import signal_after_adam, tiny_config
 
+import dias.demo.run as demo_run
 import dias.methods.dias.method as dias_method
 from dias.cli import main
 from dias.config import load_config
 from dias.demo.follow import compare_to_reference
 from dias.demo.reference import bundled_reference_dir, load_reference, package_reference
 from dias.demo.run import (
+    AUTO_MINUTES,
     BUNDLED_DIR_NAME,
     CHECK_FILE_NAME,
     FRESH_DIR_NAME,
@@ -65,6 +69,17 @@ def test_a_correct_training_with_another_seed_follows_the_reference(tmp_path, ti
     assert max(p.step for p in check.points) == 30 and summary["bundled"] is None
     saved = json.loads((tmp_path / "demo" / FRESH_DIR_NAME / CHECK_FILE_NAME).read_text())
     assert saved["follows"] is True and len(saved["points"]) == len(check.points)
+
+
+def test_a_demo_whose_first_steps_took_long_trains_less_and_says_so(
+    tmp_path, tiny_root, tiny_reference, monkeypatch, caplog
+):
+    monkeypatch.setattr(demo_run, "DEMO_MINUTES", 2.5)  # as if the weights, data and tokens took 7.5 minutes
+    with caplog.at_level(logging.WARNING, logger="dias.demo.run"):
+        run_demo(
+            tmp_path / "demo", AUTO_MINUTES, mode="train", data_dir=tiny_root, reference=tiny_reference, progress=False
+        )
+    assert re.search(r"it trains for 1\.\d instead of 7, so that the demo ends within 2", caplog.text), caplog.text
 
 
 def test_a_learning_rate_a_million_times_too_small_does_not_follow(tmp_path, tiny_root, tiny_reference):

@@ -142,6 +142,12 @@ def run_demo(
         if minutes == AUTO_MINUTES:
             left = DEMO_MINUTES - AFTER_TRAINING_MINUTES - (time.monotonic() - started) / 60
             minutes = max(MIN_TRAIN_MINUTES, min(TRAIN_MINUTES, left))
+            if minutes < TRAIN_MINUTES:
+                log.warning(
+                    "the steps before the fresh training took %.1f minutes: it trains for %.1f instead of %.0f, so "
+                    "that the demo ends within %.0f (--minutes M sets it)",
+                    (time.monotonic() - started) / 60, minutes, TRAIN_MINUTES, DEMO_MINUTES,
+                )  # fmt: skip
         fresh, check = train_and_check(
             ref, placement, out_dir / FRESH_DIR_NAME, overrides, minutes=minutes, max_steps=max_steps,
             progress=progress, overwrite=overwrite,
