@@ -47,6 +47,7 @@ from dias.train.loop import train
 from dias.train.validate import evaluate
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = RESULTS.parents[1]
 VARIANTS = {
     "slot attention (no distillation)": ["model.method.distill_weight=0.0"],
     "dias_r (release)": [],
@@ -128,19 +129,26 @@ def main() -> None:
             path = scores_dir / f"{SLUGS[name]}-{seed}.json"
             if path.is_file():
                 kept = json.loads(path.read_text())
-                if (kept["config"], kept["steps"], kept["overrides"]) != (str(config), args.steps, budget):
+                if (kept["config"], kept["steps"], kept["overrides"]) != (config_label(config), args.steps, budget):
                     raise SystemExit(f"{path} holds a run of another config, budget or data; pass another --name")
                 continue
             scores = run(
                 config, [*budget, *overrides, f"train.seed={seed}"], runs / f"{SLUGS[name]}-{seed}", args.val_batches
             )
-            record = {"config": str(config), "steps": args.steps, "overrides": budget, "scores": scores,
+            record = {"config": config_label(config), "steps": args.steps, "overrides": budget, "scores": scores,
                       "machine": cpu_name(), "date": datetime.date.today().isoformat()}  # fmt: skip
             atomic_write_bytes(path, (json.dumps(record, indent=1) + "\n").encode("utf-8"))
             print(f"{name}, seed {seed}: FG-ARI {scores['fg_ari']:.3f}, mBO {scores['mbo']:.3f}", flush=True)
     text = table(scores_dir, config, args)
     atomic_write_bytes(args.results / f"{args.name}.md", text.encode("utf-8"))
     print(text)
+
+
+def config_label(config: Path) -> str:
+    """The config as a kept run records it: relative to the repository when inside it (the packaged demo config
+    too, in a checkout), so that the record names no folder of the machine it ran on."""
+    resolved = config.resolve()
+    return resolved.relative_to(REPO).as_posix() if resolved.is_relative_to(REPO) else str(config)
 
 
 def table(scores_dir: Path, config: Path, args: argparse.Namespace) -> str:

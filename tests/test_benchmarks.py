@@ -7,6 +7,7 @@ skipped without it.
 """
 
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -156,6 +157,21 @@ def test_probe_demo_writes_its_table(tmp_path, small_synthetic):
     assert "# The recognition probe on the bundled colour demo model" in text and "probe steps" in text
 
 
+def test_eval_speed_times_each_part_of_evaluation(tmp_path, small_synthetic):
+    out = tmp_path / "eval_speed.md"
+    _benchmark(
+        "eval_speed.py", "--data", str(small_synthetic), "--images", "4", "--batch-size", "2", "--rounds", "1",
+        "--precisions", "fp32", "--out", str(out),
+    )  # fmt: skip
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| images")]
+    assert [row.split(" | ")[2] for row in rows] == ["model + baselines", "model only"]
+    for row in rows:
+        cells = [float(cell) for cell in row.strip("| ").split(" | ")[3:]]
+        assert cells[0] > 0 and all(value >= 0 for value in cells[1:6])  # images/s; to device .. baseline partitions
+    only = [float(cell) for cell in rows[1].strip("| ").split(" | ")[3:]]
+    assert only[5] == 0  # the model alone draws no baseline partition
+
+
 @pytest.mark.slow
 def test_ablation_prints_every_method_and_the_baselines_and_reuses_kept_runs(tiny_root, tmp_path):
     argv = [
@@ -167,6 +183,8 @@ def test_ablation_prints_every_method_and_the_baselines_and_reuses_kept_runs(tin
     assert "| dias_r (release) |" in result.stdout and "| SmoothSA | not run yet |" in result.stdout
     kept = sorted(p.name for p in (tmp_path / "results" / "ablation").iterdir())
     assert kept == ["dias-r-42.json"]
+    record = json.loads((tmp_path / "results" / "ablation" / "dias-r-42.json").read_text())
+    assert record["config"] == "src/dias/configs/demo.yaml"  # the packaged default, named without this machine's path
     result = _benchmark(*argv)  # the dias_r run is kept, the other three are trained
     assert "dias_r (release), seed 42" not in result.stdout and "SmoothSA, seed 42" in result.stdout
     for row in ("| slot attention (no distillation) |", "| dias_r (release) |", "| full DIAS", "| SmoothSA |"):

@@ -101,35 +101,48 @@ def _kmeans(x: torch.Tensor, num_clusters: int, seed: int, num_iters: int, num_r
     generator = torch.Generator(device=x.device).manual_seed(seed)
     best_labels = torch.zeros(b, n, dtype=torch.long, device=x.device)
     best_inertia = torch.full((b,), math.inf, device=x.device)
+    token_norms = x.square().sum(dim=2)  # (B, N), once for all restarts
     for _ in range(num_restarts):
-        centres = _kmeans_plus_plus(x, num_clusters, generator)  # (B, K, C)
+        centres = _kmeans_plus_plus(x, token_norms, num_clusters, generator)  # (B, K, C)
+        labels = None
         for _ in range(num_iters):
-            labels = torch.cdist(x, centres).argmin(dim=2)  # (B, N)
-            one_hot = F.one_hot(labels, num_clusters).float()  # (B, N, K)
+            nearest = _squared_distances(x, token_norms, centres).argmin(dim=2)  # (B, N)
+            if labels is not None and torch.equal(nearest, labels):
+                break  # converged: the centres below are the ones already computed from these labels
+            labels = nearest
+            one_hot = F.one_hot(labels, num_clusters).to(x.dtype)  # (B, N, K)
             counts = one_hot.sum(dim=1)  # (B, K)
             sums = one_hot.transpose(1, 2) @ x  # (B, K, C)
             centres = torch.where(counts[..., None] > 0, sums / counts.clamp(min=1)[..., None], centres)
-        distance = torch.cdist(x, centres)  # (B, N, K)
+        distance = _squared_distances(x, token_norms, centres)  # (B, N, K)
         labels = distance.argmin(dim=2)
-        inertia = distance.gather(2, labels[..., None]).squeeze(2).square().sum(dim=1)  # (B,)
+        inertia = distance.gather(2, labels[..., None]).squeeze(2).sum(dim=1)  # (B,)
         better = inertia < best_inertia
         best_labels = torch.where(better[:, None], labels, best_labels)
         best_inertia = torch.where(better, inertia, best_inertia)
     return best_labels
 
 
-def _kmeans_plus_plus(x: torch.Tensor, num_clusters: int, generator: torch.Generator) -> torch.Tensor:
+def _squared_distances(x: torch.Tensor, token_norms: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """|x - c|^2 (B, N, K) as |x|^2 - 2 x.c + |c|^2: one small matrix product, the tokens' norms given."""
+    cross = x @ centres.transpose(1, 2)  # (B, N, K)
+    return (token_norms[..., None] - 2 * cross + centres.square().sum(dim=2)[:, None]).clamp(min=0)
+
+
+def _kmeans_plus_plus(
+    x: torch.Tensor, token_norms: torch.Tensor, num_clusters: int, generator: torch.Generator
+) -> torch.Tensor:
     """k-means++ seeding: each next centre is a token drawn with probability proportional to D^2."""
     b, n, _ = x.shape
     rows = torch.arange(b, device=x.device)
     first = torch.randint(n, (b,), generator=generator, device=x.device)
     centres = [x[rows, first]]  # each (B, C)
-    nearest = (x - centres[0][:, None]).square().sum(dim=2)  # (B, N)
+    nearest = _squared_distances(x, token_norms, centres[0][:, None]).squeeze(2)  # (B, N)
     for _ in range(1, num_clusters):
         weights = nearest + 1e-12  # an image of identical tokens still draws
         chosen = torch.multinomial(weights / weights.sum(dim=1, keepdim=True), 1, generator=generator).squeeze(1)
         centres.append(x[rows, chosen])
-        nearest = torch.minimum(nearest, (x - centres[-1][:, None]).square().sum(dim=2))
+        nearest = torch.minimum(nearest, _squared_distances(x, token_norms, centres[-1][:, None]).squeeze(2))
     return torch.stack(centres, dim=1)
 
 

@@ -248,8 +248,9 @@ class OptimConfig:
 class TrainConfig:
     total_steps: int = checked(50000, STEPS)
     seed: int = checked(42, SEED)
-    # fp16: autocast + GradScaler on CUDA; elsewhere bf16 or fp32 (dias.runtime.device says which)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # fp16: autocast + GradScaler on CUDA; elsewhere bf16 or fp32; auto: bf16 on a CPU with bf16 matrix
+    # instructions, else fp32 (dias.runtime.device says which, and why)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
     device: str = checked("auto", DEVICE)  # auto: this process's GPU when CUDA is present, else the CPU
     out_dir: str = "runs/dias"
     val_every: int | None = checked(None, STEPS)  # None: train.total_steps // 40, as the release
@@ -263,7 +264,7 @@ class EvalConfig:
     batch_size: int = checked(32, BATCH_SIZE)
     seed: int = checked(0, SEED)
     device: str = checked("auto", DEVICE)  # of `dias eval`; validation in training runs on train.device
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # of `dias eval` and of validation in training
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # of `dias eval` and of validation in training
 
 
 # probe.attribute: the label a recognition probe predicts; which a dataset has is dias.probe.labels' business

@@ -16,11 +16,12 @@ from dias.config import load_config
 from dias.data.codec import IGNORE_ID
 from dias.data.dataset import LmdbDataset, collate
 from dias.data.transforms import EvalTransform
+from dias.errors import UsageError
 from dias.methods.base import SlotOutput
 from dias.methods.dias.model import build_model
 from dias.metrics import METRIC_NAMES
 from dias.schema import parse_mask_source
-from dias.train.checkpoint import save_checkpoint
+from dias.train.checkpoint import load_model, save_checkpoint
 from dias.train.validate import evaluate
 
 EVAL_MODEL = [  # the suite's tiny run (tests/tiny.py) with a finer grid and sampled slots
@@ -84,6 +85,22 @@ def test_eval_reads_its_own_device_and_precision_keys(tiny, tmp_path, monkeypatc
         assert (card["device"], card["precision"]) == ("cpu", precision)
     card = run_eval(checkpoint, overrides=["eval.precision=fp16"], out_dir=tmp_path / "fp16", progress=False)["card"]
     assert card["precision"] == "fp32"  # fp16 off CUDA, on a CPU without bf16 instructions
+    card = run_eval(checkpoint, overrides=["eval.precision=auto"], out_dir=tmp_path / "auto", progress=False)["card"]
+    assert card["precision"] == "fp32"  # auto: no bf16 instructions
+    monkeypatch.setattr(device_module, "cpu_has_fast_bf16", lambda: True)
+    card = run_eval(checkpoint, overrides=["eval.precision=auto"], out_dir=tmp_path / "auto", progress=False)["card"]
+    assert card["precision"] == "bf16"
+
+
+def test_eval_of_a_model_already_loaded_scores_as_from_the_file(tiny, tmp_path):
+    _, _, checkpoint, _ = tiny
+    from_file = run_eval(checkpoint, overrides=["eval.seed=3"], out_dir=tmp_path / "file", progress=False)
+    loaded = load_model(checkpoint, overrides=["eval.seed=3"])
+    given = run_eval(checkpoint, out_dir=tmp_path / "loaded", progress=False, loaded=loaded)
+    assert given["metrics"] == from_file["metrics"] and given["card"]["seed"] == 3
+    assert given["card"]["checkpoint_sha256"] == from_file["card"]["checkpoint_sha256"]
+    with pytest.raises(UsageError, match="load_model"):  # overrides here would not reach the loaded model
+        run_eval(checkpoint, overrides=["eval.seed=4"], out_dir=tmp_path / "both", progress=False, loaded=loaded)
 
 
 def test_default_out_dir_is_next_to_the_checkpoint(tiny):

@@ -69,6 +69,19 @@ def test_auto_inference_precision_is_the_native_low_precision(monkeypatch, devic
     assert inference_precision("fp32", torch.device(device)).name == "fp32"  # asked for: honoured
 
 
+@pytest.mark.parametrize(
+    ("device", "fast_bf16", "expected"),
+    [("cpu", True, "bf16"), ("cpu", False, "fp32"), ("cuda", True, "fp32"), ("mps", True, "fp32")],
+)
+def test_auto_training_precision_is_bf16_only_where_it_was_measured_faster(monkeypatch, device, fast_bf16, expected):
+    monkeypatch.setattr(device_module, "cpu_has_fast_bf16", lambda: fast_bf16)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    precision = resolve_precision("auto", torch.device(device))
+    assert (precision.name, precision.scaled) == (expected, False)
+    with pytest.raises(DeviceError, match="auto, fp32, bf16 or fp16"):
+        resolve_precision("fp8", torch.device(device))
+
+
 def test_autocast_sets_the_dtype_and_fp32_runs_without_it():
     with Precision("bf16", "cpu").autocast():
         assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
@@ -109,3 +122,10 @@ def test_loaders_pin_memory_only_for_cuda(synthetic_root, small_demo_config):
     for device, pinned in ((torch.device("cpu"), False), (torch.device("cuda", 0), True)):
         train_loader, _, val_loader = build_loaders(cfg, DistInfo(0, 1, device))
         assert train_loader.pin_memory is pinned and val_loader.pin_memory is pinned
+
+
+def test_configs_take_auto_for_both_precisions():
+    from dias.config import load_config
+
+    cfg = load_config("configs/demo.yaml", ["train.precision=auto", "eval.precision=auto"])
+    assert (cfg.train.precision, cfg.eval.precision) == ("auto", "auto")

@@ -23,7 +23,9 @@ from dias.data.codec import IGNORE_ID
 from dias.data.dataset import LmdbDataset, collate
 from dias.data.records import split_path, warn_if_other_dataset
 from dias.data.transforms import EvalTransform
+from dias.errors import UsageError
 from dias.io import atomic_write_bytes, file_sha256, require_folder
+from dias.methods.base import SlotModel
 from dias.metrics import METRIC_NAMES
 from dias.runtime.device import resolve_device, resolve_precision
 from dias.schema import DECODER_SOURCE, Config, is_video, parse_mask_source
@@ -132,13 +134,18 @@ def run_eval(
     split: str | None = None,
     progress: bool = True,
     report_sections: tuple[str, ...] = (),
+    loaded: tuple[SlotModel, Config] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on a split; write OUT/metrics.json, OUT/config.yaml and, with viz > 0, the report
     (with `report_sections`, HTML blocks, after its figures).
 
-    Returns the metrics.json content {"metrics": {...}, "card": {...}, "path": str}.
+    `loaded` is the checkpoint's model and config, already loaded (load_model with the overrides wanted), for a
+    caller that used them before; `checkpoint` is then only named in the card, and `config` and `overrides`
+    must be left out. Returns the metrics.json content {"metrics": {...}, "card": {...}, "path": str}.
     """
-    model, cfg = load_model(checkpoint, config=config, overrides=overrides)
+    if loaded is not None and (config is not None or overrides):
+        raise UsageError("run_eval: pass the config and overrides to load_model when passing `loaded`, not here")
+    model, cfg = loaded if loaded is not None else load_model(checkpoint, config=config, overrides=overrides)
     split = split or cfg.data.val_split
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(checkpoint, split, cfg.eval.mask_source)
     require_folder(out_dir)  # before the evaluation, not after it

@@ -257,13 +257,13 @@ def evaluate_bundled(ref: Reference, placement: list[str], out: Path, progress: 
     """Score the bundled weights on the val split with the baselines; write OUT/metrics.json and report.html,
     and for a ViT model OUT/photos.png (the shipped photos beside k-means), which the report shows too."""
     photos, sections = None, ()
+    loaded = load_model(ref.weights, overrides=placement)
     if uses_features(ref):
         require_folder(out)
-        model, cfg = load_model(ref.weights)
-        photos = str(save_photo_panel(model, cfg, out / PHOTOS_FILE_NAME))
+        photos = str(save_photo_panel(*loaded, out / PHOTOS_FILE_NAME))
         sections = (photo_section(photos),)
     report = run_eval(
-        ref.weights, overrides=placement, out_dir=out, viz=NUM_VIZ_IMAGES, progress=progress, report_sections=sections
+        ref.weights, out_dir=out, viz=NUM_VIZ_IMAGES, progress=progress, report_sections=sections, loaded=loaded
     )
     html = out / REPORT_FILE_NAME
     return {

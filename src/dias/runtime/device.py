@@ -9,6 +9,12 @@ fp16 autocast needs CUDA (with a GradScaler). Elsewhere it falls back, the same 
 to bf16 on a CPU with bf16 matrix instructions (AVX-512 BF16 or AMX), whose bf16 kernels are fast, and
 to fp32 on any other CPU (or on MPS), where bf16 autocast runs slower than fp32. torch's own CPU
 capability query decides, not /proc/cpuinfo. An explicit `bf16` is honoured wherever torch supports it.
+
+`auto` (train.precision, eval.precision) is the precision measured to be faster here with training that
+still follows fp32's: bf16 on a CPU with bf16 matrix instructions (a training step 2.2-3.1x fp32's, and a
+bf16 run of the DINOv2 demo follows the fp32 reference runs: benchmarks/results/precision_auto.md), fp32 on
+any other CPU (bf16 runs at 0.41-0.52x fp32 there) and, until benchmarks/gpu.py has measured it, on CUDA
+and MPS. A frozen forward (feature extraction) has its own `auto`: inference_precision.
 """
 
 from __future__ import annotations
@@ -89,12 +95,14 @@ class Precision:
 
 
 def resolve_precision(requested: str, device: torch.device, *, key: str = "train.precision") -> Precision:
-    """The precision that `requested` (fp32 | bf16 | fp16) runs in on `device`; see the module docstring.
+    """The precision that `requested` (auto | fp32 | bf16 | fp16) runs in on `device`; see the module docstring.
 
     `key` names the config key in the one warning a fallback gives (once per process and key).
     """
-    if requested not in ("fp32", *PRECISION_DTYPES):
-        raise DeviceError(f"unknown precision {requested!r}; set {key}=fp32, bf16 or fp16")
+    if requested not in (AUTO, "fp32", *PRECISION_DTYPES):
+        raise DeviceError(f"unknown precision {requested!r}; set {key}=auto, fp32, bf16 or fp16")
+    if requested == AUTO:
+        return Precision("bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32", device.type)
     name = requested
     if requested == "fp16" and device.type != "cuda":
         name = "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
