@@ -9,6 +9,7 @@ skipped without it.
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -170,6 +171,20 @@ def test_eval_speed_times_each_part_of_evaluation(tmp_path, small_synthetic):
         assert cells[0] > 0 and all(value >= 0 for value in cells[1:6])  # images/s; to device .. baseline partitions
     only = [float(cell) for cell in rows[1].strip("| ").split(" | ")[3:]]
     assert only[5] == 0  # the model alone draws no baseline partition
+
+
+def test_precision_auto_checks_a_run_against_each_pair_of_fp32_seeds(tmp_path):
+    """The bundled seed-42 log as the 'bf16' run: it is one of the reference runs, so it follows all three."""
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(REPO / "src" / "dias" / "demo_model_dinov2" / "log-seed42.jsonl", run / "metrics.jsonl")
+    out = tmp_path / "precision_auto.md"
+    _benchmark("precision_auto.py", str(run), "--out", str(out))
+    text = out.read_text()
+    assert text.count("| bf16 |") == 3 and text.count("| fp32 seed") == 6  # 3 pairs x 2 runs, then 3 last scores
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| 43, 44 |")]
+    assert [row[1] for row in rows] == ["fp32 seed 42", "bf16"] and rows[0][2:] == rows[1][2:]  # the same log
+    assert "as `dias demo` checks): 60/60 · 60/60 · 60/60, follows." in text  # against itself among others: all in
 
 
 @pytest.mark.slow

@@ -1,0 +1,108 @@
+"""Does a whole bf16 training follow fp32's? A bf16 run of the DINOv2 demo config against its fp32 reference runs.
+
+    dias train --config configs/demo-dinov2.yaml --out runs/bf16-demo-dinov2-42 train.seed=42 \
+        train.precision=bf16 data.root=data/synthetic-256 data.features=cache/synthetic-256-dinov2
+    python benchmarks/precision_auto.py runs/bf16-demo-dinov2-42 [--out results/precision_auto.md]
+
+The evidence for `train.precision=auto` (dias.runtime.device): on a CPU with bf16 matrix instructions it
+trains in bf16, which is only right if bf16 training ends where fp32 training does. The bundled DINOv2 demo
+model ships its three fp32 runs' logs (seeds 42, 43, 44; 6,000 steps). This harness reads a bf16 run of the
+same config and compares it with them the way `dias demo` compares a fresh run (dias.demo.follow: loss
+blocks and val FG-ARI / mBO, each within the reference seeds' spread), but over the whole run, not its first
+minutes. The yardstick is what an fp32 run of another seed scores under the same test: for each pair of fp32
+seeds taken as the reference, the third fp32 seed and the bf16 run are checked against that pair. The table
+gives, per reference pair, the share of points inside the band and the verdict for each; then the last
+validation scores of every run (the whole val split, decoder masks) beside k-means on the same tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import sys
+from pathlib import Path
+
+from dias.demo.follow import LOSS_KEY, VAL_KEYS, FollowCheck, compare_to_reference
+from dias.demo.reference import DINOV2, bundled_reference_dir, load_reference
+from dias.io import atomic_write_bytes
+from dias.train.log import read_metrics
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def share_inside(check: FollowCheck) -> str:
+    """ "inside / compared" over every point, then per quantity."""
+    parts = []
+    for key in (LOSS_KEY, *VAL_KEYS):
+        points = [p for p in check.points if p.key == key]
+        parts.append(f"{sum(p.inside for p in points)}/{len(points)}")
+    return " · ".join(parts)
+
+
+def verdict(check: FollowCheck) -> str:
+    if check.follows:
+        return "follows"
+    if check.failure is None:
+        return str(check.verdict)
+    return f"does not: {check.failure.describe()}"
+
+
+def last_val(records: list[dict]) -> dict[str, float]:
+    """The last validation's scores of a run's log."""
+    return next(r for r in reversed(records) if "val/fg_ari" in r)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="the bf16 run's folder (its metrics.jsonl)")
+    parser.add_argument("--model", default=DINOV2, help="the bundled demo model whose fp32 logs are the reference")
+    parser.add_argument("--out", type=Path, default=RESULTS / "precision_auto.md")
+    args = parser.parse_args()
+    reference = load_reference(bundled_reference_dir(args.model))
+    records = read_metrics(args.run)
+    steps = max(r["step"] for r in records)
+    total = max(r["step"] for r in next(iter(reference.logs.values())))
+    lines = [
+        f"# bf16 training against fp32: the {args.model} demo config, {steps:,} of {total:,} steps",
+        "",
+        f"`python benchmarks/precision_auto.py {' '.join(sys.argv[1:])}`, {datetime.date.today().isoformat()}. "
+        f"The fp32 runs are the bundled model's reference logs (seeds {', '.join(map(str, reference.logs))}).",
+        "",
+        "## Does it follow? Each pair of fp32 seeds as the reference, the third fp32 seed beside the bf16 run",
+        "",
+        "Points inside the reference band: loss blocks · val FG-ARI · val mBO (dias.demo.follow's rule, over "
+        "the whole run).",
+        "",
+        "| reference seeds | run | points inside | verdict |",
+        "|---|---|---|---|",
+    ]
+    for pair in itertools.combinations(sorted(reference.logs), 2):
+        logs = {seed: reference.logs[seed] for seed in pair}
+        (held_out,) = set(reference.logs) - set(pair)
+        for name, run in ((f"fp32 seed {held_out}", reference.logs[held_out]), ("bf16", records)):
+            check = compare_to_reference(run, logs)
+            lines.append(f"| {pair[0]}, {pair[1]} | {name} | {share_inside(check)} | {verdict(check)} |")
+    lines += [
+        "",
+        f"All three fp32 seeds as the reference (as `dias demo` checks): "
+        f"{share_inside(compare_to_reference(records, reference.logs))}, "
+        f"{verdict(compare_to_reference(records, reference.logs))}.",
+        "",
+        "## Last validation (val split, decoder masks)",
+        "",
+        "| run | step | FG-ARI | mBO | k-means FG-ARI | k-means mBO |",
+        "|---|---|---|---|---|---|",
+    ]
+    runs = {f"fp32 seed {seed}": log for seed, log in reference.logs.items()} | {f"bf16 ({args.run.name})": records}
+    for name, log in runs.items():
+        val = last_val(log)
+        cells = [val["val/fg_ari"], val["val/mbo"], val["val/kmeans/fg_ari"], val["val/kmeans/mbo"]]
+        lines.append(f"| {name} | {val['step']:,} | " + " | ".join(f"{100 * v:.1f}" for v in cells) + " |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    atomic_write_bytes(args.out, text.encode("utf-8"))
+
+
+if __name__ == "__main__":
+    main()
