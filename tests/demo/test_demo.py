@@ -271,3 +271,20 @@ def test_overrides_reach_the_fresh_training_and_the_reference_config_the_rest(tm
     assert summary["fresh"]["step"] == 10 and summary["fresh"]["status"] == "done"
     saved = load_config(tmp_path / "demo" / FRESH_DIR_NAME / "config.yaml")
     assert saved.optim.lr == 2e-3 and saved.model.slot_dim == 32 and saved.data.root == str(tiny_root)
+
+
+def test_the_dinov2_models_fresh_training_takes_bf16_where_faster_unless_told(
+    tmp_path, tiny_root, tiny_reference, monkeypatch
+):
+    """FRESH_SETTINGS: train.precision=auto for the DINOv2 model (bf16 on a CPU with bf16 instructions), fp32
+    for the colour-code one, and the user's override wins."""
+    monkeypatch.setattr(demo_run, "choose_reference", lambda reference, model: (model, load_reference(tiny_reference)))
+    for model, overrides, expected in [
+        ("dinov2", [], "auto"), ("dinov2", ["train.precision=fp32"], "fp32"), ("colour", [], "fp32")
+    ]:  # fmt: skip
+        out = tmp_path / f"{model}-{len(overrides)}"
+        run_demo(
+            out, None, [*overrides, "train.total_steps=2"], mode="train", model=model, data_dir=tiny_root,
+            progress=False,
+        )  # fmt: skip
+        assert load_config(out / FRESH_DIR_NAME / "config.yaml").train.precision == expected

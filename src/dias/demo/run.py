@@ -14,9 +14,9 @@ In order: make the reference's synthetic dataset (or reuse it), cache its backbo
 only: dias.commands.features, the evaluation view of every image), evaluate the bundled model on the val
 split with the baselines and a visual report (plus, for a ViT model, the four shipped photos beside
 k-means on the same tokens: dias.demo.photos), then train a fresh model from scratch with the bundled
-model's config for TRAIN_MINUTES (less when the steps before took so long that the demo would not end
-within DEMO_MINUTES) and compare its logged loss and validation metrics with
-the reference runs' logs at the same steps (dias.demo.follow). `key=value` overrides apply to the fresh
+model's config (plus FRESH_SETTINGS: bf16 where it is faster) for TRAIN_MINUTES (less when the steps before
+took so long that the demo would not end within DEMO_MINUTES) and compare its logged loss and validation
+metrics with the reference runs' logs at the same steps (dias.demo.follow). `key=value` overrides apply to the fresh
 training only, so `dias demo optim.lr=1e-9` shows the check fail.
 
 Everything is written inside OUT: OUT/data/TAG (the dataset, unless `data_dir` names another; TAG names
@@ -86,6 +86,11 @@ CHECK_FILE_NAME, CHECK_TABLE_NAME = "check.json", "check.md"
 MADE_BY = "dias demo"
 RUN_FILES = (LAST, BEST, METRICS_FILE_NAME, CONFIG_FILE_NAME, CHECK_FILE_NAME, CHECK_TABLE_NAME)  # a run's own
 MODES = ("all", "eval", "train")
+# The fresh training's settings beyond the bundled model's config, before the user's overrides. The DINOv2
+# model's step runs 2.2x faster in bf16 on a CPU with bf16 matrix instructions, and a whole bf16 run follows its
+# fp32 reference runs (benchmarks/results/precision_auto.md): `auto` takes bf16 there, fp32 elsewhere. The
+# colour-code model's small products run slower in bf16 (0.81x; results/train_step_demo_precision.md): fp32.
+FRESH_SETTINGS = {DINOV2: ("train.precision=auto",), COLOUR: ()}
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +154,8 @@ def run_demo(
                     (time.monotonic() - started) / 60, minutes, TRAIN_MINUTES, DEMO_MINUTES,
                 )  # fmt: skip
         fresh, check = train_and_check(
-            ref, placement, out_dir / FRESH_DIR_NAME, overrides, minutes=minutes, max_steps=max_steps,
-            progress=progress, overwrite=overwrite,
+            ref, placement, out_dir / FRESH_DIR_NAME, [*FRESH_SETTINGS.get(kind, ()), *overrides], minutes=minutes,
+            max_steps=max_steps, progress=progress, overwrite=overwrite,
         )  # fmt: skip
         summary["fresh"], summary["check"] = fresh, check
     return summary
