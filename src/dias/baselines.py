@@ -87,7 +87,8 @@ def kmeans(
 
     Runs in float32 on the tokens' device, with autocast off, batched over images; of `num_restarts`
     seedings per image the one with the lowest within-cluster sum of squares wins. Deterministic for a
-    seed. A cluster that loses all its tokens keeps its centre.
+    seed. A cluster that loses all its tokens keeps its centre. A seeding's iterations stop once no label
+    changes (the centres would not either).
     """
     b, n, _ = tokens.shape
     if not 1 <= num_clusters <= n:
