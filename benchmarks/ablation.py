@@ -147,8 +147,8 @@ def main() -> None:
 def config_label(config: Path) -> str:
     """The config as a kept run records it: relative to the repository when inside it (the packaged demo config
     too, in a checkout), so that the record names no folder of the machine it ran on."""
-    resolved = config.resolve()
-    return resolved.relative_to(REPO).as_posix() if resolved.is_relative_to(REPO) else str(config)
+    absolute = Path(os.path.abspath(config))  # not resolve(): configs/ holds links into the package's configs
+    return absolute.relative_to(REPO).as_posix() if absolute.is_relative_to(REPO) else str(config)
 
 
 def table(scores_dir: Path, config: Path, args: argparse.Namespace) -> str:

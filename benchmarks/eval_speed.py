@@ -113,7 +113,7 @@ def main() -> None:
     placement = [f"data.root={args.data}", f"eval.batch_size={args.batch_size}", "data.num_workers=0"]
     model, cfg = load_model(weights, overrides=placement)  # one model: given tokens, it skips its backbone
     sources = {"cached tokens": [f"data.features={args.features}"]} if args.features else {}
-    sources["images, live backbone"] = []
+    sources["images, live backbone"] = ["data.features=null"]  # the bundled config names the cache it trained on
     loaders = {
         source: _split_loader(from_dict(apply_overrides(to_dict(cfg), extra)), cfg.data.val_split, CPU)
         for source, extra in sources.items()
