@@ -71,6 +71,7 @@ from dias.methods.smoothsa_video.objective import video_preheat_loss
 from dias.methods.smoothsa_video.official import load_official_smoothsa_video_weights
 from dias.methods.video_config import VideoMethodConfig
 from dias.modules.backbone import PatchStats
+from dias.runtime.device import Precision, cpu_has_fast_bf16
 from dias.schema import PreheatedInitializerConfig, SlotAttentionConfig, TransformerDecoderConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,8 +149,11 @@ def adam_step(params: list[nn.Parameter], optimizer: torch.optim.Optimizer, loss
     optimizer.step()
 
 
-def our_step(release: Release, features: torch.Tensor, boxes: torch.Tensor, weights: dict | None) -> Callable:
-    """The package's model and loss terms, composed as the release's step; `weights`: the official model's."""
+def our_step(
+    release: Release, features: torch.Tensor, boxes: torch.Tensor, weights: dict | None, precision: str = "fp32"
+) -> Callable:
+    """The package's model and loss terms, composed as the release's step; `weights`: the official model's;
+    `precision`: fp32, or bf16 autocast around the forward and the losses (as `dias train` runs it)."""
     backbone = PatchStats(patch_size=PATCH, feature_dim=FEATURE_DIM)  # never runs: features are given
     model = (
         release.build(
@@ -168,12 +172,14 @@ def our_step(release: Release, features: torch.Tensor, boxes: torch.Tensor, weig
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=LR)
     options = dict(detach_preheat=False) if release.preheat else {}
+    autocast = Precision(precision, features.device.type).autocast
 
     def step() -> None:
-        out = model(features=features, boxes=boxes, **options)
-        loss = reconstruction_loss(out.recon, out.features) + SSC_WEIGHT * slot_contrast_loss(out.slots)
-        if release.preheat:
-            loss = loss + PREHEAT_WEIGHT * video_preheat_loss(out.qinit, out.slots)
+        with autocast():
+            out = model(features=features, boxes=boxes, **options)
+            loss = reconstruction_loss(out.recon, out.features) + SSC_WEIGHT * slot_contrast_loss(out.slots)
+            if release.preheat:
+                loss = loss + PREHEAT_WEIGHT * video_preheat_loss(out.qinit, out.slots)
         adam_step(params, optimizer, loss, lambda p: torch.nn.utils.clip_grad_norm_(p, GRAD_CLIP))
 
     return step
@@ -236,11 +242,19 @@ def count_gflop(step: Callable[[], None]) -> float:
 
 
 def measure(
-    method: str, *, batch_size: int, frames: int, steps: int, rounds: int, gemm_size: int, device: str = "cpu"
+    method: str,
+    *,
+    batch_size: int,
+    frames: int,
+    steps: int,
+    rounds: int,
+    gemm_size: int,
+    device: str = "cpu",
+    bf16: bool = False,
 ) -> dict:
     """{'rows': {name: (ms per step, GFLOP per step)}, 'gemm': [GFLOP/s per round], 'skipped': reason or None,
     'source': the official code's URL and commit, or None}. On a GPU (`device`), each step's time ends with a
-    device sync (benchmarks/gpu.py)."""
+    device sync (benchmarks/gpu.py). `bf16` adds our step under bf16 autocast ("dias bf16")."""
     release = METHODS[method]
     features, boxes = (t.to(device) for t in make_batch(batch_size, frames))
     steps_by_name: dict[str, Callable[[], None]] = {}
@@ -253,7 +267,11 @@ def measure(
         skipped = f"{release.env} is not set (a checkout of {release.url})"
     source = f"{release.url} at {checkout_commit(Path(checkout))}" if checkout else None
     torch.manual_seed(0)
-    steps_by_name = {"dias": our_step(release, features, boxes, weights), **steps_by_name}
+    ours = {"dias": our_step(release, features, boxes, weights)}
+    if bf16:
+        torch.manual_seed(0)
+        ours["dias bf16"] = our_step(release, features, boxes, weights, "bf16")
+    steps_by_name = {**ours, **steps_by_name}
     times: dict[str, list[float]] = {name: [] for name in steps_by_name}
     gemm = []
     for round_index in range(rounds):
@@ -294,12 +312,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--gemm-size", type=int, default=2048, help="side of the matrix product of the last line")
     parser.add_argument("--out", type=Path, default=RESULT, help="where the Markdown table is written")
+    parser.add_argument(
+        "--bf16", action=argparse.BooleanOptionalAction, default=cpu_has_fast_bf16(),
+        help="add our step under bf16 autocast (default: where the CPU has bf16 matrix instructions)",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     given = [f"{r.env}=CHECKOUT" for r in METHODS.values() if os.environ.get(r.env)]
     command = " ".join([*given, shlex.join(["python", "benchmarks/video_step.py", *sys.argv[1:]])])
     lines = [
-        "# One video training step: the package against the official release (CPU, fp32)",
+        "# One video training step: the package against the official release (CPU, fp32"
+        + (", and ours in bf16 autocast)" if args.bf16 else ")"),
         "",
         f"{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{datetime.date.today().isoformat()}. Batch {args.batch_size} clips x {args.frames} frames, K = "
@@ -320,6 +343,7 @@ def main() -> None:
             steps=args.steps,
             rounds=args.rounds,
             gemm_size=args.gemm_size,
+            bf16=args.bf16,
         )
         gemm += result["gemm"]
         lines += [*table(method, result), ""]

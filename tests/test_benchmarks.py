@@ -231,10 +231,11 @@ def test_video_step_times_both_video_methods(tmp_path):
     out = tmp_path / "video_step.md"
     _benchmark(
         "video_step.py", "--batch-size", "1", "--frames", "2", "--steps", "1", "--rounds", "1", "--gemm-size", "64",
-        "--out", str(out),
+        "--bf16", "--out", str(out),
     )  # fmt: skip
     text = out.read_text()
     assert text.count("| dias |") == 2 and "### smoothsa-video" in text and "### randsfq" in text
+    assert text.count("| dias bf16 |") == 2 and "ours in bf16 autocast" in text
     for env in ("DIAS_SMOOTHSA_OFFICIAL", "DIAS_RANDSFQ_OFFICIAL"):
         assert (f"{env} is not set" in text) != bool(os.environ.get(env))
 
