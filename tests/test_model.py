@@ -174,3 +174,12 @@ def test_masks_from_attention():
     assert torch.all(seg[1] == 2) and torch.all(seg[0, :3] == 1) and torch.all(seg[0, 5:] == 2)
     with pytest.raises(ValueError, match="square grid"):
         masks_from_attention(torch.rand(B, K, 15), 8)
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 16), (1, 5, 4, 4)])
+def test_masks_every_image_shares_are_upsampled_once_to_the_same_labels(shape):
+    shared = torch.rand(shape).expand(3, *shape[1:])  # as dias.baselines gives the grid and Voronoi partitions
+    labels = masks_from_attention(shared, (32, 32))
+    assert torch.equal(labels, masks_from_attention(shared.contiguous(), (32, 32))) and labels.stride(0) == 0
+    own = torch.rand(3, *shape[1:])  # per-image masks: upsampled image by image
+    assert torch.equal(masks_from_attention(own, (32, 32))[1], masks_from_attention(own[1:2], (32, 32))[0])

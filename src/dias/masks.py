@@ -30,8 +30,13 @@ def masks_from_attention(
 ) -> torch.Tensor:
     """Slot masks (B, K, N) or (B, K, h, w) -> label map (B, H, W) long: bilinear upsampling, argmax over K.
 
-    A (B, K, N) input is laid out on `grid` (h, w), by default the square grid of N tokens.
+    A (B, K, N) input is laid out on `grid` (h, w), by default the square grid of N tokens. Masks every image
+    shares (a batch stride of 0, as dias.baselines gives the grid and Voronoi partitions) are upsampled once,
+    and the label map shares its rows the same way.
     """
+    if attn.shape[0] > 1 and attn.stride(0) == 0:
+        labels = masks_from_attention(attn[:1], size, grid)
+        return labels.expand(attn.shape[0], *labels.shape[1:])
     if attn.dim() == 3:
         grid = grid if grid is not None else square_grid(attn.shape[-1])
         if grid[0] * grid[1] != attn.shape[-1]:

@@ -225,14 +225,3 @@ def test_validation_scores_the_baselines_once_and_reuses_them(tiny, monkeypatch)
     monkeypatch.setattr(evaluate_module, "baseline_masks", lambda *a, **k: calls.append(1) or real(*a, **k))
     assert validate(model, loader, "decoder", 0, torch.device("cpu"), baselines=known) == first
     assert not calls  # nothing scored again
-
-
-def test_a_partition_every_image_shares_is_upsampled_once_to_the_same_labels():
-    from dias.masks import masks_from_attention
-    from dias.train.validate import _label_maps
-
-    shared = torch.rand(1, 5, 4, 4).expand(3, -1, -1, -1)  # as baselines.baseline_masks gives the grid
-    labels = _label_maps(shared, (32, 32))
-    assert torch.equal(labels, masks_from_attention(shared.contiguous(), (32, 32))) and labels.stride(0) == 0
-    own = torch.rand(3, 5, 4, 4)  # per-image masks: upsampled image by image
-    assert torch.equal(_label_maps(own, (32, 32)), masks_from_attention(own, (32, 32)))

@@ -199,15 +199,8 @@ def _score_batch(
         blind = baseline_masks(
             baseline, out.features, num_slots=masks.shape[1], grid_size=square_grid(masks.shape[2]), seed=seed
         )
-        _add_rows(per_metric, score(_label_maps(blind, mask_size), gt))
+        _add_rows(per_metric, score(masks_from_attention(blind, mask_size), gt))
     return pred
-
-
-def _label_maps(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """masks_from_attention, computed once for a partition every image shares (grid, Voronoi: batch stride 0)."""
-    if masks.shape[0] > 1 and masks.stride(0) == 0:
-        return masks_from_attention(masks[:1], size).expand(masks.shape[0], *size)
-    return masks_from_attention(masks, size)
 
 
 def _score_clips(
