@@ -145,13 +145,13 @@ def run_demo(
         summary["bundled"] = evaluate_bundled(ref, placement, out_dir / BUNDLED_DIR_NAME, progress=progress)
     if mode in ("all", "train"):
         if minutes == AUTO_MINUTES:
-            left = DEMO_MINUTES - AFTER_TRAINING_MINUTES - (time.monotonic() - started) / 60
-            minutes = max(MIN_TRAIN_MINUTES, min(TRAIN_MINUTES, left))
+            elapsed = (time.monotonic() - started) / 60
+            minutes = max(MIN_TRAIN_MINUTES, min(TRAIN_MINUTES, DEMO_MINUTES - AFTER_TRAINING_MINUTES - elapsed))
             if minutes < TRAIN_MINUTES:
                 log.warning(
                     "the steps before the fresh training took %.1f minutes: it trains for %.1f instead of %.0f, so "
                     "that the demo ends within %.0f (--minutes M sets it)",
-                    (time.monotonic() - started) / 60, minutes, TRAIN_MINUTES, DEMO_MINUTES,
+                    elapsed, minutes, TRAIN_MINUTES, DEMO_MINUTES,
                 )  # fmt: skip
         fresh, check = train_and_check(
             ref, placement, out_dir / FRESH_DIR_NAME, [*FRESH_SETTINGS.get(kind, ()), *overrides], minutes=minutes,
