@@ -12,7 +12,8 @@ blocks and val FG-ARI / mBO, each within the reference seeds' spread), but over 
 minutes. The yardstick is what an fp32 run of another seed scores under the same test: for each pair of fp32
 seeds taken as the reference, the third fp32 seed and the bf16 run are checked against that pair. The table
 gives, per reference pair, the share of points inside the band and the verdict for each; then the last
-validation scores of every run (the whole val split, decoder masks) beside k-means on the same tokens.
+validation scores of every run (the whole val split, decoder masks) beside k-means on the same tokens and
+the image-blind grid.
 """
 
 from __future__ import annotations
@@ -91,13 +92,13 @@ def main() -> None:
         "",
         "## Last validation (val split, decoder masks)",
         "",
-        "| run | step | FG-ARI | mBO | k-means FG-ARI | k-means mBO |",
-        "|---|---|---|---|---|---|",
+        "| run | step | FG-ARI | mBO | k-means FG-ARI | k-means mBO | grid FG-ARI | grid mBO |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     runs = {f"fp32 seed {seed}": log for seed, log in reference.logs.items()} | {f"bf16 ({args.run.name})": records}
     for name, log in runs.items():
         val = last_val(log)
-        cells = [val["val/fg_ari"], val["val/mbo"], val["val/kmeans/fg_ari"], val["val/kmeans/mbo"]]
+        cells = [val[f"val/{prefix}{metric}"] for prefix in ("", "kmeans/", "grid/") for metric in ("fg_ari", "mbo")]
         lines.append(f"| {name} | {val['step']:,} | " + " | ".join(f"{100 * v:.1f}" for v in cells) + " |")
     text = "\n".join(lines) + "\n"
     print(text)
