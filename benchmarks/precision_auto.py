@@ -14,6 +14,12 @@ seeds taken as the reference, the third fp32 seed and the bf16 run are checked a
 gives, per reference pair, the share of points inside the band and the verdict for each; then the last
 validation scores of every run (the whole val split, decoder masks) beside k-means on the same tokens and
 the image-blind grid.
+
+`--reference RUN [RUN ...]` takes the fp32 runs from run folders instead (any config, video ones too; at
+least three, so that each pair leaves one out), e.g. the video check in results/precision_video.md:
+
+    python benchmarks/precision_auto.py runs/bf16-42 --reference runs/fp32-42 runs/fp32-43 runs/fp32-44 \
+        --title "SmoothSA-video on synthetic video" --out results/precision_video.md
 """
 
 from __future__ import annotations
@@ -49,6 +55,11 @@ def verdict(check: FollowCheck) -> str:
     return f"does not: {check.failure.describe()}"
 
 
+def label(run: int | str) -> str:
+    """A reference run's name in the tables: "seed 42" for the bundled logs (keyed by seed), else its folder's."""
+    return f"seed {run}" if isinstance(run, int) else str(run)
+
+
 def last_val(records: list[dict]) -> dict[str, float]:
     """The last validation's scores of a run's log."""
     return next(r for r in reversed(records) if "val/fg_ari" in r)
@@ -58,36 +69,51 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="the bf16 run's folder (its metrics.jsonl)")
     parser.add_argument("--model", default=DINOV2, help="the bundled demo model whose fp32 logs are the reference")
+    parser.add_argument(
+        "--reference", type=Path, nargs="+", default=None, metavar="RUN",
+        help="fp32 run folders (three or more) as the reference, instead of the bundled demo model's logs",
+    )  # fmt: skip
+    parser.add_argument("--title", default=None, help="what was trained (default: the bundled demo config)")
     parser.add_argument("--out", type=Path, default=RESULTS / "precision_auto.md")
     args = parser.parse_args()
-    reference = load_reference(bundled_reference_dir(args.model))
+    if args.reference is None:
+        logs = load_reference(bundled_reference_dir(args.model)).logs
+        source = f"the bundled model's reference logs (seeds {', '.join(map(str, logs))})"
+        title = args.title or f"the {args.model} demo config"
+    else:
+        if len(args.reference) < 3:
+            parser.error("--reference needs three fp32 runs or more: each pair of them leaves one out")
+        logs = {run.name: read_metrics(run) for run in args.reference}
+        source = "the runs " + ", ".join(f"`{name}`" for name in logs)
+        title = args.title or "the runs' config"
     records = read_metrics(args.run)
     steps = max(r["step"] for r in records)
-    total = max(r["step"] for r in next(iter(reference.logs.values())))
+    total = max(r["step"] for r in next(iter(logs.values())))
     lines = [
-        f"# bf16 training against fp32: the {args.model} demo config, {steps:,} of {total:,} steps",
+        f"# bf16 training against fp32: {title}, {steps:,} of {total:,} steps",
         "",
         f"`python benchmarks/precision_auto.py {' '.join(sys.argv[1:])}`, {datetime.date.today().isoformat()}. "
-        f"The fp32 runs are the bundled model's reference logs (seeds {', '.join(map(str, reference.logs))}).",
+        f"The fp32 runs are {source}.",
         "",
-        "## Does it follow? Each pair of fp32 seeds as the reference, the third fp32 seed beside the bf16 run",
+        "## Does it follow? Each pair of fp32 runs as the reference, the other fp32 runs beside the bf16 run",
         "",
         "Points inside the reference band: loss blocks · val FG-ARI · val mBO (dias.demo.follow's rule, over "
         "the whole run).",
         "",
-        "| reference seeds | run | points inside | verdict |",
+        "| reference runs | run | points inside | verdict |",
         "|---|---|---|---|",
     ]
-    for pair in itertools.combinations(sorted(reference.logs), 2):
-        logs = {seed: reference.logs[seed] for seed in pair}
-        (held_out,) = set(reference.logs) - set(pair)
-        for name, run in ((f"fp32 seed {held_out}", reference.logs[held_out]), ("bf16", records)):
-            check = compare_to_reference(run, logs)
-            lines.append(f"| {pair[0]}, {pair[1]} | {name} | {share_inside(check)} | {verdict(check)} |")
-    against_all = compare_to_reference(records, reference.logs)
+    for pair in itertools.combinations(sorted(logs), 2):
+        pair_logs = {seed: logs[seed] for seed in pair}
+        for held_out in sorted(set(logs) - set(pair)):
+            check = compare_to_reference(logs[held_out], pair_logs)
+            lines.append(f"| {label(pair[0])}, {label(pair[1])} | fp32 {label(held_out)} | {share_inside(check)} | {verdict(check)} |")
+        check = compare_to_reference(records, pair_logs)
+        lines.append(f"| {label(pair[0])}, {label(pair[1])} | bf16 | {share_inside(check)} | {verdict(check)} |")
+    against_all = compare_to_reference(records, logs)
     lines += [
         "",
-        f"All three fp32 seeds as the reference (as `dias demo` checks): {share_inside(against_all)}, "
+        f"All {len(logs)} fp32 runs as the reference (as `dias demo` checks): {share_inside(against_all)}, "
         f"{verdict(against_all)}.",
         "",
         "## Last validation (val split, decoder masks)",
@@ -95,7 +121,7 @@ def main() -> None:
         "| run | step | FG-ARI | mBO | k-means FG-ARI | k-means mBO | grid FG-ARI | grid mBO |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    runs = {f"fp32 seed {seed}": log for seed, log in reference.logs.items()} | {f"bf16 ({args.run.name})": records}
+    runs = {f"fp32 {label(seed)}": log for seed, log in logs.items()} | {f"bf16 ({args.run.name})": records}
     for name, log in runs.items():
         val = last_val(log)
         cells = [val[f"val/{prefix}{metric}"] for prefix in ("", "kmeans/", "grid/") for metric in ("fg_ari", "mbo")]

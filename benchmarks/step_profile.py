@@ -16,6 +16,11 @@ gradient of its output's shape), median of --repeats after one warm-up:
 - losses: the method's objective on the forward's outputs;
 - optimiser: gradient-norm clip, and the Adam step with zero_grad.
 
+A video method's config (SmoothSA-video, RandSF.Q: a model with a transitioner) is profiled on clips of
+data.clip_length frames, --batch-sizes counting clips: the projection of every frame, slot attention on frame 0
+(all its iterations) and on each later frame (one), the transitioner's query for each later frame, the decoder
+over all frames as images (the same rows as above), the losses.
+
 Beside the parts, the whole step is timed in the same process, before and after them (the mean of the two
 medians); "not in a part" is the whole step less the sum of the parts (autograd's bookkeeping between parts,
 the initializer, stacking attention maps). FLOPs are counted by torch.utils.flop_counter, the CPU's fused
@@ -50,6 +55,7 @@ from dias.train.step import build_optimizer, optimisation_step
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
+VIDEO_METHODS = ("smoothsa_video", "randsfq")
 clock = CLOCKS["wall"]  # main() sets the one --clock names
 Tensors = Sequence[torch.Tensor]
 
@@ -156,32 +162,26 @@ def layer_blocks(layer: torch.nn.Module) -> dict[str, Callable[[torch.Tensor, to
     }
 
 
-def profile(config: str, overrides: list[str], batch_size: int, repeats: int) -> tuple[list[Timing], Timing]:
-    """The parts of one step and the whole step (its forward_ms holds the step's ms, its FLOPs the step's)."""
-    torch.manual_seed(0)
-    cfg = load_config(config, overrides)
-    method = method_of(cfg)
-    plan = method.final_plan(cfg)
-    model = build_model(cfg).train()
-    grid = model.backbone.grid_size(cfg.data.image_size)
-    features = torch.randn(batch_size, grid[0] * grid[1], model.backbone.feature_dim)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, cfg.optim, CPU)
-    for group in optimizer.param_groups:
-        group["lr"] = cfg.optim.lr  # the loop sets it per step; any value costs the same
-    precision = Precision("fp32", CPU.type)
-    scaler = torch.amp.GradScaler(CPU.type, enabled=False)
-
-    def step() -> None:
-        optimisation_step(
-            model, {"features": features}, method=method, plan=plan, cfg=cfg, optimizer=optimizer, scaler=scaler,
-            params=params, precision=precision,
-        )  # fmt: skip
-
-    whole_times = [time_call("whole step", step, repeats).forward_ms]
+def decoder_parts(decoder: torch.nn.Module, features: torch.Tensor, slots: torch.Tensor, repeats: int) -> list[Timing]:
+    """The decoder on features (B, N, C) and slots (B, K, D): its inputs and residuals, then each kind of block
+    summed over the layers."""
     with torch.no_grad():
-        out = model(features=features, **plan.forward_options)
+        decoded = decoder(features, slots)
+    layers = getattr(decoder, "layers", [])
+    blocks: dict[str, list[Timing]] = {"self-attention": [], "cross-attention": [], "MLP": []}
+    for layer in layers:
+        for kind, block in layer_blocks(layer).items():
+            blocks[kind].append(time_part(kind, block, [decoded.query, decoded.memory], repeats))
+    whole_decoder = time_part("decoder", lambda f, s: decoder(f, s).recon, [features, slots], repeats)
+    block_rows = [summed(f"decoder {kind} (x{len(layers)})", timings) for kind, timings in blocks.items()]
+    return [difference("decoder inputs and residuals", whole_decoder, block_rows), *block_rows]
 
+
+def image_parts(model, method, plan, cfg, inputs: dict[str, torch.Tensor], repeats: int) -> list[Timing]:
+    """An image method's forward and loss by part: projection, slot attention, decoder, losses."""
+    features = inputs["features"]
+    with torch.no_grad():
+        out = model(**inputs, **plan.forward_options)
     parts = [time_part("encoder projection", model.project, [features], repeats)]
     attention = model.slot_attention
     num_iters = attention.num_iters
@@ -198,21 +198,89 @@ def profile(config: str, overrides: list[str], batch_size: int, repeats: int) ->
     further = difference(further.name, further, [], scale=1 / max(num_iters - 1, 1))
     further.count = num_iters - 1
     parts += [first, further]
-
-    decoder = model.decoder
-    layers = getattr(decoder, "layers", [])
-    blocks: dict[str, list[Timing]] = {"self-attention": [], "cross-attention": [], "MLP": []}
-    for layer in layers:
-        for kind, block in layer_blocks(layer).items():
-            blocks[kind].append(time_part(kind, block, [out.decoder_query, out.decoder_memory], repeats))
-    whole_decoder = time_part("decoder", lambda f, s: decoder(f, s).recon, [features, out.slots], repeats)
-    block_rows = [summed(f"decoder {kind} (x{len(layers)})", timings) for kind, timings in blocks.items()]
-    parts += [difference("decoder inputs and residuals", whole_decoder, block_rows), *block_rows]
+    parts += decoder_parts(model.decoder, features, out.slots, repeats)
 
     def losses(recon: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         return method.objective(dataclasses.replace(out, recon=recon, attn=attn), plan, cfg).loss
 
     parts.append(time_part("losses", losses, [out.recon, out.attn], repeats))
+    return parts
+
+
+def video_parts(model, method, plan, cfg, inputs: dict[str, torch.Tensor], repeats: int) -> list[Timing]:
+    """A video method's forward and loss by part (features (B, T, N, C)): the projection of all B*T frames, slot
+    attention on frame 0 (all its iterations) and on each later frame (one iteration), the transitioner's query
+    for each later frame (timed at the last frame, where its window is fullest), the decoder over all B*T frames
+    as images, the losses. The initializer's query for frame 0 is left in "not in a part"."""
+    features = inputs["features"]
+    with torch.no_grad():
+        out = model(**inputs, **plan.forward_options)
+    frames = features.shape[1]
+    later = max(frames - 1, 1)
+    parts = [time_part(f"encoder projection ({frames} frames)", model.project, [features.flatten(0, 1)], repeats)]
+    attention = model.slot_attention
+    parts.append(
+        time_part(
+            f"slot attention: frame 0 ({attention.num_iters} iterations)",
+            lambda inputs, query: attention(inputs, query).slots,
+            [out.inputs[:, 0], out.queries[:, 0]],
+            repeats,
+        )
+    )
+    each = time_part(
+        f"slot attention: each later frame (x{later}, 1 iteration)",
+        lambda inputs, query: attention(inputs, query, num_iters=1).slots,
+        [out.inputs[:, -1], out.queries[:, -1]],
+        repeats,
+    )
+    each.count = later
+    transit = time_part(
+        f"transitioner: each later frame (x{later})",
+        model.transitioner,
+        [out.slots[:, :-1], out.inputs],
+        repeats,
+    )
+    transit.count = later
+    parts += [each, transit]
+    parts += decoder_parts(model.decoder, features.flatten(0, 1), out.slots.flatten(0, 1), repeats)
+
+    def losses(recon: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        return method.objective(dataclasses.replace(out, recon=recon, slots=slots), plan, cfg).loss
+
+    parts.append(time_part("losses", losses, [out.recon, out.slots], repeats))
+    return parts
+
+
+def profile(config: str, overrides: list[str], batch_size: int, repeats: int) -> tuple[list[Timing], Timing]:
+    """The parts of one step and the whole step (its forward_ms holds the step's ms, its FLOPs the step's)."""
+    torch.manual_seed(0)
+    cfg = load_config(config, overrides)
+    method = method_of(cfg)
+    plan = method.final_plan(cfg)
+    model = build_model(cfg).train()
+    grid = model.backbone.grid_size(cfg.data.image_size)
+    video = cfg.model.method.name in VIDEO_METHODS
+    frames = (cfg.data.clip_length,) if video else ()
+    features = torch.randn(batch_size, *frames, grid[0] * grid[1], model.backbone.feature_dim)
+    inputs = {"features": features}
+    if getattr(model, "conditional", False):  # frame 0's boxes (B, T, K, 4), normalised ltrb, set the queries
+        corner = torch.rand(batch_size, *frames, cfg.model.num_slots, 2) * 0.6
+        inputs["boxes"] = torch.cat([corner, corner + 0.1 + 0.3 * torch.rand_like(corner)], -1)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, cfg.optim, CPU)
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.optim.lr  # the loop sets it per step; any value costs the same
+    precision = Precision("fp32", CPU.type)
+    scaler = torch.amp.GradScaler(CPU.type, enabled=False)
+
+    def step() -> None:
+        optimisation_step(
+            model, inputs, method=method, plan=plan, cfg=cfg, optimizer=optimizer, scaler=scaler,
+            params=params, precision=precision,
+        )  # fmt: skip
+
+    whole_times = [time_call("whole step", step, repeats).forward_ms]
+    parts = (video_parts if video else image_parts)(model, method, plan, cfg, inputs, repeats)
 
     for p in params:
         p.grad = torch.randn_like(p)
@@ -320,13 +388,16 @@ def main() -> None:
         f"    {shlex.join(['python', 'benchmarks/step_profile.py', *without_note(sys.argv[1:])])}",
         "",
     ]
+    cfg = load_config(args.config, args.override)
+    video = cfg.model.method.name in VIDEO_METHODS
+    clips = f" clips x {cfg.data.clip_length} frames" if video else ""
     for batch_size in args.batch_sizes:
         gemm = [matmul_gflops(args.gemm_size, clock=clock)]
         parts, whole = profile(args.config, args.override, batch_size, args.repeats)
         gemm.append(matmul_gflops(args.gemm_size, clock=clock))
         ceiling = statistics.median(gemm)
         lines += [
-            f"## Batch {batch_size}",
+            f"## Batch {batch_size}{clips}",
             "",
             *table(parts, whole, ceiling),
             "",
@@ -336,7 +407,8 @@ def main() -> None:
         ]
         print("\n".join(lines[-(len(parts) * 2 + 6) :]), flush=True)
     text = "\n".join(lines)
-    out = args.out or REPO / "benchmarks" / "results" / f"step_profile_{slug(cpu)}.md"
+    stem = "" if Path(args.config).name == "dias-coco.yaml" else f"{Path(args.config).stem}_"
+    out = args.out or REPO / "benchmarks" / "results" / f"step_profile_{stem}{slug(cpu)}.md"
     atomic_write_bytes(out, text.encode())
     print(f"written to {out}")
 

@@ -129,3 +129,28 @@ def test_configs_take_auto_for_both_precisions():
 
     cfg = load_config("configs/demo.yaml", ["train.precision=auto", "eval.precision=auto"])
     assert (cfg.train.precision, cfg.eval.precision) == ("auto", "auto")
+
+
+@pytest.mark.parametrize(
+    ("cap", "allowed"),
+    [
+        (None, True),
+        ("ALL", True),
+        ("avx512_core_amx", True),
+        ("AVX512_CORE_BF16", True),
+        ("AVX10_1_512", True),
+        ("AVX512_CORE", False),
+        ("AVX2", False),
+        ("avx2_vnni", False),
+    ],
+)
+def test_a_onednn_instruction_cap_below_bf16_makes_bf16_slow(monkeypatch, cap, allowed):
+    """A benchmark standing in for a CPU without bf16 instructions caps oneDNN; auto must then pick fp32."""
+    for name in device_module.ONEDNN_ISA_CAPS:
+        monkeypatch.delenv(name, raising=False)
+    if cap is not None:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert device_module.onednn_allows_bf16() is allowed
+    assert device_module.cpu_has_fast_bf16() is allowed
+    assert resolve_precision("auto", torch.device("cpu")).name == ("bf16" if allowed else "fp32")

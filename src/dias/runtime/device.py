@@ -8,7 +8,8 @@
 fp16 autocast needs CUDA (with a GradScaler). Elsewhere it falls back, the same way in every command:
 to bf16 on a CPU with bf16 matrix instructions (AVX-512 BF16 or AMX), whose bf16 kernels are fast, and
 to fp32 on any other CPU (or on MPS), where bf16 autocast runs slower than fp32. torch's own CPU
-capability query decides, not /proc/cpuinfo. An explicit `bf16` is honoured wherever torch supports it.
+capability query decides, not /proc/cpuinfo, and a cap on oneDNN's instructions below bf16's
+(ONEDNN_MAX_CPU_ISA=AVX2, say) counts as none. An explicit `bf16` is honoured wherever torch supports it.
 
 `auto` (train.precision, eval.precision) is the precision measured to be faster here with training that
 still follows fp32's: bf16 on a CPU with bf16 matrix instructions (a training step 2.2-3.1x fp32's, and a
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,10 +67,22 @@ def resolve_device(name: str = AUTO, local_rank: int = 0, *, key: str | None = N
     return device
 
 
+ONEDNN_ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")  # oneDNN runs torch's bf16 matrix products on a CPU
+ONEDNN_BF16_MARKS = ("BF16", "AMX", "FP16", "AVX10")  # the caps whose instruction sets include bf16 dot products
+
+
+def onednn_allows_bf16() -> bool:
+    """False when ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA) caps oneDNN below the bf16 instructions (AVX2,
+    AVX512_CORE, ...), as a benchmark does to stand in for a CPU without them; True when nothing caps it."""
+    cap = next((os.environ[name] for name in ONEDNN_ISA_CAPS if os.environ.get(name)), "ALL").upper()
+    return cap in ("ALL", "DEFAULT") or any(mark in cap for mark in ONEDNN_BF16_MARKS)
+
+
 def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU has bf16 matrix instructions (AVX-512 BF16 or AMX), by torch's own capability query."""
+    """Whether this CPU has bf16 matrix instructions (AVX-512 BF16 or AMX), by torch's own capability query, and
+    oneDNN may use them (onednn_allows_bf16)."""
     checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
-    return any(check is not None and check() for check in checks)
+    return onednn_allows_bf16() and any(check is not None and check() for check in checks)
 
 
 @dataclass(frozen=True)
