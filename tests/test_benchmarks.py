@@ -182,9 +182,31 @@ def test_precision_auto_checks_a_run_against_each_pair_of_fp32_seeds(tmp_path):
     _benchmark("precision_auto.py", str(run), "--out", str(out))
     text = out.read_text()
     assert text.count("| bf16 |") == 3 and text.count("| fp32 seed") == 6  # 3 pairs x 2 runs, then 3 last scores
-    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| 43, 44 |")]
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| seed 43, seed 44 |")]
     assert [row[1] for row in rows] == ["fp32 seed 42", "bf16"] and rows[0][2:] == rows[1][2:]  # the same log
     assert "as `dias demo` checks): 60/60 · 60/60 · 60/60, follows." in text  # against itself among others: all in
+
+
+def test_precision_auto_takes_fp32_run_folders_as_its_reference(tmp_path):
+    """Three fp32 runs from folders (the bundled logs copied), the bf16 run a fourth copy of one of them."""
+    logs = REPO / "src" / "dias" / "demo_model_dinov2"
+    runs = []
+    for name, seed in (("a", 42), ("b", 43), ("c", 44), ("bf16", 43)):
+        (tmp_path / name).mkdir()
+        shutil.copy(logs / f"log-seed{seed}.jsonl", tmp_path / name / "metrics.jsonl")
+        runs.append(str(tmp_path / name))
+    out = tmp_path / "precision.md"
+    _benchmark("precision_auto.py", runs[3], "--reference", *runs[:3], "--title", "three folders", "--out", str(out))
+    text = out.read_text()
+    assert text.startswith("# bf16 training against fp32: three folders, 6,000 of 6,000 steps")
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| a, c |")]
+    assert [row[1] for row in rows] == ["fp32 b", "bf16"] and rows[0][2:] == rows[1][2:]  # bf16 is b's log
+    assert "All 3 fp32 runs as the reference (as `dias demo` checks): 60/60 · 60/60 · 60/60, follows." in text
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "precision_auto.py"), runs[3], "--reference", *runs[:2]],
+        cwd=REPO, capture_output=True, text=True, env=ENV, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2 and "needs three fp32 runs or more" in result.stderr
 
 
 @pytest.mark.slow
@@ -281,6 +303,44 @@ def test_step_profile_writes_a_row_per_part(tmp_path):
     ):
         assert row in text
     assert "furthest from the ceiling:" in text
+
+
+def test_step_profile_splits_a_video_step_by_frame_and_part(tmp_path):
+    """SmoothSA-video as configured for MOVi-C (conditional on boxes), made small: 2 clips of 3 frames."""
+    out = tmp_path / "profile.md"
+    small_video = [
+        *SMALL_DEMO, "model.backbone.name=colour_codes", "model.backbone.weights=null", "model.num_slots=3",
+        "data.clip_length=3", "data.max_objects=3", "model.initializer.ffn_dim=64",
+    ]  # fmt: skip
+    _benchmark(
+        "step_profile.py", "--config", str(REPO / "configs" / "smoothsa-video-movi-c.yaml"), *_overrides(small_video),
+        "--batch-sizes", "2", "--repeats", "1", "--gemm-size", "64", "--clock", "cpu", "--out", str(out),
+    )  # fmt: skip
+    text = out.read_text()
+    assert "## Batch 2 clips x 3 frames" in text
+    for row in (
+        "| encoder projection (3 frames) | forward |",
+        "| slot attention: frame 0 (3 iterations) | backward |",
+        "| slot attention: each later frame (x2, 1 iteration) | forward |",
+        "| transitioner: each later frame (x2) | backward |",
+        "| decoder cross-attention (x1) | backward |",
+        "| losses | backward |",
+        "| **whole step** |",
+    ):
+        assert row in text
+
+
+def test_benchmarks_name_an_instruction_set_cap(monkeypatch):
+    """A figure measured with capped instruction sets says so in its header."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    machine = importlib.import_module("machine")
+    for name in machine.ISA_CAPS:
+        monkeypatch.delenv(name, raising=False)
+    plain = machine.cpu_name()
+    assert "capped" not in plain
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    assert machine.cpu_name() == f"{plain}, capped: MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2"
 
 
 def test_flop_counter_counts_the_cpu_attention_kernel(monkeypatch):
