@@ -105,11 +105,10 @@ def main() -> None:
     ]
     for pair in itertools.combinations(sorted(logs), 2):
         pair_logs = {seed: logs[seed] for seed in pair}
-        for held_out in sorted(set(logs) - set(pair)):
-            check = compare_to_reference(logs[held_out], pair_logs)
-            lines.append(f"| {label(pair[0])}, {label(pair[1])} | fp32 {label(held_out)} | {share_inside(check)} | {verdict(check)} |")
-        check = compare_to_reference(records, pair_logs)
-        lines.append(f"| {label(pair[0])}, {label(pair[1])} | bf16 | {share_inside(check)} | {verdict(check)} |")
+        others = [(f"fp32 {label(other)}", logs[other]) for other in sorted(set(logs) - set(pair))]
+        for name, run in [*others, ("bf16", records)]:
+            check = compare_to_reference(run, pair_logs)
+            lines.append(f"| {label(pair[0])}, {label(pair[1])} | {name} | {share_inside(check)} | {verdict(check)} |")
     against_all = compare_to_reference(records, logs)
     lines += [
         "",

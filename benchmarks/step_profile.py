@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 from flops import flop_counter, matmul_gflops
 from machine import cpu_name, slug
-from timing import CLOCK_HELP, CLOCKS
+from timing import CLOCK_HELP, CLOCKS, without_note
 
 from dias.config import load_config
 from dias.io import atomic_write_bytes
@@ -348,17 +348,6 @@ def furthest(parts: list[Timing], ceiling: float) -> str:
     ms, flop = worst.step_ms, worst.step_flop
     rate = f"{flop / ms / 1e6:.0f} GFLOP/s" if flop > 0 else "no counted FLOPs"
     return f"furthest from the ceiling: {worst.name}, {over(worst):.0f} ms over it ({ms:.0f} ms, {rate})"
-
-
-def without_note(argv: list[str]) -> list[str]:
-    """The command's arguments less --note and its sentence (printed once, in the header)."""
-    kept, skip = [], False
-    for item in argv:
-        if skip or item == "--note":
-            skip = item == "--note"
-            continue
-        kept.append(item)
-    return kept
 
 
 def main() -> None:

@@ -71,3 +71,14 @@ CLOCK_HELP = (
     "wall: elapsed time; cpu: CPU seconds this process used (all its threads), which other processes' load "
     "barely changes: use it on a shared machine, with --threads 1 (spinning threads inflate it)"
 )
+
+
+def without_note(argv: list[str]) -> list[str]:
+    """The command's arguments less --note and its sentence (printed once, in the header)."""
+    kept, skip = [], False
+    for item in argv:
+        if skip or item == "--note":
+            skip = item == "--note"
+            continue
+        kept.append(item)
+    return kept

@@ -151,6 +151,28 @@ def test_a_onednn_instruction_cap_below_bf16_makes_bf16_slow(monkeypatch, cap, a
     if cap is not None:
         monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    monkeypatch.setattr(device_module, "cpu_bf16_speedup", lambda: 4.0)  # what AMX gives; the cap alone decides
     assert device_module.onednn_allows_bf16() is allowed
     assert device_module.cpu_has_fast_bf16() is allowed
     assert resolve_precision("auto", torch.device("cpu")).name == ("bf16" if allowed else "fp32")
+
+
+@pytest.mark.parametrize(("speedup", "expected"), [(3.9, "bf16"), (1.3, "bf16"), (1.1, "fp32"), (0.61, "fp32")])
+def test_bf16_instructions_count_only_where_the_probe_finds_bf16_faster(monkeypatch, speedup, expected):
+    """AVX-512 BF16 without AMX ran a bf16 MLP at 0.61x fp32 on one Xeon: the instructions are not enough."""
+    monkeypatch.setattr(device_module, "cpu_has_bf16_instructions", lambda: True)
+    monkeypatch.setattr(device_module, "cpu_bf16_speedup", lambda: speedup)
+    assert resolve_precision("auto", torch.device("cpu")).name == expected
+    assert inference_precision("auto", torch.device("cpu")).name == expected
+    monkeypatch.setattr(device_module, "cpu_has_bf16_instructions", lambda: False)
+    monkeypatch.setattr(device_module, "cpu_bf16_speedup", lambda: pytest.fail("probed without bf16 instructions"))
+    assert resolve_precision("auto", torch.device("cpu")).name == "fp32"
+
+
+def test_the_bf16_probe_measures_once_and_leaves_the_random_state_alone():
+    device_module.cpu_bf16_speedup.cache_clear()
+    state = torch.random.get_rng_state()
+    with torch.no_grad():  # as evaluation calls it: the probe still runs its backward
+        speedup = device_module.cpu_bf16_speedup()
+    assert speedup > 0 and torch.equal(torch.random.get_rng_state(), state)
+    assert device_module.cpu_bf16_speedup() == speedup  # cached: one probe per process

@@ -6,24 +6,29 @@
         out = model(images=images)
 
 fp16 autocast needs CUDA (with a GradScaler). Elsewhere it falls back, the same way in every command:
-to bf16 on a CPU with bf16 matrix instructions (AVX-512 BF16 or AMX), whose bf16 kernels are fast, and
-to fp32 on any other CPU (or on MPS), where bf16 autocast runs slower than fp32. torch's own CPU
-capability query decides, not /proc/cpuinfo, and a cap on oneDNN's instructions below bf16's
-(ONEDNN_MAX_CPU_ISA=AVX2, say) counts as none. An explicit `bf16` is honoured wherever torch supports it.
+to bf16 on a CPU whose bf16 is fast, and to fp32 on any other CPU (or on MPS). A CPU's bf16 is fast when it
+has bf16 matrix instructions (AVX-512 BF16 or AMX, by torch's own capability query, not /proc/cpuinfo; a cap
+on oneDNN's instructions below bf16's, ONEDNN_MAX_CPU_ISA=AVX2 say, counts as none) and a small bf16 MLP
+step, timed once per process (about 0.1 s), runs at least 1.25x fp32's: on one Xeon it ran 3.9x with AMX
+and 0.61x with AMX capped off, so the instructions alone do not decide (benchmarks/results/precision_rule.md).
+An explicit `bf16` is honoured wherever torch supports it.
 
 `auto` (train.precision, eval.precision) is the precision measured to be faster here with training that
-still follows fp32's: bf16 on a CPU with bf16 matrix instructions (a training step 2.2-3.1x fp32's, and a
-bf16 run of the DINOv2 demo follows the fp32 reference runs: benchmarks/results/precision_auto.md), fp32 on
-any other CPU (bf16 runs at 0.41-0.52x fp32 there) and, until benchmarks/gpu.py has measured it, on CUDA
-and MPS. A frozen forward (feature extraction) has its own `auto`: inference_precision.
+still follows fp32's: bf16 on a CPU whose bf16 is fast (a training step 2.2-3.1x fp32's, and a bf16 run of
+the DINOv2 demo follows the fp32 reference runs: benchmarks/results/precision_auto.md), fp32 on any other
+CPU (bf16 runs at 0.41-0.52x fp32 there) and, until benchmarks/gpu.py has measured it, on CUDA and MPS.
+A frozen forward (feature extraction) has its own `auto`: inference_precision.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import math
 import os
 import platform
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,11 +83,51 @@ def onednn_allows_bf16() -> bool:
     return cap in ("ALL", "DEFAULT") or any(mark in cap for mark in ONEDNN_BF16_MARKS)
 
 
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU has bf16 matrix instructions (AVX-512 BF16 or AMX), by torch's own capability query, and
+BF16_MIN_SPEEDUP = 1.25  # how much faster than fp32 a bf16 MLP step must run for the CPU's bf16 to count as fast
+
+
+@functools.cache
+def cpu_bf16_speedup() -> float:
+    """fp32's time over bf16 autocast's for one small MLP's forward and backward (1024 tokens, 256 -> 1024 ->
+    256, the decoder's shape of layer) on this process's threads: the best of 3 interleaved timings each, after
+    a warm-up; about 0.1 s, once per process, with the caller's random state left as it was.
+
+    The instructions alone do not settle it: on one Xeon this ratio was 3.9 with AMX and 0.61 with oneDNN
+    capped to AVX-512 BF16 (AMX off), where fp32 runs through MKL's tuned kernels
+    (benchmarks/results/precision_rule.md)."""
+    with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
+        torch.manual_seed(0)
+        mlp = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.GELU(), torch.nn.Linear(1024, 256))
+        tokens = torch.randn(1024, 256)
+
+        def seconds(bf16: bool) -> float:
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = mlp(tokens)
+            out.float().square().mean().backward()
+            return time.perf_counter() - start
+
+        best = {False: seconds(False), True: seconds(True)}  # warm-up: oneDNN builds its bf16 kernels here
+        best = {bf16: math.inf for bf16 in best}
+        for _ in range(3):
+            for bf16 in best:
+                best[bf16] = min(best[bf16], seconds(bf16))
+    speedup = best[False] / best[True]
+    log.info("a bf16 MLP step ran %.2fx fp32's on this CPU (bf16 counts as fast from %.2fx)", speedup, BF16_MIN_SPEEDUP)
+    return speedup
+
+
+def cpu_has_bf16_instructions() -> bool:
+    """Whether this CPU has bf16 matrix instructions (AVX-512 BF16 or AMX, by torch's own capability query) and
     oneDNN may use them (onednn_allows_bf16)."""
     checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
     return onednn_allows_bf16() and any(check is not None and check() for check in checks)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU's bf16 is faster than its fp32: it has bf16 matrix instructions and a bf16 MLP step
+    measured here runs at least BF16_MIN_SPEEDUP times fp32's (cpu_bf16_speedup)."""
+    return cpu_has_bf16_instructions() and cpu_bf16_speedup() >= BF16_MIN_SPEEDUP
 
 
 @dataclass(frozen=True)
