@@ -274,8 +274,13 @@ def test_gradient_sketches(run, fixture):
     assert set(fixture["train_grad_rowsum"]) == set(run.grads)  # every parameter has a sketch
     for key, grad in run.grads.items():
         g = grad.double().reshape(grad.shape[0], -1)
-        _assert_within(g.sum(1), fixture["train_grad_rowsum"][key], SKETCH_ABS, f"{key} row sums")
-        _assert_within(g.sum(0), fixture["train_grad_colsum"][key], SKETCH_ABS, f"{key} column sums")
+        for dim, sketch in ((1, "rowsum"), (0, "colsum")):
+            ours, ref = g.sum(dim), fixture[f"train_grad_{sketch}"][key].double()
+            # a sum's rounding error scales with the sum of its terms' magnitudes, not with the sum: the summation
+            # order (torch's thread count) moves a sum that cancels by more than GRAD_REL of its own size
+            difference = (ours - ref).abs().max().item()
+            bound = GRAD_REL * max(ref.abs().max().item(), g.abs().sum(dim).max().item()) + SKETCH_ABS
+            assert difference <= bound, f"{key} {sketch}: max abs difference {difference:.3g} > {bound:.3g}"
 
 
 @TRAIN_PASSES
