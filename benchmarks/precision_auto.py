@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import itertools
+import shlex
 import sys
 from pathlib import Path
 
@@ -86,14 +87,20 @@ def main() -> None:
         logs = {run.name: read_metrics(run) for run in args.reference}
         source = "the runs " + ", ".join(f"`{name}`" for name in logs)
         title = args.title or "the runs' config"
-    records = read_metrics(args.run)
+    command = shlex.join(["python", "benchmarks/precision_auto.py", *sys.argv[1:]])
+    text = report(read_metrics(args.run), args.run.name, logs, title=title, source=source, command=command)
+    print(text)
+    atomic_write_bytes(args.out, text.encode("utf-8"))
+
+
+def report(records: list[dict], name: str, logs: dict, *, title: str, source: str, command: str) -> str:
+    """The Markdown report: the bf16 run `records` (from folder `name`) against the fp32 `logs` (name -> log)."""
     steps = max(r["step"] for r in records)
     total = max(r["step"] for r in next(iter(logs.values())))
     lines = [
         f"# bf16 training against fp32: {title}, {steps:,} of {total:,} steps",
         "",
-        f"`python benchmarks/precision_auto.py {' '.join(sys.argv[1:])}`, {datetime.date.today().isoformat()}. "
-        f"The fp32 runs are {source}.",
+        f"`{command}`, {datetime.date.today().isoformat()}. The fp32 runs are {source}.",
         "",
         "## Does it follow? Each pair of fp32 runs as the reference, the other fp32 runs beside the bf16 run",
         "",
@@ -106,9 +113,11 @@ def main() -> None:
     for pair in itertools.combinations(sorted(logs), 2):
         pair_logs = {seed: logs[seed] for seed in pair}
         others = [(f"fp32 {label(other)}", logs[other]) for other in sorted(set(logs) - set(pair))]
-        for name, run in [*others, ("bf16", records)]:
+        for run_name, run in [*others, ("bf16", records)]:
             check = compare_to_reference(run, pair_logs)
-            lines.append(f"| {label(pair[0])}, {label(pair[1])} | {name} | {share_inside(check)} | {verdict(check)} |")
+            lines.append(
+                f"| {label(pair[0])}, {label(pair[1])} | {run_name} | {share_inside(check)} | {verdict(check)} |"
+            )
     against_all = compare_to_reference(records, logs)
     lines += [
         "",
@@ -120,14 +129,12 @@ def main() -> None:
         "| run | step | FG-ARI | mBO | k-means FG-ARI | k-means mBO | grid FG-ARI | grid mBO |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    runs = {f"fp32 {label(seed)}": log for seed, log in logs.items()} | {f"bf16 ({args.run.name})": records}
-    for name, log in runs.items():
+    runs = {f"fp32 {label(seed)}": log for seed, log in logs.items()} | {f"bf16 ({name})": records}
+    for run_name, log in runs.items():
         val = last_val(log)
         cells = [val[f"val/{prefix}{metric}"] for prefix in ("", "kmeans/", "grid/") for metric in ("fg_ari", "mbo")]
-        lines.append(f"| {name} | {val['step']:,} | " + " | ".join(f"{100 * v:.1f}" for v in cells) + " |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    atomic_write_bytes(args.out, text.encode("utf-8"))
+        lines.append(f"| {run_name} | {val['step']:,} | " + " | ".join(f"{100 * v:.1f}" for v in cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -209,6 +209,28 @@ def test_precision_auto_takes_fp32_run_folders_as_its_reference(tmp_path):
     assert result.returncode == 2 and "needs three fp32 runs or more" in result.stderr
 
 
+def test_precision_video_trains_three_fp32_seeds_and_a_bf16_run_then_compares_them(tmp_path):
+    """The whole check at a tiny size: 4 + 2 videos of 32 px, the colour-code backbone, 2 steps per run."""
+    out = tmp_path / "precision_video.md"
+    tiny = [
+        "model.backbone.name=colour_codes", "model.backbone.weights=null", "model.backbone.patch_size=8",
+        "model.slot_dim=32", "model.slot_attention.mlp_dim=64", "model.decoder.num_layers=1",
+    ]  # fmt: skip
+    argv = [
+        "precision_video.py", "--method", "randsfq", "--steps", "2", "--workdir", str(tmp_path / "work"),
+        "--num-train", "4", "--num-val", "2", "--size", "32", "--out", str(out), *_overrides(tiny),
+    ]  # fmt: skip
+    _benchmark(*argv)
+    text = out.read_text()
+    assert text.startswith("# bf16 training against fp32: RandSF.Q on synthetic video")
+    assert text.count("| bf16 |") == 3 and "| fp32 seed 42 | 2 |" in text and "| bf16 (seed 42) | 2 |" in text
+    runs = tmp_path / "work" / "runs" / "randsfq"
+    assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == ["bf16-42", "fp32-42", "fp32-43", "fp32-44"]
+    before = (runs / "fp32-43" / "metrics.jsonl").stat().st_mtime_ns
+    _benchmark(*argv)  # finished runs are kept, not trained again
+    assert (runs / "fp32-43" / "metrics.jsonl").stat().st_mtime_ns == before
+
+
 @pytest.mark.slow
 def test_ablation_prints_every_method_and_the_baselines_and_reuses_kept_runs(tiny_root, tmp_path):
     argv = [
