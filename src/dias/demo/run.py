@@ -87,7 +87,7 @@ MADE_BY = "dias demo"
 RUN_FILES = (LAST, BEST, METRICS_FILE_NAME, CONFIG_FILE_NAME, CHECK_FILE_NAME, CHECK_TABLE_NAME)  # a run's own
 MODES = ("all", "eval", "train")
 # The fresh training's settings beyond the bundled model's config, before the user's overrides. The DINOv2
-# model's step runs 2.2x faster in bf16 on a CPU with bf16 matrix instructions, and a whole bf16 run follows its
+# model's step runs 2.2x faster in bf16 on a CPU with AMX, and a whole bf16 run follows its
 # fp32 reference runs (benchmarks/results/precision_auto.md): `auto` takes bf16 there, fp32 elsewhere. The
 # colour-code model's small products run slower in bf16 (0.81x; results/train_step_demo_precision.md): fp32.
 FRESH_SETTINGS = {DINOV2: ("train.precision=auto",), COLOUR: ()}

@@ -167,7 +167,7 @@ def resolve_precision(requested: str, device: torch.device, *, key: str = "train
         name = "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
         if (key, requested, device.type) not in _warned:
             _warned.add((key, requested, device.type))
-            why = "this CPU has bf16 matrix instructions" if name == "bf16" else "bf16 would be slower here"
+            why = "this CPU's bf16 is faster than its fp32" if name == "bf16" else "bf16 would be slower here"
             log.warning("%s=fp16 needs a CUDA device; running %s on %s instead (%s)", key, name, device.type, why)
     if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise DeviceError(f"this GPU does not support bf16; set {key}=fp16 or fp32")
@@ -176,8 +176,8 @@ def resolve_precision(requested: str, device: torch.device, *, key: str = "train
 
 def inference_precision(requested: str, device: torch.device, *, key: str = "--precision") -> Precision:
     """The precision a frozen forward (feature extraction) runs in: "auto" is the fastest one `device` has
-    natively (bf16 on a CUDA GPU that supports it, else fp16; bf16 on a CPU with bf16 matrix instructions,
-    else fp32), any other value as `resolve_precision` reads it."""
+    natively (bf16 on a CUDA GPU that supports it, else fp16; bf16 on a CPU whose bf16 is fast,
+    cpu_has_fast_bf16, else fp32), any other value as `resolve_precision` reads it."""
     if requested != AUTO:
         return resolve_precision(requested, device, key=key)
     if device.type == "cuda":
