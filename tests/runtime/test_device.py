@@ -157,9 +157,9 @@ def test_a_onednn_instruction_cap_below_bf16_makes_bf16_slow(monkeypatch, cap, a
     assert resolve_precision("auto", torch.device("cpu")).name == ("bf16" if allowed else "fp32")
 
 
-@pytest.mark.parametrize(("speedup", "expected"), [(3.9, "bf16"), (1.3, "bf16"), (1.1, "fp32"), (0.61, "fp32")])
+@pytest.mark.parametrize(("speedup", "expected"), [(2.44, "bf16"), (1.3, "bf16"), (1.1, "fp32"), (0.78, "fp32")])
 def test_bf16_instructions_count_only_where_the_probe_finds_bf16_faster(monkeypatch, speedup, expected):
-    """AVX-512 BF16 without AMX ran a bf16 MLP at 0.61x fp32 on one Xeon: the instructions are not enough."""
+    """AVX-512 BF16 without AMX ran the probe at 0.78x fp32 on one Xeon: the instructions are not enough."""
     monkeypatch.setattr(device_module, "cpu_has_bf16_instructions", lambda: True)
     monkeypatch.setattr(device_module, "cpu_bf16_speedup", lambda: speedup)
     assert resolve_precision("auto", torch.device("cpu")).name == expected

@@ -9,8 +9,8 @@ fp16 autocast needs CUDA (with a GradScaler). Elsewhere it falls back, the same 
 to bf16 on a CPU whose bf16 is fast, and to fp32 on any other CPU (or on MPS). A CPU's bf16 is fast when it
 has bf16 matrix instructions (AVX-512 BF16 or AMX, by torch's own capability query, not /proc/cpuinfo; a cap
 on oneDNN's instructions below bf16's, ONEDNN_MAX_CPU_ISA=AVX2 say, counts as none) and a small bf16 MLP
-step, timed once per process (about 0.1 s), runs at least 1.25x fp32's: on one Xeon it ran 3.9x with AMX
-and 0.61x with AMX capped off, so the instructions alone do not decide (benchmarks/results/precision_rule.md).
+step, timed once per process (about 0.1 s), runs at least 1.25x fp32's: on one Xeon it ran 2.4x with AMX
+and 0.78x with AMX capped off, so the instructions alone do not decide (benchmarks/results/precision_rule.md).
 An explicit `bf16` is honoured wherever torch supports it.
 
 `auto` (train.precision, eval.precision) is the precision measured to be faster here with training that
@@ -92,9 +92,9 @@ def cpu_bf16_speedup() -> float:
     256, the decoder's shape of layer) on this process's threads: the best of 3 interleaved timings each, after
     a warm-up; about 0.1 s, once per process, with the caller's random state left as it was.
 
-    The instructions alone do not settle it: on one Xeon this ratio was 3.9 with AMX and 0.61 with oneDNN
-    capped to AVX-512 BF16 (AMX off), where fp32 runs through MKL's tuned kernels
-    (benchmarks/results/precision_rule.md)."""
+    The instructions alone do not settle it: on one Xeon this ratio was 2.44 with AMX and 0.78 with oneDNN
+    capped to AVX-512 BF16 (AMX off), where fp32 runs through MKL's tuned kernels, and the training step
+    followed it (benchmarks/results/precision_rule.md)."""
     with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
         torch.manual_seed(0)
         mlp = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.GELU(), torch.nn.Linear(1024, 256))
@@ -107,8 +107,9 @@ def cpu_bf16_speedup() -> float:
             out.float().square().mean().backward()
             return time.perf_counter() - start
 
-        best = {False: seconds(False), True: seconds(True)}  # warm-up: oneDNN builds its bf16 kernels here
-        best = {bf16: math.inf for bf16 in best}
+        for bf16 in (False, True):
+            seconds(bf16)  # warm-up: oneDNN builds its bf16 kernels here
+        best = {False: math.inf, True: math.inf}
         for _ in range(3):
             for bf16 in best:
                 best[bf16] = min(best[bf16], seconds(bf16))
