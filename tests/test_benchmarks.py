@@ -352,6 +352,21 @@ def test_step_profile_splits_a_video_step_by_frame_and_part(tmp_path):
         assert row in text
 
 
+def test_precision_rule_writes_a_row_per_onednn_cap(tmp_path):
+    """The small demo model's step under two caps; below bf16's instructions the probe is skipped and auto is fp32."""
+    out = tmp_path / "rule.md"
+    _benchmark(
+        "precision_rule.py", "--caps", "ALL", "AVX512_CORE", "--config", str(REPO / "configs" / "demo.yaml"),
+        *_overrides(SMALL_DEMO), "--batch-size", "2", "--steps", "1", "--rounds", "1", "--threads", "1",
+        "--out", str(out),
+    )  # fmt: skip
+    rows = [line.split(" | ") for line in out.read_text().splitlines() if line.startswith(("| ALL ", "| AVX512"))]
+    assert [row[0] for row in rows] == ["| ALL", "| AVX512_CORE"]
+    capped = rows[1]
+    assert capped[1:3] == ["no bf16 instructions", "fp32"] and float(capped[3]) > 0 and float(capped[4]) > 0
+    assert capped[6] == ("yes |" if float(capped[4]) > float(capped[3]) else "**no** |")  # auto vs the faster one
+
+
 def test_benchmarks_name_an_instruction_set_cap(monkeypatch):
     """A figure measured with capped instruction sets says so in its header."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
