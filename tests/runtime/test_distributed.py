@@ -8,7 +8,8 @@ import pytest
 import torch
 from tiny import TINY, TINY_VIDEO
 
-from dias.runtime.distributed import DistInfo, all_reduce_sum_, init_distributed
+from dias.runtime.device import Precision
+from dias.runtime.distributed import DistInfo, all_reduce_sum_, init_distributed, shared_precision
 from dias.train.log import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,6 +44,16 @@ def test_single_process_helpers_are_no_ops():
     info = init_distributed("cpu")
     assert info == DistInfo(0, 1, torch.device("cpu")) and info.is_main and not info.enabled
     assert all_reduce_sum_(torch.tensor([2.0]), info).tolist() == [2.0]
+    assert shared_precision(Precision("bf16", "cpu"), info) == Precision("bf16", "cpu")
+
+
+def test_ranks_whose_bf16_probes_disagree_all_train_in_fp32(tiny_root, tmp_path):
+    """Rank 0's probe finds bf16 fast, rank 1's does not: both train in fp32, with one warning."""
+    patch = "import os, dias.runtime.device as d\nd.cpu_has_fast_bf16 = lambda: os.environ['RANK'] == '0'\n"
+    result = _run_two_ranks(patch + WORKER, tiny_root, tmp_path, ("train.precision=auto",))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rank 0 resolved bf16, another rank fp32: every rank trains in fp32" in result.stderr
+    assert "rank 1 resolved" not in result.stderr
 
 
 SMOOTHSA = ("model.method=smoothsa", "model.initializer=preheated", "model.slot_attention.truncate=bi-level", "loss={}")

@@ -8,6 +8,7 @@ Without those variables everything here is a no-op for a single process, so the 
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from dias.runtime.device import resolve_device
+from dias.runtime.device import Precision, resolve_device
+
+log = logging.getLogger(__name__)
 
 RANK_ENV, WORLD_SIZE_ENV, LOCAL_RANK_ENV = "RANK", "WORLD_SIZE", "LOCAL_RANK"
 
@@ -72,6 +75,16 @@ def all_reduce_any(flag: bool, info: DistInfo) -> bool:
     tensor = torch.tensor([float(flag)], device=info.device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor.item() > 0)
+
+
+def shared_precision(precision: Precision, info: DistInfo) -> Precision:
+    """The precision every rank trains in: this rank's, unless another rank resolved fp32 where this one did
+    not. Ranks only differ where `auto` or fp16's fallback timed the CPU's bf16 (dias.runtime.device's probe)
+    and the timings fell on both sides of its threshold; they then all train in fp32."""
+    if all_reduce_any(precision.name == "fp32", info) and precision.name != "fp32":
+        log.warning("rank %d resolved %s, another rank fp32: every rank trains in fp32", info.rank, precision.name)
+        return Precision("fp32", precision.device_type)
+    return precision
 
 
 def all_gather_objects(value: Any, info: DistInfo) -> list[Any]:

@@ -160,7 +160,7 @@ def setup(cfg: Config, run_dir: Path, dist_info: distributed.DistInfo, resume: d
     model = method.build_model(cfg).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, cfg.optim, device)
-    precision = resolve_precision(cfg.train.precision, device)
+    precision = distributed.shared_precision(resolve_precision(cfg.train.precision, device), dist_info)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.scaled)
     train_loader, sampler, val_loader = build_loaders(cfg, dist_info)
     run = Run(
