@@ -15,11 +15,13 @@ gives, per reference pair, the share of points inside the band and the verdict f
 validation scores of every run (the whole val split, decoder masks) beside k-means on the same tokens and
 the image-blind grid.
 
-`--reference RUN [RUN ...]` takes the fp32 runs from run folders instead (any config, video ones too; at
-least three, so that each pair leaves one out), e.g. the video check in results/precision_video.md:
+`--reference RUN [RUN ...]` takes the fp32 runs from run folders instead (any config; at least three, so
+that each pair leaves one out):
 
     python benchmarks/precision_auto.py runs/bf16-42 --reference runs/fp32-42 runs/fp32-43 runs/fp32-44 \
-        --title "SmoothSA-video on synthetic video" --out results/precision_video.md
+        --title "my config" --out my_check.md
+
+benchmarks/precision_video.py trains such runs for the video methods and writes their report with `report`.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import os
 import shlex
 import subprocess
@@ -71,8 +72,8 @@ def dias(*argv: str, log: Path | None = None, threads: int | None = None) -> Non
     """`python -m dias ARGV`, its output to `log` (or this terminal); a failure stops the check."""
     env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     command = [sys.executable, "-m", "dias", *argv]
-    with open(log, "w") if log else open(os.devnull, "w") as sink:
-        result = subprocess.run(command, cwd=REPO, env=env, stdout=sink if log else None, stderr=subprocess.STDOUT)
+    with open(log, "w") if log else contextlib.nullcontext() as sink:
+        result = subprocess.run(command, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
     if result.returncode != 0:
         raise SystemExit(f"{shlex.join(command)} failed (exit {result.returncode})" + (f"; see {log}" if log else ""))
 

@@ -55,7 +55,6 @@ from dias.train.step import build_optimizer, optimisation_step
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
-VIDEO_METHODS = ("smoothsa_video", "randsfq")
 clock = CLOCKS["wall"]  # main() sets the one --clock names
 Tensors = Sequence[torch.Tensor]
 
@@ -259,7 +258,7 @@ def profile(config: str, overrides: list[str], batch_size: int, repeats: int) ->
     plan = method.final_plan(cfg)
     model = build_model(cfg).train()
     grid = model.backbone.grid_size(cfg.data.image_size)
-    video = cfg.model.method.name in VIDEO_METHODS
+    video = cfg.model.method.video
     frames = (cfg.data.clip_length,) if video else ()
     features = torch.randn(batch_size, *frames, grid[0] * grid[1], model.backbone.feature_dim)
     inputs = {"features": features}
@@ -378,7 +377,7 @@ def main() -> None:
         "",
     ]
     cfg = load_config(args.config, args.override)
-    video = cfg.model.method.name in VIDEO_METHODS
+    video = cfg.model.method.video
     clips = f" clips x {cfg.data.clip_length} frames" if video else ""
     for batch_size in args.batch_sizes:
         gemm = [matmul_gflops(args.gemm_size, clock=clock)]

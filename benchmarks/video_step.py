@@ -314,7 +314,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULT, help="where the Markdown table is written")
     parser.add_argument(
         "--bf16", action=argparse.BooleanOptionalAction, default=cpu_has_fast_bf16(),
-        help="add our step under bf16 autocast (default: where the CPU has bf16 matrix instructions)",
+        help="add our step under bf16 autocast (default: where the CPU's bf16 is fast, by the package's probe)",
     )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

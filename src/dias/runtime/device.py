@@ -131,6 +131,11 @@ def cpu_has_fast_bf16() -> bool:
     return cpu_has_bf16_instructions() and cpu_bf16_speedup() >= BF16_MIN_SPEEDUP
 
 
+def cpu_bf16_or_fp32(device: torch.device) -> str:
+    """bf16 on a CPU whose bf16 is fast, fp32 on any other CPU or device: `auto` and fp16's fallback."""
+    return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
+
+
 @dataclass(frozen=True)
 class Precision:
     """The precision a forward runs in on one device: `name` is the effective one, after any fallback."""
@@ -162,10 +167,10 @@ def resolve_precision(requested: str, device: torch.device, *, key: str = "train
     if requested not in (AUTO, "fp32", *PRECISION_DTYPES):
         raise DeviceError(f"unknown precision {requested!r}; set {key}=auto, fp32, bf16 or fp16")
     if requested == AUTO:
-        return Precision("bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32", device.type)
+        return Precision(cpu_bf16_or_fp32(device), device.type)
     name = requested
     if requested == "fp16" and device.type != "cuda":
-        name = "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
+        name = cpu_bf16_or_fp32(device)
         if (key, requested, device.type) not in _warned:
             _warned.add((key, requested, device.type))
             why = "this CPU's bf16 is faster than its fp32" if name == "bf16" else "bf16 would be slower here"
@@ -183,7 +188,7 @@ def inference_precision(requested: str, device: torch.device, *, key: str = "--p
         return resolve_precision(requested, device, key=key)
     if device.type == "cuda":
         return Precision("bf16" if torch.cuda.is_bf16_supported() else "fp16", "cuda")
-    return Precision("bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32", device.type)
+    return Precision(cpu_bf16_or_fp32(device), device.type)
 
 
 def cpu_name() -> str:
