@@ -530,7 +530,12 @@ def _add_benchmark_commands(commands, datasets) -> None:
     official.set_defaults(run=_import_official)
 
     video = datasets.add_parser("import-official-video", help="import an official MOVi/YTVIS LMDB split as clips")
-    video.add_argument("--lmdb", type=Path, required=True, help="the release's SPLIT.lmdb file (PNG-list layout)")
+    video.add_argument(
+        "--lmdb",
+        type=Path,
+        required=True,
+        help="the release's SPLIT.lmdb (SmoothSA's PNG-list or RandSF.Q's libx264rgb layout; the latter needs PyAV)",
+    )
     add_common(video, raw=False)
     video.add_argument("--dataset", required=True, choices=["movi_c", "movi_d", "movi_e", "ytvis"])
     video.add_argument("--split", default=None, help="output split name (default: the file's stem)")

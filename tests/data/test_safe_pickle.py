@@ -64,6 +64,19 @@ def test_safe_loads_accepts_numpy_and_plain_data():
         assert out["b"] and out["c"] == [b"x", 1.5, None]
 
 
+def test_safe_loads_rebuilds_byte_buffers_but_no_file_object():
+    """RandSF.Q's records hold io.BytesIO buffers: admitted, as data; a file object is still refused."""
+    value = {"video": io.BytesIO(b"RIFF....AVI "), "flow": {"data": [io.BytesIO(b"a"), io.BytesIO(b"b")]}}
+    for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1):
+        out = safe_loads(pickle.dumps(value, protocol=protocol))
+        assert out["video"].getvalue() == b"RIFF....AVI "
+        assert [buffer.getvalue() for buffer in out["flow"]["data"]] == [b"a", b"b"]
+    # _io.FileIO("/etc/passwd"), written by hand: pickle will not pickle an open file itself
+    payload = b"\x80\x04\x8c\x03_io\x8c\x06FileIO\x93\x8c\x0b/etc/passwd\x85R."
+    with pytest.raises(UnsafePickleError, match=r"_io\.FileIO.*000007"):
+        safe_loads(payload, key=b"000007")
+
+
 def test_malicious_record_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     payload = pickle.dumps({"image": jpeg_bytes(0), "segment": CreatesFile(marker)})

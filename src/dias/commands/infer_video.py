@@ -11,6 +11,7 @@ model starts from each object's box in the first frame: pass a boxes file (dias.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from dias.commands.infer import (
     _write_outputs,
 )
 from dias.data.images import read_image
+from dias.data.videos import INSTALL_VIDEO_EXTRA, decode_video
 from dias.errors import MissingFileError, UsageError
 from dias.io import atomic_write_bytes, require_folder
 from dias.viz.panels import overlay, to_pil
@@ -40,21 +42,14 @@ log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 TRACK_FILE, TRACK_PICTURE = "track.npz", "track.png"
-VIDEO_EXTRA = 'reading video files needs PyAV: pip install "dias[video]" (or pass a folder of frames)'
+VIDEO_EXTRA = f"reading video files needs PyAV: {INSTALL_VIDEO_EXTRA} (or pass a folder of frames)"
 
 
 def read_video(path: str | Path) -> list[torch.Tensor]:
     """The frames of a video file, each (3, H, W) uint8 RGB, in time order (PyAV; the extra `video`)."""
-    try:
-        import av
-    except ImportError:
-        raise UsageError(f"{path}: {VIDEO_EXTRA}") from None
-    try:
-        with av.open(str(path)) as container:
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-    except (av.FFmpegError, ValueError, IndexError) as exc:
-        raise UsageError(f"cannot decode the video {path}: {exc}") from None
-    return [torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1) for frame in frames]
+    if importlib.util.find_spec("av") is None:
+        raise UsageError(f"{path}: {VIDEO_EXTRA}")
+    return [torch.from_numpy(frame).permute(2, 0, 1) for frame in decode_video(Path(path))]
 
 
 def read_clip(item: Path, out_dir: Path) -> tuple[list[Path] | None, list[torch.Tensor]]:

@@ -122,10 +122,17 @@ def check_format(dataset: str, record: dict[str, Any]) -> None:
 
 
 def decode_segment(segment: Any) -> np.ndarray:
-    """The PNG-encoded index map (1-D uint8 array or bytes) -> (H,W) uint8."""
+    """An encoded index map (1-D uint8 array or bytes) -> (H,W) uint8.
+
+    PNG (the DIAS and SmoothSA releases) decodes to one channel. RandSF.Q's YTVIS stores lossless WebP,
+    which has no gray mode, so its encoder wrote the index into all three channels: those decode to their
+    common channel, and channels that differ are refused (the map would be a picture, not indices).
+    """
     data = np.asarray(segment, dtype=np.uint8).tobytes() if not isinstance(segment, bytes) else segment
     with Image.open(io.BytesIO(data)) as picture:
         index = np.asarray(picture)
+    if index.ndim == 3 and index.shape[2] == 3 and (index == index[..., :1]).all():
+        index = index[..., 0]
     if index.ndim != 2 or index.dtype != np.uint8:
         raise UsageError(f"segment decodes to {index.dtype} {index.shape}, expected a (H,W) uint8 index map")
     return index

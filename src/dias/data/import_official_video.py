@@ -4,18 +4,23 @@ The official readers are https://github.com/Genera1Z/SmoothSA, object_centric_be
 one LMDB file with a pickled `b"__keys__"` list, as for images (import_official.py, whose safe reading
 this module shares); each value is a pickled dict per video:
 
-- the PNG-list layout (SmoothSA's MOVi, and YTVIS): `video` = a list of T encoded frames (PNG for MOVi,
-  the original JPEG for YTVIS), `segment` = T PNG index maps (0 background, i = object i in every frame),
-  `s` = the object count, and for YTVIS `clazz` (T, s) category ids. MOVi's `bbox`, `flow` and `depth`
+- the PNG-list layout (SmoothSA's MOVi, both releases' YTVIS): `video` = a list of T encoded frames (PNG
+  for MOVi, the original JPEG for YTVIS), `segment` = T index maps (0 background, i = object i in every
+  frame; PNG, or lossless WebP in RandSF.Q's YTVIS), `s` = the object count (SmoothSA), and for YTVIS
+  `clazz` (T, s) category ids. MOVi's `bbox`, `flow` and `depth`
   are not imported: boxes are recomputed from the masks (boxes.py), as the clip dataset does anyway.
-- RandSF.Q's older MOVi layout: one `libx264rgb` video buffer per field. Decoding it needs PyAV, which
-  dias does not use; such a file is refused with one line saying so.
+- RandSF.Q's MOVi layout (object_centric_bench/util_datum.py there, `VideoCodec`): `video` = one AVI in an
+  io.BytesIO, T RGB frames coded losslessly by libx264rgb (qp 0); `segment` = one AVI of T index maps coded
+  losslessly by FFV1 (gray); `bbox`, `flow` and `depth` are not imported. The object count is the largest
+  index. Decoding needs PyAV (the optional extra `video`); without it the file is refused in one line that
+  names the extra, before anything is written.
 
-Frame bytes are kept as they are.
+PNG-list frame bytes are kept as they are; RandSF.Q's decoded frames are stored as PNG, so both stay lossless.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,7 @@ from dias.data.import_official import (
 )
 from dias.data.records import CLIP_KIND, split_path
 from dias.data.synthetic_video import DATASET_NAME as SYNTHETIC_VIDEO
+from dias.data.videos import decode_video, import_av
 from dias.errors import UsageError
 from dias.runtime.lock import MIXED_DATASET, FolderLock
 from dias.schema import VIDEO_SLOT_COUNTS
@@ -41,10 +47,6 @@ VIDEO_DATASETS = tuple(name for name in VIDEO_SLOT_COUNTS if name != SYNTHETIC_V
 VIDEO_FIELDS = ("video", "segment")
 IMPORTER_VERSION = 1
 PNG_LIST, LIBX264RGB = "png-list", "libx264rgb"
-LIBX264RGB_REFUSAL = (
-    "holds one libx264rgb video buffer per field (RandSF.Q's older MOVi layout); decoding it needs PyAV, "
-    "which dias does not read: import the PNG-list MOVi files of the SmoothSA release instead"
-)
 
 
 def video_layout(record: dict[str, Any]) -> str:
@@ -52,21 +54,36 @@ def video_layout(record: dict[str, Any]) -> str:
     video = record["video"]
     if isinstance(video, (list, tuple)):
         return PNG_LIST
-    if isinstance(video, (bytes, bytearray)) or (isinstance(video, np.ndarray) and video.ndim == 1):
+    if isinstance(video, (bytes, bytearray, io.BytesIO)) or (isinstance(video, np.ndarray) and video.ndim == 1):
         return LIBX264RGB
     raise UsageError(f"`video` is a {type(video).__name__}, neither a list of frames nor a video buffer")
 
 
 def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, io.BytesIO):
+        return value.getvalue()
     return bytes(value) if isinstance(value, (bytes, bytearray)) else np.asarray(value, dtype=np.uint8).tobytes()
 
 
+def _decode_buffers(record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """RandSF.Q's two AVI buffers -> frames (T, H, W, 3) uint8 and index maps (T, H, W) uint8."""
+    frames = decode_video(io.BytesIO(_as_bytes(record["video"])), what="in `video`")
+    masks = decode_video(io.BytesIO(_as_bytes(record["segment"])), pixel_format="gray", what="in `segment`")
+    if frames.shape[:3] != masks.shape:
+        raise UsageError(f"`video` decodes to {frames.shape[:3]} (T, H, W) but `segment` to {masks.shape}")
+    return frames, masks
+
+
 def convert_video_record(record: dict[str, Any], key: bytes) -> bytes:
-    """One official PNG-list video -> one clip record (frame bytes kept, ids as in the index maps)."""
-    frames = [_as_bytes(frame) for frame in record["video"]]
-    masks = np.stack([decode_segment(_as_bytes(segment)) for segment in record["segment"]]).astype(np.uint16)
-    if len(frames) != len(masks):
-        raise UsageError(f"{len(frames)} frames but {len(masks)} segment maps")
+    """One official video (either layout) -> one clip record (ids as in the index maps)."""
+    if video_layout(record) == LIBX264RGB:
+        frames, masks = _decode_buffers(record)
+    else:
+        frames = [_as_bytes(frame) for frame in record["video"]]  # PNG or JPEG bytes, kept as they are
+        masks = np.stack([decode_segment(_as_bytes(segment)) for segment in record["segment"]])
+        if len(frames) != len(masks):
+            raise UsageError(f"{len(frames)} frames but {len(masks)} segment maps")
+    masks = masks.astype(np.uint16)
     num_objects = max(int(np.asarray(record.get("s", 0)).reshape(-1)[0]), int(masks.max(initial=0)))
     boxes = boxes_from_masks(torch.from_numpy(masks.astype(np.int64)), num_objects).numpy()
     classes = None
@@ -103,8 +120,9 @@ def import_official_video(
     keys = official_keys(lmdb_path, what="videos")
     path_text = str(lmdb_path.resolve())
     try:
-        if video_layout(read_official_record(path_text, keys[0], VIDEO_FIELDS)) == LIBX264RGB:
-            raise UsageError(f"{lmdb_path} {LIBX264RGB_REFUSAL}")
+        layout = video_layout(read_official_record(path_text, keys[0], VIDEO_FIELDS))
+        if layout == LIBX264RGB:  # refused before anything is written where PyAV is missing
+            import_av(f"{lmdb_path} holds RandSF.Q's MOVi layout (libx264rgb video buffers); importing it")
     finally:
         close_environment(path_text)  # worker processes open their own
     split = split or lmdb_path.name.split(".")[0]
@@ -118,7 +136,7 @@ def import_official_video(
                 target,
                 dataset=dataset,
                 split=split,
-                info={**info, "num_videos": len(keys)},
+                info={**info, "layout": layout, "num_videos": len(keys)},
                 jobs=[(path_text, key) for key in keys],
                 encode=encode_video_job,
                 kind=CLIP_KIND,

@@ -1,9 +1,11 @@
-"""A restricted unpickler for the official LMDB releases: numpy arrays, scalars and plain containers only.
+"""A restricted unpickler for the official LMDB releases: numpy arrays, scalars, plain containers and byte buffers.
 
 The official records are pickles, and unpickling runs whatever callables a pickle names. This unpickler
 admits only the globals numpy needs to rebuild arrays and scalars; any other global (os.system,
 builtins.eval, subprocess.Popen, ...) is refused before it is looked up, so its payload never runs.
-Plain containers (dict, list, tuple, bytes, str, numbers, bool, None) need no global at all.
+Plain containers (dict, list, tuple, bytes, str, numbers, bool, None) need no global at all. io.BytesIO,
+which RandSF.Q's MOVi records hold, is rebuilt from its bytes, position and attribute dict: data only, no
+file, no call.
 
     value = safe_loads(raw, key=b"000042")
 """
@@ -28,6 +30,7 @@ ALLOWED_GLOBALS = frozenset(
         ("numpy.core.numeric", "_frombuffer"),  # pickle protocol 5
         ("numpy._core.numeric", "_frombuffer"),
         ("_codecs", "encode"),  # bytes in pickle protocols 0-2: a pure str -> bytes conversion
+        ("_io", "BytesIO"),  # RandSF.Q's encoded videos: an in-memory buffer, rebuilt from its bytes alone
     }
 )
 
@@ -47,7 +50,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         if (module, name) not in ALLOWED_GLOBALS:
             where = f" in record {self.key!r}" if self.key is not None else ""
             raise UnsafePickleError(
-                f"refused to unpickle {module}.{name}{where}: only numpy arrays and plain containers are "
+                f"refused to unpickle {module}.{name}{where}: only numpy arrays, plain containers and byte buffers are "
                 "allowed; the file is not an official DIAS LMDB or has been tampered with"
             )
         return super().find_class(module, name)
