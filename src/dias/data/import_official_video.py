@@ -7,8 +7,8 @@ this module shares); each value is a pickled dict per video:
 - the PNG-list layout (SmoothSA's MOVi, both releases' YTVIS): `video` = a list of T encoded frames (PNG
   for MOVi, the original JPEG for YTVIS), `segment` = T index maps (0 background, i = object i in every
   frame; PNG, or lossless WebP in RandSF.Q's YTVIS), `s` = the object count (SmoothSA), and for YTVIS
-  `clazz` (T, s) category ids. MOVi's `bbox`, `flow` and `depth`
-  are not imported: boxes are recomputed from the masks (boxes.py), as the clip dataset does anyway.
+  `clazz` (T, s) category ids. MOVi's `bbox`, `flow` and `depth` are not imported: boxes are recomputed
+  from the masks (boxes.py), as the clip dataset does anyway.
 - RandSF.Q's MOVi layout (object_centric_bench/util_datum.py there, `VideoCodec`): `video` = one AVI in an
   io.BytesIO, T RGB frames coded losslessly by libx264rgb (qp 0); `segment` = one AVI of T index maps coded
   losslessly by FFV1 (gray); `bbox`, `flow` and `depth` are not imported. The object count is the largest
