@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from dias.masks import masks_from_attention
+from dias.methods.dias.method import teacher_index
 from dias.methods.dias.model import build_model
 from dias.methods.dias.objective import select_distillation_pair
 
@@ -82,6 +83,25 @@ def test_eval_always_prunes_and_teacher_is_the_reinitialized_map(make_model, fea
     assert out.keep is not None and out.attn.shape[0] == 3 + 2
     student, teacher = select_distillation_pair(out.attn)
     assert torch.equal(student, out.attn[0]) and torch.equal(teacher, out.attn[4])
+
+
+def test_the_first_aggregation_can_be_the_teacher(make_model, small_demo_config, features):
+    overrides = ("model.method.reinit.enabled=true", "model.method.reinit.num_iters=2")
+    model = make_model(*overrides).eval()
+    with torch.no_grad():
+        out = model(features=features)
+    assert out.attn.shape[0] == 3 + 2
+    for teacher, expected in (("reinit", 4), ("aggregation", 2)):
+        cfg = small_demo_config(*overrides, f"model.method.reinit.teacher={teacher}")
+        student, chosen = select_distillation_pair(out.attn, teacher_index(cfg))
+        assert torch.equal(student, out.attn[0]) and torch.equal(chosen, out.attn[expected]), teacher
+    # A batch that does not prune (the scheduled coin) has the T maps only: its last is the first aggregation's.
+    with torch.no_grad():
+        plain = model(features=features, reinit=False)
+    cfg = small_demo_config(*overrides, "model.method.reinit.teacher=aggregation")
+    assert torch.equal(select_distillation_pair(plain.attn, teacher_index(cfg))[1], plain.attn[2])
+    with pytest.raises(ValueError, match="at least two"):
+        select_distillation_pair(out.attn[:1])
 
 
 def test_gradient_reaches_the_initial_slots_through_the_merge(make_model, features):

@@ -25,6 +25,8 @@ class ReinitConfig:
     prob: float = checked(1.0, FRACTION)
     prob_schedule: Literal["constant", "linear"] = "constant"  # linear ramps 0 -> prob over training
     mask_pruned: bool = True  # False: pruned slots are zero vectors that stay valid queries (the group's code)
+    # the self-distillation teacher: the re-initialized aggregation's last map, or the first aggregation's
+    teacher: Literal["reinit", "aggregation"] = "reinit"
 
 
 @dataclass

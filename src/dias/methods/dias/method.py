@@ -44,9 +44,17 @@ def plan(cfg: Config, step: int) -> StepPlan:
     )
 
 
+def teacher_index(cfg: Config) -> int:
+    """Which slot-attention map teaches the first: the last one produced (-1), or with
+    model.method.reinit.teacher=aggregation the first aggregation's last, before pruning and re-initialization."""
+    r = cfg.model.method.reinit
+    return cfg.model.slot_attention.num_iters - 1 if r.enabled and r.teacher == "aggregation" else -1
+
+
 def objective(out: DIASOutput, plan: StepPlan, cfg: Config) -> Objective:
     recon = reconstruction_loss(out.recon, out.features)
-    distill = distillation_loss(*select_distillation_pair(out.attn), form=cfg.model.method.distill_form)
+    pair = select_distillation_pair(out.attn, teacher_index(cfg))
+    distill = distillation_loss(*pair, form=cfg.model.method.distill_form)
     loss = recon + plan.loss_weights[DISTILL] * distill
     return Objective(loss, torch.stack([recon.detach(), distill.detach()]).float())
 

@@ -17,12 +17,13 @@ DistillForm = Literal["prob", "log"]
 LOG_EPS = 1e-8
 
 
-def select_distillation_pair(attn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Slot-attention maps (T, B, K, N) -> (student, teacher): the first and the last iteration's (B, K, N)."""
-    first, last = 0, attn.shape[0] - 1
-    if first == last:
+def select_distillation_pair(attn: torch.Tensor, teacher: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slot-attention maps (T, B, K, N) -> (student, teacher) (B, K, N): the first iteration's and, by default,
+    the last one's; `teacher` indexes another map (the full method's first aggregation: T - 1 of T + extra)."""
+    teacher = teacher % attn.shape[0]
+    if teacher == 0:
         raise ValueError("self-distillation needs at least two slot-attention iterations")
-    return attn[first], attn[last]
+    return attn[0], attn[teacher]
 
 
 def distillation_loss(
