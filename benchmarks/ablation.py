@@ -12,7 +12,10 @@ Methods (all on the demo config, or --config, with schedules compressed to --ste
 Writes results/NAME.md (and prints it): FG-ARI, mBO and mIoU as mean ± std over seeds (decoder masks, the
 whole val split), and the number of slots that own pixels per image against the true number of segments
 (objects + background; on the first --val-batches batches), then the three baselines on the same images
-(the same for every method: same K, token grid and tokens).
+(the same for every method: same K, token grid and tokens). The last column is the slots' spread: the median
+cosine distance between two slots of one image, taken after the first aggregation (before any pruning), on
+the same batches. Slots that collapse onto one vector score near 0; pruning merges slots closer than its
+threshold (0.1 by default).
 
 Runs take long on a CPU (a DINOv2-token run of 1,000 steps is about 15 minutes on one core), so the work is
 kept between invocations: each finished run's scores go to results/NAME/<method>-<seed>.json, which a
@@ -36,12 +39,15 @@ import torch
 from machine import cpu_name
 
 from dias.baselines import BASELINE_NAMES, BASELINE_TITLES
+from dias.commands.infer import load
 from dias.config import load_config
 from dias.demo.run import demo_config_path
 from dias.io import atomic_write_bytes
 from dias.metrics import BACKGROUND_ID, IGNORE_ID
+from dias.modules.redundancy import cosine_distance
 from dias.runtime.distributed import DistInfo
 from dias.train.checkpoint import LAST
+from dias.train.features import batch_inputs
 from dias.train.loaders import build_loaders
 from dias.train.loop import train
 from dias.train.validate import evaluate
@@ -91,7 +97,33 @@ def run(config: Path, overrides: list[str], run_dir: Path, val_batches: int | No
     scores = dict(result.val)  # "fg_ari", ... and "kmeans/fg_ari", ...
     scores["active"] = statistics.mean(counts["active"])
     scores["segments"] = statistics.mean(counts["segments"])
+    scores["spread"] = slot_spread(result.model, val_loader, val_batches)
     return scores
+
+
+def slot_spread(model: torch.nn.Module, loader, max_batches: int | None) -> float:
+    """Median over images and slot pairs of the cosine distance between two slots of one image, after the first
+    aggregation: a full DIAS model runs without pruning and re-initialization here."""
+    options = {"reinit": False} if getattr(model, "reinit", None) is not None else {}
+    distances = []
+    model.eval()
+    with torch.no_grad():
+        for index, batch in enumerate(loader):
+            if index == max_batches:
+                break
+            slots = model(**batch_inputs(batch, "cpu"), **options).slots  # (B, K, D)
+            pairs = torch.triu_indices(slots.shape[1], slots.shape[1], offset=1)
+            distances.append(cosine_distance(slots)[:, pairs[0], pairs[1]].flatten())
+    return torch.cat(distances).median().item()
+
+
+def add_spread(path: Path, config: Path, overrides: list[str], run_dir: Path, val_batches: int | None) -> None:
+    """Measure the slot spread of a run kept before the spread was measured, from its last checkpoint."""
+    cfg = load_config(config, overrides)
+    _, _, val_loader = build_loaders(cfg, DistInfo(0, 1, torch.device("cpu")))
+    record = json.loads(path.read_text())
+    record["scores"]["spread"] = slot_spread(load(run_dir / LAST, device="cpu").model, val_loader, val_batches)
+    atomic_write_bytes(path, (json.dumps(record, indent=1) + "\n").encode("utf-8"))
 
 
 def main() -> None:
@@ -131,6 +163,9 @@ def main() -> None:
                 kept = json.loads(path.read_text())
                 if (kept["config"], kept["steps"], kept["overrides"]) != (config_label(config), args.steps, budget):
                     raise SystemExit(f"{path} holds a run of another config, budget or data; pass another --name")
+                run_dir = runs / f"{SLUGS[name]}-{seed}"
+                if "spread" not in kept["scores"] and (run_dir / LAST).is_file():
+                    add_spread(path, config, [*budget, *overrides, f"train.seed={seed}"], run_dir, args.val_batches)
                 continue
             scores = run(
                 config, [*budget, *overrides, f"train.seed={seed}"], runs / f"{SLUGS[name]}-{seed}", args.val_batches
@@ -159,8 +194,8 @@ def table(scores_dir: Path, config: Path, args: argparse.Namespace) -> str:
         f"`python benchmarks/ablation.py {' '.join(sys.argv[1:])}`; {cpu_name()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}, {datetime.date.today().isoformat()}",
         "",
-        "| variant | FG-ARI | mBO | mIoU | slots with pixels / true segments |",
-        "|---|---|---|---|---|",
+        "| variant | FG-ARI | mBO | mIoU | slots with pixels / true segments | slot spread |",
+        "|---|---|---|---|---|---|",
     ]
     rows: list[dict[str, float]] = []
     for name in VARIANTS:
@@ -168,16 +203,18 @@ def table(scores_dir: Path, config: Path, args: argparse.Namespace) -> str:
         rows = [json.loads(path.read_text())["scores"] for path in found if path.is_file()] or rows
         done = sum(path.is_file() for path in found)
         if done == 0:
-            lines.append(f"| {name} | not run yet | | | |")
+            lines.append(f"| {name} | not run yet | | | | |")
             continue
         active = statistics.mean(row["active"] for row in rows)
         segments = statistics.mean(row["segments"] for row in rows)
         cells = " | ".join(_cell(rows, key) for key in ("fg_ari", "mbo", "miou"))
         partial = "" if done == len(found) else f" ({done} of {len(found)} seeds)"
-        lines.append(f"| {name}{partial} | {cells} | {active:.2f} / {segments:.2f} |")
+        spreads = [row["spread"] for row in rows if "spread" in row]
+        spread = f"{statistics.mean(spreads):.3f}" if len(spreads) == len(rows) else ""
+        lines.append(f"| {name}{partial} | {cells} | {active:.2f} / {segments:.2f} | {spread} |")
     for baseline in BASELINE_NAMES if rows else ():
         cells = " | ".join(_cell(rows, f"{baseline}/{key}") for key in ("fg_ari", "mbo", "miou"))
-        lines.append(f"| {BASELINE_TITLES[baseline]} | {cells} | |")
+        lines.append(f"| {BASELINE_TITLES[baseline]} | {cells} | | |")
     return "\n".join(lines) + "\n"
 
 

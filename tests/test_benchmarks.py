@@ -242,10 +242,16 @@ def test_ablation_prints_every_method_and_the_baselines_and_reuses_kept_runs(tin
     assert "| dias_r (release) |" in result.stdout and "| SmoothSA | not run yet |" in result.stdout
     kept = sorted(p.name for p in (tmp_path / "results" / "ablation").iterdir())
     assert kept == ["dias-r-42.json"]
-    record = json.loads((tmp_path / "results" / "ablation" / "dias-r-42.json").read_text())
+    kept_path = tmp_path / "results" / "ablation" / "dias-r-42.json"
+    record = json.loads(kept_path.read_text())
     assert record["config"] == "src/dias/configs/demo.yaml"  # the packaged default, named without this machine's path
+    assert 0 <= record["scores"]["spread"] <= 2  # a cosine distance
+    del record["scores"]["spread"]  # as a run kept before the spread was measured
+    kept_path.write_text(json.dumps(record))
     result = _benchmark(*argv)  # the dias_r run is kept, the other three are trained
     assert "dias_r (release), seed 42" not in result.stdout and "SmoothSA, seed 42" in result.stdout
+    assert 0 <= json.loads(kept_path.read_text())["scores"]["spread"] <= 2  # measured from its checkpoint
+    assert "slot spread |" in result.stdout
     for row in ("| slot attention (no distillation) |", "| dias_r (release) |", "| full DIAS", "| SmoothSA |"):
         assert row in (tmp_path / "results" / "ablation.md").read_text()
     assert "k-means" in result.stdout.lower()
