@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import tiny_config
 
 from dias.data.synthetic import prepare_synthetic
+from dias.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
@@ -255,6 +257,22 @@ def test_ablation_prints_every_method_and_the_baselines_and_reuses_kept_runs(tin
     for row in ("| slot attention (no distillation) |", "| dias_r (release) |", "| full DIAS", "| SmoothSA |"):
         assert row in (tmp_path / "results" / "ablation.md").read_text()
     assert "k-means" in result.stdout.lower()
+
+
+def test_prune_at_inference_scores_a_run_as_trained_and_pruned(tmp_path, tiny_root):
+    run = tmp_path / "run"
+    train(tiny_config(tiny_root, "train.total_steps=2", "train.val_every=2"), run, progress=False)
+    out = tmp_path / "prune.md"
+    _benchmark(
+        "prune_at_inference.py", str(run), "--thresholds", "0.05", "2.0", "--min-clusters", "1", "--out", str(out)
+    )
+    rows = {line.split(" | ")[0][2:]: line.strip("| ").split(" | ")[1:] for line in out.read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| setting")}  # fmt: skip
+    assert list(rows) == ["as trained", "pruned at inference, threshold 0.05", "pruned at inference, threshold 2"]
+    for cells in rows.values():
+        assert 0 <= float(cells[0].split(" ± ")[0]) <= 100 and 0 <= float(cells[1].split(" ± ")[0]) <= 100
+    assert rows["pruned at inference, threshold 2"][2] == "1.00"  # every slot merged into one
+    assert float(rows["as trained"][2]) > 1
 
 
 def test_demo_run_times_dias_demo_in_a_fresh_clone(tmp_path, small_synthetic):
