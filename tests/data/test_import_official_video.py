@@ -47,22 +47,6 @@ def write_official(path, records: list[dict]) -> None:
     env.close()
 
 
-def test_png_list_movi_imports_into_clips(tmp_path):
-    videos = [official_video(seed) for seed in range(2)]
-    write_official(tmp_path / "val.lmdb", videos)
-    summary = import_official_video(tmp_path / "val.lmdb", tmp_path / "out", "movi_c", progress=False)
-    assert summary["num_records"] == 2
-    header = load_header(tmp_path / "out" / "val.lmdb")
-    assert header["kind"] == "clip" and header["dataset"] == "movi_c"
-    with LmdbReader(tmp_path / "out" / "val.lmdb") as reader:
-        clip = reader.read_clip(1)
-    np.testing.assert_array_equal(clip.frames, videos[1]["_frames"])
-    np.testing.assert_array_equal(clip.masks, videos[1]["_segments"])
-    assert clip.meta["num_objects"] == 2 and clip.meta["id"] == "000001"
-    np.testing.assert_allclose(clip.boxes[0, 1], 0)  # object 2 has not entered yet
-    np.testing.assert_allclose(clip.boxes[3, 1], [0.5, 0.5, 14 / 16, 0.75])
-
-
 def avi(video: np.ndarray, pixel_format: str) -> io.BytesIO:
     """As RandSF.Q's VideoCodec writes a field: lossless libx264rgb (rgb24) or FFV1 (gray) in an AVI, in a BytesIO."""
     av = pytest.importorskip("av")
@@ -97,19 +81,22 @@ def randsfq_video(seed: int, num_frames: int = 4, size: int = 16) -> dict:
     }
 
 
-def test_randsfq_movi_layout_imports_into_the_same_clips(tmp_path):
-    videos = [randsfq_video(seed) for seed in range(2)]
+@pytest.mark.parametrize("layout", ["png-list", "libx264rgb"])
+def test_both_movi_layouts_import_into_the_same_clips(tmp_path, layout):
+    """SmoothSA's PNG list, and RandSF.Q's AVI buffers (both codecs lossless): the same frames and masks."""
+    make = {"png-list": official_video, "libx264rgb": randsfq_video}[layout]
+    videos = [make(seed) for seed in range(2)]
     write_official(tmp_path / "val.lmdb", videos)
     summary = import_official_video(tmp_path / "val.lmdb", tmp_path / "out", "movi_c", progress=False)
     assert summary["num_records"] == 2
     header = load_header(tmp_path / "out" / "val.lmdb")
-    assert header["kind"] == "clip" and header["info"]["layout"] == "libx264rgb"
+    assert header["kind"] == "clip" and header["dataset"] == "movi_c" and header["info"]["layout"] == layout
     with LmdbReader(tmp_path / "out" / "val.lmdb") as reader:
         clip = reader.read_clip(1)
-    np.testing.assert_array_equal(clip.frames, videos[1]["_frames"])  # both codecs are lossless
+    np.testing.assert_array_equal(clip.frames, videos[1]["_frames"])
     np.testing.assert_array_equal(clip.masks, videos[1]["_segments"])
-    assert clip.meta["num_objects"] == 2 and clip.meta["id"] == "000001"  # no `s`: the largest index
-    np.testing.assert_allclose(clip.boxes[0, 1], 0)
+    assert clip.meta["num_objects"] == 2 and clip.meta["id"] == "000001"  # RandSF.Q has no `s`: the largest index
+    np.testing.assert_allclose(clip.boxes[0, 1], 0)  # object 2 has not entered yet
     np.testing.assert_allclose(clip.boxes[3, 1], [0.5, 0.5, 14 / 16, 0.75])
 
 
