@@ -9,7 +9,8 @@ masks) as trained, then with the full method's merge of redundant slots and one 
 iteration added at inference, once per threshold (complete linkage on the cosine distance between slots; a
 sample left with fewer than --min-clusters clusters keeps every slot, as in the configs). The model's weights
 are the same in every row: this is the full method's inference step on a model that never trained with it.
-Prints (and with --out writes) FG-ARI, mBO and the slots that own pixels per image, mean ± sample std over runs.
+Prints (and with --out writes) FG-ARI, mBO and the slots that own pixels per image, mean ± sample std over runs,
+then the image-blind partitions and k-means on the backbone tokens, scored on the same images with the model's K.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 from machine import cpu_name
 
+from dias.baselines import BASELINE_NAMES, BASELINE_TITLES
 from dias.commands.infer import load
 from dias.config import load_config
 from dias.io import atomic_write_bytes
@@ -33,8 +35,9 @@ from dias.train.loaders import build_loaders
 from dias.train.validate import evaluate
 
 
-def score(model: torch.nn.Module, loader, cfg) -> dict[str, float]:
-    """FG-ARI, mBO and the mean number of slots that own pixels per image, on the whole loader."""
+def score(model: torch.nn.Module, loader, cfg, baselines: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
+    """{"model": FG-ARI, mBO and the mean number of slots that own pixels per image} on the whole loader, and
+    {baseline: FG-ARI, mBO} for each of `baselines`, scored on the same images."""
     active = []
 
     def count(batch, out, pred) -> None:
@@ -42,10 +45,13 @@ def score(model: torch.nn.Module, loader, cfg) -> dict[str, float]:
 
     result = evaluate(
         model, loader, mask_source=cfg.eval.mask_source, seed=cfg.eval.seed, progress=False, on_batch=count,
-        baselines=(),
+        baselines=baselines,
     )  # fmt: skip
     means = result.means()
-    return {"fg_ari": means["fg_ari"], "mbo": means["mbo"], "active": statistics.mean(active)}
+    scores = {"model": {"fg_ari": means["fg_ari"], "mbo": means["mbo"], "active": statistics.mean(active)}}
+    for name, metrics in result.baseline_means().items():
+        scores[name] = {"fg_ari": metrics["fg_ari"], "mbo": metrics["mbo"]}
+    return scores
 
 
 def measure(run: Path, thresholds: list[float], min_clusters: int) -> dict[str, dict[str, float]]:
@@ -55,14 +61,15 @@ def measure(run: Path, thresholds: list[float], min_clusters: int) -> dict[str, 
         raise SystemExit(f"{run} is not a DIAS run trained without pruning")
     model = load(run / LAST, device="cpu").model.eval()
     _, _, loader = build_loaders(cfg, DistInfo(0, 1, torch.device("cpu")))
-    rows = {"as trained": score(model, loader, cfg)}
+    trained = score(model, loader, cfg, BASELINE_NAMES)  # the baselines once: they do not depend on the model
+    rows = {"as trained": trained.pop("model")}
     for threshold in thresholds:
         model.reinit = Reinit(
             distance="slots", threshold=threshold, min_clusters=min_clusters, num_iters=1, mask_pruned=True
         )
-        rows[f"pruned at inference, threshold {threshold:g}"] = score(model, loader, cfg)
+        rows[f"pruned at inference, threshold {threshold:g}"] = score(model, loader, cfg)["model"]
     model.reinit = None
-    return rows
+    return rows | {BASELINE_TITLES[name]: scores for name, scores in trained.items()}
 
 
 def table(results: list[dict[str, dict[str, float]]], argv: str) -> str:
@@ -86,8 +93,8 @@ def table(results: list[dict[str, dict[str, float]]], argv: str) -> str:
         "|---|---|---|---|",
     ]
     for setting in results[0]:
-        active = statistics.mean(values(setting, "active"))
-        lines.append(f"| {setting} | {percent(setting, 'fg_ari')} | {percent(setting, 'mbo')} | {active:.2f} |")
+        active = f"{statistics.mean(values(setting, 'active')):.2f}" if "active" in results[0][setting] else ""
+        lines.append(f"| {setting} | {percent(setting, 'fg_ari')} | {percent(setting, 'mbo')} | {active} |")
     return "\n".join(lines) + "\n"
 
 

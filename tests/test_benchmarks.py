@@ -18,6 +18,7 @@ import pytest
 import torch
 from tiny import tiny_config
 
+from dias.baselines import BASELINE_NAMES, BASELINE_TITLES
 from dias.data.synthetic import prepare_synthetic
 from dias.train.loop import train
 
@@ -268,7 +269,10 @@ def test_prune_at_inference_scores_a_run_as_trained_and_pruned(tmp_path, tiny_ro
     )
     rows = {line.split(" | ")[0][2:]: line.strip("| ").split(" | ")[1:] for line in out.read_text().splitlines()
             if line.startswith("| ") and not line.startswith("| setting")}  # fmt: skip
-    assert list(rows) == ["as trained", "pruned at inference, threshold 0.05", "pruned at inference, threshold 2"]
+    assert list(rows) == [
+        "as trained", "pruned at inference, threshold 0.05", "pruned at inference, threshold 2",
+        *(BASELINE_TITLES[name] for name in BASELINE_NAMES),
+    ]  # fmt: skip
     for cells in rows.values():
         assert 0 <= float(cells[0].split(" ± ")[0]) <= 100 and 0 <= float(cells[1].split(" ± ")[0]) <= 100
     assert rows["pruned at inference, threshold 2"][2] == "1.00"  # every slot merged into one

@@ -11,7 +11,6 @@ model starts from each object's box in the first frame: pass a boxes file (dias.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ from dias.commands.infer import (
 )
 from dias.data.images import read_image
 from dias.data.videos import INSTALL_VIDEO_EXTRA, decode_video
-from dias.errors import MissingFileError, UsageError
+from dias.errors import MissingFileError, MissingPackageError, UsageError
 from dias.io import atomic_write_bytes, require_folder
 from dias.viz.panels import overlay, to_pil
 
@@ -47,9 +46,11 @@ VIDEO_EXTRA = f"reading video files needs PyAV: {INSTALL_VIDEO_EXTRA} (or pass a
 
 def read_video(path: str | Path) -> list[torch.Tensor]:
     """The frames of a video file, each (3, H, W) uint8 RGB, in time order (PyAV; the extra `video`)."""
-    if importlib.util.find_spec("av") is None:
-        raise UsageError(f"{path}: {VIDEO_EXTRA}")
-    return [torch.from_numpy(frame).permute(2, 0, 1) for frame in decode_video(Path(path))]
+    try:
+        frames = decode_video(Path(path))
+    except MissingPackageError:
+        raise UsageError(f"{path}: {VIDEO_EXTRA}") from None
+    return [torch.from_numpy(frame).permute(2, 0, 1) for frame in frames]
 
 
 def read_clip(item: Path, out_dir: Path) -> tuple[list[Path] | None, list[torch.Tensor]]:
