@@ -82,6 +82,15 @@ def run(config: Path, overrides: list[str], run_dir: Path, val_batches: int | No
     if "fg_ari" not in result.val:  # stopped after its last checkpoint, before its scores were kept: score it
         full = evaluate(result.model, val_loader, mask_source=cfg.eval.mask_source, seed=cfg.eval.seed, progress=False)
         result.val = full.means() | {f"{b}/{k}": v for b, m in full.baseline_means().items() for k, v in m.items()}
+    scores = dict(result.val)  # "fg_ari", ... and "kmeans/fg_ari", ...
+    scores["active"], scores["segments"] = slot_counts(result.model, val_loader, cfg, val_batches)
+    scores["spread"] = slot_spread(result.model, val_loader, val_batches)
+    return scores
+
+
+def slot_counts(model: torch.nn.Module, loader, cfg, max_batches: int | None) -> tuple[float, float]:
+    """The mean number of slots that own pixels per image (the model's masks) and of true segments (objects +
+    background), on the first `max_batches` batches."""
     counts = {"active": [], "segments": []}
 
     def count(batch, out, pred) -> None:
@@ -91,14 +100,10 @@ def run(config: Path, overrides: list[str], run_dir: Path, val_batches: int | No
             counts["segments"].append(int(((ids != IGNORE_ID) & (ids != BACKGROUND_ID)).sum()) + 1)
 
     evaluate(
-        result.model, val_loader, mask_source=cfg.eval.mask_source, seed=cfg.eval.seed, progress=False, on_batch=count,
-        max_batches=val_batches, baselines=(),
+        model, loader, mask_source=cfg.eval.mask_source, seed=cfg.eval.seed, progress=False, on_batch=count,
+        max_batches=max_batches, baselines=(),
     )  # fmt: skip
-    scores = dict(result.val)  # "fg_ari", ... and "kmeans/fg_ari", ...
-    scores["active"] = statistics.mean(counts["active"])
-    scores["segments"] = statistics.mean(counts["segments"])
-    scores["spread"] = slot_spread(result.model, val_loader, val_batches)
-    return scores
+    return statistics.mean(counts["active"]), statistics.mean(counts["segments"])
 
 
 def slot_spread(model: torch.nn.Module, loader, max_batches: int | None) -> float:

@@ -1,13 +1,14 @@
 """Pruning and re-initialization switched on at inference only, in DIAS models trained without them.
 
     python benchmarks/prune_at_inference.py runs/ablation_dinov2/dias-r-42 runs/ablation_dinov2/dias-r-43 \
-        runs/ablation_dinov2/dias-r-44 [--thresholds 0.02 0.05 0.1] [--min-clusters 3] [--out FILE]
+        runs/ablation_dinov2/dias-r-44 [--thresholds 0 0.02 0.05 0.1] [--min-clusters 3] [--out FILE]
 
 Each RUN folder is a finished `dias train` run (its last.pt and config.yaml; data.root and data.features are
 read relative to the current folder, as training read them). Every run is scored on its whole val split (decoder
 masks) as trained, then with the full method's merge of redundant slots and one re-initialized slot-attention
 iteration added at inference, once per threshold (complete linkage on the cosine distance between slots; a
-sample left with fewer than --min-clusters clusters keeps every slot, as in the configs). The model's weights
+sample left with fewer than --min-clusters clusters keeps every slot, as in the configs). At threshold 0 nothing
+merges, so that row is the re-initialized iteration alone: one more slot-attention iteration. The model's weights
 are the same in every row: this is the full method's inference step on a model that never trained with it.
 Prints (and with --out writes) FG-ARI, mBO and the slots that own pixels per image, mean ± sample std over runs,
 then the image-blind partitions and k-means on the backbone tokens, scored on the same images with the model's K.
@@ -33,6 +34,8 @@ from dias.runtime.distributed import DistInfo
 from dias.train.checkpoint import LAST
 from dias.train.loaders import build_loaders
 from dias.train.validate import evaluate
+
+ONE_MORE_ITERATION = "re-initialized iteration at inference, threshold 0 (nothing merges)"
 
 
 def score(model: torch.nn.Module, loader, cfg, baselines: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
@@ -67,7 +70,8 @@ def measure(run: Path, thresholds: list[float], min_clusters: int) -> dict[str, 
         model.reinit = Reinit(
             distance="slots", threshold=threshold, min_clusters=min_clusters, num_iters=1, mask_pruned=True
         )
-        rows[f"pruned at inference, threshold {threshold:g}"] = score(model, loader, cfg)["model"]
+        setting = f"pruned at inference, threshold {threshold:g}" if threshold > 0 else ONE_MORE_ITERATION
+        rows[setting] = score(model, loader, cfg)["model"]
     model.reinit = None
     return rows | {BASELINE_TITLES[name]: scores for name, scores in trained.items()}
 
@@ -101,7 +105,7 @@ def table(results: list[dict[str, dict[str, float]]], argv: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=Path, nargs="+", help="finished dias runs (last.pt, config.yaml)")
-    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.02, 0.05, 0.1])
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.0, 0.02, 0.05, 0.1])
     parser.add_argument("--min-clusters", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
     args = parser.parse_args()

@@ -139,6 +139,7 @@ def test_demo_model_curves_reads_the_bundled_logs(tmp_path):
     result = _benchmark("demo_model_curves.py", "--out", str(out))
     text = out.read_text()
     assert text == result.stdout
+    assert text.startswith("# The demo model's runs (the bundled colour model's logs) against their baselines")
     assert "| 30,000 |" in text and "**+" in text  # the bundled model's mean meets the target at its end
     assert "seed 42 30,000, seed 43 30,000, seed 44 30,000" in text
 
@@ -265,18 +266,46 @@ def test_prune_at_inference_scores_a_run_as_trained_and_pruned(tmp_path, tiny_ro
     train(tiny_config(tiny_root, "train.total_steps=2", "train.val_every=2"), run, progress=False)
     out = tmp_path / "prune.md"
     _benchmark(
-        "prune_at_inference.py", str(run), "--thresholds", "0.05", "2.0", "--min-clusters", "1", "--out", str(out)
+        "prune_at_inference.py", str(run), "--thresholds", "0", "0.05", "2.0", "--min-clusters", "1", "--out", str(out)
     )
     rows = {line.split(" | ")[0][2:]: line.strip("| ").split(" | ")[1:] for line in out.read_text().splitlines()
             if line.startswith("| ") and not line.startswith("| setting")}  # fmt: skip
     assert list(rows) == [
-        "as trained", "pruned at inference, threshold 0.05", "pruned at inference, threshold 2",
+        "as trained", "re-initialized iteration at inference, threshold 0 (nothing merges)",
+        "pruned at inference, threshold 0.05", "pruned at inference, threshold 2",
         *(BASELINE_TITLES[name] for name in BASELINE_NAMES),
     ]  # fmt: skip
     for cells in rows.values():
         assert 0 <= float(cells[0].split(" ± ")[0]) <= 100 and 0 <= float(cells[1].split(" ± ")[0]) <= 100
     assert rows["pruned at inference, threshold 2"][2] == "1.00"  # every slot merged into one
     assert float(rows["as trained"][2]) > 1
+
+
+def test_slot_usage_and_curves_read_a_finished_run(tmp_path, tiny_root):
+    run = tmp_path / "run-42"
+    train(tiny_config(tiny_root, "train.total_steps=2", "train.val_every=2"), run, progress=False)
+    out = tmp_path / "usage.md"
+    _benchmark("slot_usage.py", str(run), "--val-batches", "1", "--out", str(out))
+    row = next(line for line in out.read_text().splitlines() if line.startswith(f"| {run} |"))
+    cells = row.strip("| ").split(" | ")
+    assert cells[1] == "2"  # the step of the last validation
+    for pair in cells[2:5]:  # the model's, the grid's and k-means' FG-ARI / mBO
+        assert all(0 <= float(value) <= 100 for value in pair.split(" / "))
+    active, segments = (float(value) for value in cells[5].split(" / "))
+    assert 1 <= active <= 7 and segments >= 1
+    assert 0 <= float(cells[6]) <= 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    command = [sys.executable, str(BENCHMARKS / "slot_usage.py"), str(empty)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=ENV, timeout=120, check=False)
+    assert result.returncode == 1 and "has no last.pt" in result.stderr
+    curves = tmp_path / "curves.md"
+    _benchmark(
+        "demo_model_curves.py", "--runs", str(tmp_path / "run"), "--seeds", "42", "--every", "1", "--out", str(curves)
+    )
+    text = curves.read_text()
+    assert text.startswith(f"# Training runs {tmp_path / 'run'}-SEED against their baselines")
+    assert "| 2 |" in text and "seed 42 2." in text
 
 
 def test_demo_run_times_dias_demo_in_a_fresh_clone(tmp_path, small_synthetic):

@@ -115,3 +115,19 @@ def test_gradient_reaches_the_initial_slots_through_the_merge(make_model, featur
 def test_forcing_reinit_without_settings_is_an_error(make_model, features):
     with pytest.raises(ValueError, match="model.method.reinit.enabled=true"):
         make_model()(features=features, reinit=True)
+
+
+def test_reinit_without_merging_is_one_more_iteration(make_model, features):
+    # At threshold 0 nothing merges, so re-initialization is the release with T + num_iters iterations
+    # (the same module, the same tokens): what the ablation's "threshold 0" row measures.
+    release = make_model("model.slot_attention.num_iters=4").train()
+    full = make_model("model.method.reinit.enabled=true", "model.method.reinit.threshold=0.0").train()
+    full.load_state_dict(release.state_dict())
+    init = release.initializer(2)
+    perm = torch.stack([torch.randperm(64) for _ in range(2)])
+    visible = torch.arange(64)[None] < torch.tensor([[10], [40]])
+    a = release(features=features, init_slots=init, perm=perm, visible=visible)
+    b = full(features=features, init_slots=init, perm=perm, visible=visible, reinit=True)
+    assert b.keep.all() and b.attn.shape[0] == a.attn.shape[0] == 4
+    for name in ("slots", "attn", "recon", "decoder_attn"):
+        torch.testing.assert_close(getattr(b, name), getattr(a, name), rtol=0, atol=1e-6, msg=name)
