@@ -60,15 +60,22 @@ def test_unmasked_variant_keeps_zero_slots_as_queries(make_model, features):
     assert torch.all(out.decoder_attn[~out.keep] > 0)  # still valid keys in the decoder
 
 
-def test_reinit_off_equals_the_release_model(make_model, features):
-    release = make_model().train()
-    full = make_model("model.method.reinit.enabled=true").train()
+def _release_and_full(make_model, features, release_overrides, full_overrides, reinit):
+    """One forward of a release model and of a full-DIAS model with its weights, in training mode, from the same
+    initial slots and decoder mask."""
+    release = make_model(*release_overrides).train()
+    full = make_model("model.method.reinit.enabled=true", *full_overrides).train()
     full.load_state_dict(release.state_dict())
-    init = release.initializer(2)
-    perm = torch.stack([torch.randperm(64) for _ in range(2)])
-    visible = torch.arange(64)[None] < torch.tensor([[10], [40]])
-    a = release(features=features, init_slots=init, perm=perm, visible=visible)
-    b = full(features=features, init_slots=init, perm=perm, visible=visible, reinit=False)
+    pinned = {
+        "init_slots": release.initializer(2),
+        "perm": torch.stack([torch.randperm(64) for _ in range(2)]),
+        "visible": torch.arange(64)[None] < torch.tensor([[10], [40]]),
+    }
+    return release(features=features, **pinned), full(features=features, reinit=reinit, **pinned)
+
+
+def test_reinit_off_equals_the_release_model(make_model, features):
+    a, b = _release_and_full(make_model, features, (), (), reinit=False)
     assert b.keep is None
     for name in ("slots", "attn", "recon", "decoder_attn"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
@@ -120,14 +127,9 @@ def test_forcing_reinit_without_settings_is_an_error(make_model, features):
 def test_reinit_without_merging_is_one_more_iteration(make_model, features):
     # At threshold 0 nothing merges, so re-initialization is the release with T + num_iters iterations
     # (the same module, the same tokens): what the ablation's "threshold 0" row measures.
-    release = make_model("model.slot_attention.num_iters=4").train()
-    full = make_model("model.method.reinit.enabled=true", "model.method.reinit.threshold=0.0").train()
-    full.load_state_dict(release.state_dict())
-    init = release.initializer(2)
-    perm = torch.stack([torch.randperm(64) for _ in range(2)])
-    visible = torch.arange(64)[None] < torch.tensor([[10], [40]])
-    a = release(features=features, init_slots=init, perm=perm, visible=visible)
-    b = full(features=features, init_slots=init, perm=perm, visible=visible, reinit=True)
+    a, b = _release_and_full(
+        make_model, features, ("model.slot_attention.num_iters=4",), ("model.method.reinit.threshold=0.0",), True
+    )
     assert b.keep.all() and b.attn.shape[0] == a.attn.shape[0] == 4
     for name in ("slots", "attn", "recon", "decoder_attn"):
         torch.testing.assert_close(getattr(b, name), getattr(a, name), rtol=0, atol=1e-6, msg=name)
