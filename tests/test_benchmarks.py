@@ -47,10 +47,11 @@ def _overrides(items: list[str]) -> list[str]:
     return [argument for item in items for argument in ("--override", item)]
 
 
-def _benchmark(name: str, *argv: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def _benchmark(name: str, *argv: str, timeout: int = 600, returncode: int = 0) -> subprocess.CompletedProcess:
+    """Run benchmarks/NAME with argv; it must exit with `returncode` (0: it succeeds)."""
     command = [sys.executable, str(BENCHMARKS / name), *argv]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=ENV, timeout=timeout, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == returncode, result.stderr[-3000:]
     return result
 
 
@@ -206,11 +207,8 @@ def test_precision_auto_takes_fp32_run_folders_as_its_reference(tmp_path):
     rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| a, c |")]
     assert [row[1] for row in rows] == ["fp32 b", "bf16"] and rows[0][2:] == rows[1][2:]  # bf16 is b's log
     assert "All 3 fp32 runs as the reference (as `dias demo` checks): 60/60 · 60/60 · 60/60, follows." in text
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "precision_auto.py"), runs[3], "--reference", *runs[:2]],
-        cwd=REPO, capture_output=True, text=True, env=ENV, timeout=120, check=False,
-    )  # fmt: skip
-    assert result.returncode == 2 and "needs three fp32 runs or more" in result.stderr
+    result = _benchmark("precision_auto.py", runs[3], "--reference", *runs[:2], timeout=120, returncode=2)
+    assert "needs three fp32 runs or more" in result.stderr
 
 
 def test_precision_video_trains_three_fp32_seeds_and_a_bf16_run_then_compares_them(tmp_path):
@@ -296,9 +294,8 @@ def test_slot_usage_and_curves_read_a_finished_run(tmp_path, tiny_root):
     assert 0 <= float(cells[6]) <= 2
     empty = tmp_path / "empty"
     empty.mkdir()
-    command = [sys.executable, str(BENCHMARKS / "slot_usage.py"), str(empty)]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=ENV, timeout=120, check=False)
-    assert result.returncode == 1 and "has no last.pt" in result.stderr
+    result = _benchmark("slot_usage.py", str(empty), timeout=120, returncode=1)
+    assert "has no last.pt" in result.stderr
     curves = tmp_path / "curves.md"
     _benchmark(
         "demo_model_curves.py", "--runs", str(tmp_path / "run"), "--seeds", "42", "--every", "1", "--out", str(curves)
