@@ -47,13 +47,13 @@ def main() -> None:
     out = args.out or RESULTS / RESULT_NAMES.get(args.model, f"demo_model_{args.model}_curves.md")
     if args.runs:
         runs = {seed: validations(run_records(Path(f"{args.runs}-{seed}"))) for seed in args.seeds}
-        where = f"training runs {args.runs}-SEED"
+        title = f"Training runs {args.runs}-SEED"
     else:
         reference = load_reference(args.reference or bundled_reference_dir(args.model))
         runs = {seed: validations(records) for seed, records in reference.logs.items()}
         logs = f"the bundled {args.model} model's logs" if args.reference is None else f"the logs in {args.reference}"
-        where = f"the demo model's runs ({logs})"
-    text = table(runs, args.every, where)
+        title = f"The demo model's runs ({logs})"
+    text = table(runs, args.every, title)
     atomic_write_bytes(out, text.encode("utf-8"))
     print(text, end="")
 
@@ -76,7 +76,7 @@ def best_baseline(records: list[dict[str, float]], metric: str) -> tuple[str, fl
     return name, scores[name]
 
 
-def table(runs: dict[int, dict[int, dict[str, float]]], every: int, where: str) -> str:
+def table(runs: dict[int, dict[int, dict[str, float]]], every: int, title: str) -> str:
     seeds = sorted(runs)
     common = sorted(set.intersection(*(set(records) for records in runs.values())))
     last = {seed: max(records, default=0) for seed, records in runs.items()}
@@ -85,7 +85,7 @@ def table(runs: dict[int, dict[int, dict[str, float]]], every: int, where: str) 
     header += [f"{TITLES[m]} mean − best baseline" for m in METRICS]
     command = " ".join(["python benchmarks/demo_model_curves.py", *sys.argv[1:]])
     lines = [
-        f"# {where[0].upper()}{where[1:]} against their baselines, val split",
+        f"# {title} against their baselines, val split",
         "",
         f"`{command}`; the target is the seeds' mean at least {MARGIN} above the best "
         "baseline on both metrics (**bold**: met). Baselines scored on the same val images at each validation.",
