@@ -296,6 +296,13 @@ def test_slot_usage_and_curves_read_a_finished_run(tmp_path, tiny_root):
     empty.mkdir()
     result = _benchmark("slot_usage.py", str(empty), timeout=120, returncode=1)
     assert "has no last.pt" in result.stderr
+    unvalidated = tmp_path / "unvalidated"  # a checkpoint whose log has no validation record
+    unvalidated.mkdir()
+    shutil.copy(run / "last.pt", unvalidated / "last.pt")
+    records = (run / "metrics.jsonl").read_text().splitlines()
+    (unvalidated / "metrics.jsonl").write_text("".join(f"{r}\n" for r in records if "val/fg_ari" not in r))
+    result = _benchmark("slot_usage.py", str(unvalidated), "--out", str(tmp_path / "none.md"), returncode=1)
+    assert "logged no validation" in result.stderr and not (tmp_path / "none.md").exists()
     curves = tmp_path / "curves.md"
     _benchmark(
         "demo_model_curves.py", "--runs", str(tmp_path / "run"), "--seeds", "42", "--every", "1", "--out", str(curves)
