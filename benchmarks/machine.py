@@ -1,5 +1,6 @@
 """The machine a benchmark ran on: the CPU's name for a table's header (dias.runtime.device.cpu_name, with any
-cap on the instruction sets the process may use) and a file-name form of a device's name.
+cap on the instruction sets the process may use), a file-name form of a device's name, and the C allocator's
+setting (`set_malloc`: malloc keeps freed memory, as the `dias` command has it, or the C library's defaults).
 
 One CPU can stand in for an older kind by capping the instructions torch's three kernel libraries use, set
 in the environment before the benchmark starts (ISA_CAPS):
@@ -17,8 +18,9 @@ import os
 import re
 
 from dias.runtime.device import cpu_name as cpu_model
+from dias.runtime.memory import KEPT, keep_freed_memory
 
-__all__ = ["ISA_CAPS", "cpu_name", "isa_caps", "slug"]
+__all__ = ["ISA_CAPS", "MALLOC_SETTINGS", "cpu_name", "isa_caps", "set_malloc", "slug"]
 
 # the variables that cap torch's elementwise kernels, MKL (fp32 matrix products) and oneDNN (bf16 ones)
 ISA_CAPS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
@@ -40,3 +42,12 @@ def cpu_name() -> str:
 def slug(text: str) -> str:
     """A device's name as part of a file name: lower case, runs of anything else than [a-z0-9] as one "-"."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+# a benchmark's --malloc: "kept" as the `dias` command sets malloc (dias.runtime.memory), "system" as the C library does
+MALLOC_SETTINGS = ("kept", "system")
+
+
+def set_malloc(setting: str) -> str:
+    """Set up this process's malloc before its first tensor; what it runs with: "kept" or "default"."""
+    return "kept" if setting == "kept" and keep_freed_memory() == KEPT else "default"

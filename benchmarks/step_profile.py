@@ -4,9 +4,10 @@
                                       [--threads 2] [--out FILE.md]
 
 The step is `dias.train.step.optimisation_step` for the config's method (features given, fp32, the plan of
-the last training step), as `dias train` runs it. Each part is the package's own module or function, called
-alone on the tensors one real forward gave it, and timed for its forward and for its backward (with a random
-gradient of its output's shape), median of --repeats after one warm-up:
+the last training step), as `dias train` runs it, malloc included (`--malloc kept`, dias.runtime.memory;
+`--malloc system` profiles it with the C library's defaults). Each part is the package's own module or
+function, called alone on the tensors one real forward gave it, and timed for its forward and for its
+backward (with a random gradient of its output's shape), median of --repeats after one warm-up:
 
 - encoder projection: `model.project` on the features (B, N, C);
 - slot attention: the module with one iteration (the input norm, keys and values, one iteration), and each
@@ -44,7 +45,7 @@ from pathlib import Path
 
 import torch
 from flops import flop_counter, matmul_gflops
-from machine import cpu_name, slug
+from machine import MALLOC_SETTINGS, cpu_name, set_malloc, slug
 from timing import CLOCK_HELP, CLOCKS, without_note
 
 from dias.config import load_config
@@ -360,7 +361,9 @@ def main() -> None:
     parser.add_argument("--note", default="", help="a sentence on the machine's state (e.g. its load)")
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/step_profile_<cpu>.md")
     parser.add_argument("--clock", choices=list(CLOCKS), default="wall", help=CLOCK_HELP)
+    parser.add_argument("--malloc", choices=MALLOC_SETTINGS, default="kept", help="kept: as the dias command sets it")
     args = parser.parse_args()
+    malloc = set_malloc(args.malloc)
     global clock
     clock = CLOCKS[args.clock]
     torch.set_num_threads(args.threads)
@@ -369,7 +372,7 @@ def main() -> None:
         "# Where a training step's time goes (CPU, fp32, features given)",
         "",
         f"{cpu}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.clock} clock, "
-        f"{Path(args.config).name}, "
+        f"{Path(args.config).name}, malloc {malloc}, "
         f"{datetime.date.today().isoformat()}; medians of {args.repeats} timed calls per part and pass. "
         f"Load average when it started: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}. {args.note}".strip(),
         "",

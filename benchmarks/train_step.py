@@ -18,6 +18,10 @@ Rows (each measured in a fresh subprocess, so peak memory is its own):
   step), features given (fp32, fp32 under torch.compile as `train.compile=true` does, and bf16 autocast);
 - `dias fp32 + backbone`: the same step running the frozen backbone on images every step (random weights;
   the cost is the same), which is what the feature cache removes.
+Each row runs with the C allocator as its command runs it (`--malloc as-run`): the package's rows keep freed
+memory in malloc's heap, as the `dias` command does (dias.runtime.memory), the official and baseline rows use
+the C library's defaults, as `python train.py` does. `--malloc kept` or `--malloc system` gives every row the
+same setting, which separates what the code gains from what the allocator gains.
 Each step is forward, loss, backward, clip and an Adam step. Prints a Markdown table: ms per step (median;
 `--clock cpu` counts the process's CPU time instead of elapsed time, for a machine other jobs load), the
 ratio of the official step's and the baseline's time to the row's,
@@ -43,7 +47,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from flops import flop_counter, matmul_gflops
-from machine import cpu_name
+from machine import MALLOC_SETTINGS, cpu_name, set_malloc
 from official_dias import OFFICIAL_ENV, official_step
 from timing import CLOCK_HELP, CLOCKS
 from torch import nn
@@ -57,6 +61,14 @@ from dias.train.step import build_optimizer, optimisation_step
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("official fp32", "baseline fp32", "dias fp32", "dias fp32 compiled", "dias bf16", "dias fp32 + backbone")
 CPU = torch.device("cpu")
+MALLOC_MODES = ("as-run", *MALLOC_SETTINGS)  # see the module's docstring
+
+
+def row_malloc(mode: str, variant: str) -> str:
+    """The malloc setting of one row under `mode`: as-run gives the package's rows what the `dias` command sets."""
+    if mode == "as-run":
+        return "kept" if variant.startswith("dias") else "system"
+    return mode
 
 
 class BaselineDIAS(nn.Module):
@@ -227,23 +239,29 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clock", choices=list(CLOCKS), default="wall", help=CLOCK_HELP)
     parser.add_argument("--gemm-size", type=int, default=2048, help="side of the matrix product of the last line")
+    parser.add_argument("--malloc", choices=MALLOC_MODES, default="as-run", help="the C allocator's setting per row")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:
+        malloc = set_malloc(row_malloc(args.malloc, args.child[0]))  # before the row makes its first tensor
         row = measure(args.child[0], args.config, args.override, int(args.child[1]), args.steps, args.clock)
-        print(json.dumps(row))
+        print(json.dumps({**row, "malloc": malloc}))
         return
     print(
         f"# {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.clock} clock, "
-        f"{Path(args.config).name}, median of {args.rounds} interleaved rounds x {args.steps} timed steps"
+        f"{Path(args.config).name}, median of {args.rounds} interleaved rounds x {args.steps} timed steps, "
+        f"--malloc {args.malloc}"
     )
-    print("| variant | batch | ms / step | vs official | vs baseline | GFLOP / step | GFLOP/s | peak memory (MiB) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| variant | batch | ms / step | vs official | vs baseline | GFLOP / step | GFLOP/s | peak memory (MiB) | "
+        "malloc |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     gemm = []
     child = [sys.executable, __file__, "--config", args.config, "--steps", str(args.steps)]
     child += [item for override in args.override for item in ("--override", override)]
-    child += ["--threads", str(args.threads), "--clock", args.clock]
+    child += ["--threads", str(args.threads), "--clock", args.clock, "--malloc", args.malloc]
     for batch_size in args.batch_sizes:
         rows: dict[str, list[dict]] = {variant: [] for variant in args.variants}
         errors: dict[str, str] = {}
@@ -259,7 +277,7 @@ def main() -> None:
         official_ms, baseline_ms = medians.get("official fp32"), medians.get("baseline fp32")
         for variant in args.variants:
             if variant not in medians:
-                print(f"| {variant} | {batch_size} | failed: {errors.get(variant, '')} | | | | | |")
+                print(f"| {variant} | {batch_size} | failed: {errors.get(variant, '')} | | | | | | |")
                 continue
             ms = medians[variant]
             gflop = rows[variant][0]["gflop"]
@@ -267,7 +285,7 @@ def main() -> None:
             versus = [f"{reference / ms:.2f}x" if reference else "" for reference in (official_ms, baseline_ms)]
             print(
                 f"| {variant} | {batch_size} | {ms:.0f} | {' | '.join(versus)} | {gflop:.0f} | {gflop / ms * 1000:.0f} "
-                f"| {peak:.0f} |"
+                f"| {peak:.0f} | {rows[variant][0]['malloc']} |"
             )
     print(
         f"\nA {args.gemm_size}x{args.gemm_size} fp32 matrix product ran at {statistics.median(gemm):.0f} GFLOP/s on "

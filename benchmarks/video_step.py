@@ -22,7 +22,10 @@ gradient-norm clip 0.05 -> Adam.
   summed as its train.py sums them; its ClipGradNorm and Adam. Our model gets the official model's weights
   (dias' official-weight loaders), so both compute on the same numbers.
 
-Both models are built once; rounds alternate between them (the order flips every round) and each round times
+Both models run in one process, so with one malloc setting: `--malloc kept` (the default) keeps freed memory
+in malloc's heap, as the `dias` command does (dias.runtime.memory), for the official model too, whose
+train.py would run with the C library's defaults (`--malloc system`, for both). Both models are built once;
+rounds alternate between them (the order flips every round) and each round times
 `--steps` steps after one warm-up step; the table gives medians over all timed steps. GFLOP per step is counted
 by torch.utils.flop_counter (the CPU's fused attention included: flops.py) on one extra step (matmuls and
 attention, forward and backward); the last line gives the rate of a large fp32 matrix product on the same
@@ -54,7 +57,7 @@ from pathlib import Path
 
 import torch
 from flops import flop_counter, matmul_gflops
-from machine import cpu_name
+from machine import MALLOC_SETTINGS, cpu_name, set_malloc
 from smoothsa_trajectory import import_official, timm_offline
 from timing import time_calls
 from torch import nn
@@ -302,6 +305,12 @@ def table(method: str, result: dict) -> list[str]:
     return lines
 
 
+MALLOC_WORDS = {
+    "kept": "freed memory kept, as the dias command has it; the official train.py runs with the C library's defaults",
+    "default": "the C library's defaults",
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
@@ -316,7 +325,12 @@ def main() -> None:
         "--bf16", action=argparse.BooleanOptionalAction, default=cpu_has_fast_bf16(),
         help="add our step under bf16 autocast (default: where the CPU's bf16 is fast, by the package's probe)",
     )  # fmt: skip
+    parser.add_argument(
+        "--malloc", choices=MALLOC_SETTINGS, default="kept",
+        help="both models' malloc (one process): kept, as the dias command sets it, or the C library's defaults",
+    )  # fmt: skip
     args = parser.parse_args()
+    malloc = set_malloc(args.malloc)  # "kept" or "default"
     torch.set_num_threads(args.threads)
     given = [f"{r.env}=CHECKOUT" for r in METHODS.values() if os.environ.get(r.env)]
     command = " ".join([*given, shlex.join(["python", "benchmarks/video_step.py", *sys.argv[1:]])])
@@ -328,8 +342,8 @@ def main() -> None:
         f"{datetime.date.today().isoformat()}. Batch {args.batch_size} clips x {args.frames} frames, K = "
         f"{NUM_SLOTS} (conditional on frame 0's boxes), ViT-S/14 tokens ({(IMAGE_SIZE // PATCH) ** 2} x "
         f"{FEATURE_DIM}) given as features. Medians of {args.rounds} alternating rounds x {args.steps} timed steps "
-        "per model, both models in one process; GFLOP counted by torch.utils.flop_counter (the CPU's fused attention "
-        "included) on one extra step.",
+        f"per model, both models in one process, so with the same malloc setting ({MALLOC_WORDS[malloc]}); GFLOP "
+        "counted by torch.utils.flop_counter (the CPU's fused attention included) on one extra step.",
         "",
         f"    {command}",
         "",

@@ -98,9 +98,13 @@ def test_train_step_prints_its_table(tmp_path):
         "2", "--steps", "1", "--rounds", "1", "--gemm-size", "64", "--variants", "baseline fp32", "dias fp32",
         "dias bf16",
     )  # fmt: skip
-    for row in ("| baseline fp32 | 2 |", "| dias fp32 | 2 |", "| dias bf16 | 2 |"):
-        assert row in result.stdout
-    assert "failed" not in result.stdout
+    rows = {line.split(" | ")[0].strip("| "): line for line in result.stdout.splitlines() if line.startswith("| ")}
+    for variant in ("baseline fp32", "dias fp32", "dias bf16"):
+        assert rows[variant].startswith(f"| {variant} | 2 |")
+    # as each command runs: the package's rows with malloc keeping freed memory, the plain baseline without
+    assert rows["dias fp32"].endswith("| kept |") and rows["dias bf16"].endswith("| kept |")
+    assert rows["baseline fp32"].endswith("| default |")
+    assert "--malloc as-run" in result.stdout and "failed" not in result.stdout
 
 
 def test_metrics_prints_a_row_per_metric():
@@ -341,6 +345,7 @@ def test_video_step_times_both_video_methods(tmp_path):
     text = out.read_text()
     assert text.count("| dias |") == 2 and "### smoothsa-video" in text and "### randsfq" in text
     assert text.count("| dias bf16 |") == 2 and "ours in bf16 autocast" in text
+    assert "the same malloc setting (freed memory kept, as the dias command has it" in text
     for env in ("DIAS_SMOOTHSA_OFFICIAL", "DIAS_RANDSFQ_OFFICIAL"):
         assert (f"{env} is not set" in text) != bool(os.environ.get(env))
 
@@ -385,7 +390,7 @@ def test_step_profile_writes_a_row_per_part(tmp_path):
         "| **whole step** |",
     ):
         assert row in text
-    assert "furthest from the ceiling:" in text
+    assert "furthest from the ceiling:" in text and "malloc kept" in text  # as `dias train` has it
 
 
 def test_step_profile_splits_a_video_step_by_frame_and_part(tmp_path):
@@ -397,10 +402,11 @@ def test_step_profile_splits_a_video_step_by_frame_and_part(tmp_path):
     ]  # fmt: skip
     _benchmark(
         "step_profile.py", "--config", str(REPO / "configs" / "smoothsa-video-movi-c.yaml"), *_overrides(small_video),
-        "--batch-sizes", "2", "--repeats", "1", "--gemm-size", "64", "--clock", "cpu", "--out", str(out),
+        "--batch-sizes", "2", "--repeats", "1", "--gemm-size", "64", "--clock", "cpu", "--malloc", "system", "--out",
+        str(out),
     )  # fmt: skip
     text = out.read_text()
-    assert "## Batch 2 clips x 3 frames" in text
+    assert "## Batch 2 clips x 3 frames" in text and "malloc default" in text
     for row in (
         "| encoder projection (3 frames) | forward |",
         "| slot attention: frame 0 (3 iterations) | backward |",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dias.commands.clip_boxes import BOX_FILE_FORMAT
 from dias.errors import DiasError, os_error_message
+from dias.runtime.memory import keep_freed_memory
 from dias.schema import NAMED_WEIGHTS
 from dias.train.stop import Terminated, terminate_raises
 from dias.version import __version__
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
+    logging.getLogger(__name__).debug("malloc: %s", keep_freed_memory())  # before any tensor is made
     try:
         with terminate_raises():  # SIGTERM unwinds like Ctrl-C: open files close, partial splits stay resumable
             return args.run(args) or 0
