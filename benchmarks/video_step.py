@@ -25,8 +25,8 @@ gradient-norm clip 0.05 -> Adam.
 Both models run in one process, so with one malloc setting: `--malloc kept` (the default) keeps freed memory
 in malloc's heap, as the `dias` command does (dias.runtime.memory), for the official model too, whose
 train.py would run with the C library's defaults (`--malloc system`, for both). Both models are built once;
-rounds alternate between them (the order flips every round) and each round times
-`--steps` steps after one warm-up step; the table gives medians over all timed steps. GFLOP per step is counted
+rounds alternate between them (the order flips every round) and each round times `--steps` steps after one
+warm-up step; the table gives medians over all timed steps. GFLOP per step is counted
 by torch.utils.flop_counter (the CPU's fused attention included: flops.py) on one extra step (matmuls and
 attention, forward and backward); the last line gives the rate of a large fp32 matrix product on the same
 threads, measured once per round: the ceiling.
