@@ -21,7 +21,9 @@ Rows (each measured in a fresh subprocess, so peak memory is its own):
 Each row runs with the C allocator as its command runs it (`--malloc as-run`): the package's rows keep freed
 memory in malloc's heap, as the `dias` command does (dias.runtime.memory), the official and baseline rows use
 the C library's defaults, as `python train.py` does. `--malloc kept` or `--malloc system` gives every row the
-same setting, which separates what the code gains from what the allocator gains.
+same setting, which separates what the code gains from what the allocator gains; `--malloc paired` runs every
+variant both ways, interleaved (the ratios are then to the official and baseline rows with the C library's
+malloc).
 Each step is forward, loss, backward, clip and an Adam step. Prints a Markdown table: ms per step (median;
 `--clock cpu` counts the process's CPU time instead of elapsed time, for a machine other jobs load), the
 ratio of the official step's and the baseline's time to the row's,
@@ -61,14 +63,16 @@ from dias.train.step import build_optimizer, optimisation_step
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("official fp32", "baseline fp32", "dias fp32", "dias fp32 compiled", "dias bf16", "dias fp32 + backbone")
 CPU = torch.device("cpu")
-MALLOC_MODES = ("as-run", *MALLOC_SETTINGS)  # see the module's docstring
+MALLOC_MODES = ("as-run", *MALLOC_SETTINGS, "paired")  # see the module's docstring
 
 
-def row_malloc(mode: str, variant: str) -> str:
-    """The malloc setting of one row under `mode`: as-run gives the package's rows what the `dias` command sets."""
-    if mode == "as-run":
-        return "kept" if variant.startswith("dias") else "system"
-    return mode
+def row_settings(mode: str, variant: str) -> list[str]:
+    """The malloc settings ("kept", "system") a variant's rows run with under `mode`, one row each."""
+    if mode == "paired":
+        return list(MALLOC_SETTINGS)
+    if mode == "as-run":  # the package's rows as the `dias` command sets malloc, the others as `python` leaves it
+        return ["kept" if variant.startswith("dias") else "system"]
+    return [mode]
 
 
 class BaselineDIAS(nn.Module):
@@ -244,7 +248,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:
-        malloc = set_malloc(row_malloc(args.malloc, args.child[0]))  # before the row makes its first tensor
+        malloc = set_malloc(row_settings(args.malloc, args.child[0])[0])  # before the row's first tensor
         row = measure(args.child[0], args.config, args.override, int(args.child[1]), args.steps, args.clock)
         print(json.dumps({**row, "malloc": malloc}))
         return
@@ -261,31 +265,37 @@ def main() -> None:
     gemm = []
     child = [sys.executable, __file__, "--config", args.config, "--steps", str(args.steps)]
     child += [item for override in args.override for item in ("--override", override)]
-    child += ["--threads", str(args.threads), "--clock", args.clock, "--malloc", args.malloc]
+    child += ["--threads", str(args.threads), "--clock", args.clock]
+    runs = [(variant, setting) for variant in args.variants for setting in row_settings(args.malloc, variant)]
     for batch_size in args.batch_sizes:
-        rows: dict[str, list[dict]] = {variant: [] for variant in args.variants}
-        errors: dict[str, str] = {}
+        rows: dict[tuple[str, str], list[dict]] = {run: [] for run in runs}
+        errors: dict[tuple[str, str], str] = {}
         for _ in range(args.rounds):  # interleaved, so a slow spell of the machine hits every variant
             gemm.append(matmul_gflops(args.gemm_size, clock=CLOCKS[args.clock]))
-            for variant in args.variants:
-                result = subprocess.run([*child, "--child", variant, str(batch_size)], capture_output=True, text=True)
+            for run in runs:
+                command = [*child, "--malloc", run[1], "--child", run[0], str(batch_size)]
+                result = subprocess.run(command, capture_output=True, text=True)
                 if result.returncode != 0:
-                    errors[variant] = (result.stderr.strip().splitlines() or ["no output"])[-1]
+                    errors[run] = (result.stderr.strip().splitlines() or ["no output"])[-1]
                     continue
-                rows[variant].append(json.loads(result.stdout.strip().splitlines()[-1]))
-        medians = {v: statistics.median(row["ms"] for row in rows[v]) for v in args.variants if rows[v]}
-        official_ms, baseline_ms = medians.get("official fp32"), medians.get("baseline fp32")
-        for variant in args.variants:
-            if variant not in medians:
-                print(f"| {variant} | {batch_size} | failed: {errors.get(variant, '')} | | | | | | |")
+                rows[run].append(json.loads(result.stdout.strip().splitlines()[-1]))
+        medians = {run: statistics.median(row["ms"] for row in rows[run]) for run in runs if rows[run]}
+        # the references as a user runs them: with the C library's malloc where they were timed with it
+        official_ms, baseline_ms = (
+            medians.get((name, "system"), medians.get((name, "kept"))) for name in ("official fp32", "baseline fp32")
+        )
+        for run in runs:
+            variant = run[0]
+            if run not in medians:
+                print(f"| {variant} | {batch_size} | failed: {errors.get(run, '')} | | | | | | |")
                 continue
-            ms = medians[variant]
-            gflop = rows[variant][0]["gflop"]
-            peak = max(row["peak_mib"] for row in rows[variant])
+            ms = medians[run]
+            gflop = rows[run][0]["gflop"]
+            peak = max(row["peak_mib"] for row in rows[run])
             versus = [f"{reference / ms:.2f}x" if reference else "" for reference in (official_ms, baseline_ms)]
             print(
                 f"| {variant} | {batch_size} | {ms:.0f} | {' | '.join(versus)} | {gflop:.0f} | {gflop / ms * 1000:.0f} "
-                f"| {peak:.0f} | {rows[variant][0]['malloc']} |"
+                f"| {peak:.0f} | {rows[run][0]['malloc']} |"
             )
     print(
         f"\nA {args.gemm_size}x{args.gemm_size} fp32 matrix product ran at {statistics.median(gemm):.0f} GFLOP/s on "

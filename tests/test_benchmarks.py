@@ -107,6 +107,21 @@ def test_train_step_prints_its_table(tmp_path):
     assert "--malloc as-run" in result.stdout and "failed" not in result.stdout
 
 
+@pytest.mark.slow
+def test_train_step_paired_runs_each_variant_with_both_malloc_settings():
+    result = _benchmark(
+        "train_step.py", "--config", str(REPO / "configs" / "demo.yaml"), *_overrides(SMALL_DEMO), "--batch-sizes",
+        "2", "--steps", "1", "--rounds", "1", "--gemm-size", "64", "--variants", "baseline fp32", "dias fp32",
+        "--malloc", "paired",
+    )  # fmt: skip
+    rows = [line for line in result.stdout.splitlines() if line.startswith(("| baseline fp32 |", "| dias fp32 |"))]
+    assert [row.split(" | ")[0] + " " + row.split(" | ")[-1] for row in rows] == [
+        "| baseline fp32 kept |", "| baseline fp32 default |", "| dias fp32 kept |", "| dias fp32 default |",
+    ]  # fmt: skip
+    # the ratio is to the baseline as a user runs it, with the C library's malloc
+    assert rows[1].split(" | ")[4] == "1.00x" and "failed" not in result.stdout
+
+
 def test_metrics_prints_a_row_per_metric():
     result = _benchmark(
         "metrics.py", "--num-images", "8", "--batch-size", "4", "--size", "32", "--num-slots", "3",
