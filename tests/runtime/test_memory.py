@@ -7,7 +7,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import platform
 import subprocess
 import sys
 
@@ -18,6 +17,7 @@ from dias.runtime import memory
 from dias.runtime.memory import GLIBC_MALLOC_ENV, KEPT, OPT_OUT_ENV, keep_freed_memory
 
 MIB = 2**20
+TUNING_ENV = (OPT_OUT_ENV, "LD_PRELOAD", "GLIBC_TUNABLES", *GLIBC_MALLOC_ENV)  # whatever makes it leave malloc alone
 # One process: maybe keep_freed_memory, then a 64 MiB tensor (above malloc's largest mmap threshold, 32 MiB)
 # made and freed; mallinfo2's hblkhd is the bytes in mapped blocks, arena the bytes of the heap.
 ALLOCATE = """
@@ -40,7 +40,7 @@ print(json.dumps({"said": said, "mapped": during.hblkhd - before.hblkhd, "heap_a
 
 
 def _has_mallinfo2() -> bool:
-    return platform.libc_ver()[0] == "glibc" and hasattr(ctypes.CDLL(None), "mallinfo2")
+    return memory._runs_on_glibc() and hasattr(ctypes.CDLL(None), "mallinfo2")
 
 
 needs_glibc = pytest.mark.skipif(not _has_mallinfo2(), reason="needs glibc 2.33 or later (mallinfo2)")
@@ -48,8 +48,7 @@ needs_glibc = pytest.mark.skipif(not _has_mallinfo2(), reason="needs glibc 2.33 
 
 def _clean_env(**extra: str) -> dict[str, str]:
     """This environment without anything that tunes malloc, plus `extra`."""
-    tuning = {OPT_OUT_ENV, "LD_PRELOAD", "GLIBC_TUNABLES", *GLIBC_MALLOC_ENV}
-    return {**{k: v for k, v in os.environ.items() if k not in tuning}, **extra}
+    return {**{k: v for k, v in os.environ.items() if k not in TUNING_ENV}, **extra}
 
 
 def _allocate(call: str, **extra: str) -> dict:
@@ -89,12 +88,18 @@ def test_a_preloaded_allocator_or_another_c_library_is_left_alone(monkeypatch):
         raise AssertionError("mallopt must not be called")
 
     monkeypatch.setattr(memory.ctypes, "CDLL", refuse)
-    for name in (OPT_OUT_ENV, "GLIBC_TUNABLES", *GLIBC_MALLOC_ENV):
+    for name in TUNING_ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
     assert "LD_PRELOAD" in keep_freed_memory()
     monkeypatch.delenv("LD_PRELOAD")
-    monkeypatch.setattr(memory.platform, "libc_ver", lambda: ("", ""))
+
+    def not_glibc(name):
+        raise ValueError(f"unrecognized configuration name {name!r}")  # as os.confstr says on macOS
+
+    monkeypatch.setattr(memory.os, "confstr", not_glibc)
+    assert keep_freed_memory() == "left alone: the C library is not glibc"
+    monkeypatch.setattr(memory.os, "confstr", lambda name: "musl libc 1.2")
     assert keep_freed_memory() == "left alone: the C library is not glibc"
 
 

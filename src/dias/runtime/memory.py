@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 OPT_OUT_ENV = "DIAS_MALLOC"  # DIAS_MALLOC=system: leave malloc as the C library sets it
 # glibc's own switches: whoever sets them has chosen, so they are left alone.
@@ -47,7 +46,7 @@ def keep_freed_memory() -> str:
 def _reason_to_leave_alone() -> str:
     if os.environ.get(OPT_OUT_ENV, "").strip().lower() == "system":
         return f"left alone: {OPT_OUT_ENV}=system"
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not _runs_on_glibc():
         return "left alone: the C library is not glibc"
     if os.environ.get("LD_PRELOAD", "").strip():
         return "left alone: LD_PRELOAD is set (another allocator decides)"
@@ -57,3 +56,12 @@ def _reason_to_leave_alone() -> str:
     if chosen:
         return f"left alone: the environment tunes malloc ({', '.join(chosen)})"
     return ""
+
+
+def _runs_on_glibc() -> bool:
+    """Whether this process's C library is glibc, asked of the library itself (platform.libc_ver would read
+    the interpreter's executable file at every command's start)."""
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (ValueError, OSError):  # a name this platform lacks (macOS), or one its C library refuses (musl)
+        return False
